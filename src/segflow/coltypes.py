@@ -1,0 +1,143 @@
+"""Column type inference for CSV values.
+
+A column's type is the narrowest of ``integer``, ``number``, ``boolean``,
+``date``, ``datetime`` that every non-empty value fits; anything else, or a
+mix, is ``text``. Types only ever widen (integer -> number, date -> datetime,
+anything -> text), so a later file can never make stored values invalid.
+
+Checking is done per batch on the column's values joined with NUL, which the
+reader guarantees never occurs inside a value: one regular-expression pass in
+C per column per batch instead of a Python call per cell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+INTEGER = "integer"
+NUMBER = "number"
+BOOLEAN = "boolean"
+DATE = "date"
+DATETIME = "datetime"
+TEXT = "text"
+#: Placeholder while a column has shown no non-empty value yet.
+EMPTY = "empty"
+
+TYPES = (INTEGER, NUMBER, BOOLEAN, DATE, DATETIME, TEXT)
+
+TRUE_WORDS = ("true", "yes", "t", "y")
+FALSE_WORDS = ("false", "no", "f", "n")
+
+# Values may carry spaces around them; they are trimmed before conversion.
+# Integers with leading zeros (zip codes, phone fragments) stay text, and at
+# most 18 digits keeps every integer inside a signed 64-bit column.
+_VALUE_PATTERNS = {
+    INTEGER: r"-?(?:0|[1-9][0-9]{0,17})",
+    NUMBER: r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?",
+    BOOLEAN: r"(?i:true|false|yes|no|t|f|y|n)",
+    DATE: r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])",
+    # Only forms that SQLite's date functions and PostgreSQL both read.
+    DATETIME: (
+        r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+        r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+        r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+    ),
+}
+
+
+def _batch_regex(value: str) -> re.Pattern[str]:
+    item = rf"(?: *{value} *)?"
+    return re.compile(rf"{item}(?:\x00{item})*")
+
+
+_BATCH = {name: _batch_regex(pattern) for name, pattern in _VALUE_PATTERNS.items()}
+_NOT_BLANK = re.compile(r"[^ \x00]")
+
+# Which types a column may move to from a candidate, narrowest first.
+_LADDER = {
+    EMPTY: (INTEGER, NUMBER, BOOLEAN, DATE, DATETIME),
+    INTEGER: (INTEGER, NUMBER),
+    NUMBER: (NUMBER,),
+    BOOLEAN: (BOOLEAN,),
+    DATE: (DATE, DATETIME),
+    DATETIME: (DATETIME,),
+}
+
+
+def widen(a: str, b: str) -> str:
+    """The narrowest type that holds values of both ``a`` and ``b``."""
+    if a == b or b == EMPTY:
+        return a
+    if a == EMPTY:
+        return b
+    pair = {a, b}
+    if pair == {INTEGER, NUMBER}:
+        return NUMBER
+    if pair == {DATE, DATETIME}:
+        return DATETIME
+    return TEXT
+
+
+def _calendar_ok(kind: str, values: Sequence[str]) -> bool:
+    # The patterns accept 2023-02-30; the calendar does not.
+    parse = dt.date.fromisoformat if kind == DATE else _parse_datetime
+    try:
+        for value in values:
+            stripped = value.strip(" ")
+            if stripped:
+                parse(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_datetime(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
+
+
+def batch_type(current: str, values: Sequence[str]) -> str:
+    """The column's type after also seeing ``values`` (a batch of raw cells)."""
+    if current == TEXT:
+        return TEXT
+    joined = "\x00".join(values)
+    if not _NOT_BLANK.search(joined):
+        return current
+    for candidate in _LADDER[current]:
+        if _BATCH[candidate].fullmatch(joined):
+            if candidate in (DATE, DATETIME) and not _calendar_ok(candidate, values):
+                continue
+            return candidate
+    return TEXT
+
+
+def infer(values: Sequence[str]) -> str:
+    """The type of one batch of values (``empty`` if all are blank)."""
+    return batch_type(EMPTY, values)
+
+
+def parse_value(kind: str, raw: str | None) -> object:
+    """Reference conversion of one raw cell, as stored in the typed column.
+
+    Used by tests and by the rule evaluator; the import itself converts in SQL.
+    """
+    if raw is None:
+        return None
+    value = raw.strip(" ")
+    if value == "":
+        return None
+    if kind == INTEGER:
+        return int(value)
+    if kind == NUMBER:
+        return float(value)
+    if kind == BOOLEAN:
+        return value.lower() in TRUE_WORDS
+    if kind == DATE:
+        return dt.date.fromisoformat(value)
+    if kind == DATETIME:
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    return raw

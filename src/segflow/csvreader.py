@@ -1,0 +1,219 @@
+"""Streaming CSV reading with errors that say where.
+
+Owns decoding (so an undecodable byte is reported with its line and byte
+offset), delimiter detection, header validation, and the split between
+whole-file errors (:class:`~segflow.errors.ImportFailed`, nothing stored) and
+per-row rejects (reported, the rest imported). Memory is bounded by the chunk
+size and one batch of rows, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from segflow.errors import ImportFailed
+
+CHUNK_BYTES = 1 << 20
+DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"line": self.line, "reason": self.reason}
+
+
+class _Lines:
+    """Decoded physical lines of a binary stream, tracking bytes and line numbers."""
+
+    def __init__(self, stream: BinaryIO, encoding: str, source: str) -> None:
+        self.stream = stream
+        self.source = source
+        self.bytes_read = 0
+        self._newlines_before = 0  # b"\n" seen in fully decoded chunks
+        self._lines_out = 0
+        try:
+            codec = codecs.lookup(encoding)
+        except LookupError:
+            raise ImportFailed(f"unknown encoding {encoding!r}", file=source) from None
+        name = "utf-8-sig" if codec.name == "utf-8" else codec.name
+        self.encoding = codec.name
+        self._decoder = codecs.getincrementaldecoder(name)(errors="strict")
+        self._separator: str | None = None
+
+    def _decode(self, chunk: bytes, final: bool) -> str:
+        buffered = len(self._decoder.getstate()[0])
+        try:
+            text: str = self._decoder.decode(chunk, final)
+        except UnicodeDecodeError as exc:
+            start = max(0, exc.start - buffered)
+            offset = self.bytes_read - len(chunk) - buffered + exc.start
+            line = self._newlines_before + chunk[:start].count(b"\n") + 1
+            bad = exc.object[exc.start : exc.end]
+            raise ImportFailed(
+                f"byte {bad.hex(' ')!s} at byte offset {offset} is not valid {self.encoding} "
+                "(choose the file's encoding with --encoding, e.g. latin-1 or cp1252)",
+                file=self.source,
+                line=line,
+            ) from None
+        self._newlines_before += chunk.count(b"\n")
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        remainder = ""
+        while True:
+            chunk = self.stream.read(CHUNK_BYTES)
+            self.bytes_read += len(chunk)
+            text = self._decode(chunk, final=not chunk)
+            if "\x00" in text:
+                before = remainder + text[: text.index("\x00")]
+                raise ImportFailed(
+                    "contains a NUL byte (is this a binary or UTF-16 file? try --encoding utf-16)",
+                    file=self.source,
+                    line=self._lines_out + before.count(self._separator or "\n") + 1,
+                )
+            if self._separator is None and text:
+                # Old Mac files end lines with a bare CR; everything else has LF.
+                self._separator = "\r" if "\n" not in text and "\r" in text else "\n"
+            text = remainder + text
+            if not chunk:
+                if text:
+                    self._lines_out += 1
+                    yield text
+                return
+            sep = self._separator or "\n"
+            parts = text.split(sep)
+            remainder = parts.pop()
+            for part in parts:
+                self._lines_out += 1
+                yield part + sep
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    counts = {d: first_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+class CsvReader:
+    """Reads a CSV stream: ``header`` first, then ``rows()`` of (line, fields)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        source: str,
+        encoding: str = "utf-8",
+        delimiter: str | None = None,
+        max_field_chars: int = 1_048_576,
+    ) -> None:
+        if delimiter is not None and len(delimiter) != 1:
+            raise ImportFailed(
+                f"delimiter must be one character, got {delimiter!r}", file=source
+            )
+        if delimiter in ('"', "\n", "\r"):
+            raise ImportFailed(f"{delimiter!r} cannot be the delimiter", file=source)
+        self.source = source
+        self.max_field_chars = max_field_chars
+        self._lines = _Lines(stream, encoding, source)
+        self._line_iter = iter(self._lines)
+        first = next(self._line_iter, None)
+        if first is None or not first.strip("\r\n\ufeff \t"):
+            raise ImportFailed("the file is empty (expected a header line)", file=source)
+        self.delimiter = delimiter or _sniff_delimiter(first)
+        csv.field_size_limit(max_field_chars)
+        self._reader = csv.reader(
+            _chain_first(first, self._line_iter),
+            delimiter=self.delimiter,
+            quotechar='"',
+            doublequote=True,
+            strict=True,
+        )
+        self._next_start = 1
+        header = self._next_record()
+        if header is None:  # pragma: no cover - first line was not blank
+            raise ImportFailed("the file is empty (expected a header line)", file=source)
+        self.header = _validate_header(header[1], source)
+
+    @property
+    def bytes_read(self) -> int:
+        return self._lines.bytes_read
+
+    def _next_record(self) -> tuple[int, list[str]] | None:
+        start = self._next_start
+        try:
+            row = next(self._reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            raise self._csv_error(str(exc), start) from None
+        self._next_start = self._reader.line_num + 1
+        return start, row
+
+    def _csv_error(self, message: str, start: int) -> ImportFailed:
+        if "field larger than field limit" in message:
+            return ImportFailed(
+                f"a field in the record starting here is longer than {self.max_field_chars} "
+                "characters, the limit (an unterminated quote causes this too)",
+                file=self.source,
+                line=start,
+            )
+        if "unexpected end of data" in message:
+            return ImportFailed(
+                "a quoted field starting in this record is never closed (unterminated quote)",
+                file=self.source,
+                line=start,
+            )
+        if "expected after" in message:
+            return ImportFailed(
+                f"a closing quote is followed by other characters instead of "
+                f"{self.delimiter!r} or a line end (quotes inside a quoted field must be "
+                "doubled)",
+                file=self.source,
+                line=self._reader.line_num,
+            )
+        return ImportFailed(f"malformed CSV: {message}", file=self.source, line=start)
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """Data records as (first physical line, fields); blank lines skipped."""
+        while True:
+            record = self._next_record()
+            if record is None:
+                return
+            if record[1]:
+                yield record
+
+
+def _chain_first(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _validate_header(fields: list[str], source: str) -> list[str]:
+    names = [f.strip().lstrip("\ufeff").strip() for f in fields]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise ImportFailed(
+                f"header column {position} has no name (every column needs one)",
+                file=source,
+                line=1,
+            )
+        folded = name.casefold()
+        if folded in seen:
+            raise ImportFailed(
+                f"header names column {name!r} twice (columns {seen[folded]} and {position}; "
+                "names are compared ignoring case)",
+                file=source,
+                line=1,
+                column=name,
+            )
+        seen[folded] = position
+    return names

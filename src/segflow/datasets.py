@@ -1,0 +1,686 @@
+"""Datasets: CSV import (parse, infer types, upsert by key, change sequence) and queries.
+
+An import runs in two phases on one connection:
+
+1. *Staging*: the CSV streams into a temporary table, raw text only, while
+   column types and identifier quality are worked out batch by batch. No lock
+   on segflow's own tables is held, so other work carries on.
+2. *Apply*: one write transaction takes the change-sequence row (so sequence
+   order is commit order), creates or widens the dataset's columns, compares
+   staged rows with stored ones, and writes inserts, real changes and (in
+   replace mode) deletes, each with its own next sequence number.
+
+Either the whole file is applied or nothing is: a failure or a kill at any
+point leaves the dataset exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow import coltypes
+from segflow.config import Settings
+from segflow.csvreader import CsvReader, Reject
+from segflow.db import records
+from segflow.db.engine import Database
+from segflow.db.records import ident
+from segflow.db.schema import change_sequence, dataset_columns, datasets, imports
+from segflow.errors import ImportFailed, InvalidInput, NotFound
+from segflow.progress import APPLYING, DONE, READING, Progress, ProgressFn
+from segflow.quality import QualityCounter
+
+UPSERT = "upsert"
+REPLACE = "replace"
+MODES = (UPSERT, REPLACE)
+DEFAULT_KEYS = ("id", "customer_id", "email")
+BATCH_ROWS = 10_000
+#: Rejects kept in the stored import history (the returned summary keeps more).
+STORED_REJECTS = 1_000
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Column:
+    position: int
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: int
+    name: str
+    key_column: str
+    records_table: str
+    record_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    columns: tuple[Column, ...]
+
+    def column(self, name: str) -> Column | None:
+        folded = name.casefold()
+        for column in self.columns:
+            if column.name.casefold() == folded:
+                return column
+        return None
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    dataset: str
+    key: str | None = None
+    mode: str = UPSERT
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+
+
+def validate_dataset_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidInput(
+            f"dataset name {name!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+# --------------------------------------------------------------------- queries
+
+
+def _load(conn: Connection, name: str, *, lock: bool = False) -> Dataset | None:
+    query = sa.select(datasets).where(datasets.c.name == name)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    cols = conn.execute(
+        sa.select(dataset_columns.c.position, dataset_columns.c.name, dataset_columns.c.type)
+        .where(dataset_columns.c.dataset_id == row["id"])
+        .order_by(dataset_columns.c.position)
+    ).all()
+    return Dataset(
+        id=row["id"],
+        name=row["name"],
+        key_column=row["key_column"],
+        records_table=row["records_table"],
+        record_count=row["record_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        columns=tuple(Column(p, n, t) for p, n, t in cols),
+    )
+
+
+def find_dataset(db: Database, name: str) -> Dataset | None:
+    with db.read() as conn:
+        return _load(conn, name)
+
+
+def get_dataset(db: Database, name: str) -> Dataset:
+    dataset = find_dataset(db, name)
+    if dataset is None:
+        raise NotFound(f"no dataset named {name!r}{_known_names(db)}")
+    return dataset
+
+
+def _known_names(db: Database) -> str:
+    names = [d.name for d in list_datasets(db)]
+    return f" (datasets: {', '.join(names)})" if names else " (there are no datasets yet)"
+
+
+def list_datasets(db: Database) -> list[Dataset]:
+    with db.read() as conn:
+        names = conn.execute(sa.select(datasets.c.name).order_by(datasets.c.name)).scalars()
+        return [d for d in (_load(conn, n) for n in list(names)) if d is not None]
+
+
+def describe_dataset(db: Database, name: str) -> dict[str, Any]:
+    """Schema with non-empty counts, record count and the last import's summary."""
+    with db.read() as conn:
+        dataset = _load(conn, name)
+        if dataset is None:
+            raise NotFound(f"no dataset named {name!r}")
+        counts: Sequence[Any] = ()
+        if dataset.columns:
+            table = ident(dataset.records_table)
+            selects = ", ".join(f"COUNT({ident(records.raw_col(c.position))})" for c in dataset.columns)
+            counts = conn.exec_driver_sql(
+                f"SELECT {selects} FROM {table} WHERE NOT deleted"  # noqa: S608 - generated names
+            ).one()
+        last = conn.execute(
+            sa.select(imports.c.summary, imports.c.finished_at)
+            .where(imports.c.dataset_id == dataset.id)
+            .order_by(imports.c.id.desc())
+            .limit(1)
+        ).first()
+    return {
+        "name": dataset.name,
+        "key": dataset.key_column,
+        "records": dataset.record_count,
+        "created_at": dataset.created_at.isoformat(),
+        "updated_at": dataset.updated_at.isoformat(),
+        "columns": [
+            {"name": c.name, "type": c.type, "non_empty": int(n)}
+            for c, n in zip(dataset.columns, counts, strict=True)
+        ],
+        "last_import": None if last is None else last[0],
+    }
+
+
+def dataset_summary(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "key": dataset.key_column,
+        "records": dataset.record_count,
+        "columns": len(dataset.columns),
+        "created_at": dataset.created_at.isoformat(),
+        "updated_at": dataset.updated_at.isoformat(),
+    }
+
+
+def delete_dataset(db: Database, name: str) -> Dataset:
+    with db.write() as conn:
+        dataset = _load(conn, name, lock=True)
+        if dataset is None:
+            raise NotFound(f"no dataset named {name!r}")
+        records.drop_table(conn, dataset.records_table)
+        conn.execute(sa.delete(datasets).where(datasets.c.id == dataset.id))
+    return dataset
+
+
+def read_records(db: Database, name: str, *, limit: int = 20) -> list[dict[str, str | None]]:
+    """The first live records by key, raw text as imported."""
+    with db.read() as conn:
+        dataset = _load(conn, name)
+        if dataset is None:
+            raise NotFound(f"no dataset named {name!r}")
+        cols = ", ".join(ident(records.raw_col(c.position)) for c in dataset.columns)
+        rows = conn.exec_driver_sql(
+            f"SELECT {cols} FROM {ident(dataset.records_table)} "  # noqa: S608 - generated names
+            "WHERE NOT deleted ORDER BY key LIMIT ?"
+            if conn.dialect.name == "sqlite"
+            else f"SELECT {cols} FROM {ident(dataset.records_table)} "  # noqa: S608
+            "WHERE NOT deleted ORDER BY key LIMIT %s",
+            (limit,),
+        ).all()
+    return [dict(zip((c.name for c in dataset.columns), row, strict=True)) for row in rows]
+
+
+# ---------------------------------------------------------------------- import
+
+
+class _RejectLog:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.details: list[Reject] = []
+
+    def add(self, line: int, reason: str) -> None:
+        self.count += 1
+        if len(self.details) < self.limit:
+            self.details.append(Reject(line, reason))
+
+
+class _Staging:
+    """The temporary tables of one import, on the import's own connection."""
+
+    def __init__(self, conn: Connection, ncols: int, key_index: int) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self.ncols = ncols
+        self.key_index = key_index
+        suffix = uuid.uuid4().hex[:12]
+        self.rows = f"sf_stage_{suffix}"
+        self.keep = f"sf_keep_{suffix}"
+        self.changes = f"sf_chg_{suffix}"
+        self.deletes = f"sf_del_{suffix}"
+        self.count = 0
+
+    def key_col(self) -> str:
+        return f"s{self.key_index}"
+
+    def create(self) -> None:
+        collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        cols = ", ".join(
+            f"s{i} TEXT{collate if i == self.key_index else ''}" for i in range(self.ncols)
+        )
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {ident(self.rows)} (line BIGINT PRIMARY KEY, {cols})"
+        )
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {ident(self.keep)} (key TEXT{collate})")
+
+    def insert(self, batch: list[tuple[Any, ...]]) -> None:
+        self.count += len(batch)
+        self._load(self.rows, ["line", *(f"s{i}" for i in range(self.ncols))], batch)
+
+    def insert_kept_keys(self, keys: list[tuple[str]]) -> None:
+        if keys:
+            self._load(self.keep, ["key"], keys)
+
+    def _load(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        if self.dialect == "postgresql":
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            names = ", ".join(columns)
+            with raw.cursor() as cur, cur.copy(f"COPY {ident(table)} ({names}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+        else:
+            marks = ", ".join("?" * len(columns))
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {ident(table)} VALUES ({marks})",  # noqa: S608 - generated names
+                rows,  # type: ignore[arg-type]
+            )
+
+    def remove_duplicates(self) -> list[tuple[int, str, int]]:
+        """Drop later rows whose key an earlier row of the file already has."""
+        t = ident(self.rows)
+        k = self.key_col()
+        self.conn.exec_driver_sql(
+            f"CREATE INDEX {ident(self.rows + '_key')} ON {t} ({k}, line)"
+        )
+        if self.dialect == "postgresql":
+            self.conn.exec_driver_sql(f"ANALYZE {t}")
+        dups = [
+            (int(line), str(key), int(first))
+            for line, key, first in self.conn.exec_driver_sql(
+                f"SELECT s.line, s.{k}, d.first FROM {t} s JOIN ("  # noqa: S608
+                f"SELECT {k} AS k, MIN(line) AS first FROM {t} GROUP BY {k} "
+                f"HAVING COUNT(*) > 1) d ON s.{k} = d.k WHERE s.line > d.first ORDER BY s.line"
+            )
+        ]
+        if dups:
+            mark = "?" if self.dialect == "sqlite" else "%s"
+            self.conn.exec_driver_sql(
+                f"DELETE FROM {t} WHERE line = {mark}",  # noqa: S608
+                [(line,) for line, _, _ in dups],  # type: ignore[arg-type]
+            )
+            self.count -= len(dups)
+        return dups
+
+    def drop(self) -> None:
+        for table in (self.rows, self.keep, self.changes, self.deletes):
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(table)}")
+
+
+def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
+    folded = [h.casefold() for h in header]
+    if existing is not None:
+        if key is not None and key.casefold() != existing.key_column.casefold():
+            raise ImportFailed(
+                f"dataset {existing.name!r} is keyed by {existing.key_column!r}; its key "
+                f"cannot change to {key!r}",
+                file=source,
+            )
+        wanted = existing.key_column
+    elif key is not None:
+        wanted = key
+    else:
+        found = next((k for k in DEFAULT_KEYS if k in folded), None)
+        if found is None:
+            raise ImportFailed(
+                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present; "
+                "choose one with --key (columns: " + ", ".join(header) + ")",
+                file=source,
+            )
+        wanted = found
+    if wanted.casefold() not in folded:
+        raise ImportFailed(
+            f"the key column {wanted!r} is not in the file (columns: {', '.join(header)})",
+            file=source,
+            line=1,
+        )
+    return folded.index(wanted.casefold())
+
+
+def import_csv(
+    db: Database,
+    stream: BinaryIO,
+    options: ImportOptions,
+    *,
+    source: str,
+    now: dt.datetime,
+    total_bytes: int | None = None,
+    progress: ProgressFn | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Import one CSV stream into a dataset; return the import summary.
+
+    Raises :class:`ImportFailed` for a file that cannot be imported at all,
+    in which case nothing was stored.
+    """
+    settings = settings or Settings()
+    started = time.monotonic()
+    validate_dataset_name(options.dataset)
+    if options.mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    reader = CsvReader(
+        stream,
+        source=source,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        max_field_chars=settings.max_field_chars,
+    )
+    header = reader.header
+    key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
+    ncols = len(header)
+    types = [coltypes.EMPTY] * ncols
+    quality = QualityCounter(header)
+    rejects = _RejectLog(settings.max_reject_details)
+    report = progress or (lambda _p: None)
+
+    with db.engine.connect() as conn:
+        staging = _Staging(conn, ncols, key_index)
+        try:
+            with conn.begin():
+                staging.create()
+                batch: list[tuple[Any, ...]] = []
+                kept: list[tuple[str]] = []
+
+                def flush() -> None:
+                    if batch:
+                        columns = list(zip(*batch, strict=True))
+                        for i in range(ncols):
+                            values: Sequence[str] = columns[i + 1]
+                            types[i] = coltypes.batch_type(types[i], values)
+                            quality.add(i, values)
+                        staging.insert(batch)
+                        batch.clear()
+                    staging.insert_kept_keys(kept)
+                    kept.clear()
+                    report(Progress(READING, reader.bytes_read, total_bytes, staging.count))
+
+                for line, fields in reader.rows():
+                    if len(fields) != ncols:
+                        rejects.add(line, f"expected {ncols} fields, found {len(fields)}")
+                        if len(fields) > key_index and fields[key_index].strip():
+                            kept.append((fields[key_index],))
+                    elif not fields[key_index].strip():
+                        rejects.add(line, f"the key column {header[key_index]!r} is empty")
+                    else:
+                        batch.append((line, *fields))
+                        if len(batch) >= BATCH_ROWS:
+                            flush()
+                flush()
+                duplicates = staging.remove_duplicates()
+                for line, key, first in duplicates:
+                    rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
+            report(Progress(APPLYING, reader.bytes_read, total_bytes, staging.count))
+            with db.writing(conn):
+                outcome = _apply(conn, staging, options, header, types, now)
+                summary = _summary(
+                    options,
+                    source,
+                    reader,
+                    header,
+                    outcome,
+                    rejects,
+                    quality,
+                    key_index,
+                    len(duplicates),
+                    started,
+                )
+                stored = dict(summary, rejects=summary["rejects"][:STORED_REJECTS])
+                conn.execute(
+                    imports.insert().values(
+                        dataset_id=outcome.dataset_id,
+                        source=source,
+                        mode=options.mode,
+                        started_at=now,
+                        finished_at=now,
+                        summary=stored,
+                    )
+                )
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            with conn.begin():
+                staging.drop()
+    report(Progress(DONE, reader.bytes_read, total_bytes, staging.count))
+    return summary
+
+
+@dataclass
+class _Outcome:
+    dataset_id: int
+    created: bool
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
+
+
+def _apply(
+    conn: Connection,
+    staging: _Staging,
+    options: ImportOptions,
+    header: list[str],
+    file_types: list[str],
+    now: dt.datetime,
+) -> _Outcome:
+    dialect = conn.dialect.name
+    seq_query = sa.select(change_sequence.c.value).where(change_sequence.c.id == 1)
+    if dialect == "postgresql":
+        seq_query = seq_query.with_for_update()
+    base = int(conn.execute(seq_query).scalar_one())
+
+    dataset = _load(conn, options.dataset, lock=True)
+    key_name = header[staging.key_index]
+    created = dataset is None
+    if dataset is None:
+        dataset_id = conn.execute(
+            datasets.insert()
+            .values(
+                name=options.dataset,
+                key_column=key_name,
+                records_table=f"sf_pending_{uuid.uuid4().hex}",
+                record_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(datasets.c.id)
+        ).scalar_one()
+        table = records.table_name(dataset_id)
+        conn.execute(
+            sa.update(datasets).where(datasets.c.id == dataset_id).values(records_table=table)
+        )
+        records.create_table(conn, dialect, table)
+        existing: dict[str, Column] = {}
+        record_count = 0
+    else:
+        if dataset.key_column.casefold() != key_name.casefold():
+            raise ImportFailed(
+                f"dataset {dataset.name!r} was created meanwhile with key "
+                f"{dataset.key_column!r}; import again",
+                file=None,
+            )
+        dataset_id, table, record_count = dataset.id, dataset.records_table, dataset.record_count
+        existing = {c.name.casefold(): c for c in dataset.columns}
+    outcome = _Outcome(dataset_id=dataset_id, created=created)
+
+    # Columns: add new ones, widen the type of existing ones where needed.
+    next_position = max((c.position for c in existing.values()), default=-1) + 1
+    mapping: list[Column] = []  # file column index -> dataset column
+    for index, name in enumerate(header):
+        file_type = file_types[index]
+        column = existing.get(name.casefold())
+        if column is None:
+            kind = coltypes.TEXT if file_type == coltypes.EMPTY else file_type
+            column = Column(next_position, name, kind)
+            next_position += 1
+            records.add_column(conn, dialect, table, column.position, kind)
+            conn.execute(
+                dataset_columns.insert().values(
+                    dataset_id=dataset_id, position=column.position, name=name, type=kind
+                )
+            )
+            if not created:
+                outcome.schema_changes.append({"column": name, "change": "added", "type": kind})
+            existing[name.casefold()] = column
+        else:
+            kind = coltypes.widen(column.type, file_type)
+            if kind != column.type:
+                records.retype_column(conn, dialect, table, column.position, column.type, kind)
+                conn.execute(
+                    sa.update(dataset_columns)
+                    .where(
+                        dataset_columns.c.dataset_id == dataset_id,
+                        dataset_columns.c.position == column.position,
+                    )
+                    .values(type=kind)
+                )
+                outcome.schema_changes.append(
+                    {"column": column.name, "change": "retyped", "from": column.type, "to": kind}
+                )
+                column = Column(column.position, column.name, kind)
+                existing[name.casefold()] = column
+        mapping.append(column)
+    outcome.columns = sorted(existing.values(), key=lambda c: c.position)
+
+    r, s, k = ident(table), ident(staging.rows), staging.key_col()
+    chg, dels = ident(staging.changes), ident(staging.deletes)
+
+    def staged(index: int) -> str:
+        return f"NULLIF(s.s{index}, '')"
+
+    differs = " OR ".join(
+        f"rec.{ident(records.raw_col(col.position))} IS DISTINCT FROM {staged(i)}"
+        for i, col in enumerate(mapping)
+        if i != staging.key_index
+    )
+    changed = "rec.rid IS NULL OR rec.deleted" + (f" OR {differs}" if differs else "")
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {chg} AS SELECT s.line AS line, s.{k} AS key, rec.rid AS rid, "  # noqa: S608
+        "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
+        f"ROW_NUMBER() OVER (ORDER BY s.{k}) AS n "
+        f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
+    )
+    total, fresh, revived = conn.exec_driver_sql(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
+        f"COALESCE(SUM(revived), 0) FROM {chg}"
+    ).one()
+    total, fresh, revived = int(total), int(fresh), int(revived)
+    mark = "?" if dialect == "sqlite" else "%s"
+
+    if total:
+        names, values, sets = ["key", "seq", "deleted"], ["c.key", f"{mark} + c.n", "FALSE"], []
+        for i, col in enumerate(mapping):
+            raw = ident(records.raw_col(col.position))
+            names.append(raw)
+            values.append(staged(i))
+            sets.append(f"{raw} = {staged(i)}")
+            if records.has_typed(col.type):
+                typed = ident(records.typed_col(col.position))
+                names.append(typed)
+                values.append(records.convert(dialect, col.type, f"s.s{i}"))
+                sets.append(f"{typed} = {records.convert(dialect, col.type, f's.s{i}')}")
+        if fresh:
+            conn.exec_driver_sql(
+                f"INSERT INTO {r} ({', '.join(names)}) SELECT {', '.join(values)} "  # noqa: S608
+                f"FROM {chg} c JOIN {s} s ON s.line = c.line WHERE c.rid IS NULL ORDER BY c.key",
+                (base,),
+            )
+        if total - fresh:
+            # The tuple of SET targets comes from a subquery so both engines accept it.
+            conn.exec_driver_sql(
+                f"UPDATE {r} SET seq = {mark} + c.n, deleted = FALSE, {', '.join(sets)} "  # noqa: S608
+                f"FROM {chg} c JOIN {s} s ON s.line = c.line WHERE {r}.rid = c.rid",
+                (base,),
+            )
+    outcome.inserted = fresh + revived
+    outcome.updated = total - fresh - revived
+    outcome.unchanged = staging.count - total
+
+    deleted = 0
+    if options.mode == REPLACE:
+        keep = ident(staging.keep)
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {dels} AS SELECT rec.rid AS rid, "  # noqa: S608
+            f"ROW_NUMBER() OVER (ORDER BY rec.key) AS n FROM {r} rec "
+            f"WHERE NOT rec.deleted AND NOT EXISTS (SELECT 1 FROM {s} s WHERE s.{k} = rec.key) "
+            f"AND NOT EXISTS (SELECT 1 FROM {keep} kk WHERE kk.key = rec.key)"
+        )
+        deleted = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {dels}").scalar_one())  # noqa: S608
+        if deleted:
+            blank = []
+            for col in outcome.columns:
+                blank.append(f"{ident(records.raw_col(col.position))} = NULL")
+                if records.has_typed(col.type):
+                    blank.append(f"{ident(records.typed_col(col.position))} = NULL")
+            conn.exec_driver_sql(
+                f"UPDATE {r} SET seq = {mark} + d.n, deleted = TRUE, {', '.join(blank)} "  # noqa: S608
+                f"FROM {dels} d WHERE {r}.rid = d.rid",
+                (base + total,),
+            )
+    outcome.deleted = deleted
+
+    used = total + deleted
+    if used:
+        outcome.first_seq, outcome.last_seq = base + 1, base + used
+        conn.execute(
+            sa.update(change_sequence).where(change_sequence.c.id == 1).values(value=base + used)
+        )
+    if used or created or outcome.schema_changes:
+        conn.execute(
+            sa.update(datasets)
+            .where(datasets.c.id == dataset_id)
+            .values(record_count=record_count + outcome.inserted - deleted, updated_at=now)
+        )
+    return outcome
+
+
+def _summary(
+    options: ImportOptions,
+    source: str,
+    reader: CsvReader,
+    header: list[str],
+    outcome: _Outcome,
+    rejects: _RejectLog,
+    quality: QualityCounter,
+    key_index: int,
+    duplicates: int,
+    started: float,
+) -> dict[str, Any]:
+    by_name = {c.name.casefold(): c for c in outcome.columns}
+    details = sorted(rejects.details, key=lambda r: r.line)
+    return {
+        "dataset": options.dataset,
+        "source": source,
+        "mode": options.mode,
+        "created": outcome.created,
+        "key": header[key_index],
+        "delimiter": reader.delimiter,
+        "rows": outcome.inserted + outcome.updated + outcome.unchanged + rejects.count,
+        "inserted": outcome.inserted,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
+        "deleted": outcome.deleted,
+        "rejected": rejects.count,
+        "rejects": [r.as_dict() for r in details],
+        "rejects_truncated": rejects.count > len(details),
+        "columns": [
+            {"name": name, "type": by_name[name.casefold()].type} for name in header
+        ],
+        "schema_changes": outcome.schema_changes,
+        "identifiers": quality.summary(),
+        "duplicate_keys": duplicates,
+        "first_seq": outcome.first_seq,
+        "last_seq": outcome.last_seq,
+        "bytes": reader.bytes_read,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+
+

@@ -1,0 +1,139 @@
+"""Engine construction and transaction helpers for both supported databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from segflow.errors import InvalidInput
+
+# Long enough for a big import's apply phase in another process to finish.
+SQLITE_BUSY_TIMEOUT_MS = 120_000
+_WRITE_OPTION = "segflow_write"
+
+
+def normalise_url(raw: str) -> URL:
+    """Parse a database URL, choosing psycopg 3 for PostgreSQL."""
+    try:
+        url = make_url(raw)
+    except Exception:
+        raise InvalidInput(
+            f"database URL {raw!r} is not valid; use sqlite:///path/to/file.db "
+            "or postgresql+psycopg://user@host/dbname"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.drivername not in ("sqlite", "sqlite+pysqlite"):
+            raise InvalidInput(f"unsupported SQLite driver {url.drivername!r}; use sqlite:///")
+        if not url.database or url.database == ":memory:":
+            raise InvalidInput("segflow needs an SQLite file, not an in-memory database")
+        return url
+    if backend == "postgresql":
+        if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+            return url.set(drivername="postgresql+psycopg")
+        raise InvalidInput(
+            f"unsupported PostgreSQL driver {url.drivername!r}; use postgresql+psycopg://"
+        )
+    raise InvalidInput(
+        f"unsupported database {backend!r}; segflow runs on SQLite (sqlite:///file.db) "
+        "or PostgreSQL (postgresql+psycopg://...)"
+    )
+
+
+def _redacted(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+class Database:
+    """One configured database: an SQLAlchemy engine plus segflow's rules for using it."""
+
+    def __init__(self, url: str, *, pg_options: str | None = None) -> None:
+        self.url = normalise_url(url)
+        self.display_url = _redacted(self.url)
+        self.dialect = self.url.get_backend_name()
+        self.engine = self._create_engine(pg_options)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def _create_engine(self, pg_options: str | None) -> Engine:
+        if self.is_sqlite:
+            engine = sa.create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            )
+            _install_sqlite_hooks(engine)
+            return engine
+        options = "-c timezone=UTC"
+        if pg_options:
+            options += " " + pg_options
+        return sa.create_engine(
+            self.url, connect_args={"options": options}, pool_pre_ping=True
+        )
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot on both engines."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction that commits on success and rolls back on any error."""
+        with self.engine.connect() as conn:
+            with self.writing(conn):
+                yield conn
+
+    @contextmanager
+    def writing(self, conn: Connection) -> Iterator[Connection]:
+        """Open a write transaction on a connection the caller already holds.
+
+        Used by work that prepares data on one connection (temporary tables)
+        before it takes the write lock.
+        """
+        conn.execution_options(**{_WRITE_OPTION: True})
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.execution_options(**{_WRITE_OPTION: False})
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def utcnow() -> dt.datetime:
+    """The wall clock, read only at the edges (CLI, server) and passed inward."""
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,50 @@
+"""Exceptions a user is meant to read.
+
+Every error segflow raises on purpose is a :class:`SegflowError` whose message
+is one line that says what is wrong and, where it applies, where (file, line,
+column). The CLI prints that line; the web layer turns it into a JSON error.
+"""
+
+from __future__ import annotations
+
+
+class SegflowError(Exception):
+    """An error caused by input or state a user can fix."""
+
+    code = "error"
+
+
+class NotFound(SegflowError):
+    code = "not_found"
+
+
+class InvalidInput(SegflowError):
+    code = "invalid_input"
+
+
+class ImportFailed(InvalidInput):
+    """A whole file was refused; nothing from it was stored."""
+
+    code = "import_failed"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.file or "input"
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.column is not None:
+            where += f", column {self.column!r}"
+        return f"{where}: {self.reason}"
