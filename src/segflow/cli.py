@@ -67,7 +67,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         stream, source, total = sys.stdin.buffer, "<stdin>", None
     else:
         try:
-            stream = open(args.path, "rb")  # noqa: SIM115 - closed below
+            stream = open(args.path, "rb")
         except OSError as exc:
             raise SegflowError(f"cannot open {args.path}: {exc.strerror}") from None
         source, total = args.path, os.fstat(stream.fileno()).st_size
@@ -264,9 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds_delete.add_argument("name", metavar="NAME")
     ds_delete.set_defaults(func=cmd_datasets_delete)
 
-    dm = sub.add_parser(
-        "demo", parents=[common, as_json], help="import synthetic demo customers"
-    )
+    dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")
     dm.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"rows (default {DEMO_ROWS:,})")
     dm.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     dm.add_argument("--dataset", default=DEMO_DATASET, help=f"dataset (default {DEMO_DATASET})")
@@ -285,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"segflow: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("segflow: interrupted; nothing was changed by the unfinished command", file=sys.stderr)
+        print(
+            "segflow: interrupted; nothing was changed by the unfinished command", file=sys.stderr
+        )
         return 130
 
 

@@ -115,9 +115,7 @@ class CsvReader:
         max_field_chars: int = 1_048_576,
     ) -> None:
         if delimiter is not None and len(delimiter) != 1:
-            raise ImportFailed(
-                f"delimiter must be one character, got {delimiter!r}", file=source
-            )
+            raise ImportFailed(f"delimiter must be one character, got {delimiter!r}", file=source)
         if delimiter in ('"', "\n", "\r"):
             raise ImportFailed(f"{delimiter!r} cannot be the delimiter", file=source)
         self.source = source
@@ -125,8 +123,14 @@ class CsvReader:
         self._lines = _Lines(stream, encoding, source)
         self._line_iter = iter(self._lines)
         first = next(self._line_iter, None)
-        if first is None or not first.strip("\r\n\ufeff \t"):
+        if first is None:
             raise ImportFailed("the file is empty (expected a header line)", file=source)
+        if not first.strip("\r\n\ufeff \t"):
+            raise ImportFailed(
+                "the first line is blank; it must be the header naming the columns",
+                file=source,
+                line=1,
+            )
         self.delimiter = delimiter or _sniff_delimiter(first)
         csv.field_size_limit(max_field_chars)
         self._reader = csv.reader(

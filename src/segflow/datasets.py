@@ -152,7 +152,9 @@ def describe_dataset(db: Database, name: str) -> dict[str, Any]:
         counts: Sequence[Any] = ()
         if dataset.columns:
             table = ident(dataset.records_table)
-            selects = ", ".join(f"COUNT({ident(records.raw_col(c.position))})" for c in dataset.columns)
+            selects = ", ".join(
+                f"COUNT({ident(records.raw_col(c.position))})" for c in dataset.columns
+            )
             counts = conn.exec_driver_sql(
                 f"SELECT {selects} FROM {table} WHERE NOT deleted"  # noqa: S608 - generated names
             ).one()
@@ -278,16 +280,14 @@ class _Staging:
             marks = ", ".join("?" * len(columns))
             self.conn.exec_driver_sql(
                 f"INSERT INTO {ident(table)} VALUES ({marks})",  # noqa: S608 - generated names
-                rows,  # type: ignore[arg-type]
+                rows,
             )
 
     def remove_duplicates(self) -> list[tuple[int, str, int]]:
         """Drop later rows whose key an earlier row of the file already has."""
         t = ident(self.rows)
         k = self.key_col()
-        self.conn.exec_driver_sql(
-            f"CREATE INDEX {ident(self.rows + '_key')} ON {t} ({k}, line)"
-        )
+        self.conn.exec_driver_sql(f"CREATE INDEX {ident(self.rows + '_key')} ON {t} ({k}, line)")
         if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f"ANALYZE {t}")
         dups = [
@@ -302,7 +302,7 @@ class _Staging:
             mark = "?" if self.dialect == "sqlite" else "%s"
             self.conn.exec_driver_sql(
                 f"DELETE FROM {t} WHERE line = {mark}",  # noqa: S608
-                [(line,) for line, _, _ in dups],  # type: ignore[arg-type]
+                [(line,) for line, _, _ in dups],
             )
             self.count -= len(dups)
         return dups
@@ -671,9 +671,7 @@ def _summary(
         "rejected": rejects.count,
         "rejects": [r.as_dict() for r in details],
         "rejects_truncated": rejects.count > len(details),
-        "columns": [
-            {"name": name, "type": by_name[name.casefold()].type} for name in header
-        ],
+        "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
         "schema_changes": outcome.schema_changes,
         "identifiers": quality.summary(),
         "duplicate_keys": duplicates,
@@ -682,5 +680,3 @@ def _summary(
         "bytes": reader.bytes_read,
         "duration_s": round(time.monotonic() - started, 3),
     }
-
-

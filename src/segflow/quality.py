@@ -26,7 +26,10 @@ POSTAL_CODE = "postal_code"
 # Header names, compared after lower-casing and dropping non-letters.
 _NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (EMAIL, re.compile(r"^(e?mail|emailaddress|email\w*)$")),
-    (PHONE, re.compile(r"^(phone|phonenumber|mobile|mobilephone|cell|cellphone|tel|telephone)\w*$")),
+    (
+        PHONE,
+        re.compile(r"^(phone|phonenumber|mobile|mobilephone|cell|cellphone|tel|telephone)\w*$"),
+    ),
     (FIRST_NAME, re.compile(r"^(firstname|givenname|fname|forename|first)$")),
     (LAST_NAME, re.compile(r"^(lastname|familyname|surname|lname|last)$")),
     (COUNTRY, re.compile(r"^(country|countrycode|countryiso|regioncode)$")),

@@ -53,11 +53,11 @@ def _redacted(url: URL) -> str:
 class Database:
     """One configured database: an SQLAlchemy engine plus segflow's rules for using it."""
 
-    def __init__(self, url: str, *, pg_options: str | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.display_url = _redacted(self.url)
         self.dialect = self.url.get_backend_name()
-        self.engine = self._create_engine(pg_options)
+        self.engine = self._create_engine()
 
     @property
     def is_sqlite(self) -> bool:
@@ -67,7 +67,7 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    def _create_engine(self, pg_options: str | None) -> Engine:
+    def _create_engine(self) -> Engine:
         if self.is_sqlite:
             engine = sa.create_engine(
                 self.url,
@@ -75,12 +75,13 @@ class Database:
             )
             _install_sqlite_hooks(engine)
             return engine
+        # Keep any libpq options from the URL (a search_path, say) beside our own.
         options = "-c timezone=UTC"
-        if pg_options:
-            options += " " + pg_options
-        return sa.create_engine(
-            self.url, connect_args={"options": options}, pool_pre_ping=True
-        )
+        extra = self.url.query.get("options")
+        if extra:
+            options += " " + (extra if isinstance(extra, str) else " ".join(extra))
+        url = self.url.difference_update_query(["options"])
+        return sa.create_engine(url, connect_args={"options": options}, pool_pre_ping=True)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

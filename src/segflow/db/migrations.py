@@ -46,13 +46,13 @@ def _m1_datasets(conn: Connection, dialect: str) -> None:
         )""",
         "INSERT INTO sf_change_sequence (id, value) VALUES (1, 0)",
         f"""CREATE TABLE sf_datasets (
-            id {t['pk']},
+            id {t["pk"]},
             name TEXT NOT NULL UNIQUE,
             key_column TEXT NOT NULL,
             records_table TEXT NOT NULL UNIQUE,
             record_count BIGINT NOT NULL,
-            created_at {t['ts']} NOT NULL,
-            updated_at {t['ts']} NOT NULL
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL
         )""",
         """CREATE TABLE sf_dataset_columns (
             dataset_id INTEGER NOT NULL REFERENCES sf_datasets (id) ON DELETE CASCADE,
@@ -62,13 +62,13 @@ def _m1_datasets(conn: Connection, dialect: str) -> None:
             PRIMARY KEY (dataset_id, position)
         )""",
         f"""CREATE TABLE sf_imports (
-            id {t['pk']},
+            id {t["pk"]},
             dataset_id INTEGER NOT NULL REFERENCES sf_datasets (id) ON DELETE CASCADE,
             source TEXT NOT NULL,
             mode TEXT NOT NULL,
-            started_at {t['ts']} NOT NULL,
-            finished_at {t['ts']} NOT NULL,
-            summary {t['json']} NOT NULL
+            started_at {t["ts"]} NOT NULL,
+            finished_at {t["ts"]} NOT NULL,
+            summary {t["json"]} NOT NULL
         )""",
         "CREATE INDEX sf_imports_dataset ON sf_imports (dataset_id, id)",
     ]

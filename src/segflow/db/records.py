@@ -123,18 +123,21 @@ def add_column(conn: Connection, dialect: str, table: str, position: int, kind: 
 def retype_column(
     conn: Connection, dialect: str, table: str, position: int, old: str, new: str
 ) -> None:
-    """Widen a column's stored typed values from ``old`` to ``new``, for every row."""
+    """Widen a column's stored typed values from ``old`` to ``new``, for every row.
+
+    Types only widen (see ``coltypes.widen``), so ``old`` always has a typed
+    column and every stored raw value converts to ``new``.
+    """
     t = ident(table)
     raw = ident(raw_col(position))
     typed = ident(typed_col(position))
-    if has_typed(old) and not has_typed(new):
+    if not has_typed(new):
         conn.exec_driver_sql(f"ALTER TABLE {t} DROP COLUMN {typed}")
-    elif not has_typed(old) and has_typed(new):
-        add_column_typed = f"ALTER TABLE {t} ADD COLUMN {typed} {sql_type(dialect, new)}"
-        conn.exec_driver_sql(add_column_typed)
-        conn.exec_driver_sql(f"UPDATE {t} SET {typed} = {convert(dialect, new, raw)}")
-    elif dialect == "sqlite":
-        conn.exec_driver_sql(f"UPDATE {t} SET {typed} = {convert(dialect, new, raw)}")
+        return
+    refill = f"UPDATE {t} SET {typed} = {convert(dialect, new, raw)}"  # noqa: S608 - generated
+    if dialect == "sqlite":
+        # SQLite's column affinity accepts the wider values as they are.
+        conn.exec_driver_sql(refill)
     else:
         conn.exec_driver_sql(
             f"ALTER TABLE {t} ALTER COLUMN {typed} TYPE {sql_type(dialect, new)} "

@@ -1,0 +1,56 @@
+"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL.
+
+PostgreSQL tests run whenever ``SEGFLOW_TEST_POSTGRES_URL`` is set (CI sets
+it); each test gets its own schema, dropped afterwards. Without the variable
+they are skipped, and the skip reason says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from segflow.db import Database
+from segflow.db.migrations import upgrade
+
+POSTGRES_URL = os.environ.get("SEGFLOW_TEST_POSTGRES_URL")
+ENGINES = ("sqlite", "postgresql")
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL for an empty database: an SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'segflow.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("SEGFLOW_TEST_POSTGRES_URL is not set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(Database(POSTGRES_URL).url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield _pg_schema_url(POSTGRES_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    upgrade(database)
+    yield database
+    database.dispose()
