@@ -1,0 +1,106 @@
+"""Type inference: the spec by example, and the batch machinery against per-value checks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segflow import coltypes
+from segflow.coltypes import _VALUE_PATTERNS, _calendar_ok, widen
+
+CASES = [
+    (["1", "2", "-3"], "integer"),
+    (["1", "", " 42 "], "integer"),
+    (["1", "2.5"], "number"),
+    (["1e5", "-0.25"], "number"),
+    (["007"], "text"),
+    (["+5"], "text"),
+    (["1,000"], "text"),
+    (["12345678901234567890"], "text"),
+    (["inf"], "text"),
+    (["nan"], "text"),
+    (["1.", ".5"], "text"),
+    (["1e999"], "text"),
+    (["true", "No", "Y", "f"], "boolean"),
+    (["1", "0"], "integer"),
+    (["2024-02-29"], "date"),
+    (["2023-02-29"], "text"),
+    (["2024-13-01"], "text"),
+    (["2024-01-01", "2024-01-01T10:00"], "datetime"),
+    (["2024-01-01T10:00:00.123456Z", "2024-01-01 10:00:00+05:30"], "datetime"),
+    (["2024-01-01T10:00:00+0530"], "text"),
+    (["2024-01-01T24:00"], "text"),
+    (["", " "], "empty"),
+    (["1", "x"], "text"),
+    (["yes", "1"], "text"),
+    (["2024-01-01", "5"], "text"),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), CASES)
+def test_inference_examples(values: list[str], expected: str) -> None:
+    assert coltypes.infer(values) == expected
+
+
+def test_widening_lattice() -> None:
+    assert widen("integer", "number") == "number"
+    assert widen("number", "integer") == "number"
+    assert widen("date", "datetime") == "datetime"
+    assert widen("integer", "empty") == "integer"
+    assert widen("empty", "boolean") == "boolean"
+    assert widen("integer", "date") == "text"
+    assert widen("boolean", "integer") == "text"
+    assert widen("text", "integer") == "text"
+
+
+def test_batches_only_widen() -> None:
+    assert coltypes.batch_type("integer", ["2.5"]) == "number"
+    assert coltypes.batch_type("number", ["3"]) == "number"
+    assert coltypes.batch_type("date", ["x"]) == "text"
+    assert coltypes.batch_type("text", ["1"]) == "text"
+    assert coltypes.batch_type("boolean", ["", ""]) == "boolean"
+
+
+def _one(value: str) -> str:
+    """Per-value reference: the narrowest type whose pattern and calendar accept it."""
+    stripped = value.strip(" ")
+    if not stripped:
+        return "empty"
+    for kind in ("integer", "number", "boolean", "date", "datetime"):
+        if not re.fullmatch(_VALUE_PATTERNS[kind], stripped):
+            continue
+        if kind not in ("date", "datetime") or _calendar_ok(kind, [stripped]):
+            return kind
+    return "text"
+
+
+cells = st.one_of(
+    st.integers(-(10**19), 10**19).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", " ", "true", "No", "y", "007", "2024-02-29", "2023-02-29"]),
+    st.dates().map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat(sep=" ")),
+    st.text(max_size=8),
+).filter(lambda v: "\x00" not in v)
+
+
+@given(st.lists(st.lists(cells, max_size=6), max_size=5))
+def test_batched_inference_equals_folding_each_value(batches: list[list[str]]) -> None:
+    current = coltypes.EMPTY
+    for batch in batches:
+        current = coltypes.batch_type(current, batch)
+    expected = coltypes.EMPTY
+    for value in (v for batch in batches for v in batch):
+        expected = widen(expected, _one(value))
+    assert current == expected
+
+
+@given(st.lists(cells, min_size=1, max_size=8))
+def test_every_inferred_value_converts(values: list[str]) -> None:
+    kind = coltypes.infer(values)
+    if kind not in ("empty", "text"):
+        for value in values:
+            coltypes.parse_value(kind, value)
