@@ -53,8 +53,7 @@ def _delimiter(value: str) -> str:
 # ------------------------------------------------------------------- commands
 
 
-def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    db = _open_db(args, settings)
+def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     options = datasets.ImportOptions(
         dataset=args.dataset,
         key=args.key,
@@ -124,8 +123,7 @@ def _print_summary(s: dict[str, Any]) -> None:
             print(f"    line {reject['line']}: {reject['reason']}")
 
 
-def cmd_datasets_list(args: argparse.Namespace, settings: Settings) -> int:
-    db = _open_db(args, settings)
+def cmd_datasets_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     items = [datasets.dataset_summary(d) for d in datasets.list_datasets(db)]
     if args.json:
         _emit_json(items)
@@ -143,8 +141,7 @@ def cmd_datasets_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_datasets_show(args: argparse.Namespace, settings: Settings) -> int:
-    db = _open_db(args, settings)
+def cmd_datasets_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     info = datasets.describe_dataset(db, args.name)
     if args.sample:
         info["sample"] = datasets.read_records(db, args.name, limit=args.sample)
@@ -169,16 +166,14 @@ def cmd_datasets_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_datasets_delete(args: argparse.Namespace, settings: Settings) -> int:
-    db = _open_db(args, settings)
+def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     dataset = datasets.delete_dataset(db, args.name)
     print(f"deleted dataset {dataset.name!r} ({dataset.record_count:,} records)")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     """Import the synthetic demo customers (idempotent: a re-run changes nothing)."""
-    db = _open_db(args, settings)
     data = demo.csv_bytes(args.rows, seed=args.seed)
     summary = datasets.import_csv(
         db,
@@ -275,9 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    db: Database | None = None
     try:
         settings = Settings.from_env()
-        result: int = args.func(args, settings)
+        db = _open_db(args, settings)
+        result: int = args.func(args, db, settings)
         return result
     except SegflowError as exc:
         print(f"segflow: {exc}", file=sys.stderr)
@@ -287,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "segflow: interrupted; nothing was changed by the unfinished command", file=sys.stderr
         )
         return 130
+    finally:
+        if db is not None:
+            db.dispose()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,7 +58,7 @@ class TerminalProgress:
     def _line(self, p: Progress, now: float) -> str:
         elapsed = now - self.started
         mb = p.bytes_read / 1e6
-        if p.phase == READING and p.total_bytes:
+        if self.live and p.phase == READING and p.total_bytes:
             share = min(1.0, p.bytes_read / p.total_bytes)
             filled = int(share * 30)
             bar = "#" * filled + "-" * (30 - filled)
