@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from segflow.errors import ImportFailed
 
@@ -66,7 +67,8 @@ class _Lines:
         self._newlines_before += chunk.count(b"\n")
         return text
 
-    def __iter__(self) -> Iterator[str]:
+    def chunks(self) -> Iterator[list[str]]:
+        """Lists of whole lines, one list per decoded chunk (cheap to chain in C)."""
         remainder = ""
         while True:
             chunk = self.stream.read(CHUNK_BYTES)
@@ -86,14 +88,14 @@ class _Lines:
             if not chunk:
                 if text:
                     self._lines_out += 1
-                    yield text
+                    yield [text]
                 return
             sep = self._separator or "\n"
             parts = text.split(sep)
             remainder = parts.pop()
-            for part in parts:
-                self._lines_out += 1
-                yield part + sep
+            if parts:
+                self._lines_out += len(parts)
+                yield [part + sep for part in parts]
 
 
 def _sniff_delimiter(first_line: str) -> str:
@@ -121,7 +123,7 @@ class CsvReader:
         self.source = source
         self.max_field_chars = max_field_chars
         self._lines = _Lines(stream, encoding, source)
-        self._line_iter = iter(self._lines)
+        self._line_iter = itertools.chain.from_iterable(self._lines.chunks())
         first = next(self._line_iter, None)
         if first is None:
             raise ImportFailed("the file is empty (expected a header line)", file=source)
@@ -185,14 +187,40 @@ class CsvReader:
             )
         return ImportFailed(f"malformed CSV: {message}", file=self.source, line=start)
 
-    def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Data records as (first physical line, fields); blank lines skipped."""
-        while True:
-            record = self._next_record()
-            if record is None:
-                return
-            if record[1]:
-                yield record
+    def batches(
+        self, size: int, key_index: int
+    ) -> Iterator[tuple[list[tuple[Any, ...]], list[Reject], list[str]]]:
+        """Batches of accepted rows as (line, *fields), with the batch's rejects.
+
+        The third list holds keys of rejected rows that had one, so that a
+        replace import does not delete a record only because its row was bad.
+        The loop is the import's hot path: one iteration per CSV record.
+        """
+        ncols = len(self.header)
+        key_name = self.header[key_index]
+        reader = self._reader
+        start = self._next_start
+        batch: list[tuple[Any, ...]] = []
+        rejects: list[Reject] = []
+        kept: list[str] = []
+        try:
+            for row in reader:
+                line, start = start, reader.line_num + 1
+                if len(row) == ncols:
+                    if row[key_index].strip():
+                        batch.append((line, *row))
+                        if len(batch) >= size:
+                            yield batch, rejects, kept
+                            batch, rejects, kept = [], [], []
+                        continue
+                    rejects.append(Reject(line, f"the key column {key_name!r} is empty"))
+                elif row:
+                    rejects.append(Reject(line, f"expected {ncols} fields, found {len(row)}"))
+                    if len(row) > key_index and row[key_index].strip():
+                        kept.append(row[key_index])
+        except csv.Error as exc:
+            raise self._csv_error(str(exc), start) from None
+        yield batch, rejects, kept
 
 
 def _chain_first(first: str, rest: Iterator[str]) -> Iterator[str]:

@@ -17,7 +17,9 @@ point leaves the dataset exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
+import queue
 import re
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -255,8 +257,15 @@ class _Staging:
         cols = ", ".join(
             f"s{i} TEXT{collate if i == self.key_index else ''}" for i in range(self.ncols)
         )
+        # n numbers staged rows densely in file order; an insert's sequence
+        # number is derived from it without a window over the whole file.
+        n = (
+            "n INTEGER PRIMARY KEY"
+            if self.dialect == "sqlite"
+            else "n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+        )
         self.conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {ident(self.rows)} (line BIGINT PRIMARY KEY, {cols})"
+            f"CREATE TEMP TABLE {ident(self.rows)} ({n}, line BIGINT NOT NULL, {cols})"
         )
         self.conn.exec_driver_sql(f"CREATE TEMP TABLE {ident(self.keep)} (key TEXT{collate})")
 
@@ -279,9 +288,16 @@ class _Staging:
         else:
             marks = ", ".join("?" * len(columns))
             self.conn.exec_driver_sql(
-                f"INSERT INTO {ident(table)} VALUES ({marks})",  # noqa: S608 - generated names
+                f"INSERT INTO {ident(table)} ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
                 rows,
             )
+
+    def max_n(self) -> int:
+        return int(
+            self.conn.exec_driver_sql(
+                f"SELECT COALESCE(MAX(n), 0) FROM {ident(self.rows)}"  # noqa: S608
+            ).scalar_one()
+        )
 
     def remove_duplicates(self) -> list[tuple[int, str, int]]:
         """Drop later rows whose key an earlier row of the file already has."""
@@ -293,9 +309,10 @@ class _Staging:
         dups = [
             (int(line), str(key), int(first))
             for line, key, first in self.conn.exec_driver_sql(
-                f"SELECT s.line, s.{k}, d.first FROM {t} s JOIN ("  # noqa: S608
-                f"SELECT {k} AS k, MIN(line) AS first FROM {t} GROUP BY {k} "
-                f"HAVING COUNT(*) > 1) d ON s.{k} = d.k WHERE s.line > d.first ORDER BY s.line"
+                f"SELECT s.line, s.{k}, f.line FROM {t} s JOIN ("  # noqa: S608
+                f"SELECT {k} AS k, MIN(n) AS first FROM {t} GROUP BY {k} "
+                f"HAVING COUNT(*) > 1) d ON s.{k} = d.k JOIN {t} f ON f.n = d.first "
+                "WHERE s.n > d.first ORDER BY s.n"
             )
         ]
         if dups:
@@ -307,9 +324,63 @@ class _Staging:
             self.count -= len(dups)
         return dups
 
-    def drop(self) -> None:
-        for table in (self.rows, self.keep, self.changes, self.deletes):
-            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(table)}")
+    def discard(self, finished: bool) -> None:
+        """Remove the temporary tables, leaving the connection clean for the pool."""
+        if self.conn.in_transaction():
+            self.conn.rollback()
+        if self.dialect == "sqlite" or not finished:
+            # Closing an SQLite connection deletes its temporary database in one
+            # go, much faster than dropping a large table page by page; after a
+            # failure, a fresh connection is the safe choice on both engines.
+            self.conn.invalidate()
+            return
+        with self.conn.begin():
+            for table in (self.rows, self.keep, self.changes, self.deletes):
+                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(table)}")
+
+
+class _BackgroundWriter:
+    """Writes staged batches on a second thread while the next batch is parsed.
+
+    SQLite and psycopg release the GIL while the database does its work, so
+    parsing and storing overlap on two cores. At most two batches wait.
+    """
+
+    def __init__(self, staging: _Staging) -> None:
+        self.staging = staging
+        self.rows = 0
+        self._queue: queue.Queue[tuple[list[tuple[Any, ...]], list[str]] | None] = queue.Queue(2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="segflow-stage", daemon=True)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def put(self, batch: list[tuple[Any, ...]], kept: list[str]) -> None:
+        if self._error is not None:
+            raise self._error
+        self.rows += len(batch)
+        self._queue.put((batch, kept))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            try:
+                batch, kept = item
+                if batch:
+                    self.staging.insert(batch)
+                if kept:
+                    self.staging.insert_kept_keys([(k,) for k in kept])
+            except BaseException as exc:  # re-raised on the importing thread
+                self._error = exc
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc is None:
+            raise self._error
 
 
 def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
@@ -380,37 +451,22 @@ def import_csv(
 
     with db.engine.connect() as conn:
         staging = _Staging(conn, ncols, key_index)
+        finished = False
         try:
             with conn.begin():
                 staging.create()
-                batch: list[tuple[Any, ...]] = []
-                kept: list[tuple[str]] = []
-
-                def flush() -> None:
-                    if batch:
-                        columns = list(zip(*batch, strict=True))
-                        for i in range(ncols):
-                            values: Sequence[str] = columns[i + 1]
-                            types[i] = coltypes.batch_type(types[i], values)
-                            quality.add(i, values)
-                        staging.insert(batch)
-                        batch.clear()
-                    staging.insert_kept_keys(kept)
-                    kept.clear()
-                    report(Progress(READING, reader.bytes_read, total_bytes, staging.count))
-
-                for line, fields in reader.rows():
-                    if len(fields) != ncols:
-                        rejects.add(line, f"expected {ncols} fields, found {len(fields)}")
-                        if len(fields) > key_index and fields[key_index].strip():
-                            kept.append((fields[key_index],))
-                    elif not fields[key_index].strip():
-                        rejects.add(line, f"the key column {header[key_index]!r} is empty")
-                    else:
-                        batch.append((line, *fields))
-                        if len(batch) >= BATCH_ROWS:
-                            flush()
-                flush()
+                with _BackgroundWriter(staging) as writer:
+                    for batch, bad, kept in reader.batches(BATCH_ROWS, key_index):
+                        for reject in bad:
+                            rejects.add(reject.line, reject.reason)
+                        if batch:
+                            columns = list(zip(*batch, strict=True))
+                            for i in range(ncols):
+                                values: Sequence[str] = columns[i + 1]
+                                types[i] = coltypes.batch_type(types[i], values)
+                                quality.add(i, values)
+                        writer.put(batch, kept)
+                        report(Progress(READING, reader.bytes_read, total_bytes, writer.rows))
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
@@ -440,11 +496,9 @@ def import_csv(
                         summary=stored,
                     )
                 )
+            finished = True
         finally:
-            if conn.in_transaction():
-                conn.rollback()
-            with conn.begin():
-                staging.drop()
+            staging.discard(finished)
     report(Progress(DONE, reader.bytes_read, total_bytes, staging.count))
     return summary
 
@@ -556,48 +610,66 @@ def _apply(
     def staged(index: int) -> str:
         return f"NULLIF(s.s{index}, '')"
 
-    differs = " OR ".join(
-        f"rec.{ident(records.raw_col(col.position))} IS DISTINCT FROM {staged(i)}"
-        for i, col in enumerate(mapping)
-        if i != staging.key_index
-    )
-    changed = "rec.rid IS NULL OR rec.deleted" + (f" OR {differs}" if differs else "")
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE {chg} AS SELECT s.line AS line, s.{k} AS key, rec.rid AS rid, "  # noqa: S608
-        "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
-        f"ROW_NUMBER() OVER (ORDER BY s.{k}) AS n "
-        f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
-    )
-    total, fresh, revived = conn.exec_driver_sql(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
-        f"COALESCE(SUM(revived), 0) FROM {chg}"
-    ).one()
-    total, fresh, revived = int(total), int(fresh), int(revived)
     mark = "?" if dialect == "sqlite" else "%s"
+    names, values, sets = ["key", "seq", "deleted"], [f"s.{k}", "", "FALSE"], []
+    for i, col in enumerate(mapping):
+        raw = ident(records.raw_col(col.position))
+        names.append(raw)
+        values.append(staged(i))
+        sets.append(f"{raw} = {staged(i)}")
+        if records.has_typed(col.type):
+            typed = ident(records.typed_col(col.position))
+            conversion = records.convert(dialect, col.type, f"s.s{i}")
+            names.append(typed)
+            values.append(conversion)
+            sets.append(f"{typed} = {conversion}")
 
-    if total:
-        names, values, sets = ["key", "seq", "deleted"], ["c.key", f"{mark} + c.n", "FALSE"], []
-        for i, col in enumerate(mapping):
-            raw = ident(records.raw_col(col.position))
-            names.append(raw)
-            values.append(staged(i))
-            sets.append(f"{raw} = {staged(i)}")
-            if records.has_typed(col.type):
-                typed = ident(records.typed_col(col.position))
-                names.append(typed)
-                values.append(records.convert(dialect, col.type, f"s.s{i}"))
-                sets.append(f"{typed} = {records.convert(dialect, col.type, f's.s{i}')}")
+    def insert(seq: str, source: str) -> None:
+        values[1] = seq
+        conn.exec_driver_sql(
+            f"INSERT INTO {r} ({', '.join(names)}) SELECT {', '.join(values)} {source}",
+            (base,),
+        )
+
+    if conn.exec_driver_sql(f"SELECT 1 FROM {r} LIMIT 1").first() is None:  # noqa: S608
+        # A new or emptied dataset: every staged row is an insert, no comparison needed.
+        # Numbers of duplicate rows dropped from the file stay unused.
+        total = fresh = staging.count
+        revived = numbers = 0
+        if total:
+            insert(f"{mark} + s.n", f"FROM {s} s")
+            numbers = staging.max_n()
+    else:
+        differs = " OR ".join(
+            f"rec.{ident(records.raw_col(col.position))} IS DISTINCT FROM {staged(i)}"
+            for i, col in enumerate(mapping)
+            if i != staging.key_index
+        )
+        changed = "rec.rid IS NULL OR rec.deleted" + (f" OR {differs}" if differs else "")
+        # Numbering in key order keeps the later writes into the key index local.
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {chg} AS SELECT s.n AS sn, rec.rid AS rid, "  # noqa: S608
+            "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
+            f"ROW_NUMBER() OVER (ORDER BY s.{k}) AS n "
+            f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
+        )
+        total, fresh, revived = (
+            int(v)
+            for v in conn.exec_driver_sql(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
+                f"COALESCE(SUM(revived), 0) FROM {chg}"
+            ).one()
+        )
+        numbers = total
         if fresh:
-            conn.exec_driver_sql(
-                f"INSERT INTO {r} ({', '.join(names)}) SELECT {', '.join(values)} "  # noqa: S608
-                f"FROM {chg} c JOIN {s} s ON s.line = c.line WHERE c.rid IS NULL ORDER BY c.key",
-                (base,),
+            insert(
+                f"{mark} + c.n",
+                f"FROM {chg} c JOIN {s} s ON s.n = c.sn WHERE c.rid IS NULL ORDER BY c.n",
             )
         if total - fresh:
-            # The tuple of SET targets comes from a subquery so both engines accept it.
             conn.exec_driver_sql(
                 f"UPDATE {r} SET seq = {mark} + c.n, deleted = FALSE, {', '.join(sets)} "  # noqa: S608
-                f"FROM {chg} c JOIN {s} s ON s.line = c.line WHERE {r}.rid = c.rid",
+                f"FROM {chg} c JOIN {s} s ON s.n = c.sn WHERE {r}.rid = c.rid",
                 (base,),
             )
     outcome.inserted = fresh + revived
@@ -623,11 +695,11 @@ def _apply(
             conn.exec_driver_sql(
                 f"UPDATE {r} SET seq = {mark} + d.n, deleted = TRUE, {', '.join(blank)} "  # noqa: S608
                 f"FROM {dels} d WHERE {r}.rid = d.rid",
-                (base + total,),
+                (base + numbers,),
             )
     outcome.deleted = deleted
 
-    used = total + deleted
+    used = numbers + deleted
     if used:
         outcome.first_seq, outcome.last_seq = base + 1, base + used
         conn.execute(

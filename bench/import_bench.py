@@ -1,0 +1,238 @@
+"""Import benchmark: segflow on SQLite and PostgreSQL against the seed layout and DuckDB.
+
+Generates N synthetic customer rows (default 1,000,000; 11 columns: int id,
+email, phone, first/last name, state, country, zip, float spend, ISO date,
+boolean), then measures, each in a fresh process so that peak RSS is its own:
+
+* segflow import into a new SQLite file, then the same file again (re-import);
+* the same into a fresh PostgreSQL schema (when --postgres or
+  SEGFLOW_TEST_POSTGRES_URL gives a server);
+* the seed design's layout: uuid id + one JSON text per row, executemany into SQLite;
+* DuckDB's read_csv into a table.
+
+Prints times, rows/s, peak RSS and the ratios the foundation issue targets.
+
+    python bench/import_bench.py [--rows N] [--postgres URL] [--skip-duckdb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+DATA = Path(__file__).parent / "data"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- workers
+
+
+def work_segflow(db_url: str, path: str) -> dict[str, Any]:
+    import datetime as dt
+
+    from segflow import datasets
+    from segflow.db import Database
+    from segflow.db.migrations import upgrade
+
+    db = Database(db_url)
+    upgrade(db)
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        with open(path, "rb") as stream:
+            summary = datasets.import_csv(
+                db,
+                stream,
+                datasets.ImportOptions(dataset="bench", key="id"),
+                source=path,
+                now=dt.datetime.now(dt.UTC),
+            )
+        timings.append(time.perf_counter() - started)
+        assert summary["rejected"] == 0, summary["rejects"][:3]
+    db.dispose()
+    return {"first": timings[0], "again": timings[1], "rss_mb": _peak_rss_mb()}
+
+
+def work_seed(db_path: str, path: str) -> dict[str, Any]:
+    """The seed design: every row a uuid and a JSON text blob, inserted one by one."""
+    import sqlite3
+
+    started = time.perf_counter()
+    conn = sqlite3.connect(db_path)
+    conn.execute(
+        "CREATE TABLE csv_data (id TEXT PRIMARY KEY, file_id TEXT, data TEXT, "
+        "created_at TEXT DEFAULT CURRENT_TIMESTAMP, updated_at TEXT DEFAULT CURRENT_TIMESTAMP)"
+    )
+    file_id = str(uuid.uuid4())
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        batch: list[tuple[str, str, str]] = []
+        for row in reader:
+            batch.append(
+                (str(uuid.uuid4()), file_id, json.dumps(dict(zip(header, row, strict=True))))
+            )
+            if len(batch) >= 10_000:
+                conn.executemany("INSERT INTO csv_data (id, file_id, data) VALUES (?, ?, ?)", batch)
+                batch.clear()
+        conn.executemany("INSERT INTO csv_data (id, file_id, data) VALUES (?, ?, ?)", batch)
+    conn.commit()
+    conn.close()
+    return {"first": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
+
+
+def work_duckdb(db_path: str, path: str) -> dict[str, Any]:
+    import duckdb
+
+    started = time.perf_counter()
+    conn = duckdb.connect(db_path)
+    conn.execute("CREATE TABLE t AS SELECT * FROM read_csv(?)", [path])
+    conn.close()
+    return {"first": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
+
+
+WORKERS = {"segflow": work_segflow, "seed": work_seed, "duckdb": work_duckdb}
+
+
+def _run_worker(kind: str, target: str, path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--target", target, "--csv", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ----------------------------------------------------------------- driver
+
+
+def ensure_csv(rows: int) -> Path:
+    from segflow import demo
+
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"customers_{rows}.csv"
+    if not path.exists():
+        print(f"generating {rows:,} rows -> {path} ...", flush=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as out:
+            demo.write_csv(out, rows, seed=42)
+        tmp.rename(path)
+    return path
+
+
+def _pg_schema(base: str) -> tuple[str, str]:
+    import sqlalchemy as sa
+
+    from segflow.db import Database
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(Database(base).url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    joiner = "&" if "?" in base else "?"
+    return schema, f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+
+def _drop_pg_schema(base: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    from segflow.db import Database
+
+    engine = sa.create_engine(Database(base).url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--postgres", default=os.environ.get("SEGFLOW_TEST_POSTGRES_URL"))
+    parser.add_argument("--skip-duckdb", action="store_true")
+    parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--csv", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args.target, args.csv)))
+        return
+
+    path = ensure_csv(args.rows)
+    size_mb = path.stat().st_size / 1e6
+    print(f"input: {args.rows:,} rows, {size_mb:,.0f} MB ({path})", flush=True)
+    work = DATA / "work"
+    work.mkdir(exist_ok=True)
+    for old in work.iterdir():
+        old.unlink()
+    results: dict[str, dict[str, Any]] = {}
+
+    results["segflow sqlite"] = _run_worker("segflow", f"sqlite:///{work / 'segflow.db'}", path)
+    _report("segflow sqlite", results["segflow sqlite"], args.rows)
+    if args.postgres:
+        schema, url = _pg_schema(args.postgres)
+        try:
+            results["segflow postgres"] = _run_worker("segflow", url, path)
+        finally:
+            _drop_pg_schema(args.postgres, schema)
+        _report("segflow postgres", results["segflow postgres"], args.rows)
+    if not args.skip_seed:
+        results["seed layout"] = _run_worker("seed", str(work / "seed.db"), path)
+        _report("seed layout", results["seed layout"], args.rows)
+    if not args.skip_duckdb:
+        results["duckdb"] = _run_worker("duckdb", str(work / "duck.db"), path)
+        _report("duckdb", results["duckdb"], args.rows)
+
+    ours = results["segflow sqlite"]
+    print("\nratios (targets from the foundation issue):")
+    if "seed layout" in results:
+        _ratio(
+            "segflow sqlite / seed layout", ours["first"] / results["seed layout"]["first"], 0.25
+        )
+    if "duckdb" in results:
+        _ratio("segflow sqlite / duckdb", ours["first"] / results["duckdb"]["first"], 3.0)
+    _ratio("segflow sqlite re-import / first import", ours["again"] / ours["first"], 1.0)
+    if "segflow postgres" in results:
+        pg = results["segflow postgres"]
+        _ratio("segflow postgres re-import / first import", pg["again"] / pg["first"], 1.0)
+    for name in ("segflow sqlite", "segflow postgres"):
+        if name in results:
+            rss = results[name]["rss_mb"]
+            print(f"  {name} peak RSS {rss:,.0f} MB (target < 300 MB): {_ok(rss < 300)}")
+
+
+def _report(name: str, r: dict[str, Any], rows: int) -> None:
+    line = f"{name:<18} import {r['first']:7.2f} s  {rows / r['first']:>10,.0f} rows/s"
+    if "again" in r:
+        line += f"  re-import {r['again']:6.2f} s"
+    print(line + f"  peak RSS {r['rss_mb']:,.0f} MB", flush=True)
+
+
+def _ratio(label: str, value: float, target: float) -> None:
+    print(f"  {label}: {value:.2f} (target <= {target:g}): {_ok(value <= target)}")
+
+
+def _ok(flag: bool) -> str:
+    return "met" if flag else "NOT MET"
+
+
+if __name__ == "__main__":
+    main()
