@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(BIN)/segflow demo
+	$(BIN)/segflow datasets show customers --sample 3
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
