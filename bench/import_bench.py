@@ -67,8 +67,11 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
 
 
 def work_seed(db_path: str, path: str) -> dict[str, Any]:
-    """The seed design: every row a uuid and a JSON text blob, inserted one by one."""
-    import sqlite3
+    """The seed design: every row a uuid and a JSON text blob, inserted one by one.
+
+    It runs on the same SQLite build as segflow so that only the layout differs.
+    """
+    from segflow.db.engine import sqlite_module as sqlite3
 
     started = time.perf_counter()
     conn = sqlite3.connect(db_path)

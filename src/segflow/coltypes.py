@@ -49,7 +49,7 @@ _VALUE_PATTERNS = {
 
 
 def _batch_regex(value: str) -> re.Pattern[str]:
-    item = rf"(?: *{value} *)?"
+    item = rf" *(?:{value})? *"
     return re.compile(rf"{item}(?:\x00{item})*")
 
 

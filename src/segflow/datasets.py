@@ -551,7 +551,7 @@ def _apply(
         conn.execute(
             sa.update(datasets).where(datasets.c.id == dataset_id).values(records_table=table)
         )
-        records.create_table(conn, dialect, table)
+        records.create_table(conn, dialect, table, indexes=False)
         existing: dict[str, Column] = {}
         record_count = 0
     else:
@@ -639,6 +639,8 @@ def _apply(
         if total:
             insert(f"{mark} + s.n", f"FROM {s} s")
             numbers = staging.max_n()
+        if created:
+            records.create_indexes(conn, table)
     else:
         differs = " OR ".join(
             f"rec.{ident(records.raw_col(col.position))} IS DISTINCT FROM {staged(i)}"

@@ -13,6 +13,18 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from segflow.errors import InvalidInput
 
+try:
+    # sqlean.py: the sqlite3 module with a current SQLite (3.50): bulk loads
+    # run about twice as fast as on Debian's 3.40, and behaviour does not
+    # depend on the host's library. (pysqlite3-binary was tried and dropped:
+    # it keeps temporary tables and sorts in memory, unbounded.)
+    import sqlean as sqlite_module  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - platforms without the wheel
+    import sqlite3 as sqlite_module
+
+# IS [NOT] DISTINCT FROM, used by imports, arrived in 3.39.
+MIN_SQLITE = (3, 39, 0)
+
 # Long enough for a big import's apply phase in another process to finish.
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 _WRITE_OPTION = "segflow_write"
@@ -69,8 +81,14 @@ class Database:
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
+            if sqlite_module.sqlite_version_info < MIN_SQLITE:
+                raise InvalidInput(
+                    f"segflow needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; "
+                    f"this Python has {sqlite_module.sqlite_version}"
+                )
             engine = sa.create_engine(
                 self.url,
+                module=sqlite_module,
                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             )
             _install_sqlite_hooks(engine)
@@ -125,6 +143,9 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA cache_size=-65536")
+        # Temporary tables (import staging) and sorts go to files, not memory.
+        cur.execute("PRAGMA temp_store=FILE")
+        cur.execute("PRAGMA temp.cache_size=-65536")
         cur.close()
 
     @event.listens_for(engine, "begin")

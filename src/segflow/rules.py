@@ -1,0 +1,469 @@
+"""Segment rules: the model, validation, the SQL compiler and the reference evaluator.
+
+A rule is a tree of groups ``{"logic": "AND"|"OR", "not": bool, "conditions": [...]}``
+whose leaves are conditions ``{"field", "operator", "value"}``. The compiler
+turns a validated tree into one SQLAlchemy boolean expression with bound
+parameters; :func:`evaluate` computes the same answer in Python and is the
+reference the SQL is tested against.
+
+Semantics, identical on SQLite, PostgreSQL and the evaluator:
+
+* Every condition is two-valued: empty cells never make a condition unknown.
+  Positive operators (``equals``, ``in``, ``contains``, comparisons, ``between``,
+  ``before``/``after``, ``within_last``) are false on an empty cell; their
+  negations (``not_equals``, ``not_in``, ``not_contains``, ``not_within_last``)
+  are true on it. ``is_empty`` is true for an empty cell (for text, also one of
+  only spaces).
+* Text comparisons ignore ASCII case (A-Z/a-z); other characters compare
+  exactly. ``contains``/``starts_with``/``ends_with`` treat ``%`` and ``_``
+  literally.
+* ``within_last N`` means from N days before *now* up to *now*, inclusive; for a
+  date column, from the date N days before today (UTC) up to today. *now* is
+  passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from segflow import coltypes
+from segflow.errors import InvalidInput
+
+AND, OR = "AND", "OR"
+
+TEXT_OPS = (
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "is_empty",
+    "is_not_empty",
+)
+ORDER_OPS = (
+    "greater_than",
+    "greater_or_equal",
+    "less_than",
+    "less_or_equal",
+    "between",
+)
+NUMBER_OPS = ("equals", "not_equals", "in", "not_in", *ORDER_OPS, "is_empty", "is_not_empty")
+BOOLEAN_OPS = ("equals", "not_equals", "is_empty", "is_not_empty")
+DATE_OPS = (
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    *ORDER_OPS,
+    "before",
+    "after",
+    "within_last",
+    "not_within_last",
+    "is_empty",
+    "is_not_empty",
+)
+OPERATORS: dict[str, tuple[str, ...]] = {
+    coltypes.TEXT: TEXT_OPS,
+    coltypes.INTEGER: NUMBER_OPS,
+    coltypes.NUMBER: NUMBER_OPS,
+    coltypes.BOOLEAN: BOOLEAN_OPS,
+    coltypes.DATE: DATE_OPS,
+    coltypes.DATETIME: DATE_OPS,
+}
+NEGATIVE = {"not_equals", "not_in", "not_contains", "not_within_last"}
+NO_VALUE = {"is_empty", "is_not_empty"}
+TIME_RELATIVE = {"within_last", "not_within_last"}
+MAX_DAYS = 36_600
+
+
+class RuleError(InvalidInput):
+    """A rule tree that cannot be used, with the path to the offending part."""
+
+    code = "invalid_rules"
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+@dataclass(frozen=True)
+class Field:
+    """What the compiler needs to know about one dataset column."""
+
+    name: str
+    type: str
+    column: str  # the SQL column holding the comparable value
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: Field
+    operator: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Group:
+    logic: str
+    conditions: tuple[Node, ...]
+    negate: bool = False
+
+
+Node = Condition | Group
+
+
+# ------------------------------------------------------------------ validation
+
+
+def parse(raw: Any, fields: Sequence[Field]) -> Group:
+    """Validate a rule tree (the seed's flat shape included) against a dataset's fields."""
+    by_name = {f.name.casefold(): f for f in fields}
+    names = ", ".join(f.name for f in fields)
+    return _parse_group(raw, "rules", by_name, names)
+
+
+def _parse_group(raw: Any, path: str, fields: Mapping[str, Field], names: str) -> Group:
+    if not isinstance(raw, dict):
+        raise RuleError(path, "a group must be an object with 'logic' and 'conditions'")
+    unknown = set(raw) - {"logic", "conditions", "not"}
+    if unknown:
+        raise RuleError(
+            path, f"unknown keys {sorted(unknown)} (a group has logic, conditions, not)"
+        )
+    logic = raw.get("logic", AND)
+    if not isinstance(logic, str) or logic.upper() not in (AND, OR):
+        raise RuleError(f"{path}.logic", f"must be AND or OR, got {logic!r}")
+    negate = raw.get("not", False)
+    if not isinstance(negate, bool):
+        raise RuleError(f"{path}.not", f"must be true or false, got {negate!r}")
+    items = raw.get("conditions")
+    if not isinstance(items, list):
+        raise RuleError(f"{path}.conditions", "must be a list")
+    if not items:
+        raise RuleError(f"{path}.conditions", "is empty; a group needs at least one condition")
+    nodes: list[Node] = []
+    for index, item in enumerate(items):
+        where = f"{path}.conditions[{index}]"
+        if isinstance(item, dict) and "conditions" in item:
+            nodes.append(_parse_group(item, where, fields, names))
+        else:
+            nodes.append(_parse_condition(item, where, fields, names))
+    return Group(logic.upper(), tuple(nodes), negate)
+
+
+def _parse_condition(raw: Any, path: str, fields: Mapping[str, Field], names: str) -> Condition:
+    if not isinstance(raw, dict):
+        raise RuleError(path, "a condition must be an object with field, operator and value")
+    unknown = set(raw) - {"field", "operator", "value"}
+    if unknown:
+        raise RuleError(
+            path, f"unknown keys {sorted(unknown)} (a condition has field, operator, value)"
+        )
+    name = raw.get("field")
+    if not isinstance(name, str):
+        raise RuleError(f"{path}.field", "must be a column name")
+    field = fields.get(name.casefold())
+    if field is None:
+        raise RuleError(f"{path}.field", f"no column {name!r} in this dataset (columns: {names})")
+    operator = raw.get("operator")
+    allowed = OPERATORS[field.type]
+    if operator not in allowed:
+        raise RuleError(
+            f"{path}.operator",
+            f"{operator!r} does not apply to {field.type} column {field.name!r} "
+            f"(use one of: {', '.join(allowed)})",
+        )
+    value = _parse_value(field, operator, raw.get("value"), "value" in raw, f"{path}.value")
+    return Condition(field, operator, value)
+
+
+def _parse_value(field: Field, operator: str, value: Any, present: bool, path: str) -> Any:
+    if operator in NO_VALUE:
+        if present and value is not None:
+            raise RuleError(path, f"{operator} takes no value")
+        return None
+    if not present or value is None:
+        raise RuleError(path, f"{operator} needs a value")
+    if operator in TIME_RELATIVE:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_DAYS:
+            raise RuleError(path, f"{operator} needs a whole number of days, 1 to {MAX_DAYS}")
+        return value
+    if operator in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            raise RuleError(path, f"{operator} needs a non-empty list of values")
+        return tuple(_scalar(field, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if operator == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise RuleError(path, "between needs a list of two values [low, high]")
+        low, high = (_scalar(field, v, f"{path}[{i}]") for i, v in enumerate(value))
+        if low > high:
+            raise RuleError(path, "between needs low <= high")
+        return (low, high)
+    return _scalar(field, value, path)
+
+
+def _scalar(field: Field, value: Any, path: str) -> Any:
+    kind = field.type
+    if kind == coltypes.TEXT:
+        if not isinstance(value, str):
+            raise RuleError(path, f"column {field.name!r} is text; give the value as a string")
+        return value
+    if kind in (coltypes.INTEGER, coltypes.NUMBER):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RuleError(path, f"column {field.name!r} is a {kind}; give a number")
+        if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+            raise RuleError(path, "the number must be finite")
+        return value
+    if kind == coltypes.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in coltypes.TRUE_WORDS + coltypes.FALSE_WORDS:
+            return value.lower() in coltypes.TRUE_WORDS
+        raise RuleError(path, f"column {field.name!r} is boolean; give true or false")
+    if not isinstance(value, str):
+        raise RuleError(path, f"column {field.name!r} is a {kind}; give an ISO date string")
+    try:
+        if kind == coltypes.DATE:
+            return dt.date.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        example = "2024-01-31" if kind == coltypes.DATE else "2024-01-31T09:30:00Z"
+        raise RuleError(path, f"{value!r} is not a valid {kind} (e.g. {example})") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def to_json(node: Node) -> dict[str, Any]:
+    """The canonical stored form of a validated tree."""
+    if isinstance(node, Condition):
+        out: dict[str, Any] = {"field": node.field.name, "operator": node.operator}
+        if node.operator not in NO_VALUE:
+            out["value"] = _json_value(node.value)
+        return out
+    group: dict[str, Any] = {
+        "logic": node.logic,
+        "conditions": [to_json(c) for c in node.conditions],
+    }
+    if node.negate:
+        group["not"] = True
+    return group
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def conditions(node: Node) -> list[Condition]:
+    if isinstance(node, Condition):
+        return [node]
+    return [c for child in node.conditions for c in conditions(child)]
+
+
+def is_time_relative(node: Node) -> bool:
+    return any(c.operator in TIME_RELATIVE for c in conditions(node))
+
+
+def window(condition: Condition, now: dt.datetime) -> tuple[Any, Any]:
+    """The inclusive [from, to] bounds of a within_last condition at ``now``."""
+    days = dt.timedelta(days=condition.value)
+    if condition.field.type == coltypes.DATE:
+        today = now.astimezone(dt.UTC).date()
+        return today - days, today
+    return now - days, now
+
+
+# ---------------------------------------------------------------- SQL compiler
+
+_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LOWER = _ASCII_UPPER.lower()
+_FOLD = str.maketrans(_ASCII_UPPER, _ASCII_LOWER)
+
+
+def ascii_lower(text: str) -> str:
+    return text.translate(_FOLD)
+
+
+def like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Compiler:
+    """Compiles validated rules for one dialect against one table (or alias)."""
+
+    def __init__(self, dialect: str, table: sa.FromClause, now: dt.datetime) -> None:
+        self.dialect = dialect
+        self.table = table
+        self.now = now
+
+    def compile(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, Condition):
+            return self._condition(node)
+        parts = [self.compile(child) for child in node.conditions]
+        combined = sa.and_(*parts) if node.logic == AND else sa.or_(*parts)
+        return sa.not_(combined) if node.negate else combined
+
+    def _col(self, field: Field) -> ColumnElement[Any]:
+        return self.table.c[field.column]
+
+    def _fold(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SQLite's lower() folds ASCII only; PostgreSQL's folds all of Unicode,
+        # so there we fold ASCII explicitly to keep one meaning everywhere.
+        if self.dialect == "sqlite":
+            return sa.func.lower(expr)
+        return sa.func.translate(expr, _ASCII_UPPER, _ASCII_LOWER)
+
+    def _param(self, field: Field, value: Any) -> sa.BindParameter[Any]:
+        kind = field.type
+        if self.dialect == "sqlite":
+            if kind == coltypes.DATE:
+                return sa.literal(value.isoformat(), sa.String)
+            if kind == coltypes.DATETIME:
+                return sa.literal(sqlite_datetime(value), sa.String)
+        types: dict[str, Any] = {
+            coltypes.INTEGER: sa.Float if isinstance(value, float) else sa.BigInteger,
+            coltypes.NUMBER: sa.Float,
+            coltypes.BOOLEAN: sa.Boolean,
+            coltypes.DATE: sa.Date,
+            coltypes.DATETIME: sa.DateTime(timezone=True),
+            coltypes.TEXT: sa.String,
+        }
+        return sa.literal(value, types[kind])
+
+    def _condition(self, c: Condition) -> ColumnElement[bool]:
+        col = self._col(c.field)
+        op = c.operator
+        if op == "is_empty":
+            return self._empty(c.field, col)
+        if op == "is_not_empty":
+            return sa.not_(self._empty(c.field, col))
+        positive = self._positive(c, col)
+        present = col.is_not(None)
+        if op in NEGATIVE:
+            return sa.or_(col.is_(None), sa.not_(positive))
+        return sa.and_(present, positive)
+
+    def _empty(self, field: Field, col: ColumnElement[Any]) -> ColumnElement[bool]:
+        if field.type == coltypes.TEXT:
+            return sa.or_(col.is_(None), sa.func.trim(col) == "")
+        return col.is_(None)
+
+    def _positive(self, c: Condition, col: ColumnElement[Any]) -> ColumnElement[bool]:
+        """The operator's comparison for a non-empty cell (negations use the positive form)."""
+        op, value, field = c.operator, c.value, c.field
+        text = field.type == coltypes.TEXT
+        if op in ("equals", "not_equals"):
+            if text:
+                return self._fold(col) == sa.literal(ascii_lower(value), sa.String)
+            return col == self._param(field, value)
+        if op in ("in", "not_in"):
+            if text:
+                return self._fold(col).in_([ascii_lower(v) for v in value])
+            return col.in_([self._param(field, v) for v in value])
+        if op in ("contains", "not_contains", "starts_with", "ends_with"):
+            escaped = like_escape(ascii_lower(value))
+            pattern = {
+                "starts_with": f"{escaped}%",
+                "ends_with": f"%{escaped}",
+            }.get(op, f"%{escaped}%")
+            folded = col if self.dialect == "sqlite" else self._fold(col)
+            # SQLite's LIKE already ignores ASCII case, and only ASCII case.
+            return folded.like(sa.literal(pattern, sa.String), escape="\\")
+        if op in ("greater_than", "after"):
+            return col > self._param(field, value)
+        if op == "greater_or_equal":
+            return col >= self._param(field, value)
+        if op in ("less_than", "before"):
+            return col < self._param(field, value)
+        if op == "less_or_equal":
+            return col <= self._param(field, value)
+        if op == "between":
+            return sa.and_(col >= self._param(field, value[0]), col <= self._param(field, value[1]))
+        if op in TIME_RELATIVE:
+            low, high = window(c, self.now)
+            return sa.and_(col >= self._param(field, low), col <= self._param(field, high))
+        raise AssertionError(f"unhandled operator {op}")  # pragma: no cover
+
+
+def sqlite_datetime(value: dt.datetime) -> str:
+    """A datetime as SQLite stores it (see ``records.convert``): UTC, milliseconds."""
+    utc = value.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%d %H:%M:%S.") + f"{utc.microsecond // 1000:03d}"
+
+
+# ----------------------------------------------------------- reference evaluator
+
+
+def evaluate(node: Node, record: Mapping[str, Any], now: dt.datetime) -> bool:
+    """Whether a record matches, in plain Python: the reference for the SQL.
+
+    ``record`` maps field names to typed values as ``coltypes.parse_value``
+    gives them (raw text for text columns; None for empty).
+    """
+    if isinstance(node, Condition):
+        return _evaluate_condition(node, record.get(node.field.name), now)
+    results = (evaluate(child, record, now) for child in node.conditions)
+    matched = all(results) if node.logic == AND else any(results)
+    return not matched if node.negate else matched
+
+
+def _evaluate_condition(c: Condition, value: Any, now: dt.datetime) -> bool:
+    op = c.operator
+    text = c.field.type == coltypes.TEXT
+    if op == "is_empty":
+        return value is None or (text and value.strip(" ") == "")
+    if op == "is_not_empty":
+        return not (value is None or (text and value.strip(" ") == ""))
+    if value is None:
+        return op in NEGATIVE
+    result = _POSITIVE[op.removeprefix("not_") if op in NEGATIVE else op](c, value, now)
+    return not result if op in NEGATIVE else result
+
+
+def _eq(c: Condition, v: Any, _now: dt.datetime) -> bool:
+    if c.field.type == coltypes.TEXT:
+        return bool(ascii_lower(v) == ascii_lower(c.value))
+    return bool(v == c.value)
+
+
+def _in(c: Condition, v: Any, _now: dt.datetime) -> bool:
+    if c.field.type == coltypes.TEXT:
+        return ascii_lower(v) in {ascii_lower(x) for x in c.value}
+    return v in c.value
+
+
+def _within(c: Condition, v: Any, now: dt.datetime) -> bool:
+    low, high = window(c, now)
+    return bool(low <= v <= high)
+
+
+_POSITIVE: dict[str, Callable[[Condition, Any, dt.datetime], bool]] = {
+    "equals": _eq,
+    "in": _in,
+    "contains": lambda c, v, _n: ascii_lower(c.value) in ascii_lower(v),
+    "starts_with": lambda c, v, _n: ascii_lower(v).startswith(ascii_lower(c.value)),
+    "ends_with": lambda c, v, _n: ascii_lower(v).endswith(ascii_lower(c.value)),
+    "greater_than": lambda c, v, _n: bool(v > c.value),
+    "after": lambda c, v, _n: bool(v > c.value),
+    "greater_or_equal": lambda c, v, _n: bool(v >= c.value),
+    "less_than": lambda c, v, _n: bool(v < c.value),
+    "before": lambda c, v, _n: bool(v < c.value),
+    "less_or_equal": lambda c, v, _n: bool(v <= c.value),
+    "between": lambda c, v, _n: bool(c.value[0] <= v <= c.value[1]),
+    "within_last": _within,
+}
