@@ -99,7 +99,15 @@ def validate_dataset_name(name: str) -> str:
 
 
 def _load(conn: Connection, name: str, *, lock: bool = False) -> Dataset | None:
-    query = sa.select(datasets).where(datasets.c.name == name)
+    return _load_where(conn, datasets.c.name == name, lock=lock)
+
+
+def load_dataset_by_id(conn: Connection, dataset_id: int) -> Dataset | None:
+    return _load_where(conn, datasets.c.id == dataset_id, lock=False)
+
+
+def _load_where(conn: Connection, where: Any, *, lock: bool) -> Dataset | None:
+    query = sa.select(datasets).where(where)
     if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()

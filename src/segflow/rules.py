@@ -328,7 +328,7 @@ class Compiler:
             return sa.func.lower(expr)
         return sa.func.translate(expr, _ASCII_UPPER, _ASCII_LOWER)
 
-    def _param(self, field: Field, value: Any) -> sa.BindParameter[Any]:
+    def param_for(self, field: Field, value: Any) -> sa.BindParameter[Any]:
         kind = field.type
         if self.dialect == "sqlite":
             if kind == coltypes.DATE:
@@ -370,11 +370,11 @@ class Compiler:
         if op in ("equals", "not_equals"):
             if text:
                 return self._fold(col) == sa.literal(ascii_lower(value), sa.String)
-            return col == self._param(field, value)
+            return col == self.param_for(field, value)
         if op in ("in", "not_in"):
             if text:
                 return self._fold(col).in_([ascii_lower(v) for v in value])
-            return col.in_([self._param(field, v) for v in value])
+            return col.in_([self.param_for(field, v) for v in value])
         if op in ("contains", "not_contains", "starts_with", "ends_with"):
             escaped = like_escape(ascii_lower(value))
             pattern = {
@@ -385,18 +385,20 @@ class Compiler:
             # SQLite's LIKE already ignores ASCII case, and only ASCII case.
             return folded.like(sa.literal(pattern, sa.String), escape="\\")
         if op in ("greater_than", "after"):
-            return col > self._param(field, value)
+            return col > self.param_for(field, value)
         if op == "greater_or_equal":
-            return col >= self._param(field, value)
+            return col >= self.param_for(field, value)
         if op in ("less_than", "before"):
-            return col < self._param(field, value)
+            return col < self.param_for(field, value)
         if op == "less_or_equal":
-            return col <= self._param(field, value)
+            return col <= self.param_for(field, value)
         if op == "between":
-            return sa.and_(col >= self._param(field, value[0]), col <= self._param(field, value[1]))
+            return sa.and_(
+                col >= self.param_for(field, value[0]), col <= self.param_for(field, value[1])
+            )
         if op in TIME_RELATIVE:
             low, high = window(c, self.now)
-            return sa.and_(col >= self._param(field, low), col <= self._param(field, high))
+            return sa.and_(col >= self.param_for(field, low), col <= self.param_for(field, high))
         raise AssertionError(f"unhandled operator {op}")  # pragma: no cover
 
 

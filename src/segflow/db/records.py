@@ -119,6 +119,16 @@ def create_indexes(conn: Connection, table: str) -> None:
     conn.exec_driver_sql(f"CREATE INDEX {ident(table + '_seq')} ON {t} (seq)")
 
 
+def column_index(table: str, column: str) -> str:
+    """The name of the index segflow puts on one column (for time windows)."""
+    return f"{table}_{column}"
+
+
+def index_column(conn: Connection, table: str, column: str) -> None:
+    name = ident(column_index(table, column))
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {ident(table)} ({ident(column)})")
+
+
 def drop_table(conn: Connection, table: str) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(table)}")
 
@@ -144,6 +154,11 @@ def retype_column(
     raw = ident(raw_col(position))
     typed = ident(typed_col(position))
     if not has_typed(new):
+        # SQLite cannot drop an indexed column; the index served time windows
+        # that a text column no longer has.
+        conn.exec_driver_sql(
+            f"DROP INDEX IF EXISTS {ident(column_index(table, typed_col(position)))}"
+        )
         conn.exec_driver_sql(f"ALTER TABLE {t} DROP COLUMN {typed}")
         return
     refill = f"UPDATE {t} SET {typed} = {convert(dialect, new, raw)}"  # noqa: S608 - generated

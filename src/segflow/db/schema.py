@@ -96,3 +96,60 @@ imports = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=False),
     sa.Column("summary", sa.JSON, nullable=False),
 )
+
+segments = sa.Table(
+    "sf_segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column(
+        "dataset_id",
+        sa.Integer,
+        sa.ForeignKey("sf_datasets.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("rules", sa.JSON, nullable=False),
+    # Bumped by every edit; the engine re-evaluates fully while it is ahead
+    # of evaluated_version.
+    sa.Column("rules_version", sa.Integer, nullable=False),
+    sa.Column("evaluated_version", sa.Integer, nullable=False),
+    # Highest change sequence number whose effect is in the memberships.
+    sa.Column("watermark", sa.BigInteger, nullable=False),
+    sa.Column("member_count", sa.BigInteger, nullable=False),
+    # The "now" of the last evaluation, from which time windows have moved.
+    sa.Column("clock_at", UTCDateTime),
+    sa.Column("last_processed_at", UTCDateTime),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+members = sa.Table(
+    "sf_members",
+    metadata,
+    sa.Column(
+        "segment_id",
+        sa.Integer,
+        sa.ForeignKey("sf_segments.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("rid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("since", UTCDateTime, nullable=False),
+)
+
+segment_events = sa.Table(
+    "sf_segment_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "segment_id",
+        sa.Integer,
+        sa.ForeignKey("sf_segments.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("rid", sa.BigInteger, nullable=False),
+    sa.Column("record_key", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,332 @@
+"""Segments: create, edit, delete and list them; their members, events and explanations.
+
+Creating or editing a segment stores its validated rules and runs the engine
+on it at once, so the answer is a segment with its members already counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow import engine, rules
+from segflow.datasets import Dataset, _load, load_dataset_by_id
+from segflow.db import records
+from segflow.db.engine import Database
+from segflow.db.schema import datasets, members, segment_events, segments
+from segflow.errors import InvalidInput, NotFound
+
+MAX_NAME = 100
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    name: str
+    dataset: str
+    rules: dict[str, Any]
+    member_count: int
+    last_processed_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    watermark: int
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "dataset": self.dataset,
+            "rules": self.rules,
+            "member_count": self.member_count,
+            "last_processed_at": _iso(self.last_processed_at),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "watermark": self.watermark,
+            "error": self.error,
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def validate_segment_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_NAME or not cleaned.isprintable():
+        raise InvalidInput(
+            f"segment name {name!r} is not valid: use 1-{MAX_NAME} printable characters"
+        )
+    return cleaned
+
+
+_COLUMNS = (
+    segments.c.id,
+    segments.c.name,
+    datasets.c.name.label("dataset"),
+    segments.c.rules,
+    segments.c.member_count,
+    segments.c.last_processed_at,
+    segments.c.created_at,
+    segments.c.updated_at,
+    segments.c.watermark,
+    segments.c.error,
+)
+
+
+def _select() -> sa.Select[Any]:
+    return sa.select(*_COLUMNS).select_from(
+        segments.join(datasets, datasets.c.id == segments.c.dataset_id)
+    )
+
+
+def _row_to_segment(row: sa.Row[Any]) -> Segment:
+    return Segment(**row._mapping)
+
+
+def list_segments(db: Database, *, dataset: str | None = None) -> list[Segment]:
+    query = _select().order_by(segments.c.name)
+    if dataset is not None:
+        query = query.where(datasets.c.name == dataset)
+    with db.read() as conn:
+        return [_row_to_segment(r) for r in conn.execute(query)]
+
+
+def _find(conn: Connection, name: str) -> Segment:
+    row = conn.execute(_select().where(segments.c.name == name)).first()
+    if row is None:
+        names = conn.execute(sa.select(segments.c.name).order_by(segments.c.name)).scalars().all()
+        known = f" (segments: {', '.join(names)})" if names else " (there are no segments yet)"
+        raise NotFound(f"no segment named {name!r}{known}")
+    return _row_to_segment(row)
+
+
+def get_segment(db: Database, name: str) -> Segment:
+    with db.read() as conn:
+        return _find(conn, name)
+
+
+def get_segment_by_id(db: Database, segment_id: int) -> Segment:
+    with db.read() as conn:
+        row = conn.execute(_select().where(segments.c.id == segment_id)).first()
+    if row is None:
+        raise NotFound(f"no segment with id {segment_id}")
+    return _row_to_segment(row)
+
+
+def _dataset(conn: Connection, name: str) -> Dataset:
+    dataset = _load(conn, name)
+    if dataset is None:
+        raise NotFound(f"no dataset named {name!r}")
+    return dataset
+
+
+def _validated(dataset: Dataset, raw_rules: Any) -> tuple[rules.Group, dict[str, Any]]:
+    parsed = rules.parse(raw_rules, engine.fields_of(dataset))
+    return parsed, rules.to_json(parsed)
+
+
+def _index_time_columns(conn: Connection, dataset: Dataset, parsed: rules.Group) -> None:
+    """Index the columns of within_last conditions, so ticks find crossing dates fast."""
+    for condition in rules.conditions(parsed):
+        if condition.operator in rules.TIME_RELATIVE:
+            records.index_column(conn, dataset.records_table, condition.field.column)
+
+
+def create_segment(
+    db: Database, *, name: str, dataset: str, rules_json: Any, now: dt.datetime
+) -> Segment:
+    """Store a new segment and evaluate it fully."""
+    name = validate_segment_name(name)
+    with db.write() as conn:
+        ds = _dataset(conn, dataset)
+        parsed, canonical = _validated(ds, rules_json)
+        if conn.execute(sa.select(segments.c.id).where(segments.c.name == name)).first():
+            raise InvalidInput(f"a segment named {name!r} already exists")
+        segment_id = conn.execute(
+            sa.insert(segments)
+            .values(
+                name=name,
+                dataset_id=ds.id,
+                rules=canonical,
+                rules_version=1,
+                evaluated_version=0,
+                watermark=0,
+                member_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(segments.c.id)
+        ).scalar_one()
+        _index_time_columns(conn, ds, parsed)
+    engine.tick(db, now, segment_ids=[segment_id])
+    return get_segment_by_id(db, segment_id)
+
+
+def edit_segment(
+    db: Database,
+    name: str,
+    *,
+    now: dt.datetime,
+    rules_json: Any = None,
+    new_name: str | None = None,
+) -> Segment:
+    """Change a segment's rules and/or name; new rules are evaluated fully at once."""
+    with db.write() as conn:
+        current = _find(conn, name)
+        values: dict[str, Any] = {"updated_at": now}
+        if new_name is not None and new_name.strip() != current.name:
+            new_name = validate_segment_name(new_name)
+            taken = conn.execute(sa.select(segments.c.id).where(segments.c.name == new_name))
+            if taken.first():
+                raise InvalidInput(f"a segment named {new_name!r} already exists")
+            values["name"] = new_name
+        if rules_json is not None:
+            ds = _dataset(conn, current.dataset)
+            parsed, canonical = _validated(ds, rules_json)
+            values["rules"] = canonical
+            values["rules_version"] = segments.c.rules_version + 1
+            _index_time_columns(conn, ds, parsed)
+        conn.execute(sa.update(segments).where(segments.c.id == current.id).values(**values))
+    if rules_json is not None:
+        engine.tick(db, now, segment_ids=[current.id])
+    return get_segment_by_id(db, current.id)
+
+
+def delete_segment(db: Database, name: str) -> Segment:
+    with db.write() as conn:
+        segment = _find(conn, name)
+        conn.execute(sa.delete(segments).where(segments.c.id == segment.id))
+    return segment
+
+
+def _records_of(conn: Connection, segment: Segment) -> tuple[Dataset, sa.TableClause]:
+    dataset = _dataset(conn, segment.dataset)
+    return dataset, engine.record_table(dataset.records_table, dataset)
+
+
+def _record_dict(dataset: Dataset, row: sa.Row[Any]) -> dict[str, Any]:
+    mapping = row._mapping
+    return {c.name: mapping[records.raw_col(c.position)] for c in dataset.columns}
+
+
+def list_members(
+    db: Database, name: str, *, limit: int = 100, after: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of members in record order, raw values as imported; and the next cursor."""
+    with db.read() as conn:
+        segment = _find(conn, name)
+        dataset, rec = _records_of(conn, segment)
+        raw = [rec.c[records.raw_col(c.position)] for c in dataset.columns]
+        query = (
+            sa.select(rec.c.rid, rec.c.key, *raw)
+            .select_from(members.join(rec, rec.c.rid == members.c.rid))
+            .where(members.c.segment_id == segment.id)
+            .order_by(members.c.rid)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(members.c.rid > after)
+        rows = conn.execute(query).all()
+    page = [{"key": r.key, "record": _record_dict(dataset, r)} for r in rows[:limit]]
+    cursor = int(rows[limit - 1].rid) if len(rows) > limit else None
+    return page, cursor
+
+
+def list_events(
+    db: Database, name: str, *, limit: int = 100, before: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of enter/exit events, newest first; and the cursor for older ones."""
+    with db.read() as conn:
+        segment = _find(conn, name)
+        query = (
+            sa.select(segment_events)
+            .where(segment_events.c.segment_id == segment.id)
+            .order_by(segment_events.c.id.desc())
+            .limit(limit + 1)
+        )
+        if before is not None:
+            query = query.where(segment_events.c.id < before)
+        rows = conn.execute(query).all()
+    page = [
+        {"id": r.id, "key": r.record_key, "kind": r.kind, "seq": r.seq, "at": r.at.isoformat()}
+        for r in rows[:limit]
+    ]
+    cursor = int(rows[limit - 1].id) if len(rows) > limit else None
+    return page, cursor
+
+
+def explain(db: Database, name: str, key: str, now: dt.datetime) -> dict[str, Any]:
+    """Which conditions a record passes, evaluated by the same SQL the engine runs."""
+    with db.read() as conn:
+        segment = _find(conn, name)
+        dataset, rec = _records_of(conn, segment)
+        parsed = rules.parse(segment.rules, engine.fields_of(dataset))
+        compiler = rules.Compiler(conn.dialect.name, rec, now)
+        nodes = _walk(parsed)
+        checks = [
+            sa.case((compiler.compile(node), 1), else_=0).label(f"n{i}")
+            for i, node in enumerate(nodes)
+        ]
+        raw = [rec.c[records.raw_col(c.position)] for c in dataset.columns]
+        row = conn.execute(
+            sa.select(rec.c.rid, rec.c.deleted, *raw, *checks).where(rec.c.key == key)
+        ).first()
+        if row is None or row.deleted:
+            raise NotFound(f"no record with key {key!r} in dataset {dataset.name!r}")
+        member = conn.execute(
+            sa.select(members.c.rid).where(
+                members.c.segment_id == segment.id, members.c.rid == row.rid
+            )
+        ).first()
+    values = _record_dict(dataset, row)
+    results = {id(node): bool(row._mapping[f"n{i}"]) for i, node in enumerate(nodes)}
+    return {
+        "segment": segment.name,
+        "key": key,
+        "matches": results[id(parsed)],
+        "member": member is not None,
+        "evaluated_at": now.isoformat(),
+        "rules": _explain_node(parsed, results, values),
+    }
+
+
+def _walk(node: rules.Node) -> list[rules.Node]:
+    if isinstance(node, rules.Condition):
+        return [node]
+    return [node, *(n for child in node.conditions for n in _walk(child))]
+
+
+def _explain_node(
+    node: rules.Node, results: dict[int, bool], values: dict[str, Any]
+) -> dict[str, Any]:
+    out = rules.to_json(node)
+    out["passed"] = results[id(node)]
+    if isinstance(node, rules.Condition):
+        out["actual"] = values.get(node.field.name)
+    else:
+        out["conditions"] = [_explain_node(c, results, values) for c in node.conditions]
+    return out
+
+
+def member_keys(db: Database, segment_id: int) -> set[str]:
+    """Every member's key (for tests and small exports)."""
+    with db.read() as conn:
+        segment_row = conn.execute(
+            sa.select(segments.c.dataset_id).where(segments.c.id == segment_id)
+        ).first()
+        if segment_row is None:
+            raise NotFound(f"no segment with id {segment_id}")
+        dataset = load_dataset_by_id(conn, segment_row.dataset_id)
+        assert dataset is not None
+        rec = engine.record_table(dataset.records_table, dataset)
+        rows = conn.execute(
+            sa.select(rec.c.key)
+            .select_from(members.join(rec, rec.c.rid == members.c.rid))
+            .where(members.c.segment_id == segment_id)
+        )
+        return {r[0] for r in rows}
