@@ -128,3 +128,13 @@ def keys_where(db: Database, dataset: str, column: str, op: str, value: object) 
     with db.read() as conn:
         rows = conn.execute(sa.select(table.c.key).where(cond, sa.not_(table.c.deleted)))
         return {r[0] for r in rows}
+
+
+def reference_records(db: Database, dataset: str) -> dict[str, dict[str, object]]:
+    """Live records as the rule evaluator sees them: typed values parsed from raw text."""
+    found = datasets.get_dataset(db, dataset)
+    types = {c.name: c.type for c in found.columns}
+    return {
+        key: {name: coltypes.parse_value(types[name], raw) for name, raw in row.items()}
+        for key, row in live(db, dataset).items()
+    }

@@ -160,6 +160,18 @@ def test_types_widen_and_never_fail(db: Database) -> None:
     assert do_import(db, b"id,day\n5,\n")["schema_changes"] == []
 
 
+def test_a_column_never_seen_with_a_value_takes_its_first_values_type(db: Database) -> None:
+    assert do_import(db, b"id,score\n1,\n2,\n")["columns"][1] == {"name": "score", "type": "text"}
+    summary = do_import(db, b"id,score\n3,7\n")
+    assert summary["schema_changes"] == [
+        {"column": "score", "change": "retyped", "from": "text", "to": "integer"}
+    ]
+    assert keys_where(db, "people", "score", ">", 5) == {"3"}
+    # Once a text column has a value it stays text.
+    do_import(db, b"id,note\n1,hello\n")
+    assert do_import(db, b"id,note\n2,5\n")["schema_changes"] == []
+
+
 def test_default_key_detection_prefers_id_then_customer_id_then_email(db: Database) -> None:
     assert do_import(db, b"email,customer_id\na@x.io,7\n", dataset="a")["key"] == "customer_id"
     assert do_import(db, b"Email,name\na@x.io,A\n", dataset="b")["key"] == "Email"

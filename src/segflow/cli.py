@@ -12,16 +12,19 @@ import argparse
 import io
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from segflow import __version__, datasets, demo
+from segflow import __version__, datasets, demo, engine, segments
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
 from segflow.db.migrations import upgrade
-from segflow.errors import SegflowError
+from segflow.errors import InvalidInput, SegflowError
 from segflow.progress import TerminalProgress
 
 DEMO_DATASET = "customers"
@@ -86,11 +89,44 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    summary["segments"] = _process_dataset(db, args.dataset)
     if args.json:
         _emit_json(summary)
     else:
         _print_summary(summary)
     return 0
+
+
+def _process_dataset(db: Database, name: str) -> list[dict[str, Any]]:
+    """Run the engine on a dataset's segments right after its import committed."""
+    dataset = datasets.find_dataset(db, name)
+    if dataset is None:
+        return []
+    report = engine.tick(db, utcnow(), dataset_ids=[dataset.id])
+    return [_outcome_dict(o) for o in report.outcomes]
+
+
+def _outcome_dict(o: engine.SegmentOutcome) -> dict[str, Any]:
+    return {
+        "id": o.segment_id,
+        "name": o.name,
+        "strategy": o.strategy,
+        "entered": o.entered,
+        "exited": o.exited,
+        "member_count": o.member_count,
+        "error": o.error,
+    }
+
+
+def _print_outcomes(outcomes: list[dict[str, Any]]) -> None:
+    for o in outcomes:
+        if o["error"]:
+            print(f"  segment {o['name']!r}: {o['error']}")
+        else:
+            print(
+                f"  segment {o['name']!r}: +{o['entered']:,} entered, -{o['exited']:,} left, "
+                f"{o['member_count']:,} members ({o['strategy']})"
+            )
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -116,6 +152,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s["duplicate_keys"]:
         print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
+    _print_outcomes(s.get("segments", []))
     if s["rejects"]:
         shown = s["rejects"][:20]
         print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")
@@ -191,6 +228,198 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     return 0
 
 
+def _rules_arg(value: str) -> Any:
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SegflowError(f"cannot read rules from {value[1:]}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"--rules is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+def cmd_segments_create(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    segment = segments.create_segment(
+        db, name=args.name, dataset=args.dataset, rules_json=_rules_arg(args.rules), now=utcnow()
+    )
+    if args.json:
+        _emit_json(segment.as_dict())
+    else:
+        print(
+            f"created segment {segment.name!r} on {segment.dataset!r}: "
+            f"{segment.member_count:,} members"
+        )
+    return 0
+
+
+def cmd_segments_edit(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    if args.rules is None and args.rename is None:
+        raise InvalidInput("nothing to change: give --rules and/or --rename")
+    before = segments.get_segment(db, args.name)
+    segment = segments.edit_segment(
+        db,
+        args.name,
+        now=utcnow(),
+        rules_json=None if args.rules is None else _rules_arg(args.rules),
+        new_name=args.rename,
+    )
+    if args.json:
+        _emit_json(segment.as_dict())
+    else:
+        print(
+            f"updated segment {segment.name!r}: {segment.member_count:,} members "
+            f"(was {before.member_count:,})"
+        )
+    return 0
+
+
+def cmd_segments_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    items = segments.list_segments(db, dataset=args.dataset)
+    if args.json:
+        _emit_json([s.as_dict() for s in items])
+        return 0
+    if not items:
+        print(
+            "no segments yet; create one with: segflow segments create --dataset D --name N "
+            "--rules JSON"
+        )
+        return 0
+    width = max(len(s.name) for s in items)
+    print(f"{'NAME':<{width}}  {'DATASET':<12}  {'MEMBERS':>10}  LAST PROCESSED")
+    for s in items:
+        when = s.last_processed_at.isoformat() if s.last_processed_at else "never"
+        line = f"{s.name:<{width}}  {s.dataset:<12}  {s.member_count:>10,}  {when}"
+        print(line + (f"  ERROR: {s.error}" if s.error else ""))
+    return 0
+
+
+def cmd_segments_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    segment = segments.get_segment(db, args.name)
+    recent, _ = segments.list_events(db, args.name, limit=args.events)
+    if args.json:
+        _emit_json(dict(segment.as_dict(), recent_events=recent))
+        return 0
+    print(f"segment {segment.name!r} on dataset {segment.dataset!r}")
+    print(f"  members: {segment.member_count:,}")
+    when = segment.last_processed_at.isoformat() if segment.last_processed_at else "never"
+    print(f"  last processed: {when} (change sequence {segment.watermark:,})")
+    if segment.error:
+        print(f"  error: {segment.error}")
+    print("  rules: " + json.dumps(segment.rules, indent=2).replace("\n", "\n  "))
+    if recent:
+        print(f"  recent events (newest first, {len(recent)}):")
+        for e in recent:
+            print(f"    {e['at']}  {e['kind']:<5}  {e['key']}")
+    return 0
+
+
+def cmd_segments_members(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    page, cursor = segments.list_members(db, args.name, limit=args.limit, after=args.after)
+    if args.json:
+        _emit_json({"members": page, "next": cursor})
+        return 0
+    for m in page:
+        print(json.dumps(m["record"], ensure_ascii=False))
+    if cursor is not None:
+        print(f"(more: --after {cursor})", file=sys.stderr)
+    return 0
+
+
+def cmd_segments_events(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    page, cursor = segments.list_events(db, args.name, limit=args.limit, before=args.before)
+    if args.json:
+        _emit_json({"events": page, "next": cursor})
+        return 0
+    for e in page:
+        print(f"{e['at']}  {e['kind']:<5}  {e['key']}  (change {e['seq']})")
+    if cursor is not None:
+        print(f"(older: --before {cursor})", file=sys.stderr)
+    return 0
+
+
+def cmd_segments_delete(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    segment = segments.delete_segment(db, args.name)
+    print(f"deleted segment {segment.name!r} ({segment.member_count:,} members)")
+    return 0
+
+
+def cmd_segments_explain(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    result = segments.explain(db, args.name, args.key, utcnow())
+    if args.json:
+        _emit_json(result)
+        return 0
+    verdict = "matches" if result["matches"] else "does not match"
+    membership = "is a member" if result["member"] else "is not a member"
+    print(f"record {args.key!r} {verdict} segment {result['segment']!r} and {membership}")
+    _print_explained(result["rules"], 1)
+    return 0
+
+
+def _print_explained(node: dict[str, Any], depth: int) -> None:
+    mark = "pass" if node["passed"] else "FAIL"
+    pad = "  " * depth
+    if "field" in node:
+        value = f" {json.dumps(node['value'])}" if "value" in node else ""
+        print(
+            f"{pad}[{mark}] {node['field']} {node['operator']}{value} "
+            f"(actual: {json.dumps(node['actual'], ensure_ascii=False)})"
+        )
+        return
+    print(f"{pad}[{mark}] {'NOT ' if node.get('not') else ''}{node['logic']} of:")
+    for child in node["conditions"]:
+        _print_explained(child, depth + 1)
+
+
+def cmd_process(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    report = engine.tick(db, utcnow())
+    outcomes = [_outcome_dict(o) for o in report.outcomes]
+    if args.json:
+        _emit_json({"segments": outcomes, "skipped": report.skipped})
+    else:
+        print(
+            f"processed {len(outcomes)} segments: +{report.entered:,} entered, "
+            f"-{report.exited:,} left"
+        )
+        _print_outcomes([o for o in outcomes if o["entered"] or o["exited"] or o["error"]])
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    interval = args.interval or settings.tick_seconds
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        print(
+            f"segflow worker: {signal.Signals(signum).name}, stopping after this tick",
+            file=sys.stderr,
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(
+        f"segflow worker: ticking every {interval}s on {db.display_url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    while not stop.is_set():
+        report = engine.tick(db, utcnow())
+        if report.entered or report.exited:
+            print(
+                f"segflow worker: +{report.entered:,} entered, -{report.exited:,} left",
+                file=sys.stderr,
+                flush=True,
+            )
+        stop.wait(interval)
+    print("segflow worker: stopped", file=sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------- parser
 
 
@@ -258,6 +487,65 @@ def build_parser() -> argparse.ArgumentParser:
     ds_delete = ds_sub.add_parser("delete", parents=[common], help="delete a dataset")
     ds_delete.add_argument("name", metavar="NAME")
     ds_delete.set_defaults(func=cmd_datasets_delete)
+
+    seg = sub.add_parser("segments", help="create, inspect and change segments")
+    seg_sub = seg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rules_help = "rules as JSON, or @FILE to read them from a file"
+    sc = seg_sub.add_parser("create", parents=[common, as_json], help="create a segment")
+    sc.add_argument("--dataset", required=True, metavar="D")
+    sc.add_argument("--name", required=True, metavar="N")
+    sc.add_argument("--rules", required=True, metavar="JSON|@FILE", help=rules_help)
+    sc.set_defaults(func=cmd_segments_create)
+    se = seg_sub.add_parser(
+        "edit", parents=[common, as_json], help="change a segment's rules (re-evaluates it)"
+    )
+    se.add_argument("name", metavar="NAME")
+    se.add_argument("--rules", metavar="JSON|@FILE", help=rules_help)
+    se.add_argument("--rename", metavar="NEW_NAME", help="give the segment a new name")
+    se.set_defaults(func=cmd_segments_edit)
+    sl = seg_sub.add_parser("list", parents=[common, as_json], help="list segments")
+    sl.add_argument("--dataset", metavar="D", help="only segments of this dataset")
+    sl.set_defaults(func=cmd_segments_list)
+    ss = seg_sub.add_parser(
+        "show", parents=[common, as_json], help="rules, count, last processed, recent events"
+    )
+    ss.add_argument("name", metavar="NAME")
+    ss.add_argument("--events", type=int, default=10, metavar="N", help="recent events (10)")
+    ss.set_defaults(func=cmd_segments_show)
+    sm = seg_sub.add_parser("members", parents=[common, as_json], help="list members")
+    sm.add_argument("name", metavar="NAME")
+    sm.add_argument("--limit", type=int, default=100, metavar="N", help="page size (100)")
+    sm.add_argument("--after", type=int, metavar="CURSOR", help="continue after this cursor")
+    sm.set_defaults(func=cmd_segments_members)
+    sv = seg_sub.add_parser("events", parents=[common, as_json], help="enter/exit history")
+    sv.add_argument("name", metavar="NAME")
+    sv.add_argument("--limit", type=int, default=100, metavar="N", help="page size (100)")
+    sv.add_argument("--before", type=int, metavar="CURSOR", help="continue with older events")
+    sv.set_defaults(func=cmd_segments_events)
+    sd = seg_sub.add_parser("delete", parents=[common], help="delete a segment")
+    sd.add_argument("name", metavar="NAME")
+    sd.set_defaults(func=cmd_segments_delete)
+    sx = seg_sub.add_parser(
+        "explain", parents=[common, as_json], help="why a record is (not) a member"
+    )
+    sx.add_argument("name", metavar="NAME")
+    sx.add_argument("key", metavar="KEY")
+    sx.set_defaults(func=cmd_segments_explain)
+
+    pr = sub.add_parser(
+        "process", parents=[common, as_json], help="run one engine tick (for cron) and exit"
+    )
+    pr.set_defaults(func=cmd_process)
+    wk = sub.add_parser(
+        "worker", parents=[common], help="run engine ticks on a timer until stopped"
+    )
+    wk.add_argument(
+        "--interval",
+        type=int,
+        metavar="S",
+        help="seconds between ticks (default $SEGFLOW_TICK_SECONDS or 60)",
+    )
+    wk.set_defaults(func=cmd_worker)
 
     dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")
     dm.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"rows (default {DEMO_ROWS:,})")

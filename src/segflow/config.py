@@ -22,6 +22,8 @@ class Settings:
     max_field_chars: int = 1_048_576
     #: How many rejected rows an import keeps in detail (all are counted).
     max_reject_details: int = 100_000
+    #: Seconds between the worker's safety-net ticks.
+    tick_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -30,6 +32,7 @@ class Settings:
             database_url=env.get("SEGFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL,
             max_field_chars=_int(env, "SEGFLOW_MAX_FIELD_CHARS", cls.max_field_chars),
             max_reject_details=_int(env, "SEGFLOW_MAX_REJECT_DETAILS", cls.max_reject_details),
+            tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
         )
 
 

@@ -594,8 +594,17 @@ def _apply(
             existing[name.casefold()] = column
         else:
             kind = coltypes.widen(column.type, file_type)
-            if kind != column.type:
+            if (
+                column.type == coltypes.TEXT
+                and records.has_typed(file_type)
+                and not records.has_values(conn, table, column.position)
+            ):
+                # Text only because no value was ever seen: the first values decide.
+                kind = file_type
+                records.add_typed_column(conn, dialect, table, column.position, kind)
+            elif kind != column.type:
                 records.retype_column(conn, dialect, table, column.position, column.type, kind)
+            if kind != column.type:
                 conn.execute(
                     sa.update(dataset_columns)
                     .where(

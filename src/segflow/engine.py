@@ -114,8 +114,13 @@ def tick(
     *,
     dataset_ids: Iterable[int] | None = None,
     segment_ids: Iterable[int] | None = None,
+    full_minimum: int = FULL_MINIMUM,
 ) -> TickReport:
-    """Bring segments up to date; by default every segment of every dataset."""
+    """Bring segments up to date; by default every segment of every dataset.
+
+    ``full_minimum`` is the number of changed records below which a segment is
+    always processed incrementally (tests lower it to exercise both ways).
+    """
     wanted = None if segment_ids is None else set(segment_ids)
     with db.read() as conn:
         query = sa.select(segments.c.dataset_id, segments.c.id)
@@ -127,7 +132,7 @@ def tick(
             by_dataset.setdefault(dataset_id, []).append(segment_id)
     report = TickReport()
     for dataset_id, ids in sorted(by_dataset.items()):
-        _tick_dataset(db, dataset_id, ids, now, report)
+        _tick_dataset(db, dataset_id, ids, now, report, full_minimum)
     return report
 
 
@@ -147,7 +152,12 @@ class _Plan:
 
 
 def _tick_dataset(
-    db: Database, dataset_id: int, segment_ids: Sequence[int], now: dt.datetime, report: TickReport
+    db: Database,
+    dataset_id: int,
+    segment_ids: Sequence[int],
+    now: dt.datetime,
+    report: TickReport,
+    full_minimum: int,
 ) -> None:
     with db.write() as conn:
         rows = _claim(conn, segment_ids)
@@ -162,7 +172,8 @@ def _tick_dataset(
         rec = record_table(rec_name, dataset)
         hi = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(rec.c.seq), 0))).scalar_one())
         fields = fields_of(dataset)
-        plans = [_plan(conn, row, fields, rec, hi, dataset.record_count) for row in rows]
+        threshold = max(full_minimum, int(dataset.record_count * FULL_FRACTION))
+        plans = [_plan(conn, row, fields, rec, hi, threshold) for row in rows]
 
         suffix = uuid.uuid4().hex[:12]
         diff_name, chg_name = f"sf_diff_{suffix}", f"sf_tick_{suffix}"
@@ -222,7 +233,7 @@ def _plan(
     fields: list[rules.Field],
     rec: sa.TableClause,
     hi: int,
-    record_count: int,
+    threshold: int,
 ) -> _Plan:
     try:
         rule = rules.parse(row.rules, fields)
@@ -234,7 +245,6 @@ def _plan(
     wm = int(row.watermark)
     if wm >= hi and not rules.is_time_relative(rule):
         return _Plan(row, rule, IDLE)
-    threshold = max(FULL_MINIMUM, int(record_count * FULL_FRACTION))
     pending = sa.select(sa.literal(1)).where(rec.c.seq > wm, rec.c.seq <= hi).limit(threshold + 1)
     changed = conn.execute(sa.select(sa.func.count()).select_from(pending.subquery())).scalar_one()
     return _Plan(row, rule, FULL if changed > threshold else INCREMENTAL)

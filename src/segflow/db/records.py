@@ -134,12 +134,26 @@ def drop_table(conn: Connection, table: str) -> None:
 
 
 def add_column(conn: Connection, dialect: str, table: str, position: int, kind: str) -> None:
-    t = ident(table)
-    conn.exec_driver_sql(f"ALTER TABLE {t} ADD COLUMN {ident(raw_col(position))} TEXT")
+    conn.exec_driver_sql(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(raw_col(position))} TEXT")
     if has_typed(kind):
-        conn.exec_driver_sql(
-            f"ALTER TABLE {t} ADD COLUMN {ident(typed_col(position))} {sql_type(dialect, kind)}"
-        )
+        add_typed_column(conn, dialect, table, position, kind)
+
+
+def add_typed_column(conn: Connection, dialect: str, table: str, position: int, kind: str) -> None:
+    """Give a column whose stored cells are all empty a typed column (empty too)."""
+    conn.exec_driver_sql(
+        f"ALTER TABLE {ident(table)} ADD COLUMN {ident(typed_col(position))} "
+        f"{sql_type(dialect, kind)}"
+    )
+
+
+def has_values(conn: Connection, table: str, position: int) -> bool:
+    """Whether any record (tombstones hold none) has a value in this column."""
+    column = ident(raw_col(position))
+    found = conn.exec_driver_sql(
+        f"SELECT 1 FROM {ident(table)} WHERE {column} IS NOT NULL LIMIT 1"  # noqa: S608
+    ).first()
+    return found is not None
 
 
 def retype_column(
