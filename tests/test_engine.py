@@ -75,6 +75,7 @@ CA_BIG = {
     ],
 }
 RECENT = {"conditions": [{"field": "joined", "operator": "within_last", "value": 10}]}
+NO_STATE = {"conditions": [{"field": "state", "operator": "is_empty"}]}
 
 # Each scenario: (step, argument) pairs. "import" takes rows, "replace" rows for a
 # replace import, "clock" days to move, "tick" nothing, "expect" {segment: keys}.
@@ -112,6 +113,16 @@ SCENARIOS: dict[str, list[tuple[str, Any]]] = {
         ("tick", None),
         ("expect", {"recent": set()}),
     ],
+    "a deleted record leaves even a segment that matches empty cells": [
+        ("import", [
+            {"id": "1", "state": "", "spend": "5", "joined": "2026-01-14"},
+            {"id": "2", "state": "CA", "spend": "5", "joined": "2026-01-14"},
+        ]),
+        ("expect", {"no_state": {"1"}}),
+        ("replace", [{"id": "2", "state": "CA", "spend": "5", "joined": "2026-01-14"}]),
+        ("tick", None),
+        ("expect", {"no_state": set()}),
+    ],
     "a record that comes back re-enters": [
         ("import", [{"id": "1", "state": "CA", "spend": "500", "joined": "2025-01-01"}]),
         ("replace", [{"id": "2", "state": "TX", "spend": "5", "joined": ""}]),
@@ -136,6 +147,9 @@ def test_scenario(db: Database, name: str) -> None:
         ),
         "recent": segments.create_segment(
             db, name="recent", dataset="people", rules_json=RECENT, now=now
+        ),
+        "no_state": segments.create_segment(
+            db, name="no_state", dataset="people", rules_json=NO_STATE, now=now
         ),
     }
     for step, arg in steps[1:]:
@@ -257,7 +271,7 @@ def _dedupe(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(_step, min_size=1, max_size=12), data=st.data())
 def test_incremental_membership_equals_a_full_recompute(
