@@ -114,10 +114,13 @@ SCENARIOS: dict[str, list[tuple[str, Any]]] = {
         ("expect", {"recent": set()}),
     ],
     "a deleted record leaves even a segment that matches empty cells": [
-        ("import", [
-            {"id": "1", "state": "", "spend": "5", "joined": "2026-01-14"},
-            {"id": "2", "state": "CA", "spend": "5", "joined": "2026-01-14"},
-        ]),
+        (
+            "import",
+            [
+                {"id": "1", "state": "", "spend": "5", "joined": "2026-01-14"},
+                {"id": "2", "state": "CA", "spend": "5", "joined": "2026-01-14"},
+            ],
+        ),
         ("expect", {"no_state": {"1"}}),
         ("replace", [{"id": "2", "state": "CA", "spend": "5", "joined": "2026-01-14"}]),
         ("tick", None),
