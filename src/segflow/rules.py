@@ -322,11 +322,17 @@ class Compiler:
         return self.table.c[field.column]
 
     def _fold(self, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SQLite's lower() folds ASCII only; PostgreSQL's folds all of Unicode,
-        # so there we fold ASCII explicitly to keep one meaning everywhere.
+        # Under the "C" collation PostgreSQL's lower() folds ASCII letters only,
+        # as SQLite's does; Python's reference uses the same ASCII folding.
         if self.dialect == "sqlite":
             return sa.func.lower(expr)
-        return sa.func.translate(expr, _ASCII_UPPER, _ASCII_LOWER)
+        return sa.func.lower(sa.collate(expr, "C"))
+
+    def _text_equals(self, col: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+        if self.dialect == "sqlite":
+            # NOCASE folds ASCII only, like lower(), but costs no function call per row.
+            return col.collate("NOCASE") == sa.literal(value, sa.String)
+        return self._fold(col) == sa.literal(ascii_lower(value), sa.String)
 
     def param_for(self, field: Field, value: Any) -> sa.BindParameter[Any]:
         kind = field.type
@@ -369,9 +375,11 @@ class Compiler:
         text = field.type == coltypes.TEXT
         if op in ("equals", "not_equals"):
             if text:
-                return self._fold(col) == sa.literal(ascii_lower(value), sa.String)
+                return self._text_equals(col, value)
             return col == self.param_for(field, value)
         if op in ("in", "not_in"):
+            if text and self.dialect == "sqlite":
+                return col.collate("NOCASE").in_(list(value))
             if text:
                 return self._fold(col).in_([ascii_lower(v) for v in value])
             return col.in_([self.param_for(field, v) for v in value])
