@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(BIN)/segflow demo
-	$(BIN)/segflow datasets show customers --sample 3
+	$(BIN)/segflow segments list
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
@@ -27,6 +27,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/engine_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -108,8 +108,8 @@ def bench_engine(label: str, url: str, csv_path: Path, rows: int) -> dict[str, A
 
     def full_count() -> int:
         with db.read() as conn:
-            match = rules.Compiler(db.dialect, table, NOW).compile(rule)
-            query = sa.select(sa.func.count()).where(table.c.deleted == sa.false(), match)
+            compiler = rules.Compiler(db.dialect, table, NOW)
+            query = sa.select(sa.func.count()).where(engine.live_matches(compiler, rule, table))
             return int(conn.execute(query).scalar_one())
 
     out["matches"] = full_count()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from segflow.cli import main
+from segflow.db.migrations import MIGRATIONS
 from tests.helpers import FIXTURES
 
 CSV = b"id,email,spend\n1,a@example.com,10\n2,b@example.com,20\n3,,oops\n4,d@example.com\n"
@@ -29,7 +30,7 @@ def test_import_then_list_show_delete(
     path.write_bytes(CSV)
     code, out, err = run(capsys, "import", str(path), "--dataset", "people", "--db", db_url)
     assert code == 0
-    assert "upgraded the database schema to version 1" in err
+    assert f"upgraded the database schema to version {MIGRATIONS[-1].version}" in err
     assert f"Imported {path} into dataset 'people' (created, key 'id', upsert)" in out
     assert "4 rows: 3 inserted, 0 updated, 0 unchanged, 0 deleted, 1 rejected" in out
     assert "line 5: expected 3 fields, found 2" in out

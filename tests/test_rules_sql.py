@@ -78,12 +78,22 @@ def _tree(fields: list[rules.Field]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def _sql_keys(db: Database, dataset: str, rule: rules.Group) -> set[str]:
+    """Matching keys by the strict form, checked against the filter form and its negation."""
     found = datasets.get_dataset(db, dataset)
     table = engine.record_table(found.records_table, found)
+    compiler = rules.Compiler(db.dialect, table, NOW)
+    live = table.c.deleted == sa.false()
     with db.read() as conn:
-        match = rules.Compiler(db.dialect, table, NOW).compile(rule)
-        rows = conn.execute(sa.select(table.c.key).where(table.c.deleted == sa.false(), match))
-        return {r[0] for r in rows}
+
+        def keys(where: Any) -> set[str]:
+            return {r[0] for r in conn.execute(sa.select(table.c.key).where(live, where))}
+
+        matched = keys(compiler.compile(rule))
+        assert keys(compiler.compile_filter(rule)) == matched
+        assert keys(engine.live_matches(compiler, rule, table)) == matched
+        everyone = keys(sa.true())
+        assert keys(sa.not_(compiler.compile(rule))) == everyone - matched
+        return matched
 
 
 @settings(

@@ -209,17 +209,46 @@ def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settin
     return 0
 
 
+DEMO_SEGMENTS: dict[str, Any] = {
+    "CA high spenders": {
+        "logic": "AND",
+        "conditions": [
+            {"field": "state", "operator": "equals", "value": "CA"},
+            {"field": "lifetime_spend", "operator": "greater_than", "value": 100},
+        ],
+    },
+    "Gmail subscribers": {
+        "logic": "AND",
+        "conditions": [
+            {"field": "email", "operator": "ends_with", "value": "@gmail.com"},
+            {"field": "is_subscriber", "operator": "equals", "value": True},
+        ],
+    },
+    "Signed up in the last two years": {
+        "conditions": [{"field": "signup_date", "operator": "within_last", "value": 730}]
+    },
+}
+
+
 def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    """Import the synthetic demo customers (idempotent: a re-run changes nothing)."""
+    """Import the synthetic demo customers and create the demo segments (idempotent)."""
     data = demo.csv_bytes(args.rows, seed=args.seed)
+    now = utcnow()
     summary = datasets.import_csv(
         db,
         io.BytesIO(data),
         datasets.ImportOptions(dataset=args.dataset, key="id"),
         source=f"demo ({args.rows:,} synthetic customers)",
-        now=utcnow(),
+        now=now,
         total_bytes=len(data),
     )
+    existing = {s.name for s in segments.list_segments(db)}
+    for name, rules_json in DEMO_SEGMENTS.items():
+        if name not in existing:
+            segments.create_segment(
+                db, name=name, dataset=args.dataset, rules_json=rules_json, now=now
+            )
+    summary["segments"] = _process_dataset(db, args.dataset)
     if args.json:
         _emit_json(summary)
     else:

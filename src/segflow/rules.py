@@ -312,9 +312,20 @@ class Compiler:
         self.now = now
 
     def compile(self, node: Node) -> ColumnElement[bool]:
+        """True or false for every row, never NULL: safe to negate or select."""
+        return self._compile(node, strict=True)
+
+    def compile_filter(self, node: Node) -> ColumnElement[bool]:
+        """The same rows when used as a WHERE condition, but may be NULL where the
+        answer is false: conditions outside any negation skip their empty-cell
+        guard, which makes full scans cheaper. Never negate this form."""
+        return self._compile(node, strict=False)
+
+    def _compile(self, node: Node, strict: bool) -> ColumnElement[bool]:
         if isinstance(node, Condition):
-            return self._condition(node)
-        parts = [self.compile(child) for child in node.conditions]
+            return self._condition(node, strict)
+        # Under a negation NULL would turn into NULL, not true: be strict there.
+        parts = [self._compile(child, strict or node.negate) for child in node.conditions]
         combined = sa.and_(*parts) if node.logic == AND else sa.or_(*parts)
         return sa.not_(combined) if node.negate else combined
 
@@ -351,7 +362,7 @@ class Compiler:
         }
         return sa.literal(value, types[kind])
 
-    def _condition(self, c: Condition) -> ColumnElement[bool]:
+    def _condition(self, c: Condition, strict: bool) -> ColumnElement[bool]:
         col = self._col(c.field)
         op = c.operator
         if op == "is_empty":
@@ -359,10 +370,9 @@ class Compiler:
         if op == "is_not_empty":
             return sa.not_(self._empty(c.field, col))
         positive = self._positive(c, col)
-        present = col.is_not(None)
         if op in NEGATIVE:
             return sa.or_(col.is_(None), sa.not_(positive))
-        return sa.and_(present, positive)
+        return sa.and_(col.is_not(None), positive) if strict else positive
 
     def _empty(self, field: Field, col: ColumnElement[Any]) -> ColumnElement[bool]:
         if field.type == coltypes.TEXT:
