@@ -31,7 +31,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema, ensure_csv
 from segflow import datasets, demo, engine, rules, segments
-from segflow.db import Database
+from segflow.db import Database, records
 from segflow.db.migrations import upgrade
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -103,7 +103,7 @@ def bench_engine(label: str, url: str, csv_path: Path, rows: int) -> dict[str, A
             db, f, datasets.ImportOptions("big", key="id"), source=str(csv_path), now=NOW
         )
     found = datasets.get_dataset(db, "big")
-    table = engine.record_table(found.records_table, found)
+    table = records.table(found.records_table, found.columns)
     rule = rules.parse(RULE, engine.fields_of(found))
 
     def full_count() -> int:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segflow import datasets, engine, rules
-from segflow.db import Database
+from segflow.db import Database, records
 from tests.helpers import do_import, reference_records
 
 NOW = dt.datetime(2026, 1, 15, 12, 30, tzinfo=dt.UTC)
@@ -80,7 +80,7 @@ def _tree(fields: list[rules.Field]) -> st.SearchStrategy[dict[str, Any]]:
 def _sql_keys(db: Database, dataset: str, rule: rules.Group) -> set[str]:
     """Matching keys by the strict form, checked against the filter form and its negation."""
     found = datasets.get_dataset(db, dataset)
-    table = engine.record_table(found.records_table, found)
+    table = records.table(found.records_table, found.columns)
     compiler = rules.Compiler(db.dialect, table, NOW)
     live = table.c.deleted == sa.false()
     with db.read() as conn:
@@ -144,7 +144,7 @@ def test_hostile_names_and_values_cannot_change_the_sql(db: Database) -> None:
             assert _sql_keys(db, "hostile", rule) == expected, (field.name, operator)
     # The SQL text holds only generated identifiers and placeholders, never input.
     found = datasets.get_dataset(db, "hostile")
-    table = engine.record_table(found.records_table, found)
+    table = records.table(found.records_table, found.columns)
     rule = rules.parse(
         {"conditions": [{"field": fields[1].name, "operator": "equals", "value": HOSTILE[0]}]},
         fields,

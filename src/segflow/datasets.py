@@ -98,7 +98,7 @@ def validate_dataset_name(name: str) -> str:
 # --------------------------------------------------------------------- queries
 
 
-def _load(conn: Connection, name: str, *, lock: bool = False) -> Dataset | None:
+def load_dataset(conn: Connection, name: str, *, lock: bool = False) -> Dataset | None:
     return _load_where(conn, datasets.c.name == name, lock=lock)
 
 
@@ -132,7 +132,7 @@ def _load_where(conn: Connection, where: Any, *, lock: bool) -> Dataset | None:
 
 def find_dataset(db: Database, name: str) -> Dataset | None:
     with db.read() as conn:
-        return _load(conn, name)
+        return load_dataset(conn, name)
 
 
 def get_dataset(db: Database, name: str) -> Dataset:
@@ -150,13 +150,13 @@ def _known_names(db: Database) -> str:
 def list_datasets(db: Database) -> list[Dataset]:
     with db.read() as conn:
         names = conn.execute(sa.select(datasets.c.name).order_by(datasets.c.name)).scalars()
-        return [d for d in (_load(conn, n) for n in list(names)) if d is not None]
+        return [d for d in (load_dataset(conn, n) for n in list(names)) if d is not None]
 
 
 def describe_dataset(db: Database, name: str) -> dict[str, Any]:
     """Schema with non-empty counts, record count and the last import's summary."""
     with db.read() as conn:
-        dataset = _load(conn, name)
+        dataset = load_dataset(conn, name)
         if dataset is None:
             raise NotFound(f"no dataset named {name!r}")
         counts: Sequence[Any] = ()
@@ -201,7 +201,7 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
 
 def delete_dataset(db: Database, name: str) -> Dataset:
     with db.write() as conn:
-        dataset = _load(conn, name, lock=True)
+        dataset = load_dataset(conn, name, lock=True)
         if dataset is None:
             raise NotFound(f"no dataset named {name!r}")
         records.drop_table(conn, dataset.records_table)
@@ -212,17 +212,13 @@ def delete_dataset(db: Database, name: str) -> Dataset:
 def read_records(db: Database, name: str, *, limit: int = 20) -> list[dict[str, str | None]]:
     """The first live records by key, raw text as imported."""
     with db.read() as conn:
-        dataset = _load(conn, name)
+        dataset = load_dataset(conn, name)
         if dataset is None:
             raise NotFound(f"no dataset named {name!r}")
-        cols = ", ".join(ident(records.raw_col(c.position)) for c in dataset.columns)
-        rows = conn.exec_driver_sql(
-            f"SELECT {cols} FROM {ident(dataset.records_table)} "  # noqa: S608 - generated names
-            "WHERE NOT deleted ORDER BY key LIMIT ?"
-            if conn.dialect.name == "sqlite"
-            else f"SELECT {cols} FROM {ident(dataset.records_table)} "  # noqa: S608
-            "WHERE NOT deleted ORDER BY key LIMIT %s",
-            (limit,),
+        table = records.table(dataset.records_table, dataset.columns)
+        raw = [table.c[records.raw_col(c.position)] for c in dataset.columns]
+        rows = conn.execute(
+            sa.select(*raw).where(table.c.deleted == sa.false()).order_by(table.c.key).limit(limit)
         ).all()
     return [dict(zip((c.name for c in dataset.columns), row, strict=True)) for row in rows]
 
@@ -539,7 +535,7 @@ def _apply(
         seq_query = seq_query.with_for_update()
     base = int(conn.execute(seq_query).scalar_one())
 
-    dataset = _load(conn, options.dataset, lock=True)
+    dataset = load_dataset(conn, options.dataset, lock=True)
     key_name = header[staging.key_index]
     created = dataset is None
     if dataset is None:

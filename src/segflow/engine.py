@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from segflow import coltypes, rules
+from segflow import rules
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
@@ -83,29 +83,6 @@ def fields_of(dataset: Dataset) -> list[rules.Field]:
     return [
         rules.Field(c.name, c.type, records.value_col(c.position, c.type)) for c in dataset.columns
     ]
-
-
-def _sql_type(kind: str) -> Any:
-    return {
-        coltypes.INTEGER: sa.BigInteger,
-        coltypes.NUMBER: sa.Float,
-        coltypes.BOOLEAN: sa.Boolean,
-    }.get(kind, sa.Text)
-
-
-def record_table(name: str, dataset: Dataset) -> sa.TableClause:
-    """A Core view of a records table (or a copy of its rows under another name)."""
-    cols: list[sa.ColumnClause[Any]] = [
-        sa.column("rid", sa.BigInteger),
-        sa.column("key", sa.Text),
-        sa.column("seq", sa.BigInteger),
-        sa.column("deleted", sa.Boolean),
-    ]
-    for c in dataset.columns:
-        cols.append(sa.column(records.raw_col(c.position), sa.Text))
-        if records.has_typed(c.type):
-            cols.append(sa.column(records.typed_col(c.position), _sql_type(c.type)))
-    return sa.table(name, *cols)
 
 
 def tick(
@@ -169,7 +146,7 @@ def _tick_dataset(
         if dataset is None:  # deleted meanwhile; its segments went with it
             return
         rec_name = dataset.records_table
-        rec = record_table(rec_name, dataset)
+        rec = records.table(rec_name, dataset.columns)
         hi = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(rec.c.seq), 0))).scalar_one())
         fields = fields_of(dataset)
         threshold = max(full_minimum, int(dataset.record_count * FULL_FRACTION))
@@ -202,7 +179,7 @@ def _tick_dataset(
             )
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"ANALYZE {ident(chg_name)}")
-            chg = record_table(chg_name, dataset)
+            chg = records.table(chg_name, dataset.columns)
 
         for plan in plans:
             if plan.rule is None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import engine, rules
-from segflow.datasets import Dataset, _load, load_dataset_by_id
+from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, members, segment_events, segments
@@ -119,7 +119,7 @@ def get_segment_by_id(db: Database, segment_id: int) -> Segment:
 
 
 def _dataset(conn: Connection, name: str) -> Dataset:
-    dataset = _load(conn, name)
+    dataset = load_dataset(conn, name)
     if dataset is None:
         raise NotFound(f"no dataset named {name!r}")
     return dataset
@@ -206,7 +206,7 @@ def delete_segment(db: Database, name: str) -> Segment:
 
 def _records_of(conn: Connection, segment: Segment) -> tuple[Dataset, sa.TableClause]:
     dataset = _dataset(conn, segment.dataset)
-    return dataset, engine.record_table(dataset.records_table, dataset)
+    return dataset, records.table(dataset.records_table, dataset.columns)
 
 
 def _record_dict(dataset: Dataset, row: sa.Row[Any]) -> dict[str, Any]:
@@ -323,7 +323,7 @@ def member_keys(db: Database, segment_id: int) -> set[str]:
             raise NotFound(f"no segment with id {segment_id}")
         dataset = load_dataset_by_id(conn, segment_row.dataset_id)
         assert dataset is not None
-        rec = engine.record_table(dataset.records_table, dataset)
+        rec = records.table(dataset.records_table, dataset.columns)
         rows = conn.execute(
             sa.select(rec.c.key)
             .select_from(members.join(rec, rec.c.rid == members.c.rid))

@@ -17,7 +17,10 @@ taken from user input; column names users see live in ``sf_dataset_columns``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any, Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import coltypes
@@ -89,6 +92,36 @@ def convert(dialect: str, kind: str, raw_sql: str) -> str:
             return f"strftime('%Y-%m-%d %H:%M:%f', {value})"
         return f"CAST({value} AS TIMESTAMPTZ)"
     raise ValueError(f"no conversion for {kind!r}")
+
+
+class ColumnInfo(Protocol):
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+def table(name: str, columns: Iterable[ColumnInfo]) -> sa.TableClause:
+    """A Core view of a records table, or of a copy of its rows under another name."""
+    cols: list[sa.ColumnClause[Any]] = [
+        sa.column("rid", sa.BigInteger),
+        sa.column("key", sa.Text),
+        sa.column("seq", sa.BigInteger),
+        sa.column("deleted", sa.Boolean),
+    ]
+    for c in columns:
+        cols.append(sa.column(raw_col(c.position), sa.Text))
+        if has_typed(c.type):
+            cols.append(sa.column(typed_col(c.position), _CORE_TYPES.get(c.type, sa.Text)))
+    return sa.table(name, *cols)
+
+
+_CORE_TYPES: dict[str, Any] = {
+    coltypes.INTEGER: sa.BigInteger,
+    coltypes.NUMBER: sa.Float,
+    coltypes.BOOLEAN: sa.Boolean,
+}
 
 
 def create_table(conn: Connection, dialect: str, table: str, *, indexes: bool = True) -> None:
