@@ -186,7 +186,7 @@ def _tick_dataset(
                 continue
             sid = int(plan.row.id)
             if plan.strategy == FULL:
-                _full(conn, diff, rec, sid, plan.rule, now)
+                _changed(conn, diff, rec, sid, plan.rule, now, sa.true())
             elif plan.strategy == INCREMENTAL:
                 assert chg is not None
                 wm = int(plan.row.watermark)
@@ -266,28 +266,6 @@ def _insert_diff(conn: Connection, diff: sa.TableClause, query: sa.Select[Any]) 
     )
 
 
-def _full(
-    conn: Connection,
-    diff: sa.TableClause,
-    rec: sa.TableClause,
-    segment_id: int,
-    rule: rules.Group,
-    now: dt.datetime,
-) -> None:
-    compiler = rules.Compiler(conn.dialect.name, rec, now)
-    match = compiler.compile(rule)
-    enters = sa.select(*_diff_rows(rec, segment_id, "enter")).where(
-        live_matches(compiler, rule, rec), sa.not_(_is_member(rec, segment_id))
-    )
-    exits = (
-        sa.select(*_diff_rows(rec, segment_id, "exit"))
-        .select_from(members.join(rec, rec.c.rid == members.c.rid))
-        .where(members.c.segment_id == segment_id, sa.or_(sa.not_(_live(rec)), sa.not_(match)))
-    )
-    _insert_diff(conn, diff, enters)
-    _insert_diff(conn, diff, exits)
-
-
 def _changed(
     conn: Connection,
     diff: sa.TableClause,
@@ -297,11 +275,15 @@ def _changed(
     now: dt.datetime,
     scope: ColumnElement[bool],
 ) -> None:
-    """Diff the records of ``source`` within ``scope`` against the members."""
+    """Diff the records of ``source`` within ``scope`` against the members.
+
+    A full evaluation is this over the whole records table; the join with the
+    members is left to the planner, which drives it from the smaller side.
+    """
     compiler = rules.Compiler(conn.dialect.name, source, now)
     match = compiler.compile(rule)
     enters = sa.select(*_diff_rows(source, segment_id, "enter")).where(
-        scope, _live(source), compiler.compile_filter(rule), sa.not_(_is_member(source, segment_id))
+        scope, live_matches(compiler, rule, source), sa.not_(_is_member(source, segment_id))
     )
     exits = (
         sa.select(*_diff_rows(source, segment_id, "exit"))
