@@ -496,7 +496,7 @@ def import_csv(
                         source=source,
                         mode=options.mode,
                         started_at=now,
-                        finished_at=now,
+                        finished_at=now + dt.timedelta(seconds=summary["duration_s"]),
                         summary=stored,
                     )
                 )
