@@ -14,11 +14,9 @@ On the 1,000,000-row dataset of bench/import_bench.py, measured in one run:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import io
-import os
 import sys
 import time
 import uuid
@@ -29,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from import_bench import DATA, _drop_pg_schema, _pg_schema, ensure_csv
+from import_bench import DATA, _drop_pg_schema, _pg_schema, bench_parser, ensure_csv
 from segflow import datasets, demo, engine, rules, segments
 from segflow.db import Database, records
 from segflow.db.migrations import upgrade
@@ -207,12 +205,7 @@ def bench_duckdb(csv_path: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--postgres", default=os.environ.get("SEGFLOW_TEST_POSTGRES_URL"))
-    parser.add_argument("--skip-duckdb", action="store_true")
-    parser.add_argument("--skip-seed", action="store_true")
-    args = parser.parse_args()
+    args = bench_parser(__doc__ or "").parse_args()
     csv_path = ensure_csv(args.rows)
     work = DATA / "work"
     work.mkdir(exist_ok=True)

@@ -165,12 +165,18 @@ def _drop_pg_schema(base: str, schema: str) -> None:
     engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The options both benchmarks share."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--postgres", default=os.environ.get("SEGFLOW_TEST_POSTGRES_URL"))
     parser.add_argument("--skip-duckdb", action="store_true")
     parser.add_argument("--skip-seed", action="store_true")
+    return parser
+
+
+def main() -> None:
+    parser = bench_parser(__doc__ or "")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--csv", help=argparse.SUPPRESS)
