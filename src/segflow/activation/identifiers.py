@@ -1,0 +1,169 @@
+"""Customer Match identifiers: normalisation and SHA-256 hashing.
+
+Google's rules for the Data Manager API: email trimmed and lower-cased, and
+for gmail.com / googlemail.com the dots and any ``+suffix`` of the local part
+removed; phone numbers in E.164 with a country code (parsed with
+``phonenumbers`` using the dataset's default region, since Google's own
+formatter adds none); given and family names trimmed and lower-cased; region
+code (ISO 3166-1 alpha-2, upper case) and postal code trimmed and sent in
+clear. Each hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
+
+An invalid value is skipped for that identifier alone and counted; it never
+fails the record. ``NORMALISATION_VERSION`` is stored beside every hash sent,
+so that a change to these rules can re-send what it affects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import phonenumbers
+
+NORMALISATION_VERSION = 1
+
+_GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
+_REGIONS = frozenset(
+    r for regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.values() for r in regions
+) - {"001"}
+_POSTAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?$")
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def normalise_email(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    email = raw.strip().lower()
+    if not _EMAIL.match(email):
+        return None
+    local, domain = email.rsplit("@", 1)
+    if domain in _GMAIL_DOMAINS:
+        local = local.split("+", 1)[0].replace(".", "")
+        if not local:
+            return None
+    return f"{local}@{domain}"
+
+
+def normalise_phone(raw: str | None, default_region: str) -> str | None:
+    """E.164 (``+14155550100``), or None when the number cannot be one."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        number = phonenumbers.parse(raw, default_region.upper())
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalise_name(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    name = raw.strip().lower()
+    return name or None
+
+
+def normalise_region(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    region = raw.strip().upper()
+    return region if region in _REGIONS else None
+
+
+def normalise_postal_code(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    code = raw.strip()
+    return code if _POSTAL.match(code) else None
+
+
+@dataclass(frozen=True)
+class Address:
+    given_name_sha256: str
+    family_name_sha256: str
+    region_code: str
+    postal_code: str
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """What may leave the machine for one record: hashes, region and postal code."""
+
+    email_sha256: str | None = None
+    phone_sha256: str | None = None
+    address: Address | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.email_sha256 or self.phone_sha256 or self.address)
+
+
+@dataclass
+class Mapping:
+    """Which of a dataset's columns hold which identifier."""
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    country: str | None = None
+    postal_code: str | None = None
+    default_region: str = "US"
+
+
+@dataclass
+class Skipped:
+    """Values present but unusable, per identifier kind."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] += 1
+
+
+def _get(record: dict[str, str | None], column: str | None) -> str | None:
+    if column is None:
+        return None
+    value = record.get(column)
+    return value if value is not None and value.strip() else None
+
+
+def identifiers_for(
+    record: dict[str, str | None], mapping: Mapping, skipped: Skipped | None = None
+) -> Identifiers:
+    """Normalise and hash one record's identifiers (raw values in, hashes out)."""
+    skipped = skipped if skipped is not None else Skipped()
+    email = phone = None
+    raw_email = _get(record, mapping.email)
+    if raw_email is not None:
+        email = normalise_email(raw_email)
+        if email is None:
+            skipped.add("email")
+    raw_phone = _get(record, mapping.phone)
+    if raw_phone is not None:
+        phone = normalise_phone(raw_phone, mapping.default_region)
+        if phone is None:
+            skipped.add("phone")
+    address = None
+    raw_parts = [
+        _get(record, c)
+        for c in (mapping.first_name, mapping.last_name, mapping.country, mapping.postal_code)
+    ]
+    if all(p is not None for p in raw_parts):
+        given, family = normalise_name(raw_parts[0]), normalise_name(raw_parts[1])
+        region, postal = normalise_region(raw_parts[2]), normalise_postal_code(raw_parts[3])
+        if given and family and region and postal:
+            address = Address(sha256_hex(given), sha256_hex(family), region, postal)
+        else:
+            skipped.add("address")
+    return Identifiers(
+        email_sha256=sha256_hex(email) if email else None,
+        phone_sha256=sha256_hex(phone) if phone else None,
+        address=address,
+    )

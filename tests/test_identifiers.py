@@ -1,0 +1,133 @@
+"""Customer Match identifier normalisation and hashing, against Google's published vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segflow.activation.identifiers import (
+    Mapping,
+    Skipped,
+    identifiers_for,
+    normalise_email,
+    normalise_phone,
+    normalise_postal_code,
+    normalise_region,
+    sha256_hex,
+)
+
+
+def test_google_published_vectors() -> None:
+    assert sha256_hex(normalise_email("alexz@example.com") or "") == (
+        "509e933019bb285a134a9334b8bb679dff79d0ce023d529af4bd744d47b4fd8a"
+    )
+    assert sha256_hex(normalise_phone("+18005550100", "US") or "") == (
+        "fb4f73a6ec5fdb7077d564cdd22c3554b43ce49168550c3b12c547b78c517b30"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  AlexZ@Example.com ", "alexz@example.com"),
+        ("Alex.Z+promo@gmail.com", "alexz@gmail.com"),
+        ("a.l.e.x@GoogleMail.com", "alex@googlemail.com"),
+        ("alex.z+promo@example.com", "alex.z+promo@example.com"),
+        ("not-an-email", None),
+        ("two@@example.com", None),
+        ("a@b", None),
+        ("+tag@gmail.com", None),
+        ("", None),
+    ],
+)
+def test_email_normalisation(raw: str, expected: str | None) -> None:
+    assert normalise_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("(800) 555-0100", "US", "+18005550100"),
+        ("800.555.0100", "us", "+18005550100"),
+        ("+1 800 555 0100", "GB", "+18005550100"),
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("12345", "US", None),
+        ("call me", "US", None),
+        ("", "US", None),
+    ],
+)
+def test_phone_normalisation_adds_the_country_code(
+    raw: str, region: str, expected: str | None
+) -> None:
+    assert normalise_phone(raw, region) == expected
+
+
+def test_regions_and_postal_codes_are_checked_and_sent_in_clear() -> None:
+    assert normalise_region(" us ") == "US"
+    assert normalise_region("USA") is None
+    assert normalise_region("XX") is None
+    assert normalise_postal_code(" 94043 ") == "94043"
+    assert normalise_postal_code("SW1A 1AA") == "SW1A 1AA"
+    assert normalise_postal_code("94043!") is None
+
+
+MAPPING = Mapping(
+    email="email",
+    phone="phone",
+    first_name="first",
+    last_name="last",
+    country="country",
+    postal_code="zip",
+    default_region="US",
+)
+
+
+def test_an_address_needs_all_four_parts_and_bad_values_are_skipped_and_counted() -> None:
+    skipped = Skipped()
+    full = identifiers_for(
+        {
+            "email": "Alex.Z@gmail.com",
+            "phone": "(415) 555-0100",
+            "first": " Alex ",
+            "last": "Zed",
+            "country": "us",
+            "zip": "94043",
+        },
+        MAPPING,
+        skipped,
+    )
+    assert full.email_sha256 == sha256_hex("alexz@gmail.com")
+    assert full.phone_sha256 == sha256_hex("+14155550100")
+    assert full.address is not None
+    assert (full.address.given_name_sha256, full.address.region_code) == (sha256_hex("alex"), "US")
+    partial = identifiers_for(
+        {"email": "nope", "phone": "12", "first": "Alex", "last": "Zed", "country": "US"},
+        MAPPING,
+        skipped,
+    )
+    assert partial.address is None and not partial
+    bad_region = identifiers_for(
+        {"first": "A", "last": "Z", "country": "Narnia", "zip": "1"}, MAPPING, skipped
+    )
+    assert bad_region.address is None
+    assert dict(skipped.counts) == {"email": 1, "phone": 1, "address": 1}
+
+
+_names = st.text(min_size=1, max_size=12).filter(lambda s: s.strip() not in ("", "US", "94043"))
+
+
+@given(st.emails(), _names, _names)
+def test_no_raw_value_survives_into_the_identifiers(email: str, first: str, last: str) -> None:
+    record = {"email": email, "first": first, "last": last, "country": "US", "zip": "94043"}
+    result = identifiers_for(record, MAPPING)
+    sent = [v for v in dataclasses.astuple(result) if v is not None]
+    flat = []
+    for value in sent:
+        flat.extend(value if isinstance(value, tuple) else [value])
+    for raw in (email, first, last, email.lower(), first.strip().lower(), last.strip().lower()):
+        assert raw not in flat
+    for value in flat:
+        assert value in ("US", "94043") or len(value) == 64
