@@ -153,3 +153,22 @@ def test_progress_lines_when_asked(db_url: str, tmp_path: Path) -> None:
         f"importing {path} applying",
         f"importing {path} done",
     ]
+
+
+def test_demo_loads_customers_and_segments_and_a_rerun_changes_nothing(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "demo", "--rows", "400", "--db", db_url, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["inserted"] == 400
+    assert [s["name"] for s in first["created_segments"]] == [
+        "CA high spenders",
+        "Gmail subscribers",
+        "Signed up in the last two years",
+    ]
+    # (The third counts relative to today's date, so its size is not asserted.)
+    assert all(s["member_count"] > 0 for s in first["created_segments"][:2])
+    code, out, _ = run(capsys, "demo", "--rows", "400", "--db", db_url, "--json")
+    again = json.loads(out)
+    assert (again["unchanged"], again["first_seq"], again["created_segments"]) == (400, None, [])
+    assert [(s["entered"], s["exited"]) for s in again["segments"]] == [(0, 0)] * 3

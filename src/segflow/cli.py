@@ -242,17 +242,20 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
         now=now,
         total_bytes=len(data),
     )
-    existing = {s.name for s in segments.list_segments(db)}
-    for name, rules_json in DEMO_SEGMENTS.items():
-        if name not in existing:
-            segments.create_segment(
-                db, name=name, dataset=args.dataset, rules_json=rules_json, now=now
-            )
     summary["segments"] = _process_dataset(db, args.dataset)
+    existing = {s.name for s in segments.list_segments(db)}
+    created = [
+        segments.create_segment(db, name=name, dataset=args.dataset, rules_json=rules, now=now)
+        for name, rules in DEMO_SEGMENTS.items()
+        if name not in existing
+    ]
     if args.json:
+        summary["created_segments"] = [s.as_dict() for s in created]
         _emit_json(summary)
     else:
         _print_summary(summary)
+        for segment in created:
+            print(f"  created segment {segment.name!r}: {segment.member_count:,} members")
         print(f"database: {db.display_url}")
     return 0
 
