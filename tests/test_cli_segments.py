@@ -89,8 +89,24 @@ def test_create_list_show_members_events_explain_delete(
     rules_file.write_text(RULES.replace("100", "5"))
     code, out, _ = run(capsys, "segments", "edit", "CA big", "--rules", f"@{rules_file}", *db)
     assert out == "updated segment 'CA big': 2 members (was 1)\n"
+    run(
+        capsys,
+        "segments",
+        "create",
+        "--dataset",
+        "people",
+        "--name",
+        "other",
+        "--rules",
+        RULES,
+        *db,
+    )
     code, out, _ = run(capsys, "segments", "delete", "CA big", *db)
     assert out == "deleted segment 'CA big' (2 members)\n"
+    code, out, _ = run(capsys, "datasets", "delete", "people", *db)
+    assert out == "deleted dataset 'people' (3 records, and its 1 segment)\n"
+    code, out, _ = run(capsys, "segments", "list", "--json", *db)
+    assert json.loads(out) == []
 
 
 @pytest.mark.parametrize(

@@ -204,8 +204,10 @@ def cmd_datasets_show(args: argparse.Namespace, db: Database, settings: Settings
 
 
 def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    gone = segments.list_segments(db, dataset=args.name)
     dataset = datasets.delete_dataset(db, args.name)
-    print(f"deleted dataset {dataset.name!r} ({dataset.record_count:,} records)")
+    also = f", and its {len(gone)} segment{'s' if len(gone) != 1 else ''}" if gone else ""
+    print(f"deleted dataset {dataset.name!r} ({dataset.record_count:,} records{also})")
     return 0
 
 
