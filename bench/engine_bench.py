@@ -28,8 +28,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema, bench_parser, ensure_csv
-from segflow import datasets, demo, engine, rules, segments
-from segflow.db import Database, records
+from segflow import datasets, demo, engine, segments
+from segflow.db import Database
 from segflow.db.migrations import upgrade
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -101,14 +101,9 @@ def bench_engine(label: str, url: str, csv_path: Path, rows: int) -> dict[str, A
             db, f, datasets.ImportOptions("big", key="id"), source=str(csv_path), now=NOW
         )
     found = datasets.get_dataset(db, "big")
-    table = records.table(found.records_table, found.columns)
-    rule = rules.parse(RULE, engine.fields_of(found))
 
     def full_count() -> int:
-        with db.read() as conn:
-            compiler = rules.Compiler(db.dialect, table, NOW)
-            query = sa.select(sa.func.count()).where(engine.live_matches(compiler, rule, table))
-            return int(conn.execute(query).scalar_one())
+        return segments.count_matching(db, "big", RULE, NOW)
 
     out["matches"] = full_count()
     out["full_eval"] = _best(full_count)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import datasets, engine, rules
+from segflow import datasets, engine, rules, segments
 from segflow.db import Database, records
 from tests.helpers import do_import, reference_records
 
@@ -117,6 +117,8 @@ def test_sql_matches_the_reference_evaluator(db: Database, data: st.DataObject) 
         if rules.evaluate(rule, record, NOW)
     }
     assert _sql_keys(db, name, rule) == expected
+    workers = data.draw(st.integers(1, 3))
+    assert segments.count_matching(db, name, raw, NOW, workers=workers) == len(expected)
 
 
 HOSTILE = ["x' OR '1'='1", "%", "_", ";-- DROP TABLE sf_datasets", "$.a", "[0]", 'a"b', "\\", "é"]
@@ -152,3 +154,17 @@ def test_hostile_names_and_values_cannot_change_the_sql(db: Database) -> None:
     sql = str(rules.Compiler(db.dialect, table, NOW).compile(rule).compile(db.engine))
     assert "OR '1'" not in sql and "c0" not in sql
     assert datasets.find_dataset(db, "hostile") is not None
+
+
+def test_counting_over_threads_sees_every_record_once(db: Database) -> None:
+    rows = "".join(f"{i},{'CA' if i % 3 else 'NY'}\n" for i in range(1, 1001))
+    do_import(db, ("id,state\n" + rows).encode(), dataset="many")
+    # The first, a middle and the last record stay; 997 become tombstones.
+    do_import(db, b"id,state\n1,CA\n500,ca\n1000,Ca\n", dataset="many", mode="replace")
+    do_import(db, b"id,state\n", dataset="none")
+    ca = {"conditions": [{"field": "state", "operator": "equals", "value": "ca"}]}
+    empty = {"conditions": [{"field": "state", "operator": "is_empty"}]}
+    for workers in (1, 2, 3, 7):
+        assert segments.count_matching(db, "many", ca, NOW, workers=workers) == 3
+        assert segments.count_matching(db, "many", empty, NOW, workers=workers) == 0
+        assert segments.count_matching(db, "none", empty, NOW, workers=workers) == 0
