@@ -26,7 +26,6 @@ TEXT = "text"
 #: Placeholder while a column has shown no non-empty value yet.
 EMPTY = "empty"
 
-TYPES = (INTEGER, NUMBER, BOOLEAN, DATE, DATETIME, TEXT)
 
 TRUE_WORDS = ("true", "yes", "t", "y")
 FALSE_WORDS = ("false", "no", "f", "n")

@@ -599,7 +599,7 @@ def _apply(
                 kind = file_type
                 records.add_typed_column(conn, dialect, table, column.position, kind)
             elif kind != column.type:
-                records.retype_column(conn, dialect, table, column.position, column.type, kind)
+                records.retype_column(conn, dialect, table, column.position, kind)
             if kind != column.type:
                 conn.execute(
                     sa.update(dataset_columns)

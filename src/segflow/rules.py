@@ -131,14 +131,16 @@ def parse(raw: Any, fields: Sequence[Field]) -> Group:
     return _parse_group(raw, "rules", by_name, names)
 
 
+def _known_keys(raw: dict[str, Any], allowed: tuple[str, ...], what: str, path: str) -> None:
+    unknown = set(raw) - set(allowed)
+    if unknown:
+        raise RuleError(path, f"unknown keys {sorted(unknown)} ({what} has {', '.join(allowed)})")
+
+
 def _parse_group(raw: Any, path: str, fields: Mapping[str, Field], names: str) -> Group:
     if not isinstance(raw, dict):
         raise RuleError(path, "a group must be an object with 'logic' and 'conditions'")
-    unknown = set(raw) - {"logic", "conditions", "not"}
-    if unknown:
-        raise RuleError(
-            path, f"unknown keys {sorted(unknown)} (a group has logic, conditions, not)"
-        )
+    _known_keys(raw, ("logic", "conditions", "not"), "a group", path)
     logic = raw.get("logic", AND)
     if not isinstance(logic, str) or logic.upper() not in (AND, OR):
         raise RuleError(f"{path}.logic", f"must be AND or OR, got {logic!r}")
@@ -163,11 +165,7 @@ def _parse_group(raw: Any, path: str, fields: Mapping[str, Field], names: str) -
 def _parse_condition(raw: Any, path: str, fields: Mapping[str, Field], names: str) -> Condition:
     if not isinstance(raw, dict):
         raise RuleError(path, "a condition must be an object with field, operator and value")
-    unknown = set(raw) - {"field", "operator", "value"}
-    if unknown:
-        raise RuleError(
-            path, f"unknown keys {sorted(unknown)} (a condition has field, operator, value)"
-        )
+    _known_keys(raw, ("field", "operator", "value"), "a condition", path)
     name = raw.get("field")
     if not isinstance(name, str):
         raise RuleError(f"{path}.field", "must be a column name")

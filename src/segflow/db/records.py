@@ -189,13 +189,11 @@ def has_values(conn: Connection, table: str, position: int) -> bool:
     return found is not None
 
 
-def retype_column(
-    conn: Connection, dialect: str, table: str, position: int, old: str, new: str
-) -> None:
-    """Widen a column's stored typed values from ``old`` to ``new``, for every row.
+def retype_column(conn: Connection, dialect: str, table: str, position: int, new: str) -> None:
+    """Widen a column's stored typed values to the type ``new``, for every row.
 
-    Types only widen (see ``coltypes.widen``), so ``old`` always has a typed
-    column and every stored raw value converts to ``new``.
+    Types only widen (see ``coltypes.widen``), so the column already has a
+    typed column and every stored raw value converts to ``new``.
     """
     t = ident(table)
     raw = ident(raw_col(position))
