@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from segflow import __version__, datasets, demo, engine, segments
+from segflow import __version__, cli_activation, datasets, demo, engine, segments
+from segflow.activation import destinations, links, sync
+from segflow.cli_output import emit_json as _emit_json
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
@@ -41,11 +43,6 @@ def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
             file=sys.stderr,
         )
     return db
-
-
-def _emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
 
 
 def _delimiter(value: str) -> str:
@@ -232,6 +229,19 @@ DEMO_SEGMENTS: dict[str, Any] = {
 }
 
 
+DEMO_DESTINATION = "demo audience file"
+DEMO_LINKED_SEGMENT = "CA high spenders"
+
+
+def _demo_destination(db: Database, settings: Settings, now: Any, path: Path) -> sync.SyncReport:
+    """A file destination fed by one demo segment, synced once (idempotent)."""
+    if DEMO_DESTINATION not in {d.name for d in destinations.list_destinations(db)}:
+        destinations.add_destination(db, DEMO_DESTINATION, destinations.FILE, {"path": path}, now)
+    if not any(lk.destination == DEMO_DESTINATION for lk in links.list_links(db)):
+        links.link(db, DEMO_LINKED_SEGMENT, DEMO_DESTINATION, now)
+    return sync.sync(db, settings, clock=utcnow)
+
+
 def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     """Import the synthetic demo customers and create the demo segments (idempotent)."""
     data = demo.csv_bytes(args.rows, seed=args.seed)
@@ -251,13 +261,16 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
         for name, rules in DEMO_SEGMENTS.items()
         if name not in existing
     ]
+    synced = _demo_destination(db, settings, now, Path(args.audience_file))
     if args.json:
         summary["created_segments"] = [s.as_dict() for s in created]
+        summary["sync"] = [o.as_dict() for o in synced.outcomes]
         _emit_json(summary)
     else:
         _print_summary(summary)
         for segment in created:
             print(f"  created segment {segment.name!r}: {segment.member_count:,} members")
+        cli_activation.print_sync_report(synced, quiet=True)
         print(f"database: {db.display_url}")
     return 0
 
@@ -429,7 +442,7 @@ def cmd_worker(args: argparse.Namespace, db: Database, settings: Settings) -> in
 
     def _stop(signum: int, _frame: object) -> None:
         print(
-            f"segflow worker: {signal.Signals(signum).name}, stopping after this tick",
+            f"segflow worker: {signal.Signals(signum).name}, stopping after this batch",
             file=sys.stderr,
         )
         stop.set()
@@ -437,10 +450,11 @@ def cmd_worker(args: argparse.Namespace, db: Database, settings: Settings) -> in
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     print(
-        f"segflow worker: ticking every {interval}s on {db.display_url}",
+        f"segflow worker: ticking and syncing every {interval}s on {db.display_url}",
         file=sys.stderr,
         flush=True,
     )
+    owner = sync.default_owner()
     while not stop.is_set():
         report = engine.tick(db, utcnow())
         if report.entered or report.exited:
@@ -449,9 +463,23 @@ def cmd_worker(args: argparse.Namespace, db: Database, settings: Settings) -> in
                 file=sys.stderr,
                 flush=True,
             )
-        stop.wait(interval)
+        synced = sync.sync(db, settings, clock=utcnow, owner=owner, stop=stop.is_set)
+        cli_activation.print_sync_report(
+            sync.SyncReport([o for o in synced.outcomes if o.requests or o.error or o.paused]),
+            sys.stderr,
+            quiet=True,
+        )
+        stop.wait(_sleep_for(db, interval))
     print("segflow worker: stopped", file=sys.stderr)
     return 0
+
+
+def _sleep_for(db: Database, interval: int) -> float:
+    """Until the next tick, or sooner when a sync retry falls due."""
+    due = sync.next_due(db)
+    if due is None:
+        return float(interval)
+    return max(0.05, min(float(interval), (due - utcnow()).total_seconds()))
 
 
 # --------------------------------------------------------------------- parser
@@ -581,10 +609,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wk.set_defaults(func=cmd_worker)
 
+    cli_activation.register(sub, common, as_json)
+
     dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")
     dm.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"rows (default {DEMO_ROWS:,})")
     dm.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     dm.add_argument("--dataset", default=DEMO_DATASET, help=f"dataset (default {DEMO_DATASET})")
+    dm.add_argument(
+        "--audience-file",
+        default="segflow-demo-audience.jsonl",
+        metavar="PATH",
+        help="where the demo's file destination writes (default segflow-demo-audience.jsonl)",
+    )
     dm.set_defaults(func=cmd_demo)
     return parser
 

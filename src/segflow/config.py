@@ -24,6 +24,16 @@ class Settings:
     max_reject_details: int = 100_000
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60
+    #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
+    #: plain gRPC); empty means Google's real endpoint over TLS.
+    datamanager_endpoint: str = ""
+    #: Seconds one request to a destination may take before it is retried.
+    sync_timeout: int = 60
+    #: Members acknowledged this many days ago are sent again, so that they
+    #: never reach Customer Match's 540-day membership limit.
+    resend_days: int = 500
+    #: Members per request (Google accepts at most 10,000).
+    sync_batch: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -33,7 +43,25 @@ class Settings:
             max_field_chars=_int(env, "SEGFLOW_MAX_FIELD_CHARS", cls.max_field_chars),
             max_reject_details=_int(env, "SEGFLOW_MAX_REJECT_DETAILS", cls.max_reject_details),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
+            datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
+            sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),
+            resend_days=_int(env, "SEGFLOW_RESEND_DAYS", cls.resend_days),
+            sync_batch=min(_int(env, "SEGFLOW_SYNC_BATCH", cls.sync_batch), 10_000),
         )
+
+    @property
+    def lease_seconds(self) -> int:
+        """How long a sync worker owns a list before another may take over."""
+        return self.sync_timeout * 2 + 30
+
+
+def _endpoint(raw: str) -> str:
+    if not raw:
+        return ""
+    # Imported here: config is read by every command, the check rarely runs.
+    from segflow.activation.destinations import check_endpoint
+
+    return check_endpoint(raw.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

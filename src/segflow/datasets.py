@@ -30,12 +30,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import coltypes
+from segflow.activation.links import refuse_if_linked
 from segflow.config import Settings
 from segflow.csvreader import CsvReader, Reject
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.records import ident
-from segflow.db.schema import change_sequence, dataset_columns, datasets, imports
+from segflow.db.schema import change_sequence, dataset_columns, datasets, imports, segments
 from segflow.errors import ImportFailed, InvalidInput, NotFound
 from segflow.progress import APPLYING, DONE, READING, Progress, ProgressFn
 from segflow.quality import QualityCounter
@@ -204,6 +205,10 @@ def delete_dataset(db: Database, name: str) -> Dataset:
         dataset = load_dataset(conn, name, lock=True)
         if dataset is None:
             raise NotFound(f"no dataset named {name!r}")
+        segment_ids = conn.execute(
+            sa.select(segments.c.id).where(segments.c.dataset_id == dataset.id)
+        ).scalars()
+        refuse_if_linked(conn, list(segment_ids), f"a segment of dataset {dataset.name!r}")
         records.drop_table(conn, dataset.records_table)
         conn.execute(sa.delete(datasets).where(datasets.c.id == dataset.id))
     return dataset

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from segflow import rules
+from segflow.activation import links
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
@@ -366,6 +367,7 @@ def _apply(conn: Connection, diff: sa.TableClause, now: dt.datetime) -> dict[int
             ).order_by(diff.c.segment_id, diff.c.seq, diff.c.kind),
         )
     )
+    links.record_changes(conn, diff, list(counts))
     return counts
 
 

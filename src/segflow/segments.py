@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import engine, rules
+from segflow.activation import links
 from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
@@ -201,6 +202,7 @@ def edit_segment(
 def delete_segment(db: Database, name: str) -> Segment:
     with db.write() as conn:
         segment = _find(conn, name)
+        links.refuse_if_linked(conn, [segment.id], f"segment {segment.name!r}")
         conn.execute(sa.delete(segments).where(segments.c.id == segment.id))
     return segment
 

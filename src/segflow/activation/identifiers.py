@@ -104,9 +104,22 @@ class Identifiers:
         return bool(self.email_sha256 or self.phone_sha256 or self.address)
 
 
+#: The columns a mapping can name, in the order they are shown.
+MAPPED_COLUMNS = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "country",
+    "postal_code",
+    "consent_ad_user_data",
+    "consent_ad_personalization",
+)
+
+
 @dataclass
 class Mapping:
-    """Which of a dataset's columns hold which identifier."""
+    """Which of a dataset's columns hold which identifier, and consent."""
 
     email: str | None = None
     phone: str | None = None
@@ -114,7 +127,20 @@ class Mapping:
     last_name: str | None = None
     country: str | None = None
     postal_code: str | None = None
+    #: Region assumed for phone numbers written without a country code.
     default_region: str = "US"
+    #: Optional per-record consent; empty cells take the destination's default.
+    consent_ad_user_data: str | None = None
+    consent_ad_personalization: str | None = None
+
+    def columns(self) -> list[str]:
+        """Every dataset column the mapping reads."""
+        return [c for c in (getattr(self, name) for name in MAPPED_COLUMNS) if c is not None]
+
+    def as_dict(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {name: getattr(self, name) for name in MAPPED_COLUMNS}
+        out["default_region"] = self.default_region
+        return out
 
 
 @dataclass
@@ -167,3 +193,38 @@ def identifiers_for(
         phone_sha256=sha256_hex(phone) if phone else None,
         address=address,
     )
+
+
+# Compact codes for what was sent, stored per link member so that a remove
+# can name exactly what an earlier ingest added. Region codes are letters
+# and postal codes letters, digits, spaces and dashes, so ":" never appears
+# inside a part.
+def encode(identifiers: Identifiers) -> list[str]:
+    codes = []
+    if identifiers.email_sha256:
+        codes.append(f"e:{identifiers.email_sha256}")
+    if identifiers.phone_sha256:
+        codes.append(f"p:{identifiers.phone_sha256}")
+    a = identifiers.address
+    if a is not None:
+        codes.append(
+            f"a:{a.given_name_sha256}:{a.family_name_sha256}:{a.region_code}:{a.postal_code}"
+        )
+    return codes
+
+
+def decode(codes: list[str]) -> Identifiers:
+    email = phone = None
+    address = None
+    for code in codes:
+        kind, _, rest = code.partition(":")
+        if kind == "e":
+            email = rest
+        elif kind == "p":
+            phone = rest
+        elif kind == "a":
+            given, family, region, postal = rest.split(":", 3)
+            address = Address(given, family, region, postal)
+        else:
+            raise ValueError(f"unknown identifier code {kind!r}")
+    return Identifiers(email, phone, address)

@@ -123,9 +123,74 @@ def _m2_segments(conn: Connection, dialect: str) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _m3_activation(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    without_rowid = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    statements = [
+        f"""CREATE TABLE sf_destinations (
+            id {t["pk"]},
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('google_ads', 'file')),
+            config {t["json"]} NOT NULL,
+            secret TEXT,
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL
+        )""",
+        f"""CREATE TABLE sf_identifier_maps (
+            dataset_id INTEGER PRIMARY KEY REFERENCES sf_datasets (id) ON DELETE CASCADE,
+            mapping {t["json"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL
+        )""",
+        f"""CREATE TABLE sf_links (
+            id {t["pk"]},
+            segment_id INTEGER NOT NULL REFERENCES sf_segments (id),
+            destination_id INTEGER NOT NULL UNIQUE REFERENCES sf_destinations (id),
+            created_at {t["ts"]} NOT NULL,
+            paused_reason TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at {t["ts"]},
+            last_success_at {t["ts"]},
+            last_error TEXT,
+            last_error_at {t["ts"]},
+            lease_owner TEXT,
+            lease_until {t["ts"]}
+        )""",
+        "CREATE INDEX sf_links_segment ON sf_links (segment_id)",
+        f"""CREATE TABLE sf_link_members (
+            link_id INTEGER NOT NULL REFERENCES sf_links (id) ON DELETE CASCADE,
+            rid BIGINT NOT NULL,
+            want SMALLINT NOT NULL,
+            have SMALLINT NOT NULL DEFAULT 0,
+            pending SMALLINT NOT NULL,
+            sent TEXT,
+            norm_version SMALLINT,
+            acked_at {t["ts"]},
+            rejected TEXT,
+            PRIMARY KEY (link_id, rid)
+        ){without_rowid}""",
+        "CREATE INDEX sf_link_members_pending ON sf_link_members (link_id, pending, want, rid)",
+        "CREATE INDEX sf_link_members_acked ON sf_link_members (link_id, have, acked_at)",
+        f"""CREATE TABLE sf_sync_log (
+            id {t["bigpk"]},
+            link_id INTEGER NOT NULL REFERENCES sf_links (id) ON DELETE CASCADE,
+            at {t["ts"]} NOT NULL,
+            operation TEXT NOT NULL,
+            member_count INTEGER NOT NULL,
+            request_id TEXT,
+            outcome TEXT NOT NULL,
+            error TEXT,
+            duration_ms INTEGER NOT NULL
+        )""",
+        "CREATE INDEX sf_sync_log_link ON sf_sync_log (link_id, id)",
+    ]
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
+    Migration(3, "destinations, links and sync state", _m3_activation),
 )
 
 

@@ -153,3 +153,97 @@ segment_events = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
 )
+
+destinations = sa.Table(
+    "sf_destinations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    # Credentials, kept apart from config so that nothing that shows a
+    # destination can print them by accident.
+    sa.Column("secret", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+identifier_maps = sa.Table(
+    "sf_identifier_maps",
+    metadata,
+    sa.Column(
+        "dataset_id",
+        sa.Integer,
+        sa.ForeignKey("sf_datasets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("mapping", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A segment feeding one destination list. A destination takes one segment:
+# two segments writing one Customer Match list would undo each other's exits.
+links = sa.Table(
+    "sf_links",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("segment_id", sa.Integer, sa.ForeignKey("sf_segments.id"), nullable=False),
+    sa.Column(
+        "destination_id",
+        sa.Integer,
+        sa.ForeignKey("sf_destinations.id"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("paused_reason", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("last_success_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", UTCDateTime),
+    # Whoever holds an unexpired lease is the only sender to this list.
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", UTCDateTime),
+)
+
+# Per link and record: what the list should hold (want), what it has
+# acknowledged (have), and the identifiers it may hold (sent, JSON), which
+# a remove needs even after the record itself is gone.
+link_members = sa.Table(
+    "sf_link_members",
+    metadata,
+    sa.Column(
+        "link_id",
+        sa.Integer,
+        sa.ForeignKey("sf_links.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("rid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("want", sa.SmallInteger, nullable=False),
+    sa.Column("have", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("pending", sa.SmallInteger, nullable=False),
+    sa.Column("sent", sa.Text),
+    sa.Column("norm_version", sa.SmallInteger),
+    sa.Column("acked_at", UTCDateTime),
+    sa.Column("rejected", sa.Text),
+)
+
+sync_log = sa.Table(
+    "sf_sync_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "link_id",
+        sa.Integer,
+        sa.ForeignKey("sf_links.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("operation", sa.Text, nullable=False),
+    sa.Column("member_count", sa.Integer, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+)

@@ -1,0 +1,124 @@
+"""Per-dataset identifier mapping: which columns hold email, phone, names...
+
+Until a user sets one, the mapping is detected from the dataset's header
+names (the same detection the import's quality summary uses). A stored
+mapping names columns that must exist in the dataset; it is checked when it
+is set and again when it is used, since columns can only be added, never
+renamed, but a dataset can be deleted and re-created.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow import quality
+from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
+from segflow.datasets import Dataset, load_dataset
+from segflow.db.engine import Database
+from segflow.db.schema import identifier_maps
+from segflow.errors import InvalidInput, NotFound
+
+_KIND_TO_FIELD = {
+    quality.EMAIL: "email",
+    quality.PHONE: "phone",
+    quality.FIRST_NAME: "first_name",
+    quality.LAST_NAME: "last_name",
+    quality.COUNTRY: "country",
+    quality.POSTAL_CODE: "postal_code",
+}
+
+
+def detect(dataset: Dataset) -> Mapping:
+    """The mapping a dataset's header names suggest (first column of each kind)."""
+    mapping = Mapping()
+    for column in dataset.columns:
+        kind = quality.detect_kind(column.name)
+        if kind is None:
+            continue
+        name = _KIND_TO_FIELD[kind]
+        if getattr(mapping, name) is None:
+            setattr(mapping, name, column.name)
+    return mapping
+
+
+def mapping_for(conn: Connection, dataset: Dataset) -> tuple[Mapping, bool]:
+    """The dataset's mapping, and whether a user set it (False: detected)."""
+    stored = conn.execute(
+        sa.select(identifier_maps.c.mapping).where(identifier_maps.c.dataset_id == dataset.id)
+    ).scalar()
+    if stored is None:
+        return detect(dataset), False
+    return _from_json(dataset, stored), True
+
+
+def _from_json(dataset: Dataset, data: dict[str, Any]) -> Mapping:
+    mapping = Mapping(default_region=str(data.get("default_region") or "US"))
+    for name in MAPPED_COLUMNS:
+        value = data.get(name)
+        if value is not None:
+            column = dataset.column(str(value))
+            # A column that vanished (dataset re-created) maps to nothing.
+            setattr(mapping, name, column.name if column is not None else None)
+    return mapping
+
+
+def set_mapping(
+    db: Database,
+    dataset_name: str,
+    changes: dict[str, str | None],
+    now: dt.datetime,
+) -> Mapping:
+    """Change some entries of a dataset's mapping; ``""`` or None clears one.
+
+    ``changes`` keys are the names in ``MAPPED_COLUMNS`` plus
+    ``default_region``. Entries not named keep their current value (stored or
+    detected), so the first change also freezes the detected rest.
+    """
+    with db.write() as conn:
+        dataset = load_dataset(conn, dataset_name)
+        if dataset is None:
+            raise NotFound(f"no dataset named {dataset_name!r}")
+        mapping, _ = mapping_for(conn, dataset)
+        for name, value in changes.items():
+            if name == "default_region":
+                region = normalise_region(value or "")
+                if region is None:
+                    raise InvalidInput(
+                        f"default region must be an ISO 3166-1 alpha-2 code such as US or GB, "
+                        f"got {value!r}"
+                    )
+                mapping.default_region = region
+                continue
+            if name not in MAPPED_COLUMNS:
+                raise InvalidInput(f"unknown mapping entry {name!r}")
+            if not value:
+                setattr(mapping, name, None)
+                continue
+            column = dataset.column(value)
+            if column is None:
+                names = ", ".join(c.name for c in dataset.columns)
+                raise InvalidInput(
+                    f"dataset {dataset.name!r} has no column {value!r} (columns: {names})"
+                )
+            setattr(mapping, name, column.name)
+        values = {"mapping": mapping.as_dict(), "updated_at": now}
+        updated = conn.execute(
+            sa.update(identifier_maps)
+            .where(identifier_maps.c.dataset_id == dataset.id)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(identifier_maps).values(dataset_id=dataset.id, **values))
+    return mapping
+
+
+def show_mapping(db: Database, dataset_name: str) -> tuple[Mapping, bool]:
+    with db.read() as conn:
+        dataset = load_dataset(conn, dataset_name)
+        if dataset is None:
+            raise NotFound(f"no dataset named {dataset_name!r}")
+        return mapping_for(conn, dataset)

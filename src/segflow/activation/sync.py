@@ -1,0 +1,562 @@
+"""The sync pass: send each link's pending adds and removes to its destination.
+
+One pass claims every due link in turn. A claim is a lease on the link row
+(``lease_owner``/``lease_until``, taken with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), so exactly one worker sends to a list at a time and a killed
+worker's list is taken over once its lease runs out. For a claimed link:
+
+1. members acknowledged more than ``resend_days`` ago become due again;
+2. adds, then removes, in batches of at most 10,000 members: each batch's
+   identifiers are computed from the current record values and written to
+   ``sent`` in one transaction *before* the request leaves, then the request
+   is sent with no transaction open, then the acknowledgement and a log row
+   are written. A crash between sending and recording leaves the members
+   pending, so they are sent again; list membership is a set, so that is
+   harmless. Nothing is lost and nothing is held without being known;
+3. a request refused as invalid is split in halves until the refused
+   members are alone; each is recorded with the reason and skipped;
+4. a transient failure ends the link's turn and schedules the next attempt
+   with the retry policy; credentials or permission failures pause the link.
+
+Time comes from the ``clock`` passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow.activation import identifiers as ids
+from segflow.activation.destinations import (
+    INGEST,
+    REMOVE,
+    Destination,
+    LinkBroken,
+    OutMember,
+    RequestRejected,
+    Sender,
+    TransientError,
+    _from_row,
+    build_sender,
+    load_secret,
+)
+from segflow.activation.links import Link
+from segflow.activation.mapping import mapping_for
+from segflow.activation.retry import RetryPolicy
+from segflow.config import Settings
+from segflow.datasets import Dataset, load_dataset_by_id
+from segflow.db import records
+from segflow.db.engine import Database
+from segflow.db.schema import UTCDateTime, destinations, link_members, links, segments, sync_log
+
+Clock = Callable[[], dt.datetime]
+SenderFactory = Callable[[Destination, dict[str, Any] | None, Settings], Sender]
+
+_CONSENT_VALUES = {
+    "granted": "granted",
+    "true": "granted",
+    "yes": "granted",
+    "y": "granted",
+    "t": "granted",
+    "1": "granted",
+    "denied": "denied",
+    "false": "denied",
+    "no": "denied",
+    "n": "denied",
+    "f": "denied",
+    "0": "denied",
+}
+
+
+@dataclass
+class LinkOutcome:
+    link: Link
+    added: int = 0
+    removed: int = 0
+    rejected: int = 0
+    requests: int = 0
+    error: str | None = None
+    paused: str | None = None
+    retry_at: dt.datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "segment": self.link.segment,
+            "destination": self.link.destination,
+            "added": self.added,
+            "removed": self.removed,
+            "rejected": self.rejected,
+            "requests": self.requests,
+            "error": self.error,
+            "paused": self.paused,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+        }
+
+
+@dataclass
+class SyncReport:
+    outcomes: list[LinkOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.error is None and o.paused is None for o in self.outcomes)
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def sync(
+    db: Database,
+    settings: Settings,
+    *,
+    clock: Clock,
+    owner: str | None = None,
+    policy: RetryPolicy | None = None,
+    rand: Callable[[], float] = random.random,
+    senders: SenderFactory = build_sender,
+    link_ids: Sequence[int] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> SyncReport:
+    """One pass over every due link (or only ``link_ids``).
+
+    ``stop`` is asked between batches; when it answers True the pass ends
+    cleanly (what was not sent stays pending).
+    """
+    owner = owner or default_owner()
+    policy = policy or RetryPolicy()
+    report = SyncReport()
+    seen: set[int] = set()
+    while not stop():
+        claimed = _claim(db, clock(), owner, settings.lease_seconds, seen, link_ids)
+        if claimed is None:
+            return report
+        seen.add(claimed.link.id)
+        run = _LinkRun(db, settings, clock, owner, claimed, policy, rand, senders, stop)
+        report.outcomes.append(run.run())
+    return report
+
+
+@dataclass
+class _Claim:
+    link: Link
+    destination: Destination
+    secret: dict[str, Any] | None
+    dataset: Dataset
+    attempts: int
+
+
+def _claim(
+    db: Database,
+    now: dt.datetime,
+    owner: str,
+    lease_seconds: int,
+    seen: set[int],
+    only: Sequence[int] | None,
+) -> _Claim | None:
+    with db.write() as conn:
+        query = (
+            sa.select(links.c.id)
+            .where(
+                links.c.paused_reason.is_(None),
+                sa.or_(links.c.next_attempt_at.is_(None), links.c.next_attempt_at <= now),
+                sa.or_(links.c.lease_until.is_(None), links.c.lease_until < now),
+            )
+            .order_by(links.c.id)
+            .limit(1)
+        )
+        if seen:
+            query = query.where(links.c.id.not_in(seen))
+        if only is not None:
+            query = query.where(links.c.id.in_(list(only)))
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        link_id = conn.execute(query).scalar()
+        if link_id is None:
+            return None
+        conn.execute(
+            sa.update(links)
+            .where(links.c.id == link_id)
+            .values(lease_owner=owner, lease_until=now + dt.timedelta(seconds=lease_seconds))
+        )
+        row = conn.execute(
+            sa.select(
+                links,
+                segments.c.name.label("segment_name"),
+                segments.c.dataset_id,
+                destinations.c.name.label("destination_name"),
+            )
+            .join(segments, segments.c.id == links.c.segment_id)
+            .join(destinations, destinations.c.id == links.c.destination_id)
+            .where(links.c.id == link_id)
+        ).one()
+        destination = _from_row(
+            conn.execute(
+                sa.select(destinations).where(destinations.c.id == row.destination_id)
+            ).one()
+        )
+        dataset = load_dataset_by_id(conn, row.dataset_id)
+        assert dataset is not None  # a segment's dataset cannot vanish under it
+        return _Claim(
+            link=Link(
+                row.id, row.segment_id, row.segment_name, row.destination_id, row.destination_name
+            ),
+            destination=destination,
+            secret=load_secret(conn, row.destination_id),
+            dataset=dataset,
+            attempts=int(row.attempts),
+        )
+
+
+@dataclass
+class _Batch:
+    operation: str
+    members: list[OutMember]
+
+
+class _LinkRun:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        owner: str,
+        claim: _Claim,
+        policy: RetryPolicy,
+        rand: Callable[[], float],
+        senders: SenderFactory,
+        stop: Callable[[], bool],
+    ) -> None:
+        self.stop = stop
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.owner = owner
+        self.claim = claim
+        self.link_id = claim.link.id
+        self.policy = policy
+        self.rand = rand
+        self.senders = senders
+        self.outcome = LinkOutcome(claim.link)
+
+    def run(self) -> LinkOutcome:
+        sender: Sender | None = None
+        try:
+            sender = self.senders(self.claim.destination, self.claim.secret, self.settings)
+            self._due_resends()
+            for operation in (INGEST, REMOVE):
+                while not self.stop():
+                    batch = self._next_batch(operation)
+                    if batch is None:
+                        break
+                    self._deliver(sender, batch)
+            self._finish()
+        except TransientError as exc:
+            self._retry_later(exc)
+        except LinkBroken as exc:
+            self._pause(str(exc))
+        except _LeaseLost:
+            self.outcome.error = "another worker took over this link (lease expired)"
+        finally:
+            if sender is not None:
+                sender.close()
+        return self.outcome
+
+    # -- leases and link state
+
+    def _hold(self, conn: Connection, now: dt.datetime) -> None:
+        """Renew our lease, or stop if it passed to another worker."""
+        renewed = conn.execute(
+            sa.update(links)
+            .where(links.c.id == self.link_id, links.c.lease_owner == self.owner)
+            .values(lease_until=now + dt.timedelta(seconds=self.settings.lease_seconds))
+        )
+        if renewed.rowcount != 1:
+            raise _LeaseLost
+
+    def _release(self, conn: Connection, **values: Any) -> None:
+        conn.execute(
+            sa.update(links)
+            .where(links.c.id == self.link_id, links.c.lease_owner == self.owner)
+            .values(lease_owner=None, lease_until=None, **values)
+        )
+
+    def _finish(self) -> None:
+        with self.db.write() as conn:
+            self._release(conn, attempts=0, next_attempt_at=None)
+
+    def _retry_later(self, exc: TransientError) -> None:
+        now = self.clock()
+        attempts = self.claim.attempts + 1
+        delay = self.policy.delay(attempts, self.rand(), exc.retry_after)
+        retry_at = now + dt.timedelta(seconds=delay)
+        with self.db.write() as conn:
+            self._release(
+                conn,
+                attempts=attempts,
+                next_attempt_at=retry_at,
+                last_error=str(exc),
+                last_error_at=now,
+            )
+        self.outcome.error = str(exc)
+        self.outcome.retry_at = retry_at
+
+    def _pause(self, reason: str) -> None:
+        now = self.clock()
+        with self.db.write() as conn:
+            self._release(conn, paused_reason=reason, last_error=reason, last_error_at=now)
+        self.outcome.paused = reason
+
+    def _log(
+        self,
+        conn: Connection,
+        operation: str,
+        count: int,
+        outcome: str,
+        started: float,
+        request_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        conn.execute(
+            sa.insert(sync_log).values(
+                link_id=self.link_id,
+                at=self.clock(),
+                operation=operation,
+                member_count=count,
+                request_id=request_id,
+                outcome=outcome,
+                error=error,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+        )
+
+    # -- batches
+
+    def _due_resends(self) -> None:
+        now = self.clock()
+        cutoff = now - dt.timedelta(days=self.settings.resend_days)
+        lm = link_members
+        with self.db.write() as conn:
+            self._hold(conn, now)
+            conn.execute(
+                sa.update(lm)
+                .where(
+                    lm.c.link_id == self.link_id,
+                    lm.c.have == 1,
+                    lm.c.acked_at < cutoff,
+                    lm.c.want == 1,
+                    lm.c.pending == 0,
+                )
+                .values(pending=1)
+            )
+
+    def _next_batch(self, operation: str) -> _Batch | None:
+        """Pick and prepare the next batch; None when nothing of this kind is due."""
+        lm = link_members
+        want = 1 if operation == INGEST else 0
+        while True:
+            with self.db.write() as conn:
+                self._hold(conn, self.clock())
+                query = (
+                    sa.select(lm.c.rid, lm.c.sent)
+                    .where(lm.c.link_id == self.link_id, lm.c.pending == 1, lm.c.want == want)
+                    .order_by(lm.c.rid)
+                    .limit(self.settings.sync_batch)
+                )
+                if self.db.is_postgres:
+                    # Holds these rows against the engine until `sent` is
+                    # written, so an exit cannot forget a member being added.
+                    query = query.with_for_update()
+                rows = conn.execute(query).all()
+                if not rows:
+                    return None
+                if operation == INGEST:
+                    members = self._prepare_adds(conn, [r.rid for r in rows])
+                else:
+                    members = self._prepare_removes(conn, rows)
+            if members:
+                return _Batch(operation, members)
+            # Every row was settled without a request (no identifiers, or
+            # nothing was ever sent); look again.
+
+    def _prepare_adds(self, conn: Connection, rids: list[int]) -> list[OutMember]:
+        dataset = self.claim.dataset
+        mapping, _ = mapping_for(conn, dataset)
+        rec = records.table(dataset.records_table, dataset.columns)
+        mapped = {name: dataset.column(name) for name in mapping.columns()}
+        cols = [
+            rec.c[records.raw_col(c.position)].label(f"c{c.position}")
+            for c in mapped.values()
+            if c is not None
+        ]
+        rows = conn.execute(
+            sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_(rids))
+        ).all()
+        by_rid = {r.rid: r for r in rows}
+        members: list[OutMember] = []
+        sent: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        for rid in rids:
+            row = by_rid.get(rid)
+            if row is None or row.deleted:
+                refused.append({"r": rid, "reason": "the record was deleted"})
+                continue
+            values = row._mapping
+            record = {
+                name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
+            }
+            skipped = ids.Skipped()
+            found = ids.identifiers_for(record, mapping, skipped)
+            codes = ids.encode(found)
+            if not codes:
+                refused.append({"r": rid, "reason": _no_identifier_reason(mapping, skipped)})
+                continue
+            consent = (
+                _consent(record.get(mapping.consent_ad_user_data or "")),
+                _consent(record.get(mapping.consent_ad_personalization or "")),
+            )
+            members.append(OutMember(rid, tuple(codes), consent))
+            sent.append({"r": rid, "s": json.dumps(codes)})
+        lm = link_members
+        if sent:
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+                .values(sent=sa.bindparam("s"), norm_version=ids.NORMALISATION_VERSION),
+                sent,
+            )
+        if refused:
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+                .values(rejected=sa.bindparam("reason"), pending=0),
+                refused,
+            )
+            self.outcome.rejected += len(refused)
+        return members
+
+    def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
+        lm = link_members
+        never_sent = [r.rid for r in rows if not r.sent]
+        if never_sent:
+            conn.execute(
+                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
+            )
+        return [OutMember(r.rid, tuple(json.loads(r.sent))) for r in rows if r.sent]
+
+    # -- delivery
+
+    def _deliver(self, sender: Sender, batch: _Batch) -> None:
+        parts = [batch.members]
+        while parts:
+            part = parts.pop()
+            started = time.monotonic()
+            try:
+                self.outcome.requests += 1
+                request_id = sender.send(batch.operation, part)
+            except RequestRejected as exc:
+                self._rejected(batch.operation, part, str(exc), started)
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts.extend((part[middle:], part[:middle]))
+                continue
+            except (TransientError, LinkBroken) as exc:
+                outcome = "retry" if isinstance(exc, TransientError) else "paused"
+                with self.db.write() as conn:
+                    self._log(conn, batch.operation, len(part), outcome, started, error=str(exc))
+                raise
+            self._acknowledge(batch.operation, part, request_id, started)
+
+    def _acknowledge(
+        self, operation: str, part: Sequence[OutMember], request_id: str, started: float
+    ) -> None:
+        lm = link_members
+        now = self.clock()
+        rids = [m.rid for m in part]
+        mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(rids))
+        with self.db.write() as conn:
+            if operation == INGEST:
+                # The engine may have moved `want` while the request was out;
+                # `pending` follows whatever it is now.
+                conn.execute(
+                    sa.update(lm)
+                    .where(mine)
+                    .values(
+                        have=1,
+                        acked_at=now,
+                        rejected=None,
+                        pending=sa.case((lm.c.want == 1, 0), else_=1),
+                    )
+                )
+                self.outcome.added += len(part)
+            else:
+                conn.execute(sa.delete(lm).where(mine, lm.c.want == 0))
+                conn.execute(
+                    sa.update(lm)
+                    .where(mine)
+                    .values(have=0, sent=None, acked_at=None, rejected=None, pending=1)
+                )
+                self.outcome.removed += len(part)
+            self._log(conn, operation, len(part), "ok", started, request_id=request_id)
+            conn.execute(
+                sa.update(links).where(links.c.id == self.link_id).values(last_success_at=now)
+            )
+
+    def _rejected(
+        self, operation: str, part: Sequence[OutMember], reason: str, started: float
+    ) -> None:
+        lm = link_members
+        with self.db.write() as conn:
+            self._log(conn, operation, len(part), "rejected", started, error=reason)
+            if len(part) == 1:
+                values: dict[str, Any] = {"rejected": reason, "pending": 0}
+                if operation == INGEST:
+                    # Refused as a whole request, so the list did not take it.
+                    values["sent"] = sa.case((lm.c.have == 1, lm.c.sent), else_=None)
+                conn.execute(
+                    sa.update(lm)
+                    .where(lm.c.link_id == self.link_id, lm.c.rid == part[0].rid)
+                    .values(**values)
+                )
+                self.outcome.rejected += 1
+
+
+def _consent(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    return _CONSENT_VALUES.get(raw.strip().lower())
+
+
+def _no_identifier_reason(mapping: ids.Mapping, skipped: ids.Skipped) -> str:
+    if not (mapping.email or mapping.phone or mapping.first_name):
+        return "the dataset has no identifier columns mapped (segflow datasets identifiers)"
+    invalid = sorted(skipped.counts)
+    if invalid:
+        return f"no usable identifier ({', '.join(invalid)} invalid, the rest empty)"
+    return "no usable identifier (email, phone and address are empty)"
+
+
+def next_due(db: Database) -> dt.datetime | None:
+    """When the earliest scheduled retry falls, for a worker deciding how long to sleep."""
+    with db.read() as conn:
+        value = conn.execute(
+            sa.select(sa.func.min(links.c.next_attempt_at, type_=UTCDateTime)).where(
+                links.c.paused_reason.is_(None)
+            )
+        ).scalar()
+    return value if isinstance(value, dt.datetime) else None

@@ -1,0 +1,372 @@
+"""CLI commands for activation: destinations, identifier mapping, links, sync."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from segflow.activation import destinations, links, mapping, sync
+from segflow.activation.identifiers import MAPPED_COLUMNS
+from segflow.cli_output import emit_json, plural
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.db.engine import utcnow
+from segflow.errors import InvalidInput, SegflowError
+
+
+def _read_json_file(path: str, what: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SegflowError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The message names the position only: the file holds secrets.
+        raise InvalidInput(
+            f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    secret: dict[str, Any] | None = None
+    config: dict[str, Any] = {}
+    if args.ad_user_data:
+        config["ad_user_data"] = args.ad_user_data
+    if args.ad_personalization:
+        config["ad_personalization"] = args.ad_personalization
+    if args.kind == destinations.GOOGLE_ADS:
+        if args.path:
+            raise InvalidInput("--path is for file destinations")
+        config.update(
+            operating_account_id=args.operating_account_id,
+            product_destination_id=args.list_id,
+            login_account_id=args.login_account_id,
+            terms_accepted=args.terms_accepted,
+            validate_only=args.validate_only,
+        )
+        if args.service_account_key and args.oauth_file:
+            raise InvalidInput("give either --service-account-key or --oauth-file, not both")
+        if args.service_account_key:
+            info = _read_json_file(args.service_account_key, "service-account key")
+            secret = {"type": "service_account", "info": info}
+        elif args.oauth_file:
+            oauth = _read_json_file(args.oauth_file, "OAuth file")
+            secret = {"type": "oauth", **{k: oauth.get(k) for k in _OAUTH_KEYS}}
+    else:
+        google_only = [
+            flag
+            for flag, value in (
+                ("--operating-account-id", args.operating_account_id),
+                ("--list-id", args.list_id),
+                ("--login-account-id", args.login_account_id),
+                ("--service-account-key", args.service_account_key),
+                ("--oauth-file", args.oauth_file),
+                ("--terms-accepted", args.terms_accepted),
+                ("--validate-only", args.validate_only),
+            )
+            if value
+        ]
+        if google_only:
+            raise InvalidInput(f"{', '.join(google_only)}: only for google_ads destinations")
+        config["path"] = args.path
+    added = destinations.add_destination(db, args.name, args.kind, config, utcnow(), secret)
+    if args.json:
+        emit_json(added.public())
+    else:
+        print(f"added {added.kind} destination {added.name!r}: {_describe(added)}")
+        if added.kind == destinations.GOOGLE_ADS and not added.terms_accepted:
+            print(
+                "  nothing will be uploaded until the Customer Match terms are accepted: "
+                f"segflow destinations update {added.name!r} --terms-accepted"
+            )
+    return 0
+
+
+_OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
+
+
+def _describe(d: destinations.Destination) -> str:
+    c = d.config
+    if d.kind == destinations.FILE:
+        base = f"appends JSON lines to {c['path']}"
+    else:
+        base = (
+            f"account {c['operating_account_id']}, list {c['product_destination_id']}"
+            + (f", login account {c['login_account_id']}" if c.get("login_account_id") else "")
+            + f", credentials: {c.get('credentials', 'application default')}"
+            + f", terms {'accepted' if c.get('terms_accepted') else 'NOT accepted'}"
+            + (", validate only" if c.get("validate_only") else "")
+        )
+    return (
+        f"{base}; consent ad_user_data={c['ad_user_data']}, "
+        f"ad_personalization={c['ad_personalization']}"
+    )
+
+
+def cmd_destinations_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    items = destinations.list_destinations(db)
+    if args.json:
+        emit_json([d.public() for d in items])
+        return 0
+    if not items:
+        print("no destinations yet; add one with: segflow destinations add file NAME --path P")
+    for d in items:
+        print(f"{d.name} ({d.kind}): {_describe(d)}")
+    return 0
+
+
+def cmd_destinations_update(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    changes: dict[str, Any] = {}
+    for name in ("terms_accepted", "validate_only", "ad_user_data", "ad_personalization"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if not changes:
+        raise InvalidInput("nothing to change; see segflow destinations update --help")
+    updated = destinations.update_destination(db, args.name, changes, utcnow())
+    print(f"updated destination {updated.name!r}: {_describe(updated)}")
+    return 0
+
+
+def cmd_destinations_delete(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    gone = destinations.delete_destination(db, args.name)
+    print(f"deleted destination {gone.name!r}")
+    return 0
+
+
+def cmd_identifiers(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    changes: dict[str, str | None] = {
+        name: getattr(args, name) for name in MAPPED_COLUMNS if getattr(args, name) is not None
+    }
+    if args.phone_region is not None:
+        changes["default_region"] = args.phone_region
+    if changes:
+        current = mapping.set_mapping(db, args.name, changes, utcnow())
+        chosen = True
+    else:
+        current, chosen = mapping.show_mapping(db, args.name)
+    if args.json:
+        emit_json({"dataset": args.name, "set_by_user": chosen, "mapping": current.as_dict()})
+        return 0
+    origin = "set by a user" if chosen else "detected from the column names"
+    print(f"identifier mapping of dataset {args.name!r} ({origin}):")
+    for name, value in current.as_dict().items():
+        print(f"  {name:<27} {value if value is not None else '-'}")
+    return 0
+
+
+def cmd_link(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    made = links.link(db, args.segment, args.destination, utcnow())
+    state = next(s for s in links.status(db) if s.link.id == made.id)
+    print(
+        f"linked segment {made.segment!r} to {made.destination!r}: "
+        f"{plural(state.pending_adds, 'member')} to send (segflow sync, or a running worker)"
+    )
+    for warning in state.warnings:
+        print(f"  warning: {warning}")
+    return 0
+
+
+def cmd_unlink(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    gone, held = links.unlink(db, args.segment, args.destination)
+    print(f"unlinked segment {gone.segment!r} from {gone.destination!r}")
+    if held:
+        print(
+            f"  the destination keeps the {plural(held, 'member')} it was sent; segflow no "
+            "longer updates it"
+        )
+    return 0
+
+
+def _print_status(items: list[links.LinkStatus]) -> None:
+    if not items:
+        print("no links yet; link a segment with: segflow link SEGMENT DESTINATION")
+    for s in items:
+        d = s.as_dict()
+        state = f"PAUSED: {s.paused_reason}" if s.paused_reason else "active"
+        print(f"{s.link.segment} -> {s.link.destination} ({s.kind}, {state})")
+        print(
+            f"  {s.synced:,} synced, {s.pending_adds:,} pending adds, "
+            f"{s.pending_removes:,} pending removes, {s.failed:,} failed"
+        )
+        print(f"  last success: {d['last_success_at'] or 'never'}")
+        if s.last_error and not s.paused_reason:
+            retry = f" (retry at {d['next_attempt_at']})" if s.next_attempt_at else ""
+            print(f"  last error: {s.last_error} at {d['last_error_at']}{retry}")
+        for warning in s.warnings:
+            print(f"  warning: {warning}")
+
+
+def cmd_links(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    items = links.status(db)
+    if args.json:
+        emit_json([s.as_dict() for s in items])
+    else:
+        _print_status(items)
+    return 0
+
+
+def cmd_links_failed(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    found = _find_link(db, args.segment, args.destination)
+    rows = links.failed_members(db, found.id, limit=args.limit)
+    if args.json:
+        emit_json([{"key": k, "reason": r} for k, r in rows])
+        return 0
+    if not rows:
+        print("no refused members")
+    for key, reason in rows:
+        print(f"{key}: {reason}")
+    return 0
+
+
+def cmd_links_resume(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    resumed = links.resume(db, args.segment, args.destination, retry_failed=args.retry_failed)
+    again = " and its refused members will be tried again" if args.retry_failed else ""
+    print(f"link {resumed.segment!r} -> {resumed.destination!r} is active{again}")
+    return 0
+
+
+def _find_link(db: Database, segment: str, destination: str) -> links.Link:
+    for item in links.list_links(db):
+        if item.segment == segment and item.destination == destination:
+            return item
+    raise SegflowError(f"segment {segment!r} is not linked to {destination!r}")
+
+
+def cmd_sync(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    if args.status:
+        return cmd_links(args, db, settings)
+    report = sync.sync(db, settings, clock=utcnow)
+    if args.json:
+        emit_json({"links": [o.as_dict() for o in report.outcomes], "ok": report.ok})
+    else:
+        print_sync_report(report)
+    return 0 if report.ok else 1
+
+
+def print_sync_report(report: sync.SyncReport, out: Any = None, *, quiet: bool = False) -> None:
+    out = out or sys.stdout
+    if not report.outcomes and not quiet:
+        print("nothing to sync (no links due)", file=out)
+    for o in report.outcomes:
+        line = (
+            f"{o.link.segment} -> {o.link.destination}: +{o.added:,} added, "
+            f"-{o.removed:,} removed, {o.rejected:,} refused, {plural(o.requests, 'request')}"
+        )
+        if o.paused:
+            line += f"; PAUSED: {o.paused}"
+        elif o.error:
+            retry = f", retrying at {o.retry_at.isoformat()}" if o.retry_at else ""
+            line += f"; {o.error}{retry}"
+        print(line, file=out, flush=True)
+
+
+def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    dst = sub.add_parser("destinations", help="add, list, update or delete destinations")
+    dst_sub = dst.add_subparsers(dest="action", required=True, metavar="ACTION")
+    da = dst_sub.add_parser(
+        "add",
+        parents=[common, as_json],
+        help="add a google_ads or file destination",
+        description="Add a destination. google_ads: a Customer Match user list written "
+        "through Google's Data Manager API. file: each batch that would be sent, as JSON lines.",
+    )
+    da.add_argument("kind", choices=destinations.KINDS)
+    da.add_argument("name", metavar="NAME")
+    da.add_argument("--path", metavar="FILE", help="file: where to append batches")
+    da.add_argument("--operating-account-id", metavar="ID", help="google_ads: customer id")
+    da.add_argument("--login-account-id", metavar="ID", help="google_ads: manager account id")
+    da.add_argument("--list-id", metavar="ID", help="google_ads: Customer Match user list id")
+    da.add_argument(
+        "--service-account-key", metavar="FILE", help="google_ads: service-account JSON key"
+    )
+    da.add_argument(
+        "--oauth-file",
+        metavar="FILE",
+        help="google_ads: JSON file with client_id, client_secret and refresh_token",
+    )
+    da.add_argument(
+        "--terms-accepted",
+        action="store_true",
+        help="google_ads: the Customer Match terms of service are accepted (needed to upload)",
+    )
+    da.add_argument(
+        "--validate-only", action="store_true", help="google_ads: Google checks, applies nothing"
+    )
+    for flag in ("--ad-user-data", "--ad-personalization"):
+        da.add_argument(flag, choices=("granted", "denied"), help="default consent (granted)")
+    da.set_defaults(func=cmd_destinations_add)
+    dl = dst_sub.add_parser("list", parents=[common, as_json], help="list destinations")
+    dl.set_defaults(func=cmd_destinations_list)
+    du = dst_sub.add_parser("update", parents=[common], help="change a destination's settings")
+    du.add_argument("name", metavar="NAME")
+    du.add_argument("--terms-accepted", action=argparse.BooleanOptionalAction, default=None)
+    du.add_argument(
+        "--validate-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="turning it off sends every member again for real",
+    )
+    for flag in ("--ad-user-data", "--ad-personalization"):
+        du.add_argument(flag, choices=("granted", "denied"))
+    du.set_defaults(func=cmd_destinations_update)
+    dd = dst_sub.add_parser("delete", parents=[common], help="delete an unlinked destination")
+    dd.add_argument("name", metavar="NAME")
+    dd.set_defaults(func=cmd_destinations_delete)
+
+    idf = sub.add_parser(
+        "identifiers",
+        parents=[common, as_json],
+        help="show or set which columns of a dataset hold email, phone, names...",
+        description="Show the identifier mapping of a dataset, or change entries of it. "
+        "Until changed, it is detected from the column names. An empty value clears an entry.",
+    )
+    idf.add_argument("name", metavar="DATASET")
+    for name in MAPPED_COLUMNS:
+        idf.add_argument("--" + name.replace("_", "-"), dest=name, metavar="COLUMN")
+    idf.add_argument(
+        "--phone-region",
+        metavar="CC",
+        help="region for phone numbers without a country code (default US)",
+    )
+    idf.set_defaults(func=cmd_identifiers)
+
+    lk = sub.add_parser("link", parents=[common], help="sync a segment's members to a destination")
+    lk.add_argument("segment", metavar="SEGMENT")
+    lk.add_argument("destination", metavar="DESTINATION")
+    lk.set_defaults(func=cmd_link)
+    ul = sub.add_parser("unlink", parents=[common], help="stop syncing a segment to a destination")
+    ul.add_argument("segment", metavar="SEGMENT")
+    ul.add_argument("destination", metavar="DESTINATION")
+    ul.set_defaults(func=cmd_unlink)
+
+    ls = sub.add_parser(
+        "links", parents=[common, as_json], help="sync status of every link (or: failed, resume)"
+    )
+    ls.set_defaults(func=cmd_links)
+    ls_sub = ls.add_subparsers(dest="action", required=False, metavar="ACTION")
+    lf = ls_sub.add_parser(
+        "failed", parents=[common, as_json], help="members a destination refused, and why"
+    )
+    lf.add_argument("segment", metavar="SEGMENT")
+    lf.add_argument("destination", metavar="DESTINATION")
+    lf.add_argument("--limit", type=int, default=100, metavar="N")
+    lf.set_defaults(func=cmd_links_failed)
+    lr = ls_sub.add_parser("resume", parents=[common], help="unpause a link and retry it now")
+    lr.add_argument("segment", metavar="SEGMENT")
+    lr.add_argument("destination", metavar="DESTINATION")
+    lr.add_argument("--retry-failed", action="store_true", help="also send refused members again")
+    lr.set_defaults(func=cmd_links_resume)
+
+    sy = sub.add_parser(
+        "sync", parents=[common, as_json], help="send pending adds and removes once, then exit"
+    )
+    sy.add_argument("--status", action="store_true", help="only show each link's status")
+    sy.set_defaults(func=cmd_sync)
