@@ -170,11 +170,13 @@ def test_process_and_a_worker_that_stops_cleanly_on_sigterm(
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        assert proc.stderr is not None
-        assert "ticking every 1s" in proc.stderr.readline()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.stderr is not None
+            assert "ticking and syncing every 1s" in proc.stderr.readline()
+            time.sleep(0.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         rest = proc.stderr.read()
-    assert "SIGTERM, stopping after this tick" in rest
+    assert "SIGTERM, stopping after this batch" in rest
     assert "segflow worker: stopped" in rest

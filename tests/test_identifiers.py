@@ -131,3 +131,27 @@ def test_no_raw_value_survives_into_the_identifiers(email: str, first: str, last
         assert raw not in flat
     for value in flat:
         assert value in ("US", "94043") or len(value) == 64
+
+
+@st.composite
+def _written_phone(draw: st.DrawFn) -> str:
+    """Phone numbers as people type them: digits, separators, an optional +."""
+    digits = draw(
+        st.text("0123456789", min_size=5, max_size=13)
+        | st.from_regex(r"[2-9][0-9]{9}", fullmatch=True)
+    )
+    if draw(st.booleans()):
+        digits = draw(st.sampled_from(["1", "+1", "+", "+44", "001"])) + digits
+    out = []
+    for ch in digits:
+        out.append(ch)
+        if draw(st.integers(0, 5)) == 0:
+            out.append(draw(st.sampled_from([" ", "-", ".", "(", ")", "/"])))
+    return "".join(out)
+
+
+@given(_written_phone(), st.sampled_from(["US", "CA", "GB", "DE", "us"]))
+def test_the_phone_fast_path_agrees_with_phonenumbers(raw: str, region: str) -> None:
+    from segflow.activation.identifiers import _normalise_phone_slow
+
+    assert normalise_phone(raw, region) == _normalise_phone_slow(raw, region)

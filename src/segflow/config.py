@@ -34,6 +34,9 @@ class Settings:
     resend_days: int = 500
     #: Members per request (Google accepts at most 10,000).
     sync_batch: int = 10_000
+    #: Seconds a sync worker owns a list before another may take it over
+    #: (0: twice the timeout plus 30 s). Must outlast one batch.
+    sync_lease: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,12 +50,13 @@ class Settings:
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),
             resend_days=_int(env, "SEGFLOW_RESEND_DAYS", cls.resend_days),
             sync_batch=min(_int(env, "SEGFLOW_SYNC_BATCH", cls.sync_batch), 10_000),
+            sync_lease=_int(env, "SEGFLOW_SYNC_LEASE", 0) if env.get("SEGFLOW_SYNC_LEASE") else 0,
         )
 
     @property
     def lease_seconds(self) -> int:
         """How long a sync worker owns a list before another may take over."""
-        return self.sync_timeout * 2 + 30
+        return self.sync_lease or self.sync_timeout * 2 + 30
 
 
 def _endpoint(raw: str) -> str:

@@ -77,8 +77,10 @@ class FakeDataManager:
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
-    #: Identifier strings (hashes) that make a member invalid.
+    #: Identifier codes (as :func:`member_key` gives them) that make a member invalid.
     refuse: set[str] = field(default_factory=set)
+    #: Seconds every request takes before it is handled.
+    latency: float = 0.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -175,6 +177,8 @@ class FakeDataManager:
 
     def _handle(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
         ingest = method == "IngestAudienceMembers"
+        if self.latency:
+            time.sleep(self.latency)
         failure = self._next_failure()
         if failure is not None:
             if failure.sleep:
@@ -288,3 +292,34 @@ def _abort(
         )
         status.details.append(detail)
     context.abort_with_status(rpc_status.to_status(status))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m segflow.activation.fake``: serve until SIGTERM or Ctrl-C.
+
+    Prints its address first; on exit prints each list's size as JSON.
+    """
+    import argparse
+    import json
+    import signal
+
+    parser = argparse.ArgumentParser(description="A local fake of the Data Manager API.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    args = parser.parse_args(argv)
+    fake = FakeDataManager(port=args.port).start()
+    print(f"fake Data Manager API listening on {fake.address}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    with fake._lock:
+        sizes = {name: len(members) for name, members in fake._lists.items()}
+    fake.stop()
+    print(json.dumps({"requests": len(fake.received), "lists": sizes}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Sync benchmark: 100,000 members to the local fake Data Manager API.
+
+The fake runs in its own process (as Google would), so the client's work and
+the server's do not share one interpreter. For each engine: import the
+customers, create a segment everyone matches, link it to a google_ads
+destination and time one sync pass to completion. Printed: members/s,
+requests, the share of the pass spent building and hashing identifiers
+(measured alone on the same records), and the ratio against the issue's
+target of 30 s for the whole sync.
+
+    python bench/sync_bench.py [--rows N] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from import_bench import DATA, _drop_pg_schema, _pg_schema, ensure_csv
+from segflow import datasets, segments
+from segflow.activation import destinations, links, mapping
+from segflow.activation import identifiers as ids
+from segflow.activation.sync import sync
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.db.migrations import upgrade
+
+NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+TARGET_S = 30.0
+EVERYONE = {"conditions": [{"field": "id", "operator": "greater_than", "value": 0}]}
+
+
+def _start_fake() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segflow.activation.fake"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def _stop_fake(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=60)
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _hash_only(db: Database, rows: int) -> float:
+    """Build and hash every record's identifiers, with no database writes or sending."""
+    dataset = datasets.find_dataset(db, "customers")
+    assert dataset is not None
+    with db.read() as conn:
+        current, _ = mapping.mapping_for(conn, dataset)
+    records = datasets.read_records(db, "customers", limit=rows)
+    started = time.perf_counter()
+    for record in records:
+        ids.encode(ids.identifiers_for(record, current))
+    return time.perf_counter() - started
+
+
+def run(url: str, label: str, path: Path, rows: int) -> None:
+    db = Database(url)
+    upgrade(db)
+    with path.open("rb") as stream:
+        datasets.import_csv(
+            db, stream, datasets.ImportOptions("customers", key="id"), source=str(path), now=NOW
+        )
+    segments.create_segment(db, name="everyone", dataset="customers", rules_json=EVERYONE, now=NOW)
+    fake, address = _start_fake()
+    try:
+        settings = Settings(datamanager_endpoint=address, sync_timeout=60)
+        destinations.add_destination(
+            db,
+            "bench",
+            destinations.GOOGLE_ADS,
+            {"operating_account_id": "1", "product_destination_id": "2", "terms_accepted": True},
+            NOW,
+        )
+        started = time.perf_counter()
+        links.link(db, "everyone", "bench", NOW)
+        report = sync(db, settings, clock=lambda: dt.datetime.now(dt.UTC))
+        elapsed = time.perf_counter() - started
+    finally:
+        served = _stop_fake(fake)
+    (outcome,) = report.outcomes
+    hashing = _hash_only(db, rows)
+    (status,) = links.status(db)
+    db.dispose()
+    assert outcome.error is None and outcome.paused is None, outcome
+    print(
+        f"{label:<10} {outcome.added:>8,} members in {elapsed:6.2f} s "
+        f"= {outcome.added / elapsed:>8,.0f} members/s, {outcome.requests} requests "
+        f"(fake received {served['requests']}, list holds {served['lists'].get('2', 0):,}); "
+        f"identifiers alone {hashing:5.2f} s ({hashing / elapsed:.0%} of the pass); "
+        f"vs target {TARGET_S:.0f} s: {elapsed / TARGET_S:.2f}; "
+        f"synced {status.synced:,}, pending {status.pending_adds:,}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--postgres", default=os.environ.get("SEGFLOW_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    path = ensure_csv(args.rows)
+    db_path = DATA / "sync_bench.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    run(f"sqlite:///{db_path}", "SQLite", path, args.rows)
+    if args.postgres:
+        schema, url = _pg_schema(args.postgres)
+        try:
+            run(url, "PostgreSQL", path, args.rows)
+        finally:
+            _drop_pg_schema(args.postgres, schema)
+
+
+if __name__ == "__main__":
+    main()
