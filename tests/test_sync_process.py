@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -227,6 +228,9 @@ def test_the_cli_syncs_and_no_raw_identifier_leaves_or_is_logged(
                 assert value.encode() not in sent
                 checked += 1
         assert f"{first} {last}".lower().encode() not in sent
+        for name in (first, last):
+            assert name.lower().encode() not in sent
+            assert not re.search(rf"\b{re.escape(name)}\b", seen)
     assert checked > 1000
 
 
