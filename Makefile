@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11, git and make:
-#   make run    creates .venv, loads the demo data and starts segflow
+#   make run    creates .venv, loads the demo data and serves segflow at http://127.0.0.1:8000
 #   make test   creates .venv and runs lint, type checks and the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(BIN)/segflow demo
-	$(BIN)/segflow segments list
+	$(BIN)/segflow serve --host 127.0.0.1 --port 8000
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

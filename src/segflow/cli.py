@@ -482,6 +482,45 @@ def _sleep_for(db: Database, interval: int) -> float:
     return max(0.05, min(float(interval), (due - utcnow()).total_seconds()))
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    import uvicorn
+
+    from segflow.web.app import create_app
+
+    if args.host not in LOOPBACK_HOSTS:
+        raise InvalidInput(
+            f"segflow serve binds only to this machine (127.0.0.1, ::1, localhost), not "
+            f"{args.host!r}: it has no accounts yet, so anyone who could reach it could read "
+            "every record. Put it behind an authenticating proxy on the same machine instead."
+        )
+    app = create_app(db, settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Open event streams would hold a graceful shutdown open forever.
+            app.state.segflow.broadcaster.close()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    print(
+        f"segflow: serving http://{args.host}:{args.port} on {db.display_url} (Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
+    Server(config).run()
+    print("segflow: stopped", file=sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------- parser
 
 
@@ -610,6 +649,17 @@ def build_parser() -> argparse.ArgumentParser:
     wk.set_defaults(func=cmd_worker)
 
     cli_activation.register(sub, common, as_json)
+
+    sv = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the web app, engine ticks and sync in one process",
+        description="Serve the web app and API at http://HOST:PORT while ticking segments and "
+        "syncing destinations in the background. Stops cleanly on SIGTERM or Ctrl-C.",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.set_defaults(func=cmd_serve)
 
     dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")
     dm.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"rows (default {DEMO_ROWS:,})")

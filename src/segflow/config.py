@@ -34,6 +34,8 @@ class Settings:
     resend_days: int = 500
     #: Members per request (Google accepts at most 10,000).
     sync_batch: int = 10_000
+    #: Largest request body (CSV upload) the web app accepts.
+    max_upload_bytes: int = 2 * 1024**3
     #: Seconds a sync worker owns a list before another may take it over
     #: (0: twice the timeout plus 30 s). Must outlast one batch.
     sync_lease: int = 0
@@ -50,6 +52,7 @@ class Settings:
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),
             resend_days=_int(env, "SEGFLOW_RESEND_DAYS", cls.resend_days),
             sync_batch=min(_int(env, "SEGFLOW_SYNC_BATCH", cls.sync_batch), 10_000),
+            max_upload_bytes=_int(env, "SEGFLOW_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             sync_lease=_int(env, "SEGFLOW_SYNC_LEASE", 0) if env.get("SEGFLOW_SYNC_LEASE") else 0,
         )
 

@@ -772,3 +772,28 @@ def _summary(
         "bytes": reader.bytes_read,
         "duration_s": round(time.monotonic() - started, 3),
     }
+
+
+def page_records(
+    db: Database, name: str, *, limit: int = 100, after: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of live records in storage order, raw text as imported; and the next cursor."""
+    with db.read() as conn:
+        dataset = load_dataset(conn, name)
+        if dataset is None:
+            raise NotFound(f"no dataset named {name!r}")
+        table = records.table(dataset.records_table, dataset.columns)
+        raw = [table.c[records.raw_col(c.position)] for c in dataset.columns]
+        query = (
+            sa.select(table.c.rid, table.c.key, *raw)
+            .where(table.c.deleted == sa.false())
+            .order_by(table.c.rid)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(table.c.rid > after)
+        rows = conn.execute(query).all()
+    names = [c.name for c in dataset.columns]
+    page = [{"key": r.key, "record": dict(zip(names, r[2:], strict=True))} for r in rows[:limit]]
+    cursor = int(rows[limit - 1].rid) if len(rows) > limit else None
+    return page, cursor

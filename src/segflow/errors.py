@@ -22,6 +22,12 @@ class InvalidInput(SegflowError):
     code = "invalid_input"
 
 
+class Conflict(InvalidInput):
+    """The request clashes with what exists (a taken name, a second link)."""
+
+    code = "conflict"
+
+
 class ImportFailed(InvalidInput):
     """A whole file was refused; nothing from it was stored."""
 

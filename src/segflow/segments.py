@@ -20,7 +20,7 @@ from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, members, segment_events, segments
-from segflow.errors import InvalidInput, NotFound
+from segflow.errors import Conflict, InvalidInput, NotFound
 
 MAX_NAME = 100
 
@@ -148,7 +148,7 @@ def create_segment(
         ds = _dataset(conn, dataset)
         parsed, canonical = _validated(ds, rules_json)
         if conn.execute(sa.select(segments.c.id).where(segments.c.name == name)).first():
-            raise InvalidInput(f"a segment named {name!r} already exists")
+            raise Conflict(f"a segment named {name!r} already exists")
         segment_id = conn.execute(
             sa.insert(segments)
             .values(
@@ -185,7 +185,7 @@ def edit_segment(
             new_name = validate_segment_name(new_name)
             taken = conn.execute(sa.select(segments.c.id).where(segments.c.name == new_name))
             if taken.first():
-                raise InvalidInput(f"a segment named {new_name!r} already exists")
+                raise Conflict(f"a segment named {new_name!r} already exists")
             values["name"] = new_name
         if rules_json is not None:
             ds = _dataset(conn, current.dataset)
@@ -373,3 +373,79 @@ def member_keys(db: Database, segment_id: int) -> set[str]:
             .where(members.c.segment_id == segment_id)
         )
         return {r[0] for r in rows}
+
+
+def preview(
+    db: Database,
+    dataset: str,
+    rules_json: Any,
+    now: dt.datetime,
+    *,
+    segment_id: int | None = None,
+    sample: int = 10,
+) -> dict[str, Any]:
+    """What rules would select, without saving: count, a sample, and for a
+    saved segment how many would enter and leave if it took these rules."""
+    count = count_matching(db, dataset, rules_json, now)
+    with db.read() as conn:
+        ds = _dataset(conn, dataset)
+        parsed = rules.parse(rules_json, engine.fields_of(ds))
+        rec = records.table(ds.records_table, ds.columns)
+        where = engine.live_matches(rules.Compiler(conn.dialect.name, rec, now), parsed, rec)
+        raw = [rec.c[records.raw_col(c.position)] for c in ds.columns]
+        rows = conn.execute(
+            sa.select(rec.c.key, *raw).where(where).order_by(rec.c.rid).limit(sample)
+        ).all()
+        out: dict[str, Any] = {
+            "count": count,
+            "sample": [{"key": r.key, "record": _record_dict(ds, r)} for r in rows],
+            "would_enter": None,
+            "would_exit": None,
+        }
+        if segment_id is None:
+            return out
+        segment_row = conn.execute(
+            sa.select(segments.c.dataset_id).where(segments.c.id == segment_id)
+        ).first()
+        if segment_row is None:
+            raise NotFound(f"no segment with id {segment_id}")
+        if segment_row.dataset_id != ds.id:
+            raise InvalidInput(f"segment {segment_id} belongs to another dataset")
+        is_member = sa.exists(
+            sa.select(members.c.rid).where(
+                members.c.segment_id == segment_id, members.c.rid == rec.c.rid
+            )
+        )
+        out["would_enter"] = int(
+            conn.execute(sa.select(sa.func.count()).where(where, ~is_member)).scalar_one()
+        )
+        out["would_exit"] = int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(members.join(rec, rec.c.rid == members.c.rid))
+                .where(members.c.segment_id == segment_id, ~where)
+            ).scalar_one()
+        )
+    return out
+
+
+def history(db: Database, segment_id: int, *, points: int = 500) -> list[dict[str, Any]]:
+    """Membership over time, rebuilt from the enter/exit events (one point per
+    tick that changed something; the oldest are merged beyond ``points``)."""
+    delta = sa.func.sum(sa.case((segment_events.c.kind == "enter", 1), else_=-1))
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(segment_events.c.at, delta)
+            .where(segment_events.c.segment_id == segment_id)
+            .group_by(segment_events.c.at)
+            .order_by(segment_events.c.at)
+        ).all()
+    series = []
+    total = 0
+    for at, change in rows:
+        total += int(change)
+        series.append({"at": at.isoformat(), "members": total})
+    if len(series) > points:
+        step = len(series) / points
+        series = [series[int(i * step)] for i in range(points - 1)] + [series[-1]]
+    return series

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
-from segflow.errors import InvalidInput, NotFound
+from segflow.errors import Conflict, InvalidInput, NotFound
 
 GOOGLE_ADS = "google_ads"
 FILE = "file"
@@ -293,7 +293,7 @@ def add_destination(
             sa.select(destinations.c.id).where(destinations.c.name == name)
         ).first()
         if taken is not None:
-            raise InvalidInput(f"a destination named {name!r} already exists")
+            raise Conflict(f"a destination named {name!r} already exists")
         new_id = conn.execute(
             sa.insert(destinations)
             .values(

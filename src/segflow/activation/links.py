@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from segflow.activation.destinations import Destination, _load
 from segflow.db.engine import Database
 from segflow.db.schema import link_members, links, members, segments, sync_log
-from segflow.errors import InvalidInput, NotFound
+from segflow.errors import Conflict, InvalidInput, NotFound
 
 #: Customer Match lists with fewer active members are not served.
 MIN_SERVING_MEMBERS = 100
@@ -121,10 +121,10 @@ def link(db: Database, segment_name: str, destination_name: str, now: dt.datetim
         ).first()
         if taken is not None:
             if taken.segment_id == segment.id:
-                raise InvalidInput(
+                raise Conflict(
                     f"segment {segment.name!r} is already linked to {destination.name!r}"
                 )
-            raise InvalidInput(
+            raise Conflict(
                 f"destination {destination.name!r} already receives segment {taken.name!r}; "
                 "a list mirrors one segment, so add another destination for this one"
             )

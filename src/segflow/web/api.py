@@ -1,0 +1,451 @@
+"""The JSON API: thin routes over the library.
+
+Errors leave as ``{"error": {"code", "message", "details"}}`` (see
+``app.py``). Routes are plain functions, so FastAPI runs them on its thread
+pool: the library's database work never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from segflow import datasets, engine, rules, segments
+from segflow.activation import destinations, links, mapping
+from segflow.db.engine import utcnow
+from segflow.errors import InvalidInput, NotFound
+from segflow.progress import Progress
+from segflow.web.broadcaster import Event
+from segflow.web.state import AppState
+
+router = APIRouter()
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[int | None, Query(description="from the previous page's next_cursor")]
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.segflow
+    return state
+
+
+def _page(items: list[dict[str, Any]], cursor: int | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": cursor}
+
+
+# ---------------------------------------------------------------- health
+
+
+@router.get("/healthz", tags=["health"])
+def healthz(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    with state.db.read() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    return {"status": "ok", "database": state.db.dialect}
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@router.post("/api/datasets/{name}/imports", status_code=201, tags=["datasets"])
+def import_file(
+    request: Request,
+    name: str,
+    file: Annotated[UploadFile, File(description="the CSV file")],
+    key: Annotated[str | None, Form()] = None,
+    mode: Annotated[Literal["upsert", "replace"], Form()] = "upsert",
+) -> dict[str, Any]:
+    """Import a CSV into a dataset (created on first import); same summary as the CLI's."""
+    state = _state(request)
+    source = file.filename or "upload.csv"
+    file.file.seek(0, io.SEEK_END)
+    total = file.file.tell()
+    file.file.seek(0)
+    last = [0.0]
+
+    def progress(p: Progress) -> None:
+        now = time.monotonic()
+        if p.phase == "reading" and now - last[0] < 0.25:
+            return
+        last[0] = now
+        state.broadcaster.publish(
+            Event(
+                "import",
+                {
+                    "dataset": name,
+                    "source": source,
+                    "phase": p.phase,
+                    "bytes_read": p.bytes_read,
+                    "total_bytes": p.total_bytes,
+                    "rows": p.rows,
+                },
+            )
+        )
+
+    summary = datasets.import_csv(
+        state.db,
+        file.file,
+        datasets.ImportOptions(dataset=name, key=key or None, mode=mode),
+        source=source,
+        now=utcnow(),
+        total_bytes=total,
+        progress=progress,
+        settings=state.settings,
+    )
+    dataset = datasets.get_dataset(state.db, name)
+    report = engine.tick(state.db, utcnow(), dataset_ids=[dataset.id])
+    summary["segments"] = [
+        {
+            "id": o.segment_id,
+            "name": o.name,
+            "strategy": o.strategy,
+            "entered": o.entered,
+            "exited": o.exited,
+            "member_count": o.member_count,
+            "error": o.error,
+        }
+        for o in report.outcomes
+    ]
+    state.broadcaster.changed()
+    state.wake()
+    return summary
+
+
+@router.get("/api/datasets", tags=["datasets"])
+def list_datasets(request: Request) -> list[dict[str, Any]]:
+    return [datasets.dataset_summary(d) for d in datasets.list_datasets(_state(request).db)]
+
+
+@router.get("/api/datasets/{name}", tags=["datasets"])
+def get_dataset(request: Request, name: str) -> dict[str, Any]:
+    """Schema with counts and the operators each column takes, identifier mapping and quality."""
+    db = _state(request).db
+    info = datasets.describe_dataset(db, name)
+    for column in info["columns"]:
+        column["operators"] = list(rules.OPERATORS[_rule_type(column["type"])])
+    current, chosen = mapping.show_mapping(db, name)
+    info["identifier_mapping"] = {"set_by_user": chosen, **current.as_dict()}
+    last = info.get("last_import") or {}
+    info["identifier_quality"] = last.get("identifiers", [])
+    return info
+
+
+def _rule_type(column_type: str) -> str:
+    # A column that never had a value compares as text.
+    return column_type if column_type in rules.OPERATORS else "text"
+
+
+@router.get("/api/datasets/{name}/records", tags=["datasets"])
+def dataset_records(
+    request: Request, name: str, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    items, next_cursor = datasets.page_records(_state(request).db, name, limit=limit, after=cursor)
+    return _page(items, next_cursor)
+
+
+@router.delete("/api/datasets/{name}", status_code=204, tags=["datasets"])
+def delete_dataset(request: Request, name: str) -> Response:
+    state = _state(request)
+    datasets.delete_dataset(state.db, name)
+    state.broadcaster.changed()
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- segments
+
+
+class SegmentIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    dataset: str = Field(min_length=1)
+    rules: dict[str, Any]
+
+
+class SegmentPatch(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    rules: dict[str, Any] | None = None
+
+
+class PreviewIn(BaseModel):
+    dataset: str = Field(min_length=1)
+    rules: dict[str, Any]
+    segment_id: int | None = None
+
+
+def _segment(request: Request, segment_id: int) -> segments.Segment:
+    return segments.get_segment_by_id(_state(request).db, segment_id)
+
+
+def _segment_json(request: Request, segment: segments.Segment) -> dict[str, Any]:
+    out = segment.as_dict()
+    with _state(request).db.read() as conn:
+        out["destinations"] = links.linked_destinations(conn, [segment.id]).get(segment.id, [])
+    return out
+
+
+@router.post("/api/segments", status_code=201, tags=["segments"])
+def create_segment(request: Request, body: SegmentIn) -> dict[str, Any]:
+    state = _state(request)
+    created = segments.create_segment(
+        state.db, name=body.name, dataset=body.dataset, rules_json=body.rules, now=utcnow()
+    )
+    state.broadcaster.changed()
+    return _segment_json(request, created)
+
+
+@router.get("/api/segments", tags=["segments"])
+def list_segments(request: Request, dataset: str | None = None) -> list[dict[str, Any]]:
+    db = _state(request).db
+    found = segments.list_segments(db, dataset=dataset)
+    with db.read() as conn:
+        linked = links.linked_destinations(conn, [s.id for s in found])
+    return [{**s.as_dict(), "destinations": linked.get(s.id, [])} for s in found]
+
+
+@router.post("/api/segments/preview", tags=["segments"])
+def preview(request: Request, body: PreviewIn) -> dict[str, Any]:
+    """Count, sample and (against a saved segment) would-enter / would-exit for rules."""
+    return segments.preview(
+        _state(request).db, body.dataset, body.rules, utcnow(), segment_id=body.segment_id
+    )
+
+
+@router.get("/api/segments/{segment_id}", tags=["segments"])
+def get_segment(request: Request, segment_id: int) -> dict[str, Any]:
+    return _segment_json(request, _segment(request, segment_id))
+
+
+@router.patch("/api/segments/{segment_id}", tags=["segments"])
+def edit_segment(request: Request, segment_id: int, body: SegmentPatch) -> dict[str, Any]:
+    state = _state(request)
+    current = _segment(request, segment_id)
+    if body.name is None and body.rules is None:
+        raise InvalidInput("nothing to change: give name and/or rules")
+    edited = segments.edit_segment(
+        state.db, current.name, now=utcnow(), rules_json=body.rules, new_name=body.name
+    )
+    state.broadcaster.changed()
+    state.wake()
+    return _segment_json(request, edited)
+
+
+@router.delete("/api/segments/{segment_id}", status_code=204, tags=["segments"])
+def delete_segment(request: Request, segment_id: int) -> Response:
+    state = _state(request)
+    segments.delete_segment(state.db, _segment(request, segment_id).name)
+    state.broadcaster.changed()
+    return Response(status_code=204)
+
+
+@router.get("/api/segments/{segment_id}/members", tags=["segments"])
+def segment_members(
+    request: Request, segment_id: int, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    name = _segment(request, segment_id).name
+    items, next_cursor = segments.list_members(_state(request).db, name, limit=limit, after=cursor)
+    return _page(items, next_cursor)
+
+
+#: Cells a spreadsheet would read as a formula (OWASP's CSV injection list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_NOTE = (
+    "cells starting with = + - @ tab or carriage return are prefixed with a single quote so "
+    "spreadsheets do not run them as formulas; phone numbers such as +14155550100 keep every "
+    "digit behind that quote"
+)
+
+
+def _safe_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+@router.get("/api/segments/{segment_id}/members.csv", tags=["segments"])
+def export_members(request: Request, segment_id: int) -> StreamingResponse:
+    """Every member as CSV, raw values as imported, formula-like cells neutralised."""
+    db = _state(request).db
+    segment = _segment(request, segment_id)
+    dataset = datasets.get_dataset(db, segment.dataset)
+    names = [c.name for c in dataset.columns]
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow([_safe_cell(n) for n in names])
+        cursor: int | None = None
+        while True:
+            page, cursor = segments.list_members(db, segment.name, limit=1000, after=cursor)
+            for item in page:
+                writer.writerow([_safe_cell(item["record"].get(n)) for n in names])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if cursor is None:
+                return
+
+    filename = "".join(c if c.isalnum() else "-" for c in segment.name).strip("-") or "segment"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "X-Segflow-Export-Note": EXPORT_NOTE,
+        },
+    )
+
+
+@router.get("/api/segments/{segment_id}/events", tags=["segments"])
+def segment_events(
+    request: Request, segment_id: int, limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
+    name = _segment(request, segment_id).name
+    items, next_cursor = segments.list_events(_state(request).db, name, limit=limit, before=cursor)
+    return _page(items, next_cursor)
+
+
+@router.get("/api/segments/{segment_id}/history", tags=["segments"])
+def segment_history(request: Request, segment_id: int) -> list[dict[str, Any]]:
+    """Member count over time, rebuilt from the enter/exit events."""
+    _segment(request, segment_id)
+    return segments.history(_state(request).db, segment_id)
+
+
+@router.get("/api/segments/{segment_id}/explain/{key}", tags=["segments"])
+def explain(request: Request, segment_id: int, key: str) -> dict[str, Any]:
+    name = _segment(request, segment_id).name
+    return segments.explain(_state(request).db, name, key, utcnow())
+
+
+# ---------------------------------------------------------------- destinations
+
+
+class DestinationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    kind: Literal["google_ads", "file"]
+    config: dict[str, Any] = Field(default_factory=dict)
+    credentials: dict[str, Any] | None = Field(
+        default=None,
+        description="write-only: a service-account key as {type: service_account, info: {...}}"
+        " or {type: oauth, client_id, client_secret, refresh_token}",
+    )
+
+
+class LinkIn(BaseModel):
+    destination_id: int
+
+
+def _destination_by_id(request: Request, destination_id: int) -> destinations.Destination:
+    for d in destinations.list_destinations(_state(request).db):
+        if d.id == destination_id:
+            return d
+    raise NotFound(f"no destination with id {destination_id}")
+
+
+@router.post("/api/destinations", status_code=201, tags=["destinations"])
+def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
+    added = destinations.add_destination(
+        _state(request).db, body.name, body.kind, body.config, utcnow(), body.credentials
+    )
+    return added.public()
+
+
+@router.get("/api/destinations", tags=["destinations"])
+def list_destinations(request: Request) -> list[dict[str, Any]]:
+    return [d.public() for d in destinations.list_destinations(_state(request).db)]
+
+
+@router.delete("/api/destinations/{destination_id}", status_code=204, tags=["destinations"])
+def delete_destination(request: Request, destination_id: int) -> Response:
+    found = _destination_by_id(request, destination_id)
+    destinations.delete_destination(_state(request).db, found.name)
+    return Response(status_code=204)
+
+
+def _link_statuses(request: Request, segment_id: int) -> list[dict[str, Any]]:
+    return [
+        s.as_dict() for s in links.status(_state(request).db) if s.link.segment_id == segment_id
+    ]
+
+
+@router.post("/api/segments/{segment_id}/links", status_code=201, tags=["destinations"])
+def add_link(request: Request, segment_id: int, body: LinkIn) -> dict[str, Any]:
+    state = _state(request)
+    segment = _segment(request, segment_id)
+    destination = _destination_by_id(request, body.destination_id)
+    made = links.link(state.db, segment.name, destination.name, utcnow())
+    state.broadcaster.changed()
+    state.wake()
+    return next(s for s in _link_statuses(request, segment_id) if s["id"] == made.id)
+
+
+@router.get("/api/segments/{segment_id}/links", tags=["destinations"])
+def segment_links(request: Request, segment_id: int) -> list[dict[str, Any]]:
+    _segment(request, segment_id)
+    return _link_statuses(request, segment_id)
+
+
+@router.delete(
+    "/api/segments/{segment_id}/links/{destination_id}", status_code=204, tags=["destinations"]
+)
+def remove_link(request: Request, segment_id: int, destination_id: int) -> Response:
+    state = _state(request)
+    segment = _segment(request, segment_id)
+    destination = _destination_by_id(request, destination_id)
+    links.unlink(state.db, segment.name, destination.name)
+    state.broadcaster.changed()
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- live stream
+
+HEARTBEAT_SECONDS = 15.0
+
+
+@router.get("/api/stream", tags=["live"], response_class=StreamingResponse)
+async def stream(request: Request) -> StreamingResponse:
+    """Server-Sent Events: ``segment``, ``import`` and ``sync``; current state first."""
+    import asyncio
+
+    broadcaster = _state(request).broadcaster
+    sub, snapshot = broadcaster.subscribe()
+
+    def frame(event: Event) -> str:
+        return f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
+
+    async def events() -> Any:
+        try:
+            yield "retry: 2000\n\n"
+            for current in snapshot:
+                yield frame(current)
+            while True:
+                try:
+                    event: Event | None = await asyncio.wait_for(
+                        sub.queue.get(), HEARTBEAT_SECONDS
+                    )
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                if event is None:
+                    return
+                yield frame(event)
+        finally:
+            broadcaster.unsubscribe(sub)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details}}, status_code=status
+    )

@@ -1,0 +1,194 @@
+"""One broadcaster per server process: learns of changes once, fans them out.
+
+A thread reads the segments' counts and the links' sync state in two small
+queries whenever something in this process says a change happened (an
+import, a tick, a sync) and at least once a second otherwise, so that work
+done by other processes (a CLI import, a separate worker) shows up too. It
+diffs what it read against what it last saw and puts one event per change
+on every subscriber's queue. The database work per change is those two
+queries whatever the number of open streams; :attr:`reads` counts them.
+
+Import progress never touches the database: the import route publishes it
+directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from segflow.db.engine import Database
+from segflow.db.schema import destinations, links, segments
+
+#: Ends a subscriber's stream.
+CLOSED = None
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Event | None]
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass
+class Broadcaster:
+    db: Database
+    interval: float = 1.0
+    reads: int = 0
+    _subscribers: set[_Subscriber] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._segments: dict[int, dict[str, Any]] = {}
+        self._links: dict[int, dict[str, Any]] = {}
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self._read()
+        self._thread = threading.Thread(target=self._run, name="segflow-broadcaster", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """End every stream and stop reading."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+        for sub in subscribers:
+            _put(sub, CLOSED)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    # -- subscribers
+
+    def subscribe(self) -> tuple[_Subscriber, list[Event]]:
+        """A new subscriber and the current state, to send it first."""
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            if self._stop.is_set():
+                sub.queue.put_nowait(CLOSED)
+            self._subscribers.add(sub)
+            snapshot = [Event("segment", dict(s)) for s in self._segments.values()]
+            snapshot += [Event("sync", dict(s)) for s in self._links.values()]
+        return sub, snapshot
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            _put(sub, event)
+
+    def changed(self) -> None:
+        """Something may have changed: read now rather than at the next interval."""
+        self._wake.set()
+
+    # -- reading
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._read()
+            except Exception:
+                continue
+
+    def _read(self) -> None:
+        with self.db.read() as conn:
+            seg_rows = conn.execute(
+                sa.select(
+                    segments.c.id,
+                    segments.c.name,
+                    segments.c.member_count,
+                    segments.c.last_processed_at,
+                    segments.c.error,
+                )
+            ).all()
+            link_rows = conn.execute(
+                sa.select(
+                    links.c.id,
+                    links.c.segment_id,
+                    destinations.c.name,
+                    links.c.paused_reason,
+                    links.c.last_success_at,
+                    links.c.last_error,
+                    links.c.next_attempt_at,
+                ).join(destinations, destinations.c.id == links.c.destination_id)
+            ).all()
+        self.reads += 2
+        new_segments = {
+            r.id: {
+                "id": r.id,
+                "name": r.name,
+                "member_count": int(r.member_count),
+                "last_processed_at": _iso(r.last_processed_at),
+                "error": r.error,
+            }
+            for r in seg_rows
+        }
+        new_links = {
+            r.id: {
+                "link_id": r.id,
+                "segment_id": r.segment_id,
+                "destination": r.name,
+                "paused": r.paused_reason is not None,
+                "paused_reason": r.paused_reason,
+                "last_success_at": _iso(r.last_success_at),
+                "last_error": r.last_error,
+                "next_attempt_at": _iso(r.next_attempt_at),
+            }
+            for r in link_rows
+        }
+        events: list[Event] = []
+        with self._lock:
+            for key, value in new_segments.items():
+                if self._segments.get(key) != value:
+                    events.append(Event("segment", value))
+            for key in self._segments.keys() - new_segments.keys():
+                events.append(Event("segment", {"id": key, "deleted": True}))
+            for key, value in new_links.items():
+                if self._links.get(key) != value:
+                    events.append(Event("sync", value))
+            for key in self._links.keys() - new_links.keys():
+                events.append(Event("sync", {"link_id": key, "deleted": True}))
+            self._segments, self._links = new_segments, new_links
+        for event in events:
+            self.publish(event)
+
+
+def _put(sub: _Subscriber, event: Event | None) -> None:
+    try:
+        sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
+    except RuntimeError:
+        pass  # the subscriber's loop has closed

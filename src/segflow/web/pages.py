@@ -1,0 +1,180 @@
+"""HTML pages: a server-rendered shell per page; ``static/app.js`` fills it from the API.
+
+Every asset is served from ``/static``: no CDN, so the pages work offline.
+Names from the database only ever reach the HTML through ``html.escape`` or
+as JSON that the script reads with ``textContent``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+router = APIRouter(include_in_schema=False)
+
+_NAV = (
+    ("/segments", "Segments"),
+    ("/datasets", "Datasets"),
+    ("/destinations", "Destinations"),
+    ("/docs", "API"),
+)
+
+
+def _layout(title: str, page: str, body: str, data: dict[str, Any] | None = None) -> HTMLResponse:
+    nav = "".join(f'<a href="{href}">{label}</a>' for href, label in _NAV)
+    # "</" cannot end the script element from inside a JSON string.
+    payload = json.dumps(data or {}).replace("</", "<\\/")
+    document = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)} · segflow</title>
+<link rel="stylesheet" href="/static/app.css">
+</head>
+<body data-page="{page}">
+<header><a class="brand" href="/">segflow</a><nav>{nav}</nav>
+<span id="live" class="live" title="live updates">●</span></header>
+<main>
+<h1 id="title">{html.escape(title)}</h1>
+{body}
+</main>
+<script id="page-data" type="application/json">{payload}</script>
+<script src="/static/app.js"></script>
+</body>
+</html>"""
+    return HTMLResponse(document)
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/segments")
+
+
+@router.get("/segments")
+def segments_page() -> HTMLResponse:
+    body = """
+<p><a class="button" href="/segments/new">New segment</a></p>
+<table id="segments"><thead><tr><th>Segment</th><th>Dataset</th><th class="num">Members</th>
+<th>Last processed</th><th>Sync</th></tr></thead><tbody></tbody></table>
+<p id="empty" hidden>No segments yet. Import a dataset, then build one.</p>"""
+    return _layout("Segments", "segments", body)
+
+
+_BUILDER = """
+<section id="builder">
+<div class="row"><label>Name <input id="seg-name" required maxlength="100"></label>
+<label>Dataset <select id="seg-dataset"></select></label></div>
+<div id="rules"></div>
+<div id="preview" class="preview" aria-live="polite"></div>
+<p><button id="save" type="button">Save segment</button> <span id="save-error" class="error"></span></p>
+</section>"""
+
+
+@router.get("/segments/new")
+def new_segment_page(request: Request) -> HTMLResponse:
+    dataset = request.query_params.get("dataset")
+    return _layout("New segment", "builder", _BUILDER, {"dataset": dataset})
+
+
+@router.get("/segments/{segment_id}")
+def segment_page(segment_id: int) -> HTMLResponse:
+    body = f"""
+<p id="summary" class="summary"></p>
+<section><h2>Membership over time</h2><div id="chart" class="chart"></div></section>
+<section><h2>Members</h2>
+<p><a class="button" id="export" href="/api/segments/{segment_id}/members.csv">Export CSV</a>
+<small>Cells starting with = + - @ are prefixed with ' so spreadsheets do not run them;
+phone numbers keep every digit.</small></p>
+<table id="members"><thead></thead><tbody></tbody></table>
+<p><button id="more-members" type="button" hidden>More members</button></p></section>
+<section><h2>Why is a record (not) a member?</h2>
+<form id="explain-form"><input id="explain-key" placeholder="record key" required>
+<button type="submit">Explain</button></form><div id="explain"></div></section>
+<section><h2>Destinations</h2><table id="links"><thead><tr><th>Destination</th><th>Status</th>
+<th class="num">Synced</th><th class="num">Pending adds</th><th class="num">Pending removes</th>
+<th class="num">Failed</th><th>Last success</th><th>Last error</th></tr></thead><tbody></tbody></table>
+<form id="link-form"><select id="link-destination"></select>
+<button type="submit">Link destination</button> <span id="link-error" class="error"></span></form>
+</section>
+<section><h2>Recent events</h2><table id="events"><thead><tr><th>When</th><th>Record</th>
+<th>Change</th><th class="num">Sequence</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Edit rules</h2>{_BUILDER}</section>"""
+    return _layout("Segment", "segment", body, {"segment_id": segment_id})
+
+
+@router.get("/datasets")
+def datasets_page() -> HTMLResponse:
+    body = """
+<section id="upload"><h2>Import a CSV</h2>
+<form id="upload-form">
+<div id="drop" class="drop">Drop a CSV file here, or <label class="link">choose one
+<input id="file" type="file" accept=".csv,.tsv,.txt,text/csv" hidden></label>
+<div id="file-name"></div></div>
+<div class="row"><label>Dataset <input id="dataset-name" required placeholder="customers"></label>
+<label>Key column <input id="key" placeholder="detected"></label>
+<label>Mode <select id="mode"><option value="upsert">upsert</option>
+<option value="replace">replace</option></select></label>
+<button id="upload-button" type="submit">Import</button></div>
+<progress id="upload-progress" max="100" value="0" hidden></progress>
+<div id="upload-status" aria-live="polite"></div>
+</form>
+<div id="import-summary"></div></section>
+<section><h2>Datasets</h2><table id="datasets"><thead><tr><th>Dataset</th>
+<th class="num">Records</th><th class="num">Columns</th><th>Key</th><th>Updated</th></tr></thead>
+<tbody></tbody></table></section>"""
+    return _layout("Datasets", "datasets", body)
+
+
+@router.get("/datasets/{name}")
+def dataset_page(name: str) -> HTMLResponse:
+    body = """
+<p id="summary" class="summary"></p>
+<p><a class="button" id="new-segment" href="/segments/new">New segment on this dataset</a></p>
+<section><h2>Columns</h2><table id="columns"><thead><tr><th>Column</th><th>Type</th>
+<th class="num">Non-empty</th><th>Identifier</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Identifier quality (last import)</h2><table id="quality"><thead><tr>
+<th>Kind</th><th>Column</th><th class="num">Valid</th><th class="num">Invalid</th></tr></thead>
+<tbody></tbody></table></section>
+<section><h2>Records</h2><table id="records"><thead></thead><tbody></tbody></table>
+<p><button id="more-records" type="button" hidden>More records</button></p></section>"""
+    return _layout(f"Dataset {name}", "dataset", body, {"dataset": name})
+
+
+@router.get("/destinations")
+def destinations_page() -> HTMLResponse:
+    body = """
+<table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
+<th>Credentials</th></tr></thead><tbody></tbody></table>
+<section><h2>Add a destination</h2>
+<form id="destination-form" autocomplete="off">
+<div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
+<label>Kind <select id="d-kind"><option value="file">file (JSON lines)</option>
+<option value="google_ads">google_ads (Customer Match)</option></select></label></div>
+<div class="row kind-file"><label>Path <input id="d-path" placeholder="/tmp/audience.jsonl"></label></div>
+<div class="row kind-google_ads" hidden>
+<label>Operating account id <input id="d-account" placeholder="123-456-7890"></label>
+<label>Login account id <input id="d-login" placeholder="optional"></label>
+<label>User list id <input id="d-list"></label></div>
+<div class="row kind-google_ads" hidden>
+<label>Service-account key (JSON, write-only)
+<textarea id="d-key" rows="3" placeholder="paste the key file; it is never shown again"></textarea></label>
+<label><input id="d-terms" type="checkbox"> Customer Match terms accepted</label>
+<label><input id="d-validate" type="checkbox"> validate only</label></div>
+<div class="row"><label>ad_user_data <select id="d-aud"><option>granted</option><option>denied</option></select></label>
+<label>ad_personalization <select id="d-ap"><option>granted</option><option>denied</option></select></label>
+<button type="submit">Add destination</button> <span id="d-error" class="error"></span></div>
+</form></section>"""
+    return _layout("Destinations", "destinations", body)
+
+
+@router.get("/docs")
+def docs_page() -> HTMLResponse:
+    body = """<p>The machine-readable description is at <a href="/openapi.json">/openapi.json</a>.
+Errors are JSON: <code>{"error": {"code", "message", "details"}}</code>.</p>
+<div id="operations"></div>"""
+    return _layout("API reference", "docs", body)

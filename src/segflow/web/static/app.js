@@ -1,0 +1,621 @@
+// segflow pages: plain DOM code over the JSON API and one EventSource.
+// Values from the server are always set with textContent, never as HTML.
+"use strict";
+
+const DATA = JSON.parse(document.getElementById("page-data").textContent);
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+async function api(path, options = {}) {
+  const init = { ...options, headers: { ...(options.headers || {}) } };
+  if (init.json !== undefined) {
+    init.body = JSON.stringify(init.json);
+    init.headers["Content-Type"] = "application/json";
+    delete init.json;
+  }
+  const response = await fetch(path, init);
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
+    const error = new Error(message);
+    error.body = body;
+    throw error;
+  }
+  return body;
+}
+
+const fmt = (n) => (n === null || n === undefined ? "" : Number(n).toLocaleString("en-US"));
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "never");
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+// ------------------------------------------------------------------ live stream
+
+const listeners = { segment: [], import: [], sync: [] };
+function onLive(kind, fn) {
+  listeners[kind].push(fn);
+}
+function connectLive() {
+  const source = new EventSource("/api/stream");
+  const dot = $("live");
+  source.onopen = () => dot.classList.add("on");
+  source.onerror = () => dot.classList.remove("on");
+  for (const kind of Object.keys(listeners)) {
+    source.addEventListener(kind, (e) => {
+      const data = JSON.parse(e.data);
+      for (const fn of listeners[kind]) fn(data);
+    });
+  }
+}
+
+// ------------------------------------------------------------------ segments list
+
+async function segmentsPage() {
+  const tbody = $("segments").tBodies[0];
+  const rows = new Map();
+  const sync = new Map();
+  function badge(segmentId) {
+    const states = [...sync.values()].filter((s) => s.segment_id === segmentId && !s.deleted);
+    return states.map((s) => {
+      const state = s.paused ? "paused" : s.last_error ? "error" : "ok";
+      return el("span", { class: `badge ${state}`, title: s.paused_reason || s.last_error || "" },
+        `${s.destination}: ${state}`);
+    });
+  }
+  function render(s) {
+    let tr = rows.get(s.id);
+    if (s.deleted) {
+      if (tr) tr.remove();
+      rows.delete(s.id);
+      return;
+    }
+    if (!tr) {
+      tr = el("tr", { "data-segment": s.id },
+        el("td", {}, el("a", { href: `/segments/${s.id}` }, s.name)),
+        el("td", { class: "dataset" }, s.dataset || ""),
+        el("td", { class: "num count" }), el("td", { class: "processed" }), el("td", { class: "sync" }));
+      tbody.append(tr);
+      rows.set(s.id, tr);
+    }
+    tr.querySelector("a").textContent = s.name;
+    if (s.dataset) tr.querySelector(".dataset").textContent = s.dataset;
+    tr.querySelector(".count").textContent = fmt(s.member_count);
+    tr.querySelector(".processed").textContent = s.error ? `error: ${s.error}` : when(s.last_processed_at);
+    tr.querySelector(".sync").replaceChildren(...badge(s.id));
+    $("empty").hidden = rows.size > 0;
+  }
+  for (const s of await api("/api/segments")) render(s);
+  $("empty").hidden = rows.size > 0;
+  onLive("segment", render);
+  onLive("sync", (s) => {
+    sync.set(s.link_id, s);
+    const tr = rows.get(s.segment_id);
+    if (tr) tr.querySelector(".sync").replaceChildren(...badge(s.segment_id));
+  });
+}
+
+// ------------------------------------------------------------------ rule builder
+
+const NO_VALUE = new Set(["is_empty", "is_not_empty"]);
+const LIST_VALUE = new Set(["in", "not_in"]);
+const DAYS_VALUE = new Set(["within_last", "not_within_last"]);
+
+function inputFor(type, operator) {
+  if (DAYS_VALUE.has(operator)) return el("input", { type: "number", min: "0", step: "1", placeholder: "days" });
+  if (LIST_VALUE.has(operator)) return el("input", { type: "text", placeholder: "a, b, c" });
+  if (type === "boolean") return el("select", {}, el("option", { value: "true" }, "true"), el("option", { value: "false" }, "false"));
+  if (type === "integer") return el("input", { type: "number", step: "1" });
+  if (type === "number") return el("input", { type: "number", step: "any" });
+  if (type === "date") return el("input", { type: "date" });
+  if (type === "datetime") return el("input", { type: "datetime-local", step: "1" });
+  return el("input", { type: "text" });
+}
+
+function parseValue(type, operator, raw) {
+  if (DAYS_VALUE.has(operator)) return raw === "" ? null : Number(raw);
+  if (LIST_VALUE.has(operator)) return raw.split(",").map((v) => v.trim()).filter((v) => v !== "").map((v) => parseValue(type, "equals", v));
+  if (type === "boolean") return raw === "true";
+  if (type === "integer" || type === "number") return raw === "" ? null : Number(raw);
+  if (type === "datetime" && raw) return raw.length === 16 ? `${raw}:00` : raw;
+  return raw;
+}
+
+class Builder {
+  constructor(container, onChange) {
+    this.container = container;
+    this.onChange = onChange;
+    this.columns = [];
+  }
+  setColumns(columns) {
+    this.columns = columns;
+  }
+  column(name) {
+    return this.columns.find((c) => c.name === name) || this.columns[0];
+  }
+  render(rules) {
+    this.container.replaceChildren(this.group(rules || { logic: "AND", conditions: [] }, true));
+  }
+  group(node, root) {
+    const box = el("div", { class: "group" });
+    box.dataset.kind = "group";
+    const logic = el("select", { class: "logic", "aria-label": "match" },
+      el("option", { value: "AND" }, "all of (AND)"), el("option", { value: "OR" }, "any of (OR)"));
+    logic.value = (node.logic || "AND").toUpperCase();
+    const negate = el("input", { type: "checkbox", class: "negate" });
+    negate.checked = Boolean(node.not);
+    const children = el("div", { class: "children" });
+    for (const child of node.conditions || []) {
+      children.append(child.conditions ? this.group(child, false) : this.condition(child));
+    }
+    const addCondition = el("button", { type: "button", class: "add-condition", onclick: () => { children.append(this.condition(null)); this.onChange(); } }, "+ condition");
+    const addGroup = el("button", { type: "button", class: "add-group", onclick: () => { children.append(this.group({ logic: "OR", conditions: [] }, false)); this.onChange(); } }, "+ group");
+    const head = el("div", { class: "group-head" }, "Match ", logic, el("label", {}, negate, " not"),
+      addCondition, addGroup,
+      root ? null : el("button", { type: "button", class: "remove", onclick: () => { box.remove(); this.onChange(); } }, "remove group"));
+    logic.addEventListener("change", this.onChange);
+    negate.addEventListener("change", this.onChange);
+    box.append(head, children);
+    return box;
+  }
+  condition(node) {
+    const row = el("div", { class: "condition" });
+    row.dataset.kind = "condition";
+    const field = el("select", { class: "field", "aria-label": "field" },
+      this.columns.map((c) => el("option", { value: c.name }, `${c.name} (${c.type})`)));
+    const operator = el("select", { class: "operator", "aria-label": "operator" });
+    const values = el("span", { class: "values" });
+    const fillOperators = () => {
+      const col = this.column(field.value);
+      const keep = operator.value;
+      operator.replaceChildren(...col.operators.map((o) => el("option", { value: o }, o.replaceAll("_", " "))));
+      if (col.operators.includes(keep)) operator.value = keep;
+    };
+    const fillValues = (value) => {
+      const col = this.column(field.value);
+      const op = operator.value;
+      values.replaceChildren();
+      if (NO_VALUE.has(op)) return;
+      const inputs = op === "between" ? [inputFor(col.type, op), inputFor(col.type, op)] : [inputFor(col.type, op)];
+      const given = op === "between" ? value || [] : [value];
+      inputs.forEach((input, i) => {
+        input.classList.add("value");
+        const v = given[i];
+        if (v !== undefined && v !== null) {
+          input.value = Array.isArray(v) ? v.join(", ") : col.type === "datetime" ? String(v).slice(0, 19) : String(v);
+        }
+        input.addEventListener("input", this.onChange);
+        input.addEventListener("change", this.onChange);
+        if (i === 1) values.append(" and ");
+        values.append(input);
+      });
+    };
+    if (node) field.value = node.field;
+    fillOperators();
+    if (node) operator.value = node.operator;
+    fillValues(node ? node.value : undefined);
+    field.addEventListener("change", () => { fillOperators(); fillValues(); this.onChange(); });
+    operator.addEventListener("change", () => { fillValues(); this.onChange(); });
+    const remove = el("button", { type: "button", class: "remove", onclick: () => { row.remove(); this.onChange(); } }, "×");
+    row.append(field, operator, values, remove);
+    return row;
+  }
+  read(node = this.container.firstElementChild) {
+    if (node.dataset.kind === "condition") {
+      const field = node.querySelector(".field").value;
+      const operator = node.querySelector(".operator").value;
+      const type = this.column(field).type;
+      const out = { field, operator };
+      if (!NO_VALUE.has(operator)) {
+        const inputs = [...node.querySelectorAll(".value")].map((i) => parseValue(type, operator, i.value));
+        out.value = operator === "between" ? inputs : inputs[0];
+      }
+      return out;
+    }
+    const head = node.querySelector(":scope > .group-head");
+    const out = {
+      logic: head.querySelector(".logic").value,
+      conditions: [...node.querySelector(":scope > .children").children].map((c) => this.read(c)),
+    };
+    if (head.querySelector(".negate").checked) out.not = true;
+    return out;
+  }
+}
+
+async function setupBuilder(segment) {
+  const datasetSelect = $("seg-dataset");
+  const preview = $("preview");
+  const builder = new Builder($("rules"), () => refresh());
+  let seq = 0;
+  const refresh = debounce(async () => {
+    const mine = ++seq;
+    const rules = builder.read();
+    preview.textContent = "counting…";
+    try {
+      const result = await api("/api/segments/preview", {
+        method: "POST",
+        json: { dataset: datasetSelect.value, rules, segment_id: segment ? segment.id : null },
+      });
+      if (mine !== seq) return;
+      const parts = [el("strong", { id: "preview-count" }, fmt(result.count)), " records match"];
+      if (result.would_enter !== null) {
+        parts.push(" · ", el("span", { id: "would-enter", class: "enter" }, `+${fmt(result.would_enter)} enter`),
+          " / ", el("span", { id: "would-exit", class: "exit" }, `-${fmt(result.would_exit)} leave`));
+      }
+      preview.replaceChildren(...parts);
+    } catch (error) {
+      if (mine === seq) preview.replaceChildren(el("span", { class: "error" }, error.message));
+    }
+  }, 250);
+  async function loadDataset(name, rules) {
+    const info = await api(`/api/datasets/${encodeURIComponent(name)}`);
+    builder.setColumns(info.columns);
+    builder.render(rules || { logic: "AND", conditions: [{ field: info.columns[0].name, operator: info.columns[0].operators[0] }] });
+    refresh();
+  }
+  const all = await api("/api/datasets");
+  datasetSelect.replaceChildren(...all.map((d) => el("option", { value: d.name }, d.name)));
+  if (!all.length) {
+    $("rules").replaceChildren(el("p", {}, "Import a dataset first: ", el("a", { href: "/datasets" }, "Datasets")));
+    return;
+  }
+  if (segment) {
+    $("seg-name").value = segment.name;
+    datasetSelect.value = segment.dataset;
+    datasetSelect.disabled = true;
+  } else if (DATA.dataset) {
+    datasetSelect.value = DATA.dataset;
+  }
+  datasetSelect.addEventListener("change", () => loadDataset(datasetSelect.value));
+  await loadDataset(datasetSelect.value, segment ? segment.rules : null);
+  $("save").addEventListener("click", async () => {
+    $("save-error").textContent = "";
+    const body = { name: $("seg-name").value.trim(), rules: builder.read() };
+    try {
+      const saved = segment
+        ? await api(`/api/segments/${segment.id}`, { method: "PATCH", json: body })
+        : await api("/api/segments", { method: "POST", json: { ...body, dataset: datasetSelect.value } });
+      window.location.href = `/segments/${saved.id}`;
+    } catch (error) {
+      $("save-error").textContent = error.message;
+    }
+  });
+}
+
+// ------------------------------------------------------------------ one segment
+
+function drawChart(container, series) {
+  if (!series.length) {
+    container.textContent = "No changes recorded yet.";
+    return;
+  }
+  const W = 640, H = 160, P = 28;
+  const times = series.map((p) => new Date(p.at).getTime());
+  const values = series.map((p) => p.members);
+  const t0 = Math.min(...times), t1 = Math.max(...times, t0 + 1);
+  const vmax = Math.max(...values, 1);
+  const x = (t) => P + ((t - t0) / (t1 - t0)) * (W - 2 * P);
+  const y = (v) => H - P - (v / vmax) * (H - 2 * P);
+  let d = `M ${x(times[0])} ${y(values[0])}`;
+  for (let i = 1; i < series.length; i++) d += ` H ${x(times[i])} V ${y(values[i])}`;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "members over time");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", d);
+  path.setAttribute("class", "line");
+  const label = (text, lx, ly, anchor) => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", lx);
+    t.setAttribute("y", ly);
+    t.setAttribute("text-anchor", anchor);
+    t.textContent = text;
+    return t;
+  };
+  svg.append(path, label(fmt(vmax), P - 4, P, "end"), label("0", P - 4, H - P, "end"),
+    label(new Date(t0).toLocaleDateString(), P, H - 8, "start"),
+    label(new Date(t1).toLocaleString(), W - P, H - 8, "end"));
+  container.replaceChildren(svg);
+}
+
+function fillTable(table, columns, rows, append) {
+  if (!append || !table.tHead.rows.length) {
+    table.tHead.replaceChildren(el("tr", {}, columns.map((c) => el("th", {}, c))));
+    table.tBodies[0].replaceChildren();
+  }
+  for (const row of rows) table.tBodies[0].append(el("tr", {}, row.map((v) => el("td", {}, v ?? ""))));
+}
+
+async function segmentPage() {
+  const id = DATA.segment_id;
+  let segment;
+  try {
+    segment = await api(`/api/segments/${id}`);
+  } catch (error) {
+    $("summary").textContent = error.message;
+    return;
+  }
+  const showSummary = (s) => {
+    $("title").textContent = `Segment ${s.name}`;
+    $("summary").replaceChildren(el("strong", { id: "member-count" }, fmt(s.member_count)),
+      ` members of dataset `, el("a", { href: `/datasets/${encodeURIComponent(segment.dataset)}` }, segment.dataset),
+      ` · last processed ${when(s.last_processed_at)}`, s.error ? ` · error: ${s.error}` : "");
+  };
+  showSummary(segment);
+  const loadHistory = async () => drawChart($("chart"), await api(`/api/segments/${id}/history`));
+  await loadHistory();
+
+  let cursor = null;
+  const loadMembers = async (append) => {
+    const page = await api(`/api/segments/${id}/members?limit=25${append && cursor ? `&cursor=${cursor}` : ""}`);
+    const columns = page.items.length ? Object.keys(page.items[0].record) : [];
+    fillTable($("members"), columns, page.items.map((m) => columns.map((c) => m.record[c])), append);
+    cursor = page.next_cursor;
+    $("more-members").hidden = cursor === null;
+  };
+  $("more-members").addEventListener("click", () => loadMembers(true));
+  await loadMembers(false);
+
+  const loadEvents = async () => {
+    const page = await api(`/api/segments/${id}/events?limit=20`);
+    $("events").tBodies[0].replaceChildren(...page.items.map((e) =>
+      el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.key), el("td", { class: e.kind }, e.kind), el("td", { class: "num" }, fmt(e.seq)))));
+  };
+  await loadEvents();
+
+  $("explain-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const out = $("explain");
+    try {
+      const result = await api(`/api/segments/${id}/explain/${encodeURIComponent($("explain-key").value)}`);
+      const node = (n) => n.conditions
+        ? el("li", { class: n.passed ? "pass" : "fail" }, `${n.not ? "NOT " : ""}${n.logic}: ${n.passed ? "passes" : "fails"}`, el("ul", {}, n.conditions.map(node)))
+        : el("li", { class: n.passed ? "pass" : "fail" }, `${n.field} ${n.operator} ${JSON.stringify(n.value ?? "")}: actual ${JSON.stringify(n.actual)} → ${n.passed ? "passes" : "fails"}`);
+      out.replaceChildren(el("p", {}, `${result.key} ${result.member ? "is" : "is not"} a member; the rules ${result.matches ? "match" : "do not match"}.`), el("ul", {}, node(result.rules)));
+    } catch (error) {
+      out.replaceChildren(el("p", { class: "error" }, error.message));
+    }
+  });
+
+  const loadLinks = async () => {
+    const statuses = await api(`/api/segments/${id}/links`);
+    $("links").tBodies[0].replaceChildren(...statuses.map((s) => el("tr", {},
+      el("td", {}, s.destination), el("td", {}, s.paused ? `paused: ${s.paused_reason}` : "active", s.warnings.map((w) => el("div", { class: "warning" }, w))),
+      el("td", { class: "num" }, fmt(s.synced)), el("td", { class: "num" }, fmt(s.pending_adds)),
+      el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed)),
+      el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || ""))));
+    const all = await api("/api/destinations");
+    $("link-destination").replaceChildren(...all.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
+  };
+  await loadLinks();
+  $("link-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("link-error").textContent = "";
+    try {
+      await api(`/api/segments/${id}/links`, { method: "POST", json: { destination_id: Number($("link-destination").value) } });
+      await loadLinks();
+    } catch (error) {
+      $("link-error").textContent = error.message;
+    }
+  });
+
+  onLive("segment", async (s) => {
+    if (s.id !== id || s.deleted) return;
+    showSummary({ ...segment, ...s });
+    await Promise.all([loadHistory(), loadEvents(), loadMembers(false)]);
+  });
+  onLive("sync", (s) => { if (s.segment_id === id) loadLinks(); });
+  await setupBuilder(segment);
+}
+
+// ------------------------------------------------------------------ datasets
+
+function showImportSummary(container, s) {
+  const rejects = (s.rejects || []).slice(0, 50);
+  container.replaceChildren(
+    el("h3", {}, `Imported ${s.source} into `, el("a", { href: `/datasets/${encodeURIComponent(s.dataset)}` }, s.dataset)),
+    el("p", { class: "import-counts" }, `${fmt(s.rows)} rows: ${fmt(s.inserted)} inserted, ${fmt(s.updated)} updated, ${fmt(s.unchanged)} unchanged, ${fmt(s.deleted)} deleted, ${fmt(s.rejected)} rejected`),
+    (s.segments || []).length ? el("ul", {}, s.segments.map((o) => el("li", {}, `${o.name}: +${fmt(o.entered)} entered, -${fmt(o.exited)} left, ${fmt(o.member_count)} members`))) : null,
+    rejects.length ? el("div", {}, el("h4", {}, `Rejected rows (first ${rejects.length} of ${fmt(s.rejected)})`),
+      el("ul", { class: "rejects" }, rejects.map((r) => el("li", {}, `line ${r.line}: ${r.reason}`)))) : null,
+  );
+}
+
+async function datasetsPage() {
+  const load = async () => {
+    const all = await api("/api/datasets");
+    $("datasets").tBodies[0].replaceChildren(...all.map((d) => el("tr", {},
+      el("td", {}, el("a", { href: `/datasets/${encodeURIComponent(d.name)}` }, d.name)),
+      el("td", { class: "num" }, fmt(d.records)), el("td", { class: "num" }, fmt(d.columns)),
+      el("td", {}, d.key), el("td", {}, when(d.updated_at)))));
+  };
+  await load();
+  const fileInput = $("file");
+  let chosen = null;
+  const choose = (file) => {
+    chosen = file;
+    $("file-name").textContent = file ? `${file.name} (${fmt(file.size)} bytes)` : "";
+    if (file && !$("dataset-name").value) $("dataset-name").value = file.name.replace(/\.[^.]+$/, "").replace(/[^\w.-]+/g, "_");
+  };
+  fileInput.addEventListener("change", () => choose(fileInput.files[0] || null));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files.length) choose(e.dataTransfer.files[0]);
+  });
+  const bar = $("upload-progress");
+  const status = $("upload-status");
+  onLive("import", (p) => {
+    if (p.dataset !== $("dataset-name").value) return;
+    status.textContent = p.phase === "reading" ? `reading: ${fmt(p.rows)} rows` : `${p.phase}…`;
+  });
+  $("upload-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!chosen) {
+      status.textContent = "Choose a CSV file first.";
+      return;
+    }
+    const form = new FormData();
+    form.append("file", chosen);
+    if ($("key").value) form.append("key", $("key").value);
+    form.append("mode", $("mode").value);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/datasets/${encodeURIComponent($("dataset-name").value)}/imports`);
+    bar.hidden = false;
+    bar.value = 0;
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total;
+      status.textContent = `uploading: ${fmt(e.loaded)} of ${fmt(e.total)} bytes`;
+    };
+    xhr.upload.onload = () => { status.textContent = "importing…"; };
+    xhr.onload = async () => {
+      bar.value = 100;
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status === 201) {
+        status.textContent = "done";
+        showImportSummary($("import-summary"), body);
+        await load();
+      } else {
+        status.replaceChildren(el("span", { class: "error" }, body && body.error ? body.error.message : `HTTP ${xhr.status}`));
+      }
+    };
+    xhr.onerror = () => { status.replaceChildren(el("span", { class: "error" }, "upload failed: connection lost")); };
+    xhr.send(form);
+  });
+}
+
+async function datasetPage() {
+  const name = DATA.dataset;
+  let info;
+  try {
+    info = await api(`/api/datasets/${encodeURIComponent(name)}`);
+  } catch (error) {
+    $("summary").textContent = error.message;
+    return;
+  }
+  $("new-segment").href = `/segments/new?dataset=${encodeURIComponent(name)}`;
+  $("summary").textContent = `${fmt(info.records)} records, key ${info.key}, updated ${when(info.updated_at)}`;
+  const mapping = info.identifier_mapping;
+  const role = (col) => Object.entries(mapping).filter(([k, v]) => v === col && k !== "set_by_user" && k !== "default_region").map(([k]) => k).join(", ");
+  $("columns").tBodies[0].replaceChildren(...info.columns.map((c) => el("tr", {},
+    el("td", {}, c.name), el("td", {}, c.type), el("td", { class: "num" }, fmt(c.non_empty)), el("td", {}, role(c.name)))));
+  $("quality").tBodies[0].replaceChildren(...info.identifier_quality.map((q) => el("tr", {},
+    el("td", {}, q.kind), el("td", {}, q.column), el("td", { class: "num" }, fmt(q.valid)), el("td", { class: "num" }, fmt(q.invalid)))));
+  let cursor = null;
+  const columns = info.columns.map((c) => c.name);
+  const more = async (append) => {
+    const page = await api(`/api/datasets/${encodeURIComponent(name)}/records?limit=25${append && cursor ? `&cursor=${cursor}` : ""}`);
+    fillTable($("records"), columns, page.items.map((r) => columns.map((c) => r.record[c])), append);
+    cursor = page.next_cursor;
+    $("more-records").hidden = cursor === null;
+  };
+  $("more-records").addEventListener("click", () => more(true));
+  await more(false);
+}
+
+// ------------------------------------------------------------------ destinations
+
+async function destinationsPage() {
+  const load = async () => {
+    const all = await api("/api/destinations");
+    $("destinations").tBodies[0].replaceChildren(...all.map((d) => {
+      const { credentials, ...settings } = d.config;
+      return el("tr", {}, el("td", {}, d.name), el("td", {}, d.kind),
+        el("td", {}, Object.entries(settings).map(([k, v]) => `${k}: ${v}`).join(", ")),
+        el("td", {}, credentials || (d.has_credentials ? "stored" : "-")));
+    }));
+  };
+  await load();
+  const kind = $("d-kind");
+  const toggle = () => {
+    for (const row of document.querySelectorAll(".kind-file")) row.hidden = kind.value !== "file";
+    for (const row of document.querySelectorAll(".kind-google_ads")) row.hidden = kind.value !== "google_ads";
+  };
+  kind.addEventListener("change", toggle);
+  toggle();
+  $("destination-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("d-error").textContent = "";
+    const body = { name: $("d-name").value.trim(), kind: kind.value, config: { ad_user_data: $("d-aud").value, ad_personalization: $("d-ap").value } };
+    if (kind.value === "file") {
+      body.config.path = $("d-path").value;
+    } else {
+      Object.assign(body.config, {
+        operating_account_id: $("d-account").value, login_account_id: $("d-login").value || null,
+        product_destination_id: $("d-list").value, terms_accepted: $("d-terms").checked, validate_only: $("d-validate").checked,
+      });
+      const key = $("d-key").value.trim();
+      if (key) {
+        try {
+          body.credentials = { type: "service_account", info: JSON.parse(key) };
+        } catch (_) {
+          $("d-error").textContent = "the service-account key is not valid JSON";
+          return;
+        }
+      }
+    }
+    try {
+      await api("/api/destinations", { method: "POST", json: body });
+      $("d-key").value = "";
+      event.target.reset();
+      toggle();
+      await load();
+    } catch (error) {
+      $("d-error").textContent = error.message;
+    }
+  });
+}
+
+// ------------------------------------------------------------------ API reference
+
+async function docsPage() {
+  const spec = await api("/openapi.json");
+  const out = $("operations");
+  for (const [path, methods] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(methods)) {
+      out.append(el("div", { class: "operation" }, el("code", {}, `${method.toUpperCase()} ${path}`), " ", op.summary || "",
+        op.description ? el("p", {}, op.description) : null));
+    }
+  }
+}
+
+const PAGES = {
+  segments: segmentsPage,
+  builder: () => setupBuilder(null),
+  segment: segmentPage,
+  datasets: datasetsPage,
+  dataset: datasetPage,
+  destinations: destinationsPage,
+  docs: docsPage,
+};
+
+(async () => {
+  const page = PAGES[document.body.dataset.page];
+  if (document.body.dataset.page !== "docs") connectLive();
+  if (page) await page();
+  document.body.dataset.ready = "true";
+})();

@@ -1,0 +1,409 @@
+"""The JSON API on both engines: every route, its status codes and error bodies."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from segflow import demo, segments
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.web.app import create_app
+from tests.sync_helpers import NOW
+from tests.web_helpers import live_server
+
+HIGH = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+
+
+def _csv(rows: list[tuple[str, ...]], header: tuple[str, ...] = demo.HEADER) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+@pytest.fixture
+def client(db: Database) -> Iterator[TestClient]:
+    app = create_app(db, Settings(max_upload_bytes=2_000_000), background=False)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _upload(client: TestClient, data: bytes, name: str = "customers", **form: str) -> Any:
+    return client.post(
+        f"/api/datasets/{name}/imports",
+        files={"file": ("customers.csv", data, "text/csv")},
+        data=form,
+    )
+
+
+def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["code"] == code
+    assert body["message"]
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def loaded(client: TestClient) -> TestClient:
+    response = _upload(client, _csv(list(demo.rows(300, seed=5))), key="id")
+    assert response.status_code == 201, response.text
+    return client
+
+
+def test_health(client: TestClient, db: Database) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "database": db.dialect}
+
+
+def test_upload_gives_the_same_summary_as_the_cli(client: TestClient) -> None:
+    response = _upload(client, _csv(list(demo.rows(50))), key="id")
+    assert response.status_code == 201
+    summary = response.json()
+    assert (summary["inserted"], summary["rejected"], summary["key"]) == (50, 0, "id")
+    assert {c["name"] for c in summary["columns"]} == set(demo.HEADER)
+    again = _upload(client, _csv(list(demo.rows(50))))
+    assert again.json()["unchanged"] == 50
+
+
+def test_a_bad_file_is_refused_with_its_line_and_nothing_is_stored(client: TestClient) -> None:
+    body = _error(_upload(client, b"id,email\n1,a@b.com\n2,\xff\xfe\n"), 400, "import_failed")
+    assert body["details"]["line"] == 3
+    assert "line 3" in body["message"]
+    _error(client.get("/api/datasets/customers"), 404, "not_found")
+
+
+def test_rejected_rows_are_listed_with_line_numbers(client: TestClient) -> None:
+    data = b"id,email\n1,a@b.com\n1,dup@b.com\n,empty@b.com\n"
+    summary = _upload(client, data, name="people").json()
+    assert [r["line"] for r in summary["rejects"]] == [3, 4]
+
+
+def test_upload_bad_form_input(client: TestClient) -> None:
+    _error(client.post("/api/datasets/x/imports"), 422, "invalid_request")
+    response = _upload(client, _csv([]), mode="merge")
+    body = _error(response, 422, "invalid_request")
+    assert "mode" in body["message"]
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(client: TestClient) -> None:
+    big = b"id,email\n" + b"1,a@b.com\n" * 250_000
+    body = _error(_upload(client, big), 413, "too_large")
+    assert "2,000,000 bytes" in body["message"]
+    _error(client.get("/api/datasets/customers"), 404, "not_found")
+
+
+def test_datasets_routes(loaded: TestClient) -> None:
+    (listed,) = loaded.get("/api/datasets").json()
+    assert (listed["name"], listed["records"]) == ("customers", 300)
+    info = loaded.get("/api/datasets/customers").json()
+    spend = next(c for c in info["columns"] if c["name"] == "lifetime_spend")
+    assert spend["type"] == "number" and "greater_than" in spend["operators"]
+    assert info["identifier_mapping"]["email"] == "email"
+    assert {q["kind"] for q in info["identifier_quality"]} >= {"email", "phone"}
+    first = loaded.get("/api/datasets/customers/records?limit=120").json()
+    second = loaded.get(f"/api/datasets/customers/records?limit=500&cursor={first['next_cursor']}")
+    keys = [r["key"] for r in first["items"] + second.json()["items"]]
+    assert len(keys) == len(set(keys)) == 300
+    assert second.json()["next_cursor"] is None
+    _error(loaded.get("/api/datasets/customers/records?limit=0"), 422, "invalid_request")
+    _error(loaded.get("/api/datasets/nope/records"), 404, "not_found")
+    assert loaded.delete("/api/datasets/customers").status_code == 204
+    _error(loaded.delete("/api/datasets/customers"), 404, "not_found")
+
+
+def test_segment_lifecycle(loaded: TestClient, db: Database) -> None:
+    created = loaded.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    )
+    assert created.status_code == 201
+    segment = created.json()
+    assert {"id", "name", "dataset", "rules", "member_count", "last_processed_at"} <= set(segment)
+    assert segment["member_count"] == len(segments.member_keys(db, segment["id"])) > 0
+    sid = segment["id"]
+    _error(
+        loaded.post("/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}),
+        409,
+        "conflict",
+    )
+    assert [s["name"] for s in loaded.get("/api/segments").json()] == ["big"]
+    assert loaded.get(f"/api/segments/{sid}").json()["member_count"] == segment["member_count"]
+    stricter = {
+        "conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 300}]
+    }
+    edited = loaded.patch(f"/api/segments/{sid}", json={"rules": stricter, "name": "bigger"})
+    assert edited.status_code == 200
+    assert edited.json()["name"] == "bigger"
+    assert edited.json()["member_count"] < segment["member_count"]
+    _error(loaded.patch(f"/api/segments/{sid}", json={}), 400, "invalid_input")
+    assert loaded.delete(f"/api/segments/{sid}").status_code == 204
+    for method, path in (
+        ("get", f"/api/segments/{sid}"),
+        ("patch", f"/api/segments/{sid}"),
+        ("delete", f"/api/segments/{sid}"),
+        ("get", f"/api/segments/{sid}/members"),
+        ("get", f"/api/segments/{sid}/members.csv"),
+        ("get", f"/api/segments/{sid}/events"),
+        ("get", f"/api/segments/{sid}/history"),
+        ("get", f"/api/segments/{sid}/explain/1"),
+        ("get", f"/api/segments/{sid}/links"),
+    ):
+        kwargs: dict[str, Any] = {"json": {"name": "x"}} if method == "patch" else {}
+        _error(getattr(loaded, method)(path, **kwargs), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("rules", "path"),
+    [
+        ({"conditions": [{"field": "nope", "operator": "equals", "value": 1}]}, "conditions[0]"),
+        (
+            {"conditions": [{"field": "state", "operator": "greater_than", "value": 1}]},
+            "conditions[0]",
+        ),
+        ({"conditions": []}, "rules.conditions"),
+        ({"logic": "XOR", "conditions": []}, "rules.logic"),
+    ],
+)
+def test_invalid_rules_name_the_offending_part(
+    loaded: TestClient, rules: dict[str, Any], path: str
+) -> None:
+    body = _error(
+        loaded.post("/api/segments", json={"name": "s", "dataset": "customers", "rules": rules}),
+        400,
+        "invalid_rules",
+    )
+    assert path in body["details"]["path"]
+    _error(loaded.post("/api/segments/preview", json={"dataset": "customers", "rules": rules}),
+           400, "invalid_rules")  # fmt: skip
+
+
+def test_malformed_json_and_unknown_dataset(loaded: TestClient) -> None:
+    response = loaded.post(
+        "/api/segments", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    _error(response, 422, "invalid_request")
+    _error(
+        loaded.post("/api/segments", json={"name": "s", "dataset": "ghost", "rules": HIGH}),
+        404,
+        "not_found",
+    )
+    _error(loaded.get("/api/segments/abc"), 422, "invalid_request")
+    _error(loaded.get("/api/nothing-here"), 404, "not_found")
+
+
+def test_preview_counts_and_would_enter_and_leave(loaded: TestClient, db: Database) -> None:
+    sid = loaded.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    ).json()["id"]
+    wider = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 50}]}
+    plain = loaded.post("/api/segments/preview", json={"dataset": "customers", "rules": wider})
+    result = plain.json()
+    assert result["count"] == segments.count_matching(db, "customers", wider, NOW)
+    assert result["would_enter"] is None and len(result["sample"]) == 10
+    against = loaded.post(
+        "/api/segments/preview", json={"dataset": "customers", "rules": wider, "segment_id": sid}
+    ).json()
+    members = loaded.get(f"/api/segments/{sid}").json()["member_count"]
+    assert (against["would_enter"], against["would_exit"]) == (against["count"] - members, 0)
+    narrower = {
+        "conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 200}]
+    }
+    against = loaded.post(
+        "/api/segments/preview",
+        json={"dataset": "customers", "rules": narrower, "segment_id": sid},
+    ).json()
+    assert (against["would_enter"], against["would_exit"]) == (0, members - against["count"])
+
+
+def test_members_pages_and_a_csv_export_that_spreadsheets_cannot_run(
+    client: TestClient,
+) -> None:
+    rows = list(demo.rows(30, seed=2))
+    rows[0] = ("1", "=HYPERLINK(\"http://x\")", "+14155550100", "@SUM", "-1", "CA", "US",
+               "02134", "500", "2024-01-01", "true")  # fmt: skip
+    assert _upload(client, _csv(rows), key="id").status_code == 201
+    sid = client.post(
+        "/api/segments", json={"name": "all", "dataset": "customers", "rules": {
+            "conditions": [{"field": "id", "operator": "greater_than", "value": 0}]}},
+    ).json()["id"]  # fmt: skip
+    page = client.get(f"/api/segments/{sid}/members?limit=20").json()
+    rest = client.get(f"/api/segments/{sid}/members?cursor={page['next_cursor']}").json()
+    assert len(page["items"]) + len(rest["items"]) == 30
+    exported = client.get(f"/api/segments/{sid}/members.csv")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported.headers["content-disposition"]
+    assert "phone numbers" in exported.headers["x-segflow-export-note"]
+    table = list(csv.reader(io.StringIO(exported.text)))
+    assert table[0] == list(demo.HEADER)
+    assert len(table) == 31
+    first = dict(zip(table[0], table[1], strict=True))
+    assert first["email"] == '\'=HYPERLINK("http://x")'
+    assert first["phone"] == "'+14155550100"
+    assert first["first_name"] == "'@SUM" and first["last_name"] == "'-1"
+    assert first["zip"] == "02134"
+
+
+def test_events_history_and_explain(loaded: TestClient) -> None:
+    sid = loaded.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    ).json()["id"]
+    members = loaded.get(f"/api/segments/{sid}/members?limit=1").json()["items"]
+    key = members[0]["key"]
+    row = next(r for r in demo.rows(300, seed=5) if r[0] == key)
+    changed = list(row)
+    changed[8] = "1.00"
+    _upload(loaded, _csv([tuple(changed)]))
+    events = loaded.get(f"/api/segments/{sid}/events?limit=5").json()
+    assert events["items"][0] == {**events["items"][0], "key": key, "kind": "exit"}
+    history = loaded.get(f"/api/segments/{sid}/history").json()
+    assert history[-1]["members"] == loaded.get(f"/api/segments/{sid}").json()["member_count"]
+    assert history[-1]["members"] == history[-2]["members"] - 1
+    explained = loaded.get(f"/api/segments/{sid}/explain/{key}").json()
+    assert (explained["member"], explained["matches"]) == (False, False)
+    assert explained["rules"]["conditions"][0]["actual"] == "1.00"
+    _error(loaded.get(f"/api/segments/{sid}/explain/no-such-key"), 404, "not_found")
+
+
+def test_destinations_and_links(loaded: TestClient, tmp_path: Any) -> None:
+    sid = loaded.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    ).json()["id"]
+    path = tmp_path / "out.jsonl"
+    made = loaded.post(
+        "/api/destinations", json={"name": "dry", "kind": "file", "config": {"path": str(path)}}
+    )
+    assert made.status_code == 201
+    did = made.json()["id"]
+    _error(
+        loaded.post("/api/destinations", json={"name": "x", "kind": "ftp"}), 422, "invalid_request"
+    )
+    _error(
+        loaded.post("/api/destinations", json={"name": "g", "kind": "google_ads", "config": {}}),
+        400,
+        "invalid_input",
+    )
+    secret = {"type": "oauth", "client_id": "cid", "client_secret": "very-secret-value",
+              "refresh_token": "1//refresh-token-value"}  # fmt: skip
+    google = loaded.post(
+        "/api/destinations",
+        json={
+            "name": "ads",
+            "kind": "google_ads",
+            "config": {"operating_account_id": "1", "product_destination_id": "2"},
+            "credentials": secret,
+        },
+    )
+    assert google.status_code == 201
+    everything = json.dumps(loaded.get("/api/destinations").json()) + google.text
+    assert "very-secret-value" not in everything and "refresh-token-value" not in everything
+    linked = loaded.post(f"/api/segments/{sid}/links", json={"destination_id": did})
+    assert linked.status_code == 201
+    assert (
+        linked.json()["pending_adds"] == loaded.get(f"/api/segments/{sid}").json()["member_count"]
+    )
+    _error(loaded.post(f"/api/segments/{sid}/links", json={"destination_id": did}), 409, "conflict")
+    _error(
+        loaded.post(f"/api/segments/{sid}/links", json={"destination_id": 999}), 404, "not_found"
+    )
+    (status,) = loaded.get(f"/api/segments/{sid}/links").json()
+    assert status["destination"] == "dry"
+    assert loaded.get(f"/api/segments/{sid}").json()["destinations"] == ["dry"]
+    _error(loaded.delete(f"/api/destinations/{did}"), 400, "invalid_input")
+    assert loaded.delete(f"/api/segments/{sid}/links/{did}").status_code == 204
+    assert loaded.delete(f"/api/destinations/{did}").status_code == 204
+    _error(loaded.delete(f"/api/destinations/{did}"), 404, "not_found")
+
+
+def test_the_openapi_document_and_docs_page_are_served(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/api/segments/preview" in spec["paths"]
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert "cdn" not in page.text.lower()
+
+
+# ---------------------------------------------------------------- live stream
+
+
+def _read_events(url: str, into: list[tuple[str, dict[str, Any]]], stop: threading.Event) -> None:
+    with httpx.stream("GET", f"{url}/api/stream", timeout=30) as response:
+        kind = None
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                into.append((kind, json.loads(line[6:])))
+
+
+def _wait(predicate: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
+    db: Database,
+) -> None:
+    with live_server(db, poll_interval=30) as server:
+        http = httpx.Client(base_url=server.url, timeout=30)
+        http.post(
+            "/api/datasets/customers/imports",
+            files={"file": ("c.csv", _csv(list(demo.rows(200, seed=5))), "text/csv")},
+            data={"key": "id"},
+        )
+        sid = http.post(
+            "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+        ).json()["id"]
+        broadcaster = server.app.state.segflow.broadcaster
+
+        def change_and_count(clients: int, spend: str) -> int:
+            streams = [[] for _ in range(clients)]  # type: ignore[var-annotated]
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=_read_events, args=(server.url, s, stop), daemon=True)
+                for s in streams
+            ]
+            for t in threads:
+                t.start()
+            _wait(lambda: all(any(k == "segment" for k, _ in s) for s in streams))
+            _wait(lambda: broadcaster.subscriber_count == clients)
+            before_reads = broadcaster.reads
+            target = http.get("/api/segments").json()[0]["member_count"] - 1
+            key = http.get(f"/api/segments/{sid}/members?limit=1").json()["items"][0]["key"]
+            row = list(next(r for r in demo.rows(200, seed=5) if r[0] == key))
+            row[8] = spend
+            http.post(
+                "/api/datasets/customers/imports",
+                files={"file": ("c.csv", _csv([tuple(row)]), "text/csv")},
+            )
+            for s in streams:
+                _wait(
+                    lambda s=s: any(
+                        k == "segment" and d.get("member_count") == target for k, d in s
+                    ),
+                    timeout=5,
+                )
+            reads = broadcaster.reads - before_reads
+            stop.set()
+            return reads
+
+        one = change_and_count(1, "1.00")
+        many = change_and_count(25, "2.00")
+        assert one <= 6 and many <= 6  # two reads per pass, whatever the client count
+        http.close()
