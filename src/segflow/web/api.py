@@ -426,9 +426,7 @@ async def stream(request: Request) -> StreamingResponse:
                 yield frame(current)
             while True:
                 try:
-                    event: Event | None = await asyncio.wait_for(
-                        sub.queue.get(), HEARTBEAT_SECONDS
-                    )
+                    event: Event | None = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_SECONDS)
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue

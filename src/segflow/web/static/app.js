@@ -302,11 +302,13 @@ async function setupBuilder(segment) {
 
 // ------------------------------------------------------------------ one segment
 
-function drawChart(container, series) {
-  if (!series.length) {
+function drawChart(container, recorded) {
+  if (!recorded.length) {
     container.textContent = "No changes recorded yet.";
     return;
   }
+  // The count holds from the last change until now.
+  const series = [...recorded, { at: new Date().toISOString(), members: recorded[recorded.length - 1].members }];
   const W = 640, H = 160, P = 28;
   const times = series.map((p) => new Date(p.at).getTime());
   const values = series.map((p) => p.members);

@@ -1,0 +1,225 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright.
+
+Screenshots of every page land in ``test-artifacts/screenshots`` (or
+``$SEGFLOW_TEST_ARTIFACTS``). Without ``/usr/bin/chromium`` these tests are
+skipped and say so; ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from segflow import demo, segments
+from segflow.config import Settings
+from segflow.db import Database
+from tests.sync_helpers import NOW
+from tests.web_helpers import LiveServer, live_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("SEGFLOW_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def server(db: Database, tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server(db, Settings(), poll_interval=0.2) as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+def _shot(page: Any, name: str, request: pytest.FixtureRequest) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    engine = request.node.callspec.params.get("db_url", "db")
+    page.screenshot(path=str(ARTIFACTS / f"{name}-{engine}.png"), full_page=True)
+
+
+def _csv(rows: list[tuple[str, ...]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(demo.HEADER)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def _ready(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def test_upload_a_csv_through_the_page_and_see_the_summary(
+    server: LiveServer, page: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = list(demo.rows(400, seed=9))
+    rows.append(("", "no-key@example.com", "", "", "", "", "", "", "", "", ""))
+    rows.append(rows[0])  # a duplicate key: rejected with its line
+    path = tmp_path / "customers.csv"
+    path.write_bytes(_csv(rows))
+
+    _ready(page, f"{server.url}/datasets")
+    page.set_input_files("#file", str(path))
+    assert page.input_value("#dataset-name") == "customers"
+    page.fill("#key", "id")
+    page.click("#upload-button")
+    page.wait_for_selector("#import-summary .import-counts")
+    counts = page.text_content("#import-summary .import-counts")
+    assert "402 rows: 400 inserted" in counts and "2 rejected" in counts
+    rejects = page.text_content("#import-summary .rejects")
+    assert "line 403" in rejects and "duplicate key" in rejects
+    assert "line 402" in rejects
+    page.wait_for_selector("#datasets a:text('customers')")
+    _shot(page, "datasets", request)
+    page.click("#datasets a:text('customers')")
+    page.wait_for_selector("#records tbody tr")
+    assert page.locator("#columns tbody tr").count() == len(demo.HEADER)
+    _shot(page, "dataset", request)
+
+
+def _import(server: LiveServer, rows: list[tuple[str, ...]], **form: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.url}/api/datasets/customers/imports",
+        files={"file": ("c.csv", _csv(rows), "text/csv")},
+        data=form,
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_build_a_segment_by_clicking_and_typing_then_save(
+    server: LiveServer, page: Any, db: Database, request: pytest.FixtureRequest
+) -> None:
+    _import(server, list(demo.rows(500, seed=4)), key="id")
+    rule = {
+        "logic": "AND",
+        "conditions": [
+            {"field": "lifetime_spend", "operator": "greater_than", "value": 100},
+            {
+                "logic": "OR",
+                "conditions": [{"field": "state", "operator": "equals", "value": "ca"}],
+            },
+        ],
+    }
+    expected = segments.count_matching(db, "customers", rule, NOW)
+
+    _ready(page, f"{server.url}/segments/new?dataset=customers")
+    page.fill("#seg-name", "High spenders in CA")
+    first = page.locator("#rules .condition").first
+    first.locator(".field").select_option("lifetime_spend")
+    first.locator(".operator").select_option("greater_than")
+    first.locator(".value").fill("100")
+    page.click("#rules .group-head .add-group")
+    inner = page.locator("#rules .group .group").first
+    inner.locator(".add-condition").click()
+    condition = inner.locator(".condition").first
+    condition.locator(".field").select_option("state")
+    condition.locator(".operator").select_option("equals")
+    condition.locator(".value").fill("ca")
+    page.wait_for_function(
+        "expected => document.querySelector('#preview-count')?.textContent === expected",
+        arg=f"{expected:,}",
+        timeout=5000,
+    )
+    _shot(page, "builder", request)
+    page.click("#save")
+    page.wait_for_url("**/segments/*")
+    page.wait_for_selector("#member-count")
+    assert page.text_content("#member-count") == f"{expected:,}"
+    saved = segments.get_segment(db, "High spenders in CA")
+    assert saved.member_count == expected
+    page.wait_for_selector("#chart svg")
+    page.wait_for_selector("#members tbody tr")
+    _shot(page, "segment", request)
+
+
+def test_an_import_changes_the_count_on_an_open_page_without_reload(
+    server: LiveServer, page: Any, db: Database, request: pytest.FixtureRequest
+) -> None:
+    rows = list(demo.rows(300, seed=6))
+    _import(server, rows, key="id")
+    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+    created = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    _ready(page, f"{server.url}/segments")
+    count = page.locator(f"tr[data-segment='{created.id}'] .count")
+    assert count.text_content() == f"{created.member_count:,}"
+    page.evaluate("window.__no_reload = true")
+
+    changed = [r for r in rows if float(r[8]) <= 100][:7]
+    _import(server, [(*r[:8], "999.00", *r[9:]) for r in changed])
+
+    page.wait_for_function(
+        "([id, text]) => document.querySelector(`tr[data-segment='${id}'] .count`)"
+        "?.textContent === text",
+        arg=[created.id, f"{created.member_count + 7:,}"],
+        timeout=5000,
+    )
+    assert page.evaluate("window.__no_reload") is True
+    _shot(page, "segments", request)
+
+
+def test_export_the_members_as_csv(
+    server: LiveServer, page: Any, db: Database, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    _import(server, list(demo.rows(120, seed=8)), key="id")
+    rule = {"conditions": [{"field": "state", "operator": "equals", "value": "CA"}]}
+    created = segments.create_segment(db, name="ca", dataset="customers", rules_json=rule, now=NOW)
+    _ready(page, f"{server.url}/segments/{created.id}")
+    with page.expect_download() as download:
+        page.click("#export")
+    target = tmp_path / "members.csv"
+    download.value.save_as(target)
+    with target.open(newline="") as exported:
+        table = list(csv.reader(exported))
+    assert table[0] == list(demo.HEADER)
+    assert {row[0] for row in table[1:]} == segments.member_keys(db, created.id)
+    assert all(row[5] == "CA" for row in table[1:])
+
+
+def test_add_a_destination_and_the_credentials_never_come_back(
+    server: LiveServer, page: Any, request: pytest.FixtureRequest
+) -> None:
+    _ready(page, f"{server.url}/destinations")
+    page.fill("#d-name", "ads")
+    page.select_option("#d-kind", "google_ads")
+    page.fill("#d-account", "123-456-7890")
+    page.fill("#d-list", "42")
+    page.click("#destination-form button[type=submit]")
+    page.wait_for_selector("#destinations td:text('ads')")
+    assert "1234567890" in page.text_content("#destinations")
+    _shot(page, "destinations", request)
+    _ready(page, f"{server.url}/docs")
+    page.wait_for_selector(".operation")
+    _shot(page, "api", request)
