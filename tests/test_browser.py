@@ -20,8 +20,8 @@ import pytest
 from segflow import demo, segments
 from segflow.config import Settings
 from segflow.db import Database
+from segflow.web.server import LiveServer, live_server
 from tests.sync_helpers import NOW
-from tests.web_helpers import LiveServer, live_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("SEGFLOW_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"

@@ -18,8 +18,8 @@ from segflow import demo, segments
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.app import create_app
+from segflow.web.server import live_server
 from tests.sync_helpers import NOW
-from tests.web_helpers import live_server
 
 HIGH = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -138,12 +139,14 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # First, so that the journal-mode switch below waits for a connection
+        # that is creating the same new file instead of failing at once.
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # Only takes effect when the file is new. Larger pages make the full
         # scans of rule evaluation about 15% faster than the 4 KiB default.
         cur.execute("PRAGMA page_size=16384")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA cache_size=-65536")
         # Temporary tables (import staging) and sorts go to files, not memory.
@@ -157,6 +160,23 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def _use_wal(cur: Any) -> None:
+    """Switch a database file to WAL, once, whoever gets there first.
+
+    Changing the journal mode needs a lock that SQLite does not wait for even
+    with a busy timeout, so connections racing to open a new file retry.
+    """
+    for attempt in range(200):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite_module.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
 
 
 def utcnow() -> dt.datetime:

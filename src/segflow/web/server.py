@@ -1,4 +1,4 @@
-"""Helpers for web tests: an app on a test client, and a real server in a thread."""
+"""Running the app under uvicorn on a thread: for tests, benchmarks and embedding."""
 
 from __future__ import annotations
 
@@ -34,22 +34,23 @@ class LiveServer:
 def live_server(
     db: Database, settings: Settings | None = None, *, poll_interval: float = 0.2
 ) -> Iterator[LiveServer]:
-    """segflow's app under uvicorn on a free port, with its background work."""
+    """segflow's app with its background work, on 127.0.0.1 and a free port."""
     app = create_app(db, settings or Settings(), poll_interval=poll_interval)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, name="segflow-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
         time.sleep(0.02)
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", app)
     finally:
+        # Open event streams would otherwise hold the shutdown open.
         app.state.segflow.broadcaster.close()
         server.should_exit = True
         thread.join(timeout=20)
