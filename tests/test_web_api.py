@@ -407,3 +407,70 @@ def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
         many = change_and_count(25, "2.00")
         assert one <= 6 and many <= 6  # two reads per pass, whatever the client count
         http.close()
+
+
+@pytest.mark.slow
+def test_serve_answers_and_stops_cleanly_on_sigterm_with_a_stream_open(tmp_path: Any) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from segflow.web.server import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segflow.cli", "serve", "--port", str(port), "--db", url],
+            stderr=err,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(f"{base}/healthz"), timeout=30)
+        with httpx.stream("GET", f"{base}/api/stream", timeout=30) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "segflow: stopped" in log.read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_refuses_a_public_address_without_accounts(tmp_path: Any) -> None:
+    from segflow import cli
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert cli.main(["serve", "--host", "0.0.0.0", "--db", url]) == 1
+
+
+def test_postgres_streams_learn_of_other_processes_writes_at_once(
+    db: Database, db_url: str
+) -> None:
+    if not db.is_postgres:
+        pytest.skip("SQLite has no LISTEN/NOTIFY; other processes' writes show within a second")
+    with live_server(db, poll_interval=60) as server:
+        events: list[tuple[str, dict[str, Any]]] = []
+        stop = threading.Event()
+        threading.Thread(target=_read_events, args=(server.url, events, stop), daemon=True).start()
+        _wait(lambda: server.app.state.segflow.broadcaster.subscriber_count == 1)
+        other = Database(db_url)  # as another process would open it
+        try:
+            from tests.helpers import do_import
+
+            do_import(other, _csv(list(demo.rows(20, seed=1))), "customers", key="id")
+            segments.create_segment(other, name="elsewhere", dataset="customers",
+                                    rules_json=HIGH, now=NOW)  # fmt: skip
+        finally:
+            other.dispose()
+        _wait(lambda: any(d.get("name") == "elsewhere" for _, d in events), timeout=5)
+        stop.set()

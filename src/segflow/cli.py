@@ -516,6 +516,10 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
         file=sys.stderr,
         flush=True,
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down;
+    # with these handlers that ends here, so the exit status says "clean".
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     Server(config).run()
     print("segflow: stopped", file=sys.stderr)
     return 0

@@ -126,6 +126,9 @@ class Database:
         try:
             with conn.begin():
                 yield conn
+                if self.is_postgres:
+                    # Delivered at commit: servers' broadcasters re-read then.
+                    conn.exec_driver_sql(f"NOTIFY {CHANGES_CHANNEL}")
         finally:
             conn.execution_options(**{_WRITE_OPTION: False})
 
@@ -160,6 +163,10 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+#: PostgreSQL channel that every committed write notifies.
+CHANGES_CHANNEL = "segflow_changes"
 
 
 def _use_wal(cur: Any) -> None:

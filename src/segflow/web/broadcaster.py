@@ -1,9 +1,11 @@
 """One broadcaster per server process: learns of changes once, fans them out.
 
 A thread reads the segments' counts and the links' sync state in two small
-queries whenever something in this process says a change happened (an
-import, a tick, a sync) and at least once a second otherwise, so that work
-done by other processes (a CLI import, a separate worker) shows up too. It
+queries whenever a change may have happened: something in this process says
+so (an import, a tick, a sync), or, on PostgreSQL, any process's committed
+write sends ``NOTIFY segflow_changes``, which a listening connection turns
+into a wake-up. A timer (once a second) is the safety net, and how SQLite
+learns of work done by other processes (a CLI import, a separate worker). It
 diffs what it read against what it last saw and puts one event per change
 on every subscriber's queue. The database work per change is those two
 queries whatever the number of open streams; :attr:`reads` counts them.
@@ -22,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from segflow.db.engine import Database
+from segflow.db.engine import CHANGES_CHANNEL, Database
 from segflow.db.schema import destinations, links, segments
 
 #: Ends a subscriber's stream.
@@ -66,6 +68,8 @@ class Broadcaster:
         self._read()
         self._thread = threading.Thread(target=self._run, name="segflow-broadcaster", daemon=True)
         self._thread.start()
+        if self.db.is_postgres:
+            threading.Thread(target=self._listen, name="segflow-listen", daemon=True).start()
 
     def close(self) -> None:
         """End every stream and stop reading."""
@@ -112,6 +116,25 @@ class Broadcaster:
         self._wake.set()
 
     # -- reading
+
+    def _listen(self) -> None:
+        """PostgreSQL: wake on every committed write of any segflow process."""
+        while not self._stop.is_set():
+            try:
+                raw = self.db.engine.raw_connection()
+                pg: Any = raw.driver_connection
+                raw.detach()  # ours alone: it never goes back to the pool
+                try:
+                    pg.rollback()  # the pool's liveness check may have opened one
+                    pg.autocommit = True
+                    pg.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in pg.notifies(timeout=0.5, stop_after=1):
+                            self._wake.set()
+                finally:
+                    raw.close()
+            except Exception:  # reconnect after a lost connection
+                self._stop.wait(1.0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
