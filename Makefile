@@ -28,6 +28,8 @@ test: lint
 bench: $(VENV)/.installed
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/live_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
