@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -28,8 +28,16 @@ from segflow.web.state import AppState
 
 router = APIRouter()
 
+#: Segment and destination ids are 32-bit, record and event cursors 64-bit, on
+#: both engines; larger numbers are refused as input rather than failing in SQL.
+MAX_ID = 2**31 - 1
+MAX_CURSOR = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Cursor = Annotated[int | None, Query(description="from the previous page's next_cursor")]
+Cursor = Annotated[
+    int | None, Query(ge=0, le=MAX_CURSOR, description="from the previous page's next_cursor")
+]
+SegmentId = Annotated[int, Path(ge=1, le=MAX_ID)]
+DestinationId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _state(request: Request) -> AppState:
@@ -176,7 +184,7 @@ class SegmentPatch(BaseModel):
 class PreviewIn(BaseModel):
     dataset: str = Field(min_length=1)
     rules: dict[str, Any]
-    segment_id: int | None = None
+    segment_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 def _segment(request: Request, segment_id: int) -> segments.Segment:
@@ -218,12 +226,12 @@ def preview(request: Request, body: PreviewIn) -> dict[str, Any]:
 
 
 @router.get("/api/segments/{segment_id}", tags=["segments"])
-def get_segment(request: Request, segment_id: int) -> dict[str, Any]:
+def get_segment(request: Request, segment_id: SegmentId) -> dict[str, Any]:
     return _segment_json(request, _segment(request, segment_id))
 
 
 @router.patch("/api/segments/{segment_id}", tags=["segments"])
-def edit_segment(request: Request, segment_id: int, body: SegmentPatch) -> dict[str, Any]:
+def edit_segment(request: Request, segment_id: SegmentId, body: SegmentPatch) -> dict[str, Any]:
     state = _state(request)
     current = _segment(request, segment_id)
     if body.name is None and body.rules is None:
@@ -237,7 +245,7 @@ def edit_segment(request: Request, segment_id: int, body: SegmentPatch) -> dict[
 
 
 @router.delete("/api/segments/{segment_id}", status_code=204, tags=["segments"])
-def delete_segment(request: Request, segment_id: int) -> Response:
+def delete_segment(request: Request, segment_id: SegmentId) -> Response:
     state = _state(request)
     segments.delete_segment(state.db, _segment(request, segment_id).name)
     state.broadcaster.changed()
@@ -246,7 +254,7 @@ def delete_segment(request: Request, segment_id: int) -> Response:
 
 @router.get("/api/segments/{segment_id}/members", tags=["segments"])
 def segment_members(
-    request: Request, segment_id: int, limit: Limit = 50, cursor: Cursor = None
+    request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
     name = _segment(request, segment_id).name
     items, next_cursor = segments.list_members(_state(request).db, name, limit=limit, after=cursor)
@@ -268,7 +276,7 @@ def _safe_cell(value: Any) -> str:
 
 
 @router.get("/api/segments/{segment_id}/members.csv", tags=["segments"])
-def export_members(request: Request, segment_id: int) -> StreamingResponse:
+def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse:
     """Every member as CSV, raw values as imported, formula-like cells neutralised."""
     db = _state(request).db
     segment = _segment(request, segment_id)
@@ -303,7 +311,7 @@ def export_members(request: Request, segment_id: int) -> StreamingResponse:
 
 @router.get("/api/segments/{segment_id}/events", tags=["segments"])
 def segment_events(
-    request: Request, segment_id: int, limit: Limit = 50, cursor: Cursor = None
+    request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
     name = _segment(request, segment_id).name
     items, next_cursor = segments.list_events(_state(request).db, name, limit=limit, before=cursor)
@@ -311,14 +319,14 @@ def segment_events(
 
 
 @router.get("/api/segments/{segment_id}/history", tags=["segments"])
-def segment_history(request: Request, segment_id: int) -> list[dict[str, Any]]:
+def segment_history(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
     """Member count over time, rebuilt from the enter/exit events."""
     _segment(request, segment_id)
     return segments.history(_state(request).db, segment_id)
 
 
 @router.get("/api/segments/{segment_id}/explain/{key}", tags=["segments"])
-def explain(request: Request, segment_id: int, key: str) -> dict[str, Any]:
+def explain(request: Request, segment_id: SegmentId, key: str) -> dict[str, Any]:
     name = _segment(request, segment_id).name
     return segments.explain(_state(request).db, name, key, utcnow())
 
@@ -338,7 +346,7 @@ class DestinationIn(BaseModel):
 
 
 class LinkIn(BaseModel):
-    destination_id: int
+    destination_id: int = Field(ge=1, le=MAX_ID)
 
 
 def _destination_by_id(request: Request, destination_id: int) -> destinations.Destination:
@@ -362,7 +370,7 @@ def list_destinations(request: Request) -> list[dict[str, Any]]:
 
 
 @router.delete("/api/destinations/{destination_id}", status_code=204, tags=["destinations"])
-def delete_destination(request: Request, destination_id: int) -> Response:
+def delete_destination(request: Request, destination_id: DestinationId) -> Response:
     found = _destination_by_id(request, destination_id)
     destinations.delete_destination(_state(request).db, found.name)
     return Response(status_code=204)
@@ -375,7 +383,7 @@ def _link_statuses(request: Request, segment_id: int) -> list[dict[str, Any]]:
 
 
 @router.post("/api/segments/{segment_id}/links", status_code=201, tags=["destinations"])
-def add_link(request: Request, segment_id: int, body: LinkIn) -> dict[str, Any]:
+def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str, Any]:
     state = _state(request)
     segment = _segment(request, segment_id)
     destination = _destination_by_id(request, body.destination_id)
@@ -386,7 +394,7 @@ def add_link(request: Request, segment_id: int, body: LinkIn) -> dict[str, Any]:
 
 
 @router.get("/api/segments/{segment_id}/links", tags=["destinations"])
-def segment_links(request: Request, segment_id: int) -> list[dict[str, Any]]:
+def segment_links(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
     _segment(request, segment_id)
     return _link_statuses(request, segment_id)
 
@@ -394,7 +402,7 @@ def segment_links(request: Request, segment_id: int) -> list[dict[str, Any]]:
 @router.delete(
     "/api/segments/{segment_id}/links/{destination_id}", status_code=204, tags=["destinations"]
 )
-def remove_link(request: Request, segment_id: int, destination_id: int) -> Response:
+def remove_link(request: Request, segment_id: SegmentId, destination_id: DestinationId) -> Response:
     state = _state(request)
     segment = _segment(request, segment_id)
     destination = _destination_by_id(request, destination_id)
