@@ -360,8 +360,10 @@ def _wait(predicate: Any, timeout: float = 15) -> None:
 def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
     db: Database,
 ) -> None:
-    with live_server(db, poll_interval=30) as server:
-        http = httpx.Client(base_url=server.url, timeout=30)
+    with (
+        live_server(db, poll_interval=30) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         http.post(
             "/api/datasets/customers/imports",
             files={"file": ("c.csv", _csv(list(demo.rows(200, seed=5))), "text/csv")},
@@ -403,10 +405,12 @@ def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
             stop.set()
             return reads
 
+        # Two reads per wake-up of the broadcaster, whatever the number of
+        # streams; wake-ups vary with timing (on PostgreSQL every committed
+        # write notifies), but reading per client would take 40 or more.
         one = change_and_count(1, "1.00")
-        many = change_and_count(25, "2.00")
-        assert one <= 6 and many <= 6  # two reads per pass, whatever the client count
-        http.close()
+        many = change_and_count(40, "2.00")
+        assert one <= 16 and many <= 16
 
 
 @pytest.mark.slow
