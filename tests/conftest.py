@@ -28,6 +28,14 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files segflow creates by default (segflow.db, segflow.key) land in the test's tmp dir."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGFLOW_SECRET_KEY", raising=False)
+    monkeypatch.setenv("SEGFLOW_SECRET_KEY_FILE", str(tmp_path / "segflow.key"))
+
+
 @pytest.fixture(params=ENGINES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL for an empty database: an SQLite file, or a fresh PostgreSQL schema."""

@@ -24,7 +24,10 @@ from segflow.web.server import LiveServer, live_server
 from tests.sync_helpers import NOW
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SEGFLOW_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"
+ARTIFACTS = (
+    Path(os.environ.get("SEGFLOW_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+    / "screenshots"
+)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"

@@ -76,7 +76,9 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         if google_only:
             raise InvalidInput(f"{', '.join(google_only)}: only for google_ads destinations")
         config["path"] = args.path
-    added = destinations.add_destination(db, args.name, args.kind, config, utcnow(), secret)
+    added = destinations.add_destination(
+        db, args.name, args.kind, config, utcnow(), secret, settings.cipher
+    )
     if args.json:
         emit_json(added.public())
     else:
@@ -268,6 +270,19 @@ def print_sync_report(report: sync.SyncReport, out: Any = None, *, quiet: bool =
         print(line, file=out, flush=True)
 
 
+def cmd_secrets_rotate(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    count, key_file, new_key = destinations.rotate_key(db, settings.cipher)
+    print(f"re-encrypted {plural(count, 'stored credential')} under a new key")
+    if key_file is not None:
+        print(f"  the new key is in {key_file} (mode 0600); the old one is kept beside it as "
+              f"{key_file.name}.previous until you delete it")  # fmt: skip
+    else:
+        print("  keys come from SEGFLOW_SECRET_KEY: set it to the new key below, first, before "
+              "every process restarts (old keys after a comma still decrypt):")  # fmt: skip
+        print(f"  {new_key}")
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
     dst = sub.add_parser("destinations", help="add, list, update or delete destinations")
     dst_sub = dst.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -364,6 +379,18 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     lr.add_argument("destination", metavar="DESTINATION")
     lr.add_argument("--retry-failed", action="store_true", help="also send refused members again")
     lr.set_defaults(func=cmd_links_resume)
+
+    sec = sub.add_parser("secrets", help="manage the key that encrypts stored credentials")
+    sec_sub = sec.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rot = sec_sub.add_parser(
+        "rotate",
+        parents=[common],
+        help="re-encrypt every stored credential under a new key",
+        description="Generate a new key and re-encrypt every destination's credentials with "
+        "it in one transaction. With a key file the new key replaces it and the old one is "
+        "kept as FILE.previous; with SEGFLOW_SECRET_KEY the new key is printed once.",
+    )
+    rot.set_defaults(func=cmd_secrets_rotate)
 
     sy = sub.add_parser(
         "sync", parents=[common, as_json], help="send pending adds and removes once, then exit"

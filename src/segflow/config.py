@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from segflow.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from segflow.secrets import Cipher
 
 DEFAULT_DATABASE_URL = "sqlite:///segflow.db"
 
@@ -34,6 +38,9 @@ class Settings:
     resend_days: int = 500
     #: Members per request (Google accepts at most 10,000).
     sync_batch: int = 10_000
+    #: Key(s) that encrypt stored credentials; empty: read ``secret_key_file``.
+    secret_key: str = ""
+    secret_key_file: str = "segflow.key"
     #: Largest request body (CSV upload) the web app accepts.
     max_upload_bytes: int = 2 * 1024**3
     #: Seconds a sync worker owns a list before another may take it over
@@ -52,9 +59,17 @@ class Settings:
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),
             resend_days=_int(env, "SEGFLOW_RESEND_DAYS", cls.resend_days),
             sync_batch=min(_int(env, "SEGFLOW_SYNC_BATCH", cls.sync_batch), 10_000),
+            secret_key=env.get("SEGFLOW_SECRET_KEY") or "",
+            secret_key_file=env.get("SEGFLOW_SECRET_KEY_FILE") or cls.secret_key_file,
             max_upload_bytes=_int(env, "SEGFLOW_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             sync_lease=_int(env, "SEGFLOW_SYNC_LEASE", 0) if env.get("SEGFLOW_SYNC_LEASE") else 0,
         )
+
+    @property
+    def cipher(self) -> Cipher:
+        from segflow.secrets import Cipher
+
+        return Cipher.from_values(self.secret_key, self.secret_key_file)
 
     @property
     def lease_seconds(self) -> int:

@@ -36,6 +36,7 @@ from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
 from segflow.errors import Conflict, InvalidInput, NotFound
+from segflow.secrets import Cipher
 
 GOOGLE_ADS = "google_ads"
 FILE = "file"
@@ -273,7 +274,9 @@ def add_destination(
     config: dict[str, Any],
     now: dt.datetime,
     secret: dict[str, Any] | None = None,
+    cipher: Cipher | None = None,
 ) -> Destination:
+    """Store a destination; credentials (``secret``) are encrypted with ``cipher``."""
     if not _NAME.match(name):
         raise InvalidInput(
             f"destination name {name!r} must be 1-100 letters, digits, spaces or . @ + - _"
@@ -288,6 +291,11 @@ def add_destination(
         clean = _file_config(config)
     else:
         raise InvalidInput(f"unknown destination kind {kind!r} (choose {' or '.join(KINDS)})")
+    stored = None
+    if secret is not None:
+        if cipher is None:
+            raise ValueError("credentials are only stored encrypted: pass a cipher")
+        stored = cipher.encrypt(json.dumps(secret))
     with db.write() as conn:
         taken = conn.execute(
             sa.select(destinations.c.id).where(destinations.c.name == name)
@@ -300,7 +308,7 @@ def add_destination(
                 name=name,
                 kind=kind,
                 config=clean,
-                secret=json.dumps(secret) if secret is not None else None,
+                secret=stored,
                 created_at=now,
                 updated_at=now,
             )
@@ -382,11 +390,41 @@ def delete_destination(db: Database, name: str) -> Destination:
     return destination
 
 
-def load_secret(conn: Connection, destination_id: int) -> dict[str, Any] | None:
+def stored_secret(conn: Connection, destination_id: int) -> str | None:
+    """A destination's credentials as stored (encrypted); :func:`open_secret` reads them."""
     raw = conn.execute(
         sa.select(destinations.c.secret).where(destinations.c.id == destination_id)
     ).scalar()
-    return json.loads(raw) if raw else None
+    return str(raw) if raw else None
+
+
+def open_secret(stored: str | None, cipher: Cipher) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    data: dict[str, Any] = json.loads(cipher.decrypt(stored))
+    return data
+
+
+def rotate_key(db: Database, cipher: Cipher) -> tuple[int, Path | None, str]:
+    """Re-encrypt every stored credential under a new key.
+
+    Returns how many were re-encrypted, the key file now holding the new key
+    (None when keys come from ``SEGFLOW_SECRET_KEY``), and the new key.
+    """
+    new_key = cipher.prepare_rotation()
+    with db.write() as conn:
+        rows = conn.execute(
+            sa.select(destinations.c.id, destinations.c.secret).where(
+                destinations.c.secret.is_not(None)
+            )
+        ).all()
+        for row in rows:
+            conn.execute(
+                sa.update(destinations)
+                .where(destinations.c.id == row.id)
+                .values(secret=cipher.reencrypt(row.secret, new_key))
+            )
+    return len(rows), cipher.finish_rotation(new_key), new_key
 
 
 # ---------------------------------------------------------------- senders

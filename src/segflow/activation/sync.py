@@ -49,7 +49,8 @@ from segflow.activation.destinations import (
     TransientError,
     _from_row,
     build_sender,
-    load_secret,
+    open_secret,
+    stored_secret,
 )
 from segflow.activation.links import Link
 from segflow.activation.mapping import mapping_for
@@ -59,6 +60,7 @@ from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.schema import UTCDateTime, destinations, link_members, links, segments, sync_log
+from segflow.errors import SegflowError
 
 Clock = Callable[[], dt.datetime]
 SenderFactory = Callable[[Destination, dict[str, Any] | None, Settings], Sender]
@@ -156,7 +158,8 @@ def sync(
 class _Claim:
     link: Link
     destination: Destination
-    secret: dict[str, Any] | None
+    #: Credentials as stored (encrypted); opened only by the run that uses them.
+    secret: str | None
     dataset: Dataset
     attempts: int
 
@@ -217,7 +220,7 @@ def _claim(
                 row.id, row.segment_id, row.segment_name, row.destination_id, row.destination_name
             ),
             destination=destination,
-            secret=load_secret(conn, row.destination_id),
+            secret=stored_secret(conn, row.destination_id),
             dataset=dataset,
             attempts=int(row.attempts),
         )
@@ -257,7 +260,11 @@ class _LinkRun:
     def run(self) -> LinkOutcome:
         sender: Sender | None = None
         try:
-            sender = self.senders(self.claim.destination, self.claim.secret, self.settings)
+            try:
+                secret = open_secret(self.claim.secret, self.settings.cipher)
+            except SegflowError as exc:
+                raise LinkBroken(str(exc)) from None
+            sender = self.senders(self.claim.destination, secret, self.settings)
             self._due_resends()
             for operation in (INGEST, REMOVE):
                 while not self.stop():

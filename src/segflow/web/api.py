@@ -358,8 +358,15 @@ def _destination_by_id(request: Request, destination_id: int) -> destinations.De
 
 @router.post("/api/destinations", status_code=201, tags=["destinations"])
 def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
+    state = _state(request)
     added = destinations.add_destination(
-        _state(request).db, body.name, body.kind, body.config, utcnow(), body.credentials
+        state.db,
+        body.name,
+        body.kind,
+        body.config,
+        utcnow(),
+        body.credentials,
+        state.settings.cipher,
     )
     return added.public()
 
