@@ -666,11 +666,13 @@ def _apply(
             if i != staging.key_index
         )
         changed = "rec.rid IS NULL OR rec.deleted" + (f" OR {differs}" if differs else "")
-        # Numbering in key order keeps the later writes into the key index local.
+        # Changed records are numbered in record order, so the update walks
+        # the records table front to back; new ones after them in key order,
+        # which keeps their writes into the key index local.
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {chg} AS SELECT s.n AS sn, rec.rid AS rid, "  # noqa: S608
             "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
-            f"ROW_NUMBER() OVER (ORDER BY s.{k}) AS n "
+            f"ROW_NUMBER() OVER (ORDER BY rec.rid IS NULL, rec.rid, s.{k}) AS n "
             f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
         )
         total, fresh, revived = (

@@ -149,12 +149,16 @@ def create_table(conn: Connection, dialect: str, table: str, *, indexes: bool = 
 def create_indexes(conn: Connection, table: str) -> None:
     t = ident(table)
     conn.exec_driver_sql(f"CREATE UNIQUE INDEX {ident(table + '_key')} ON {t} (key)")
-    conn.exec_driver_sql(f"CREATE INDEX {ident(table + '_seq')} ON {t} (seq)")
+    create_seq_index(conn, table)
 
 
 def column_index(table: str, column: str) -> str:
     """The name of the index segflow puts on one column (for time windows)."""
     return f"{table}_{column}"
+
+
+def create_seq_index(conn: Connection, table: str) -> None:
+    conn.exec_driver_sql(f"CREATE INDEX {ident(table + '_seq')} ON {ident(table)} (seq)")
 
 
 def index_column(conn: Connection, table: str, column: str) -> None:
