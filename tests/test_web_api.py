@@ -478,3 +478,15 @@ def test_postgres_streams_learn_of_other_processes_writes_at_once(
             other.dispose()
         _wait(lambda: any(d.get("name") == "elsewhere" for _, d in events), timeout=5)
         stop.set()
+
+
+def test_forget_a_person_through_the_api(loaded: TestClient) -> None:
+    sid = loaded.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    ).json()["id"]
+    key = loaded.get(f"/api/segments/{sid}/members?limit=1").json()["items"][0]["key"]
+    report = loaded.delete(f"/api/datasets/customers/records/{key}")
+    assert report.status_code == 200
+    assert report.json()["segments_left"] == ["big"]
+    _error(loaded.get(f"/api/segments/{sid}/explain/{key}"), 404, "not_found")
+    _error(loaded.delete(f"/api/datasets/customers/records/{key}"), 404, "not_found")

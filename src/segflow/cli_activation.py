@@ -283,6 +283,27 @@ def cmd_secrets_rotate(args: argparse.Namespace, db: Database, settings: Setting
     return 0
 
 
+def cmd_records_forget(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    from segflow.forget import forget
+
+    report = forget(db, args.dataset, args.key, utcnow())
+    if args.json:
+        emit_json(report.as_dict())
+        return 0
+    print(f"forgot the record {args.key!r} of dataset {report.dataset!r}:")
+    print("  its values are erased and its key replaced by a placeholder")
+    left = ", ".join(repr(s) for s in report.segments_left) or "none"
+    print(f"  left segments: {left}")
+    queued = ", ".join(repr(d) for d in report.removes_queued)
+    if queued:
+        print(f"  remove queued for destinations: {queued} (sent by segflow sync or a worker)")
+    print(
+        f"  key replaced in {plural(report.events_scrubbed, 'event')}; "
+        f"{plural(report.import_details_scrubbed, 'rejected-row detail')} dropped from imports"
+    )
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
     dst = sub.add_parser("destinations", help="add, list, update or delete destinations")
     dst_sub = dst.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -391,6 +412,20 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         "kept as FILE.previous; with SEGFLOW_SECRET_KEY the new key is printed once.",
     )
     rot.set_defaults(func=cmd_secrets_rotate)
+
+    rec = sub.add_parser("records", help="act on single records")
+    rec_sub = rec.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fg = rec_sub.add_parser(
+        "forget",
+        parents=[common, as_json],
+        help="erase a person's record everywhere and remove them from destinations",
+        description="Erase one record: its values and key, its key in the enter/exit "
+        "history and in import details; it leaves every segment and a remove is queued for "
+        "every destination that may hold it.",
+    )
+    fg.add_argument("dataset", metavar="DATASET")
+    fg.add_argument("key", metavar="KEY")
+    fg.set_defaults(func=cmd_records_forget)
 
     sy = sub.add_parser(
         "sync", parents=[common, as_json], help="send pending adds and removes once, then exit"

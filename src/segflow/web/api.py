@@ -159,6 +159,18 @@ def dataset_records(
     return _page(items, next_cursor)
 
 
+@router.delete("/api/datasets/{name}/records/{key}", tags=["datasets"])
+def forget_record(request: Request, name: str, key: str) -> dict[str, Any]:
+    """Forget a person: erase the record everywhere and queue removes for destinations."""
+    from segflow.forget import forget
+
+    state = _state(request)
+    report = forget(state.db, name, key, utcnow())
+    state.broadcaster.changed()
+    state.wake()
+    return report.as_dict()
+
+
 @router.delete("/api/datasets/{name}", status_code=204, tags=["datasets"])
 def delete_dataset(request: Request, name: str) -> Response:
     state = _state(request)
