@@ -490,3 +490,19 @@ def test_forget_a_person_through_the_api(loaded: TestClient) -> None:
     assert report.json()["segments_left"] == ["big"]
     _error(loaded.get(f"/api/segments/{sid}/explain/{key}"), 404, "not_found")
     _error(loaded.delete(f"/api/datasets/customers/records/{key}"), 404, "not_found")
+
+
+def test_nul_characters_and_huge_numbers_are_refused_not_crashed_on(loaded: TestClient) -> None:
+    _error(loaded.get("/api/segments?dataset=%00"), 400, "invalid_input")
+    _error(loaded.get("/api/datasets/a%00b"), 400, "invalid_input")
+    for value, field, op in (
+        ("a\x00b", "email", "contains"),
+        (2**70, "lifetime_spend", "greater_than"),
+    ):
+        rules = {"conditions": [{"field": field, "operator": op, "value": value}]}
+        body = _error(
+            loaded.post("/api/segments/preview", json={"dataset": "customers", "rules": rules}),
+            400,
+            "invalid_rules",
+        )
+        assert body["details"]["path"] == "rules.conditions[0].value"

@@ -1,4 +1,4 @@
-"""schemathesis over the whole API: random and boundary inputs never make a 500."""
+"""schemathesis over the whole API: no 500, and every answer as the OpenAPI document says."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from segflow import datasets, demo, segments
 from segflow.activation import destinations, links
@@ -52,10 +53,11 @@ def test_no_input_makes_a_server_error(api_schema: Any) -> None:
         @SETTINGS
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
-            response = case.call()
-            where = f"{case.method} {case.formatted_path}"
-            assert response.status_code < 500, f"{where}: {response.text}"
+            # No 500, and status, content type and body as the OpenAPI document says.
+            # A schema-valid request may still be refused: a file's content, a
+            # rule's meaning and a dataset's columns are beyond what a schema says.
+            response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
             if response.status_code >= 400:
-                assert set(response.json()["error"]) == {"code", "message", "details"}, where
+                assert set(response.json()["error"]) == {"code", "message", "details"}
 
         check()

@@ -214,12 +214,16 @@ def _scalar(field: Field, value: Any, path: str) -> Any:
     if kind == coltypes.TEXT:
         if not isinstance(value, str):
             raise RuleError(path, f"column {field.name!r} is text; give the value as a string")
+        if "\x00" in value:
+            raise RuleError(path, "contains a NUL character, which no stored value can")
         return value
     if kind in (coltypes.INTEGER, coltypes.NUMBER):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RuleError(path, f"column {field.name!r} is a {kind}; give a number")
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
             raise RuleError(path, "the number must be finite")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise RuleError(path, "the number is out of range (at most 19 digits)")
         return value
     if kind == coltypes.BOOLEAN:
         if isinstance(value, bool):

@@ -59,7 +59,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def validate_segment_name(name: str) -> str:
     cleaned = name.strip()
-    if not cleaned or len(cleaned) > MAX_NAME or not cleaned.isprintable():
+    if not cleaned or len(cleaned) > MAX_NAME or not cleaned.isprintable():  # NUL included
         raise InvalidInput(
             f"segment name {name!r} is not valid: use 1-{MAX_NAME} printable characters"
         )

@@ -176,9 +176,11 @@ def _file_config(raw: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidInput(f"unknown file setting(s): {', '.join(unknown)}")
-    if not raw.get("path"):
+    if not raw.get("path") or not isinstance(raw["path"], str):
         raise InvalidInput("a file destination needs a path")
-    path = Path(str(raw["path"])).expanduser().resolve()
+    if "\x00" in raw["path"]:
+        raise InvalidInput("the path contains a NUL character")
+    path = Path(raw["path"]).expanduser().resolve()
     if not path.parent.is_dir():
         raise InvalidInput(f"cannot write {path}: directory {path.parent} does not exist")
     if path.exists() and not path.is_file():

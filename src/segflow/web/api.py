@@ -26,7 +26,31 @@ from segflow.progress import Progress
 from segflow.web.broadcaster import Event
 from segflow.web.state import AppState
 
-router = APIRouter()
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """Every error segflow answers, whatever the status."""
+
+    error: ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (400, "input segflow refuses (invalid_input, invalid_rules, import_failed)"),
+        (404, "not_found"),
+        (409, "conflict: a taken name, a second link"),
+        (413, "too_large: the body is over SEGFLOW_MAX_UPLOAD_BYTES"),
+        (422, "invalid_request: malformed JSON, form or parameters"),
+        (500, "internal: details are in the server's log"),
+    )
+}
+router = APIRouter(responses=_ERRORS)
 
 #: Segment and destination ids are 32-bit, record and event cursors 64-bit, on
 #: both engines; larger numbers are refused as input rather than failing in SQL.
@@ -287,7 +311,12 @@ def _safe_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-@router.get("/api/segments/{segment_id}/members.csv", tags=["segments"])
+@router.get(
+    "/api/segments/{segment_id}/members.csv",
+    tags=["segments"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "the members as CSV"}},
+)
 def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse:
     """Every member as CSV, raw values as imported, formula-like cells neutralised."""
     db = _state(request).db
@@ -435,7 +464,12 @@ def remove_link(request: Request, segment_id: SegmentId, destination_id: Destina
 HEARTBEAT_SECONDS = 15.0
 
 
-@router.get("/api/stream", tags=["live"], response_class=StreamingResponse)
+@router.get(
+    "/api/stream",
+    tags=["live"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}},
+)
 async def stream(request: Request) -> StreamingResponse:
     """Server-Sent Events: ``segment``, ``import`` and ``sync``; current state first."""
     import asyncio

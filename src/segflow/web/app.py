@@ -81,6 +81,25 @@ class UploadLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
+class RefuseNul:
+    """Refuses NUL characters in the path or query: no stored value can hold one,
+    and PostgreSQL refuses them in text parameters."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"").lower()
+        ):
+            response = api.error_response(
+                400, "invalid_input", "the address contains a NUL character, which segflow refuses"
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -159,4 +178,5 @@ def create_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(RefuseNul)
     return app
