@@ -26,7 +26,7 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
 from segflow.db.migrations import upgrade
-from segflow.errors import InvalidInput, SegflowError
+from segflow.errors import InvalidInput, SegflowError, describe_failure
 from segflow.progress import TerminalProgress
 
 DEMO_DATASET = "customers"
@@ -456,20 +456,31 @@ def cmd_worker(args: argparse.Namespace, db: Database, settings: Settings) -> in
     )
     owner = sync.default_owner()
     while not stop.is_set():
-        report = engine.tick(db, utcnow())
-        if report.entered or report.exited:
+        try:
+            report = engine.tick(db, utcnow())
+            if report.entered or report.exited:
+                print(
+                    f"segflow worker: +{report.entered:,} entered, -{report.exited:,} left",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            synced = sync.sync(db, settings, clock=utcnow, owner=owner, stop=stop.is_set)
+            cli_activation.print_sync_report(
+                sync.SyncReport([o for o in synced.outcomes if o.requests or o.error or o.paused]),
+                sys.stderr,
+                quiet=True,
+            )
+            wait = _sleep_for(db, interval)
+        except Exception as exc:
+            # A lost database connection or a restarting server: try again
+            # next interval rather than dying (what was not committed is redone).
             print(
-                f"segflow worker: +{report.entered:,} entered, -{report.exited:,} left",
+                f"segflow worker: pass failed ({describe_failure(exc)}); retrying in {interval}s",
                 file=sys.stderr,
                 flush=True,
             )
-        synced = sync.sync(db, settings, clock=utcnow, owner=owner, stop=stop.is_set)
-        cli_activation.print_sync_report(
-            sync.SyncReport([o for o in synced.outcomes if o.requests or o.error or o.paused]),
-            sys.stderr,
-            quiet=True,
-        )
-        stop.wait(_sleep_for(db, interval))
+            wait = float(interval)
+        stop.wait(wait)
     print("segflow worker: stopped", file=sys.stderr)
     return 0
 

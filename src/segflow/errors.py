@@ -54,3 +54,18 @@ class ImportFailed(InvalidInput):
         if self.column is not None:
             where += f", column {self.column!r}"
         return f"{where}: {self.reason}"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line about an unexpected failure that quotes no data.
+
+    Database errors carry their SQL and bound values (which can be a
+    person's email); only their kind is shown.
+    """
+    if isinstance(exc, SegflowError):
+        return str(exc)
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        state = getattr(getattr(orig, "diag", None), "sqlstate", None)
+        return f"{type(exc).__name__} ({type(orig).__name__}{', ' + state if state else ''})"
+    return type(exc).__name__

@@ -165,3 +165,36 @@ def test_killed_workers_lose_and_double_nothing(
     if db.dialect == "sqlite":
         with db.read() as conn:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def test_a_worker_outlives_its_database_failing_under_it(
+    db_url: str, db: Database, tmp_path: Path
+) -> None:
+    """Tables vanish mid-run (standing in for a lost or restarting server): the worker
+    says so without quoting data, keeps trying, and picks up once they are back."""
+    import_rows(db, customers(50))
+    segments.create_segment(db, name="tx", dataset="customers", rules_json=SECOND_RULE, now=NOW)
+    log = tmp_path / "worker.log"
+    with log.open("ab") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "segflow.cli", "worker", "--interval", "1", "--db", db_url],
+            stderr=err,
+        )
+    try:
+        time.sleep(1.5)
+        with db.write() as conn:
+            conn.exec_driver_sql("ALTER TABLE sf_segments RENAME TO sf_segments_away")
+        deadline = time.monotonic() + 20
+        while "pass failed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.poll() is None, log.read_text()
+        with db.write() as conn:
+            conn.exec_driver_sql("ALTER TABLE sf_segments_away RENAME TO sf_segments")
+        time.sleep(2.5)
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    output = log.read_text()
+    assert "pass failed (" in output and "Traceback" not in output
+    assert "SELECT" not in output  # no SQL, so no bound values, in the log

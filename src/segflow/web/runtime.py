@@ -16,6 +16,7 @@ from segflow import engine
 from segflow.activation import sync
 from segflow.config import Settings
 from segflow.db.engine import Database, utcnow
+from segflow.errors import describe_failure
 from segflow.web.broadcaster import Broadcaster
 
 
@@ -48,8 +49,11 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 self.step()
-            except Exception as exc:
-                print(f"segflow serve: background pass failed: {exc}", file=sys.stderr)
+            except Exception as exc:  # the loop must outlive one failure
+                print(
+                    f"segflow serve: background pass failed ({describe_failure(exc)})",
+                    file=sys.stderr,
+                )
             self._wake.wait(self._sleep_for())
             self._wake.clear()
 
