@@ -176,11 +176,14 @@ def _file_config(raw: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidInput(f"unknown file setting(s): {', '.join(unknown)}")
-    if not raw.get("path") or not isinstance(raw["path"], str):
+    given = raw.get("path")
+    if isinstance(given, os.PathLike):
+        given = os.fspath(given)
+    if not given or not isinstance(given, str):
         raise InvalidInput("a file destination needs a path")
-    if "\x00" in raw["path"]:
+    if "\x00" in given:
         raise InvalidInput("the path contains a NUL character")
-    path = Path(raw["path"]).expanduser().resolve()
+    path = Path(given).expanduser().resolve()
     if not path.parent.is_dir():
         raise InvalidInput(f"cannot write {path}: directory {path.parent} does not exist")
     if path.exists() and not path.is_file():
