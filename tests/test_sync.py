@@ -528,3 +528,84 @@ def test_sync_state_is_exact_member_by_member(
     assert rows and all(r[1:] == (1, 1, 0, None) for r in rows)
     ingested = {member_key(m) for r in fake.requests() for m in r.audience_members}
     assert ingested == expected_members(db)
+
+
+def _with_email(row: tuple[str, ...], email: str) -> tuple[str, ...]:
+    return (row[0], email, *row[2:])
+
+
+def test_a_member_whose_email_changes_is_replaced_old_first(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    rows = customers(150)
+    setup_link(db, rows)
+    run_sync(db, settings)
+    member = next(r for r in rows if float(r[8]) > 100 and r[1])
+    before = fake.members(LIST_ID)
+    sent = len(fake.received)
+
+    import_rows(
+        db, [_with_email(member, "brand.new.address@example.org")], NOW + dt.timedelta(minutes=1)
+    )
+    report = run_sync(db, settings)
+
+    assert report.outcomes[0].requests == 2
+    remove, ingest = fake.received[sent:]
+    assert (remove.method, ingest.method) == ("RemoveAudienceMembers", "IngestAudienceMembers")
+    assert len(remove.request.audience_members) == len(ingest.request.audience_members) == 1
+    after = fake.members(LIST_ID)
+    assert len(before - after) == len(after - before) == 1
+    assert converged(db, fake)
+    assert sync_rows(db) and all(r[1:] == (1, 1, 0, None) for r in sync_rows(db))
+
+
+def test_a_change_that_leaves_the_identifiers_alone_costs_no_request(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    rows = customers(150)
+    setup_link(db, rows)
+    run_sync(db, settings)
+    members_now = [r for r in rows if float(r[8]) > 100][:20]
+    import_rows(db, [with_spend(r, 999) for r in members_now], NOW + dt.timedelta(minutes=1))
+    sent = len(fake.received)
+    assert run_sync(db, settings).outcomes[0].requests == 0
+    assert len(fake.received) == sent
+    assert all(r[3] == 0 for r in sync_rows(db))
+
+
+def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    rows = customers(150)
+    setup_link(db, rows)
+    run_sync(db, settings)
+    member = next(r for r in rows if float(r[8]) > 100 and r[1])
+    import_rows(db, [_with_email(member, "moved@example.org")], NOW + dt.timedelta(minutes=1))
+
+    class Crash(BaseException):
+        pass
+
+    class DiesBeforeAdding:
+        def __init__(self, inner: destinations.Sender) -> None:
+            self.inner = inner
+
+        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+            if operation == destinations.INGEST:
+                raise Crash
+            return self.inner.send(operation, members)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    with pytest.raises(Crash):
+        run_sync(
+            db,
+            settings,
+            owner="dies",
+            senders=lambda d, s, st: DiesBeforeAdding(destinations.build_sender(d, s, st)),
+        )
+    assert not converged(db, fake)  # the old identifiers are gone, the new not yet there
+    clock = Clock()
+    clock.advance(seconds=settings.lease_seconds + 1)
+    assert run_sync(db, settings, clock).outcomes[0].added == 1
+    assert converged(db, fake)

@@ -199,6 +199,12 @@ def _tick_dataset(
                     )
 
         counts = _apply(conn, diff, now)
+        links.refresh_changed(
+            conn,
+            rec,
+            {int(p.row.id): int(p.row.watermark) for p in plans if p.rule is not None},
+            hi,
+        )
         for plan in plans:
             report.outcomes.append(_finish(conn, plan, counts, hi, now))
         for name in (diff_name, chg_name):

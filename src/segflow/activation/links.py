@@ -8,6 +8,8 @@ For each link and record, ``sf_link_members`` keeps:
 * ``sent``: the identifier codes last sent in an ingest, written *before*
   the request goes out. A non-empty ``sent`` means "the list may hold this",
   so a remove is still due even if the acknowledgement was lost;
+* ``stale``: identifier sets sent earlier that the record no longer has (its email or
+  phone changed), removed before the new ones are added;
 * ``pending``: 1 while there is something to send (``want != have``, a
   re-send before Google's 540-day limit, or an add whose fate is unknown);
 * ``rejected``: the platform's reason when it refused this member.
@@ -250,12 +252,39 @@ def record_changes(conn: Connection, diff: sa.TableClause, segment_ids: list[int
                 lm.c.rid.in_(exits),
                 lm.c.have == 0,
                 lm.c.sent.is_(None),
+                lm.c.stale.is_(None),
             )
         )
         conn.execute(
             sa.update(lm)
             .where(lm.c.link_id == link_id, lm.c.rid.in_(exits))
             .values(want=0, pending=1, rejected=None)
+        )
+
+
+def refresh_changed(conn: Connection, rec: sa.TableClause, since: dict[int, int], hi: int) -> None:
+    """Members held by a destination whose record changed become due again.
+
+    The sync pass recomputes their identifiers: unchanged ones settle without
+    a request, changed ones are replaced (old removed, new added). ``since``
+    maps segment id to its watermark before this tick.
+    """
+    lm = link_members
+    rows = conn.execute(
+        sa.select(links.c.id, links.c.segment_id).where(links.c.segment_id.in_(list(since)))
+    ).all()
+    for link_id, segment_id in rows:
+        changed = sa.select(rec.c.rid).where(rec.c.seq > since[segment_id], rec.c.seq <= hi)
+        conn.execute(
+            sa.update(lm)
+            .where(
+                lm.c.link_id == link_id,
+                lm.c.want == 1,
+                lm.c.have == 1,
+                lm.c.pending == 0,
+                lm.c.rid.in_(changed),
+            )
+            .values(pending=1)
         )
 
 

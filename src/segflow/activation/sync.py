@@ -230,6 +230,8 @@ def _claim(
 class _Batch:
     operation: str
     members: list[OutMember]
+    #: Identifiers replaced by new ones: removed before ``members`` are added.
+    stale: list[OutMember] = field(default_factory=list)
 
 
 class _LinkRun:
@@ -271,7 +273,10 @@ class _LinkRun:
                     batch = self._next_batch(operation)
                     if batch is None:
                         break
-                    self._deliver(sender, batch)
+                    if batch.stale:
+                        self._deliver(sender, _Batch(REMOVE, batch.stale), replaced=True)
+                    if batch.members:
+                        self._deliver(sender, batch)
             self._finish()
         except TransientError as exc:
             self._retry_later(exc)
@@ -380,7 +385,7 @@ class _LinkRun:
             with self.db.write() as conn:
                 self._hold(conn, self.clock())
                 query = (
-                    sa.select(lm.c.rid, lm.c.sent)
+                    sa.select(lm.c.rid, lm.c.sent, lm.c.have, lm.c.acked_at, lm.c.stale)
                     .where(lm.c.link_id == self.link_id, lm.c.pending == 1, lm.c.want == want)
                     .order_by(lm.c.rid)
                     .limit(self.settings.sync_batch)
@@ -392,16 +397,26 @@ class _LinkRun:
                 rows = conn.execute(query).all()
                 if not rows:
                     return None
+                stale: list[OutMember] = []
                 if operation == INGEST:
-                    members = self._prepare_adds(conn, [r.rid for r in rows])
+                    members, stale = self._prepare_adds(conn, rows)
                 else:
                     members = self._prepare_removes(conn, rows)
-            if members:
-                return _Batch(operation, members)
-            # Every row was settled without a request (no identifiers, or
-            # nothing was ever sent); look again.
+            if members or stale:
+                return _Batch(operation, members, stale)
+            # Every row was settled without a request (no identifiers, nothing
+            # ever sent, or identifiers unchanged); look again.
 
-    def _prepare_adds(self, conn: Connection, rids: list[int]) -> list[OutMember]:
+    def _prepare_adds(
+        self, conn: Connection, due: Sequence[sa.Row[Any]]
+    ) -> tuple[list[OutMember], list[OutMember]]:
+        """Identifiers for due members, written to ``sent`` before anything is sent.
+
+        Returns the members to add and the identifiers to remove first: when
+        a held member's identifiers changed, the old ones (kept in ``stale``
+        until their remove is acknowledged) must go before the new ones come,
+        or a remove that names a shared email would take the new entry too.
+        """
         dataset = self.claim.dataset
         mapping, _ = mapping_for(conn, dataset)
         rec = records.table(dataset.records_table, dataset.columns)
@@ -412,13 +427,17 @@ class _LinkRun:
             if c is not None
         ]
         rows = conn.execute(
-            sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_(rids))
+            sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_([d.rid for d in due]))
         ).all()
         by_rid = {r.rid: r for r in rows}
+        recent = self.clock() - dt.timedelta(days=self.settings.resend_days)
         members: list[OutMember] = []
+        stale: list[OutMember] = []
         sent: list[dict[str, Any]] = []
         refused: list[dict[str, Any]] = []
-        for rid in rids:
+        settled: list[int] = []
+        for item in due:
+            rid = item.rid
             row = by_rid.get(rid)
             if row is None or row.deleted:
                 refused.append({"r": rid, "reason": "the record was deleted"})
@@ -428,24 +447,53 @@ class _LinkRun:
                 name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
             }
             skipped = ids.Skipped()
-            found = ids.identifiers_for(record, mapping, skipped)
-            codes = ids.encode(found)
+            codes = ids.encode(ids.identifiers_for(record, mapping, skipped))
             if not codes:
                 refused.append({"r": rid, "reason": _no_identifier_reason(mapping, skipped)})
                 continue
+            old = json.loads(item.sent) if item.sent else None
+            if item.have == 1 and old == codes and item.acked_at and item.acked_at >= recent:
+                settled.append(rid)  # the record changed, its identifiers did not
+                continue
+            # Earlier identifier sets the list may hold, each removed whole
+            # (a remove names a member the way its ingest did).
+            gone: list[list[str]] = json.loads(item.stale) if item.stale else []
+            if old is not None and old != codes and old not in gone:
+                gone.append(old)
+            gone = [g for g in gone if g != codes]
+            stale.extend(OutMember(rid, tuple(g)) for g in gone)
             consent = (
                 _consent(record.get(mapping.consent_ad_user_data or "")),
                 _consent(record.get(mapping.consent_ad_personalization or "")),
             )
             members.append(OutMember(rid, tuple(codes), consent))
-            sent.append({"r": rid, "s": json.dumps(codes)})
+            sent.append(
+                {
+                    "r": rid,
+                    "s": json.dumps(codes),
+                    "g": json.dumps(gone) if gone else None,
+                    # Replaced identifiers: the list no longer holds this member as sent.
+                    "h": 0 if gone else item.have,
+                }
+            )
         lm = link_members
         if sent:
             conn.execute(
                 sa.update(lm)
                 .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
-                .values(sent=sa.bindparam("s"), norm_version=ids.NORMALISATION_VERSION),
+                .values(
+                    sent=sa.bindparam("s"),
+                    stale=sa.bindparam("g"),
+                    have=sa.bindparam("h"),
+                    norm_version=ids.NORMALISATION_VERSION,
+                ),
                 sent,
+            )
+        if settled:
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(settled))
+                .values(pending=0)
             )
         if refused:
             conn.execute(
@@ -455,20 +503,26 @@ class _LinkRun:
                 refused,
             )
             self.outcome.rejected += len(refused)
-        return members
+        return members, stale
 
     def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
         lm = link_members
-        never_sent = [r.rid for r in rows if not r.sent]
+        never_sent = [r.rid for r in rows if not r.sent and not r.stale]
         if never_sent:
             conn.execute(
                 sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
             )
-        return [OutMember(r.rid, tuple(json.loads(r.sent))) for r in rows if r.sent]
+        out: list[OutMember] = []
+        for r in rows:
+            sets: list[list[str]] = json.loads(r.stale) if r.stale else []
+            if r.sent:
+                sets.append(json.loads(r.sent))
+            out.extend(OutMember(r.rid, tuple(codes)) for codes in sets)
+        return out
 
     # -- delivery
 
-    def _deliver(self, sender: Sender, batch: _Batch) -> None:
+    def _deliver(self, sender: Sender, batch: _Batch, *, replaced: bool = False) -> None:
         parts = [batch.members]
         while parts:
             part = parts.pop()
@@ -477,7 +531,7 @@ class _LinkRun:
                 self.outcome.requests += 1
                 request_id = sender.send(batch.operation, part)
             except RequestRejected as exc:
-                self._rejected(batch.operation, part, str(exc), started)
+                self._rejected(batch.operation, part, str(exc), started, replaced=replaced)
                 if len(part) > 1:
                     middle = len(part) // 2
                     parts.extend((part[middle:], part[:middle]))
@@ -487,17 +541,26 @@ class _LinkRun:
                 with self.db.write() as conn:
                     self._log(conn, batch.operation, len(part), outcome, started, error=str(exc))
                 raise
-            self._acknowledge(batch.operation, part, request_id, started)
+            self._acknowledge(batch.operation, part, request_id, started, replaced=replaced)
 
     def _acknowledge(
-        self, operation: str, part: Sequence[OutMember], request_id: str, started: float
+        self,
+        operation: str,
+        part: Sequence[OutMember],
+        request_id: str,
+        started: float,
+        *,
+        replaced: bool = False,
     ) -> None:
         lm = link_members
         now = self.clock()
         rids = [m.rid for m in part]
         mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(rids))
         with self.db.write() as conn:
-            if operation == INGEST:
+            if replaced:
+                # Old identifiers of members that stay: only they are settled.
+                conn.execute(sa.update(lm).where(mine).values(stale=None))
+            elif operation == INGEST:
                 # The engine may have moved `want` while the request was out;
                 # `pending` follows whatever it is now.
                 conn.execute(
@@ -516,7 +579,7 @@ class _LinkRun:
                 conn.execute(
                     sa.update(lm)
                     .where(mine)
-                    .values(have=0, sent=None, acked_at=None, rejected=None, pending=1)
+                    .values(have=0, sent=None, stale=None, acked_at=None, rejected=None, pending=1)
                 )
                 self.outcome.removed += len(part)
             self._log(conn, operation, len(part), "ok", started, request_id=request_id)
@@ -525,12 +588,26 @@ class _LinkRun:
             )
 
     def _rejected(
-        self, operation: str, part: Sequence[OutMember], reason: str, started: float
+        self,
+        operation: str,
+        part: Sequence[OutMember],
+        reason: str,
+        started: float,
+        *,
+        replaced: bool = False,
     ) -> None:
         lm = link_members
         with self.db.write() as conn:
             self._log(conn, operation, len(part), "rejected", started, error=reason)
-            if len(part) == 1:
+            if len(part) == 1 and replaced:
+                # Old identifiers the platform will not take back: nothing
+                # more can be done with them, and the new ones still go out.
+                conn.execute(
+                    sa.update(lm)
+                    .where(lm.c.link_id == self.link_id, lm.c.rid == part[0].rid)
+                    .values(stale=None)
+                )
+            elif len(part) == 1:
                 values: dict[str, Any] = {"rejected": reason, "pending": 0}
                 if operation == INGEST:
                     # Refused as a whole request, so the list did not take it.

@@ -187,10 +187,17 @@ def _m3_activation(conn: Connection, dialect: str) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _m4_stale_identifiers(conn: Connection, dialect: str) -> None:
+    # Identifiers a destination may still hold for a member whose email or
+    # phone changed, kept until their remove is acknowledged.
+    conn.exec_driver_sql("ALTER TABLE sf_link_members ADD COLUMN stale TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
     Migration(3, "destinations, links and sync state", _m3_activation),
+    Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
 )
 
 

@@ -227,6 +227,10 @@ link_members = sa.Table(
     sa.Column("norm_version", sa.SmallInteger),
     sa.Column("acked_at", UTCDateTime),
     sa.Column("rejected", sa.Text),
+    # Earlier identifier sets (a JSON list of code lists) the destination may
+    # still hold after the record's email or phone changed: each is removed
+    # before the new set is added.
+    sa.Column("stale", sa.Text),
 )
 
 sync_log = sa.Table(
