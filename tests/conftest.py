@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
+from segflow.activation.fake import FakeDataManager
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 
@@ -26,6 +27,13 @@ ENGINES = ("sqlite", "postgresql")
 def _pg_schema_url(base: str, schema: str) -> str:
     joiner = "&" if "?" in base else "?"
     return f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDataManager]:
+    """The local Data Manager API double, on a free port."""
+    with FakeDataManager() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -39,16 +39,21 @@ class Clock:
         self.now += dt.timedelta(**delta)
 
 
-def import_rows(db: Database, rows: list[tuple[str, ...]], when: dt.datetime = NOW) -> None:
+def csv_bytes(rows: list[tuple[str, ...]], header: tuple[str, ...] = demo.HEADER) -> bytes:
+    """Customer rows as a CSV file with the demo's header."""
     import csv
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(demo.HEADER)
+    writer.writerow(header)
     writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def import_rows(db: Database, rows: list[tuple[str, ...]], when: dt.datetime = NOW) -> None:
     datasets.import_csv(
         db,
-        io.BytesIO(buffer.getvalue().encode()),
+        io.BytesIO(csv_bytes(rows)),
         datasets.ImportOptions(dataset="customers", key="id"),
         source="customers.csv",
         now=when,

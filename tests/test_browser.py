@@ -8,7 +8,6 @@ skipped and say so; ``.ci/run`` installs it.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from segflow import demo, segments
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.server import LiveServer, live_server
-from tests.sync_helpers import NOW
+from tests.sync_helpers import NOW, csv_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = (
@@ -70,14 +69,6 @@ def _shot(page: Any, name: str, request: pytest.FixtureRequest) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}-{engine}.png"), full_page=True)
 
 
-def _csv(rows: list[tuple[str, ...]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(demo.HEADER)
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
 def _ready(page: Any, url: str) -> None:
     page.goto(url)
     page.wait_for_selector("body[data-ready=true]")
@@ -90,7 +81,7 @@ def test_upload_a_csv_through_the_page_and_see_the_summary(
     rows.append(("", "no-key@example.com", "", "", "", "", "", "", "", "", ""))
     rows.append(rows[0])  # a duplicate key: rejected with its line
     path = tmp_path / "customers.csv"
-    path.write_bytes(_csv(rows))
+    path.write_bytes(csv_bytes(rows))
 
     _ready(page, f"{server.url}/datasets")
     page.set_input_files("#file", str(path))
@@ -114,7 +105,7 @@ def test_upload_a_csv_through_the_page_and_see_the_summary(
 def _import(server: LiveServer, rows: list[tuple[str, ...]], **form: str) -> dict[str, Any]:
     response = httpx.post(
         f"{server.url}/api/datasets/customers/imports",
-        files={"file": ("c.csv", _csv(rows), "text/csv")},
+        files={"file": ("c.csv", csv_bytes(rows), "text/csv")},
         data=form,
         timeout=60,
     )

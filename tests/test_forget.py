@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,12 @@ from tests.sync_helpers import (
     LIST_ID,
     NOW,
     converged,
+    csv_bytes,
     customers,
     run_sync,
     setup_link,
     with_spend,
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDataManager]:
-    with FakeDataManager() as server:
-        yield server
 
 
 def _dump(db: Database) -> str:
@@ -54,7 +48,7 @@ def test_a_forgotten_member_is_erased_everywhere_and_removed_from_the_list(
     member = next(r for r in rows if float(r[8]) > 100)
     key, email, phone = member[0], member[1], member[2]
     # A later file repeats the person's key, so an import detail quotes it.
-    do_import(db, _csv([member, member]), "customers")
+    do_import(db, csv_bytes([member, member]), "customers")
     before = len(fake.members(LIST_ID))
 
     report = forget(db, "customers", key, NOW + dt.timedelta(minutes=5))
@@ -74,24 +68,17 @@ def test_a_forgotten_member_is_erased_everywhere_and_removed_from_the_list(
     assert (status.pending_removes, status.synced) == (0, before - 1)
 
 
-def _csv(rows: list[tuple[str, ...]]) -> bytes:
-    from segflow import demo
-
-    lines = [",".join(demo.HEADER)] + [",".join(r) for r in rows]
-    return ("\n".join(lines) + "\n").encode()
-
-
 def test_the_key_can_be_imported_again_as_a_new_record(db: Database) -> None:
     rows = customers(20)
-    do_import(db, _csv(rows), "customers", key="id")
+    do_import(db, csv_bytes(rows), "customers", key="id")
     forget(db, "customers", rows[0][0], NOW)
-    summary = do_import(db, _csv([with_spend(rows[0], 5)]), "customers")
+    summary = do_import(db, csv_bytes([with_spend(rows[0], 5)]), "customers")
     assert summary["inserted"] == 1
     assert len(all_rows(db, "customers")) == 21  # the tombstone stays, without the key
 
 
 def test_forgetting_an_unknown_record_or_dataset_says_so(db: Database) -> None:
-    do_import(db, _csv(customers(3)), "customers", key="id")
+    do_import(db, csv_bytes(customers(3)), "customers", key="id")
     with pytest.raises(NotFound, match="no record with key 'nobody'"):
         forget(db, "customers", "nobody", NOW)
     with pytest.raises(NotFound, match="no dataset named 'ghosts'"):
@@ -102,7 +89,7 @@ def test_the_forget_command_reports_what_was_removed_where(
     db_url: str, db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = customers(30)
-    do_import(db, _csv(rows), "customers", key="id")
+    do_import(db, csv_bytes(rows), "customers", key="id")
     segments.create_segment(
         db,
         name="all",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,6 @@ OAUTH = {
     "client_secret": "GOCSPX-super-secret-value",
     "refresh_token": "1//0refresh-token-value",
 }
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDataManager]:
-    with FakeDataManager() as server:
-        yield server
 
 
 def _stored(db: Database) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -38,12 +37,6 @@ from tests.sync_helpers import (
 )
 
 EVERYONE = {"conditions": [{"field": "id", "operator": "greater_than", "value": 0}]}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDataManager]:
-    with FakeDataManager() as server:
-        yield server
 
 
 @pytest.fixture

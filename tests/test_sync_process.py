@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,6 @@ from tests.sync_helpers import (
     setup_link,
     with_spend,
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDataManager]:
-    with FakeDataManager() as server:
-        yield server
 
 
 class Crash(BaseException):

@@ -19,17 +19,9 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.app import create_app
 from segflow.web.server import live_server
-from tests.sync_helpers import NOW
+from tests.sync_helpers import NOW, csv_bytes
 
 HIGH = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
-
-
-def _csv(rows: list[tuple[str, ...]], header: tuple[str, ...] = demo.HEADER) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 @pytest.fixture
@@ -57,7 +49,7 @@ def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 @pytest.fixture
 def loaded(client: TestClient) -> TestClient:
-    response = _upload(client, _csv(list(demo.rows(300, seed=5))), key="id")
+    response = _upload(client, csv_bytes(list(demo.rows(300, seed=5))), key="id")
     assert response.status_code == 201, response.text
     return client
 
@@ -67,12 +59,12 @@ def test_health(client: TestClient, db: Database) -> None:
 
 
 def test_upload_gives_the_same_summary_as_the_cli(client: TestClient) -> None:
-    response = _upload(client, _csv(list(demo.rows(50))), key="id")
+    response = _upload(client, csv_bytes(list(demo.rows(50))), key="id")
     assert response.status_code == 201
     summary = response.json()
     assert (summary["inserted"], summary["rejected"], summary["key"]) == (50, 0, "id")
     assert {c["name"] for c in summary["columns"]} == set(demo.HEADER)
-    again = _upload(client, _csv(list(demo.rows(50))))
+    again = _upload(client, csv_bytes(list(demo.rows(50))))
     assert again.json()["unchanged"] == 50
 
 
@@ -91,7 +83,7 @@ def test_rejected_rows_are_listed_with_line_numbers(client: TestClient) -> None:
 
 def test_upload_bad_form_input(client: TestClient) -> None:
     _error(client.post("/api/datasets/x/imports"), 422, "invalid_request")
-    response = _upload(client, _csv([]), mode="merge")
+    response = _upload(client, csv_bytes([]), mode="merge")
     body = _error(response, 422, "invalid_request")
     assert "mode" in body["message"]
 
@@ -231,7 +223,7 @@ def test_members_pages_and_a_csv_export_that_spreadsheets_cannot_run(
     rows = list(demo.rows(30, seed=2))
     rows[0] = ("1", "=HYPERLINK(\"http://x\")", "+14155550100", "@SUM", "-1", "CA", "US",
                "02134", "500", "2024-01-01", "true")  # fmt: skip
-    assert _upload(client, _csv(rows), key="id").status_code == 201
+    assert _upload(client, csv_bytes(rows), key="id").status_code == 201
     sid = client.post(
         "/api/segments", json={"name": "all", "dataset": "customers", "rules": {
             "conditions": [{"field": "id", "operator": "greater_than", "value": 0}]}},
@@ -263,7 +255,7 @@ def test_events_history_and_explain(loaded: TestClient) -> None:
     row = next(r for r in demo.rows(300, seed=5) if r[0] == key)
     changed = list(row)
     changed[8] = "1.00"
-    _upload(loaded, _csv([tuple(changed)]))
+    _upload(loaded, csv_bytes([tuple(changed)]))
     events = loaded.get(f"/api/segments/{sid}/events?limit=5").json()
     assert events["items"][0] == {**events["items"][0], "key": key, "kind": "exit"}
     history = loaded.get(f"/api/segments/{sid}/history").json()
@@ -366,7 +358,7 @@ def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
     ):
         http.post(
             "/api/datasets/customers/imports",
-            files={"file": ("c.csv", _csv(list(demo.rows(200, seed=5))), "text/csv")},
+            files={"file": ("c.csv", csv_bytes(list(demo.rows(200, seed=5))), "text/csv")},
             data={"key": "id"},
         )
         sid = http.post(
@@ -392,7 +384,7 @@ def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
             row[8] = spend
             http.post(
                 "/api/datasets/customers/imports",
-                files={"file": ("c.csv", _csv([tuple(row)]), "text/csv")},
+                files={"file": ("c.csv", csv_bytes([tuple(row)]), "text/csv")},
             )
             for s in streams:
                 _wait(
@@ -471,7 +463,7 @@ def test_postgres_streams_learn_of_other_processes_writes_at_once(
         try:
             from tests.helpers import do_import
 
-            do_import(other, _csv(list(demo.rows(20, seed=1))), "customers", key="id")
+            do_import(other, csv_bytes(list(demo.rows(20, seed=1))), "customers", key="id")
             segments.create_segment(other, name="elsewhere", dataset="customers",
                                     rules_json=HIGH, now=NOW)  # fmt: skip
         finally:

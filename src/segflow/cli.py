@@ -100,19 +100,7 @@ def _process_dataset(db: Database, name: str) -> list[dict[str, Any]]:
     if dataset is None:
         return []
     report = engine.tick(db, utcnow(), dataset_ids=[dataset.id])
-    return [_outcome_dict(o) for o in report.outcomes]
-
-
-def _outcome_dict(o: engine.SegmentOutcome) -> dict[str, Any]:
-    return {
-        "id": o.segment_id,
-        "name": o.name,
-        "strategy": o.strategy,
-        "entered": o.entered,
-        "exited": o.exited,
-        "member_count": o.member_count,
-        "error": o.error,
-    }
+    return [o.as_dict() for o in report.outcomes]
 
 
 def _print_outcomes(outcomes: list[dict[str, Any]]) -> None:
@@ -424,7 +412,7 @@ def _print_explained(node: dict[str, Any], depth: int) -> None:
 
 def cmd_process(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     report = engine.tick(db, utcnow())
-    outcomes = [_outcome_dict(o) for o in report.outcomes]
+    outcomes = [o.as_dict() for o in report.outcomes]
     if args.json:
         _emit_json({"segments": outcomes, "skipped": report.skipped})
     else:

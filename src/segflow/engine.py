@@ -64,6 +64,17 @@ class SegmentOutcome:
     member_count: int
     error: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.segment_id,
+            "name": self.name,
+            "strategy": self.strategy,
+            "entered": self.entered,
+            "exited": self.exited,
+            "member_count": self.member_count,
+            "error": self.error,
+        }
+
 
 @dataclass
 class TickReport:

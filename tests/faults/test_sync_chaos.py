@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -34,12 +33,6 @@ from tests.sync_helpers import (
     setup_link,
     with_spend,
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDataManager]:
-    with FakeDataManager() as server:
-        yield server
 
 
 @pytest.mark.slow

@@ -135,18 +135,7 @@ def link(db: Database, segment_name: str, destination_name: str, now: dt.datetim
             .values(segment_id=segment.id, destination_id=destination.id, created_at=now)
             .returning(links.c.id)
         ).scalar_one()
-        conn.execute(
-            sa.insert(link_members).from_select(
-                ["link_id", "rid", "want", "have", "pending"],
-                sa.select(
-                    sa.literal(link_id, sa.Integer),
-                    members.c.rid,
-                    sa.literal(1, sa.SmallInteger),
-                    sa.literal(0, sa.SmallInteger),
-                    sa.literal(1, sa.SmallInteger),
-                ).where(members.c.segment_id == segment.id),
-            )
-        )
+        _add_wanted(conn, link_id, members.c.rid, members.c.segment_id == segment.id)
     return Link(link_id, segment.id, segment.name, destination.id, destination.name)
 
 
@@ -196,6 +185,24 @@ def linked_destinations(conn: Connection, segment_ids: list[int]) -> dict[int, l
     return out
 
 
+def _add_wanted(
+    conn: Connection, link_id: int, rid: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
+) -> None:
+    """New rows for records the list should hold and does not yet: pending adds."""
+    conn.execute(
+        sa.insert(link_members).from_select(
+            ["link_id", "rid", "want", "have", "pending"],
+            sa.select(
+                sa.literal(link_id, sa.Integer),
+                rid,
+                sa.literal(1, sa.SmallInteger),
+                sa.literal(0, sa.SmallInteger),
+                sa.literal(1, sa.SmallInteger),
+            ).where(where),
+        )
+    )
+
+
 def refuse_if_linked(conn: Connection, segment_ids: list[int], what: str) -> None:
     linked = linked_destinations(conn, segment_ids)
     if linked:
@@ -228,21 +235,11 @@ def record_changes(conn: Connection, diff: sa.TableClause, segment_ids: list[int
             .values(want=1, pending=sa.case((lm.c.have == 1, 0), else_=1), rejected=None)
         )
         existing = sa.select(lm.c.rid).where(lm.c.link_id == link_id, lm.c.rid == diff.c.rid)
-        conn.execute(
-            sa.insert(lm).from_select(
-                ["link_id", "rid", "want", "have", "pending"],
-                sa.select(
-                    sa.literal(link_id, sa.Integer),
-                    diff.c.rid,
-                    sa.literal(1, sa.SmallInteger),
-                    sa.literal(0, sa.SmallInteger),
-                    sa.literal(1, sa.SmallInteger),
-                ).where(
-                    diff.c.segment_id == segment_id,
-                    diff.c.kind == "enter",
-                    ~sa.exists(existing),
-                ),
-            )
+        _add_wanted(
+            conn,
+            link_id,
+            diff.c.rid,
+            sa.and_(diff.c.segment_id == segment_id, diff.c.kind == "enter", ~sa.exists(existing)),
         )
         # Exit: nothing was ever sent -> forget it; otherwise a remove is due.
         exits = changed("exit")

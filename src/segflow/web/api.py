@@ -134,18 +134,7 @@ def import_file(
     )
     dataset = datasets.get_dataset(state.db, name)
     report = engine.tick(state.db, utcnow(), dataset_ids=[dataset.id])
-    summary["segments"] = [
-        {
-            "id": o.segment_id,
-            "name": o.name,
-            "strategy": o.strategy,
-            "entered": o.entered,
-            "exited": o.exited,
-            "member_count": o.member_count,
-            "error": o.error,
-        }
-        for o in report.outcomes
-    ]
+    summary["segments"] = [o.as_dict() for o in report.outcomes]
     state.broadcaster.changed()
     state.wake()
     return summary
