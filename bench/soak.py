@@ -100,12 +100,12 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class FirstEvent:
-    """One stream of our own: when did the first ``segment`` event after a mark arrive?"""
+class Counts:
+    """One stream of our own, noting when each segment's count arrived."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.times: list[float] = []
+        self.seen: list[tuple[float, int, int]] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -114,19 +114,26 @@ class FirstEvent:
             try:
                 with httpx.stream("GET", f"{self.url}/api/stream", timeout=None) as response:
                     for line in response.iter_lines():
-                        if line == "event: segment":
-                            with self.lock:
-                                self.times.append(time.perf_counter())
+                        if line.startswith("data: "):
+                            data = json.loads(line[6:])
+                            if "member_count" in data:
+                                with self.lock:
+                                    self.seen.append(
+                                        (time.perf_counter(), data["id"], data["member_count"])
+                                    )
             except httpx.HTTPError:
                 time.sleep(0.5)
 
-    def first_after(self, mark: float, timeout: float = 30) -> float | None:
+    def arrival(
+        self, segment_id: int, count: int, since: float, timeout: float = 30
+    ) -> float | None:
+        """Seconds from ``since`` until the stream carried this segment's new count."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             with self.lock:
-                later = [t for t in self.times if t >= mark]
-            if later:
-                return min(later) - mark
+                hits = [t for t, i, c in self.seen if t >= since and i == segment_id and c == count]
+            if hits:
+                return min(hits) - since
             time.sleep(0.005)
         return None
 
@@ -260,7 +267,7 @@ def main() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    watcher = FirstEvent(base)
+    watcher = Counts(base)
     time.sleep(2)
 
     rng = random.Random(7)
@@ -303,11 +310,14 @@ def main() -> None:
         summary = response.json()
         request_s.append(done - began)
         tick_s.append(max(0.0, done - began - float(summary["duration_s"])))
-        first = watcher.first_after(began)
-        if first is None:
-            errors += 1
-        else:
-            latency_s.append(first)
+        moved = [o for o in summary["segments"] if o["entered"] != o["exited"]]
+        if moved:
+            # The end of the upload is when the request body was handed over.
+            arrived = watcher.arrival(moved[0]["id"], moved[0]["member_count"], began)
+            if arrived is None:
+                errors += 1
+            else:
+                latency_s.append(arrived)
         time.sleep(max(0.0, args.interval - (time.perf_counter() - began)))
     memory.append((time.monotonic() - started, {n: _rss_mb(p.pid) for n, p in procs.items()}))
 
