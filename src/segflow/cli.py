@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from segflow import __version__, cli_activation, datasets, demo, engine, segments
+from segflow import __version__, auth, cli_activation, cli_team, datasets, demo, engine, segments
 from segflow.activation import destinations, links, sync
 from segflow.cli_output import emit_json as _emit_json
 from segflow.config import Settings
@@ -42,6 +42,13 @@ def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
             f"({db.display_url})",
             file=sys.stderr,
         )
+    workspace = getattr(args, "workspace", None) or settings.workspace
+    if workspace != "default":
+        try:
+            return db.in_workspace(auth.workspace_id(db, workspace))
+        except SegflowError:
+            db.dispose()
+            raise
     return db
 
 
@@ -489,12 +496,25 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
 
     from segflow.web.app import create_app
 
-    if args.host not in LOOPBACK_HOSTS:
+    if args.host not in LOOPBACK_HOSTS and not settings.auth:
         raise InvalidInput(
-            f"segflow serve binds only to this machine (127.0.0.1, ::1, localhost), not "
-            f"{args.host!r}: it has no accounts yet, so anyone who could reach it could read "
-            "every record. Put it behind an authenticating proxy on the same machine instead."
+            f"segflow serve binds {args.host!r} only in team mode: without sign-in anyone who "
+            "could reach it could read every record. Set SEGFLOW_AUTH=on and add users "
+            "(segflow users add), or bind 127.0.0.1."
         )
+    if settings.auth:
+        if not auth.list_users(db):
+            print(
+                "segflow: team mode is on but there are no users yet: "
+                "segflow users add NAME --member-of default",
+                file=sys.stderr,
+            )
+        if settings.cookie_secure and not args.ssl_certfile:
+            print(
+                "segflow: sign-in cookies are Secure: browsers send them over HTTPS (or to "
+                "localhost) only, so serve behind a TLS proxy or pass --ssl-certfile/--ssl-keyfile",
+                file=sys.stderr,
+            )
     app = create_app(db, settings)
 
     class Server(uvicorn.Server):
@@ -509,9 +529,14 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
+    scheme = "https" if args.ssl_certfile else "http"
+    mode = "team mode" if settings.auth else "local mode, no sign-in"
     print(
-        f"segflow: serving http://{args.host}:{args.port} on {db.display_url} (Ctrl-C stops)",
+        f"segflow: serving {scheme}://{args.host}:{args.port} on {db.display_url} "
+        f"({mode}; Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )
@@ -533,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         metavar="URL",
         help="database URL (default: $SEGFLOW_DATABASE_URL or sqlite:///segflow.db)",
+    )
+    common.add_argument(
+        "--workspace",
+        metavar="NAME",
+        help="workspace to work in, as an operator on the database "
+        "(default: $SEGFLOW_WORKSPACE or 'default')",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -652,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk.set_defaults(func=cmd_worker)
 
     cli_activation.register(sub, common, as_json)
+    cli_team.register(sub, common, as_json)
 
     sv = sub.add_parser(
         "serve",
@@ -662,6 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
+    sv.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
     sv.set_defaults(func=cmd_serve)
 
     dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")

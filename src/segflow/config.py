@@ -46,6 +46,14 @@ class Settings:
     #: Seconds a sync worker owns a list before another may take it over
     #: (0: twice the timeout plus 30 s). Must outlast one batch.
     sync_lease: int = 0
+    #: Team mode: people sign in, every object belongs to a workspace.
+    auth: bool = False
+    #: Session cookies only over HTTPS (turn off only behind plain-HTTP tests).
+    cookie_secure: bool = True
+    #: Hours a sign-in lasts.
+    session_hours: int = 12
+    #: The workspace the CLI works in when it works on the database directly.
+    workspace: str = "default"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +71,10 @@ class Settings:
             secret_key_file=env.get("SEGFLOW_SECRET_KEY_FILE") or cls.secret_key_file,
             max_upload_bytes=_int(env, "SEGFLOW_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             sync_lease=_int(env, "SEGFLOW_SYNC_LEASE", 0) if env.get("SEGFLOW_SYNC_LEASE") else 0,
+            auth=_switch(env, "SEGFLOW_AUTH", cls.auth),
+            cookie_secure=_switch(env, "SEGFLOW_COOKIE_SECURE", cls.cookie_secure),
+            session_hours=_int(env, "SEGFLOW_SESSION_HOURS", cls.session_hours),
+            workspace=env.get("SEGFLOW_WORKSPACE") or cls.workspace,
         )
 
     @property
@@ -84,6 +96,17 @@ def _endpoint(raw: str) -> str:
     from segflow.activation.destinations import check_endpoint
 
     return check_endpoint(raw.strip())
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise InvalidInput(f"{name} must be on or off, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -37,6 +37,7 @@ from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.records import ident
 from segflow.db.schema import change_sequence, dataset_columns, datasets, imports, segments
+from segflow.db.scope import owned, workspace_of
 from segflow.errors import ImportFailed, InvalidInput, NotFound
 from segflow.progress import APPLYING, DONE, READING, Progress, ProgressFn
 from segflow.quality import QualityCounter
@@ -100,10 +101,13 @@ def validate_dataset_name(name: str) -> str:
 
 
 def load_dataset(conn: Connection, name: str, *, lock: bool = False) -> Dataset | None:
-    return _load_where(conn, datasets.c.name == name, lock=lock)
+    """The dataset of this name in the connection's workspace."""
+    where = sa.and_(datasets.c.name == name, owned(conn, datasets))
+    return _load_where(conn, where, lock=lock)
 
 
 def load_dataset_by_id(conn: Connection, dataset_id: int) -> Dataset | None:
+    """Any workspace's dataset: for background work that holds an id, not a name."""
     return _load_where(conn, datasets.c.id == dataset_id, lock=False)
 
 
@@ -150,7 +154,9 @@ def _known_names(db: Database) -> str:
 
 def list_datasets(db: Database) -> list[Dataset]:
     with db.read() as conn:
-        names = conn.execute(sa.select(datasets.c.name).order_by(datasets.c.name)).scalars()
+        names = conn.execute(
+            sa.select(datasets.c.name).where(owned(conn, datasets)).order_by(datasets.c.name)
+        ).scalars()
         return [d for d in (load_dataset(conn, n) for n in list(names)) if d is not None]
 
 
@@ -458,7 +464,7 @@ def import_csv(
     rejects = _RejectLog(settings.max_reject_details)
     report = progress or (lambda _p: None)
 
-    with db.engine.connect() as conn:
+    with db.connect() as conn:
         staging = _Staging(conn, ncols, key_index)
         finished = False
         try:
@@ -547,6 +553,7 @@ def _apply(
         dataset_id = conn.execute(
             datasets.insert()
             .values(
+                workspace_id=workspace_of(conn),
                 name=options.dataset,
                 key_column=key_name,
                 records_table=f"sf_pending_{uuid.uuid4().hex}",

@@ -28,6 +28,28 @@ class Conflict(InvalidInput):
     code = "conflict"
 
 
+class NotAuthenticated(SegflowError):
+    """No valid session or token (team mode), or a wrong name or password."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(SegflowError):
+    """Signed in, but the request is refused (a missing CSRF token, say)."""
+
+    code = "forbidden"
+
+
+class Throttled(SegflowError):
+    """Too many failed sign-ins: refused until ``retry_after`` seconds pass."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ImportFailed(InvalidInput):
     """A whole file was refused; nothing from it was stored."""
 

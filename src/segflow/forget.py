@@ -139,7 +139,7 @@ def forget(db: Database, dataset_name: str, key: str, now: dt.datetime) -> Forgo
             conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     if db.dialect == "sqlite":
         # Old page images in the write-ahead log still hold the values.
-        with db.engine.connect() as conn:
+        with db.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return report
 

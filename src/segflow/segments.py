@@ -20,6 +20,7 @@ from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, members, segment_events, segments
+from segflow.db.scope import owned, workspace_of
 from segflow.errors import Conflict, InvalidInput, NotFound
 
 MAX_NAME = 100
@@ -80,9 +81,12 @@ _COLUMNS = (
 )
 
 
-def _select() -> sa.Select[Any]:
-    return sa.select(*_COLUMNS).select_from(
-        segments.join(datasets, datasets.c.id == segments.c.dataset_id)
+def _select(conn: Connection) -> sa.Select[Any]:
+    """Segments of the connection's workspace, with their dataset's name."""
+    return (
+        sa.select(*_COLUMNS)
+        .select_from(segments.join(datasets, datasets.c.id == segments.c.dataset_id))
+        .where(owned(conn, segments))
     )
 
 
@@ -91,17 +95,23 @@ def _row_to_segment(row: sa.Row[Any]) -> Segment:
 
 
 def list_segments(db: Database, *, dataset: str | None = None) -> list[Segment]:
-    query = _select().order_by(segments.c.name)
-    if dataset is not None:
-        query = query.where(datasets.c.name == dataset)
     with db.read() as conn:
+        query = _select(conn).order_by(segments.c.name)
+        if dataset is not None:
+            query = query.where(datasets.c.name == dataset)
         return [_row_to_segment(r) for r in conn.execute(query)]
 
 
 def _find(conn: Connection, name: str) -> Segment:
-    row = conn.execute(_select().where(segments.c.name == name)).first()
+    row = conn.execute(_select(conn).where(segments.c.name == name)).first()
     if row is None:
-        names = conn.execute(sa.select(segments.c.name).order_by(segments.c.name)).scalars().all()
+        names = (
+            conn.execute(
+                sa.select(segments.c.name).where(owned(conn, segments)).order_by(segments.c.name)
+            )
+            .scalars()
+            .all()
+        )
         known = f" (segments: {', '.join(names)})" if names else " (there are no segments yet)"
         raise NotFound(f"no segment named {name!r}{known}")
     return _row_to_segment(row)
@@ -114,7 +124,7 @@ def get_segment(db: Database, name: str) -> Segment:
 
 def get_segment_by_id(db: Database, segment_id: int) -> Segment:
     with db.read() as conn:
-        row = conn.execute(_select().where(segments.c.id == segment_id)).first()
+        row = conn.execute(_select(conn).where(segments.c.id == segment_id)).first()
     if row is None:
         raise NotFound(f"no segment with id {segment_id}")
     return _row_to_segment(row)
@@ -147,11 +157,13 @@ def create_segment(
     with db.write() as conn:
         ds = _dataset(conn, dataset)
         parsed, canonical = _validated(ds, rules_json)
-        if conn.execute(sa.select(segments.c.id).where(segments.c.name == name)).first():
+        taken = sa.select(segments.c.id).where(segments.c.name == name, owned(conn, segments))
+        if conn.execute(taken).first():
             raise Conflict(f"a segment named {name!r} already exists")
         segment_id = conn.execute(
             sa.insert(segments)
             .values(
+                workspace_id=workspace_of(conn),
                 name=name,
                 dataset_id=ds.id,
                 rules=canonical,
@@ -183,7 +195,9 @@ def edit_segment(
         values: dict[str, Any] = {"updated_at": now}
         if new_name is not None and new_name.strip() != current.name:
             new_name = validate_segment_name(new_name)
-            taken = conn.execute(sa.select(segments.c.id).where(segments.c.name == new_name))
+            taken = conn.execute(
+                sa.select(segments.c.id).where(segments.c.name == new_name, owned(conn, segments))
+            )
             if taken.first():
                 raise Conflict(f"a segment named {new_name!r} already exists")
             values["name"] = new_name
@@ -360,7 +374,9 @@ def member_keys(db: Database, segment_id: int) -> set[str]:
     """Every member's key (for tests and small exports)."""
     with db.read() as conn:
         segment_row = conn.execute(
-            sa.select(segments.c.dataset_id).where(segments.c.id == segment_id)
+            sa.select(segments.c.dataset_id).where(
+                segments.c.id == segment_id, owned(conn, segments)
+            )
         ).first()
         if segment_row is None:
             raise NotFound(f"no segment with id {segment_id}")
@@ -405,7 +421,9 @@ def preview(
         if segment_id is None:
             return out
         segment_row = conn.execute(
-            sa.select(segments.c.dataset_id).where(segments.c.id == segment_id)
+            sa.select(segments.c.dataset_id).where(
+                segments.c.id == segment_id, owned(conn, segments)
+            )
         ).first()
         if segment_row is None:
             raise NotFound(f"no segment with id {segment_id}")
@@ -434,6 +452,9 @@ def history(db: Database, segment_id: int, *, points: int = 500) -> list[dict[st
     tick that changed something; the oldest are merged beyond ``points``)."""
     delta = sa.func.sum(sa.case((segment_events.c.kind == "enter", 1), else_=-1))
     with db.read() as conn:
+        visible = sa.select(segments.c.id).where(segments.c.id == segment_id, owned(conn, segments))
+        if conn.execute(visible).first() is None:
+            raise NotFound(f"no segment with id {segment_id}")
         rows = conn.execute(
             sa.select(segment_events.c.at, delta)
             .where(segment_events.c.segment_id == segment_id)

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
+from segflow.db.scope import owned, workspace_of
 from segflow.errors import Conflict, InvalidInput, NotFound
 from segflow.secrets import Cipher
 
@@ -303,13 +304,16 @@ def add_destination(
         stored = cipher.encrypt(json.dumps(secret))
     with db.write() as conn:
         taken = conn.execute(
-            sa.select(destinations.c.id).where(destinations.c.name == name)
+            sa.select(destinations.c.id).where(
+                destinations.c.name == name, owned(conn, destinations)
+            )
         ).first()
         if taken is not None:
             raise Conflict(f"a destination named {name!r} already exists")
         new_id = conn.execute(
             sa.insert(destinations)
             .values(
+                workspace_id=workspace_of(conn),
                 name=name,
                 kind=kind,
                 config=clean,
@@ -364,7 +368,9 @@ def _resend_everything(conn: Connection, destination_id: int) -> None:
 
 
 def _load(conn: Connection, name: str) -> Destination:
-    row = conn.execute(sa.select(destinations).where(destinations.c.name == name)).first()
+    row = conn.execute(
+        sa.select(destinations).where(destinations.c.name == name, owned(conn, destinations))
+    ).first()
     if row is None:
         raise NotFound(f"no destination named {name!r}")
     return _from_row(row)
@@ -377,7 +383,9 @@ def get_destination(db: Database, name: str) -> Destination:
 
 def list_destinations(db: Database) -> list[Destination]:
     with db.read() as conn:
-        rows = conn.execute(sa.select(destinations).order_by(destinations.c.name)).all()
+        rows = conn.execute(
+            sa.select(destinations).where(owned(conn, destinations)).order_by(destinations.c.name)
+        ).all()
     return [_from_row(r) for r in rows]
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 from segflow.activation.destinations import Destination, _load
 from segflow.db.engine import Database
 from segflow.db.schema import link_members, links, members, segments, sync_log
+from segflow.db.scope import owned
 from segflow.errors import Conflict, InvalidInput, NotFound
 
 #: Customer Match lists with fewer active members are not served.
@@ -100,7 +101,9 @@ class LinkStatus:
 
 
 def _segment_row(conn: Connection, name: str, *, lock: bool = False) -> sa.Row[Any]:
-    query = sa.select(segments.c.id, segments.c.name).where(segments.c.name == name)
+    query = sa.select(segments.c.id, segments.c.name).where(
+        segments.c.name == name, owned(conn, segments)
+    )
     if lock and conn.dialect.name == "postgresql":
         # Waits for a tick that is writing this segment's members, so the
         # link starts from a committed membership.
@@ -298,6 +301,7 @@ def _links(conn: Connection, link_id: int | None = None) -> list[tuple[Link, sa.
         )
         .join(segments, segments.c.id == links.c.segment_id)
         .join(destinations, destinations.c.id == links.c.destination_id)
+        .where(owned(conn, segments))
         .order_by(segments.c.name, destinations.c.name)
     )
     if link_id is not None:

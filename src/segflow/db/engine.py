@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -63,14 +64,34 @@ def _redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-class Database:
-    """One configured database: an SQLAlchemy engine plus segflow's rules for using it."""
+#: The workspace of the local single-user mode, and of everything made before
+#: workspaces existed.
+DEFAULT_WORKSPACE = 1
+#: Connection option carrying the workspace whose objects a transaction sees.
+WORKSPACE_OPTION = "segflow_workspace"
 
-    def __init__(self, url: str) -> None:
+
+class Database:
+    """One configured database: an SQLAlchemy engine plus segflow's rules for using it.
+
+    A Database is seen from one workspace (``workspace_id``): every
+    transaction it opens carries that workspace, and ``segflow.db.scope.owned`` turns
+    it into the filter that lookups of datasets, segments and destinations
+    apply. ``in_workspace`` gives another view over the same engine.
+    """
+
+    def __init__(self, url: str, *, workspace_id: int = DEFAULT_WORKSPACE) -> None:
         self.url = normalise_url(url)
         self.display_url = _redacted(self.url)
         self.dialect = self.url.get_backend_name()
         self.engine = self._create_engine()
+        self.workspace_id = workspace_id
+
+    def in_workspace(self, workspace_id: int) -> Database:
+        """The same database (and connection pool) seen from another workspace."""
+        view = copy.copy(self)
+        view.workspace_id = workspace_id
+        return view
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,6 +102,8 @@ class Database:
         return self.dialect == "postgresql"
 
     def _create_engine(self) -> Engine:
+        # hide_parameters: bound values (emails, phones) never appear in a
+        # database error's message, so never in a log or traceback.
         if self.is_sqlite:
             if sqlite_module.sqlite_version_info < MIN_SQLITE:
                 raise InvalidInput(
@@ -91,6 +114,7 @@ class Database:
                 self.url,
                 module=sqlite_module,
                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                hide_parameters=True,
             )
             _install_sqlite_hooks(engine)
             return engine
@@ -100,20 +124,28 @@ class Database:
         if extra:
             options += " " + (extra if isinstance(extra, str) else " ".join(extra))
         url = self.url.difference_update_query(["options"])
-        return sa.create_engine(url, connect_args={"options": options}, pool_pre_ping=True)
+        return sa.create_engine(
+            url, connect_args={"options": options}, pool_pre_ping=True, hide_parameters=True
+        )
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for work that spans transactions (see ``writing``)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WORKSPACE_OPTION: self.workspace_id})
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction: one consistent snapshot on both engines."""
-        with self.engine.connect() as conn, conn.begin():
+        with self.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction that commits on success and rolls back on any error."""
-        with self.engine.connect() as conn:
-            with self.writing(conn):
-                yield conn
+        with self.connect() as conn, self.writing(conn):
+            yield conn
 
     @contextmanager
     def writing(self, conn: Connection) -> Iterator[Connection]:
@@ -122,7 +154,7 @@ class Database:
         Used by work that prepares data on one connection (temporary tables)
         before it takes the write lock.
         """
-        conn.execution_options(**{_WRITE_OPTION: True})
+        conn.execution_options(**{_WRITE_OPTION: True, WORKSPACE_OPTION: self.workspace_id})
         try:
             with conn.begin():
                 yield conn

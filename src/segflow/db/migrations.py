@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.db.engine import Database, utcnow
-from segflow.db.schema import schema_migrations
+from segflow.db.schema import UTCDateTime, schema_migrations
 
 # Serialises concurrent upgrades on PostgreSQL (an arbitrary constant).
 _PG_UPGRADE_LOCK = 7_316_455_001
@@ -193,11 +193,121 @@ def _m4_stale_identifiers(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("ALTER TABLE sf_link_members ADD COLUMN stale TEXT")
 
 
+def _m5_workspaces(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    for statement in (
+        f"""CREATE TABLE sf_workspaces (
+            id {t["pk"]},
+            name TEXT NOT NULL UNIQUE,
+            created_at {t["ts"]} NOT NULL
+        )""",
+        f"""CREATE TABLE sf_users (
+            id {t["pk"]},
+            name TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            created_at {t["ts"]} NOT NULL
+        )""",
+        """CREATE TABLE sf_workspace_members (
+            workspace_id INTEGER NOT NULL REFERENCES sf_workspaces (id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES sf_users (id) ON DELETE CASCADE,
+            PRIMARY KEY (workspace_id, user_id)
+        )""",
+        f"""CREATE TABLE sf_tokens (
+            id {t["pk"]},
+            user_id INTEGER NOT NULL REFERENCES sf_users (id) ON DELETE CASCADE,
+            workspace_id INTEGER NOT NULL REFERENCES sf_workspaces (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at {t["ts"]} NOT NULL,
+            last_used_at {t["ts"]},
+            revoked_at {t["ts"]}
+        )""",
+        f"""CREATE TABLE sf_sessions (
+            id {t["pk"]},
+            token_hash TEXT NOT NULL UNIQUE,
+            user_id INTEGER NOT NULL REFERENCES sf_users (id) ON DELETE CASCADE,
+            workspace_id INTEGER NOT NULL REFERENCES sf_workspaces (id) ON DELETE CASCADE,
+            csrf_token TEXT NOT NULL,
+            created_at {t["ts"]} NOT NULL,
+            expires_at {t["ts"]} NOT NULL
+        )""",
+        f"""CREATE TABLE sf_login_failures (
+            name TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            first_at {t["ts"]} NOT NULL,
+            locked_until {t["ts"]}
+        )""",
+    ):
+        conn.exec_driver_sql(statement)
+    # The first workspace, id 1: where everything made before team mode lives
+    # and where the local single-user mode keeps working.
+    conn.execute(
+        sa.text("INSERT INTO sf_workspaces (name, created_at) VALUES ('default', :now)").bindparams(
+            sa.bindparam("now", utcnow(), type_=UTCDateTime)
+        )
+    )
+    owner = "workspace_id INTEGER NOT NULL DEFAULT 1 REFERENCES sf_workspaces (id)"
+    if dialect == "postgresql":
+        for table in ("sf_datasets", "sf_segments", "sf_destinations"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {owner}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {table}_name_key")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD UNIQUE (workspace_id, name)")
+        return
+    # SQLite cannot drop a UNIQUE constraint: rebuild the three tables (the
+    # caller has switched foreign keys off for this, and checks them after).
+    rebuilt = {
+        "sf_datasets": f"""
+            id {t["pk"]},
+            name TEXT NOT NULL,
+            key_column TEXT NOT NULL,
+            records_table TEXT NOT NULL UNIQUE,
+            record_count BIGINT NOT NULL,
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL""",
+        "sf_segments": f"""
+            id {t["pk"]},
+            name TEXT NOT NULL,
+            dataset_id INTEGER NOT NULL REFERENCES sf_datasets (id) ON DELETE CASCADE,
+            rules {t["json"]} NOT NULL,
+            rules_version INTEGER NOT NULL,
+            evaluated_version INTEGER NOT NULL,
+            watermark BIGINT NOT NULL,
+            member_count BIGINT NOT NULL,
+            clock_at {t["ts"]},
+            last_processed_at {t["ts"]},
+            error TEXT,
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL""",
+        "sf_destinations": f"""
+            id {t["pk"]},
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('google_ads', 'file')),
+            config {t["json"]} NOT NULL,
+            secret TEXT,
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL""",
+    }
+    for table, columns in rebuilt.items():
+        names = [c.split()[0] for c in columns.strip().split(",\n")]
+        listed = ", ".join(names)
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table}_v5 ({columns},\n            {owner},\n"
+            "            UNIQUE (workspace_id, name))"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {table}_v5 ({listed}) SELECT {listed} FROM {table}"  # noqa: S608
+        )
+        conn.exec_driver_sql(f"DROP TABLE {table}")
+        conn.exec_driver_sql(f"ALTER TABLE {table}_v5 RENAME TO {table}")
+    conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
     Migration(3, "destinations, links and sync state", _m3_activation),
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
+    Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
 )
 
 
@@ -224,19 +334,37 @@ def upgrade(db: Database) -> list[Migration]:
     if current_version(db) >= latest:
         return []
     applied: list[Migration] = []
-    with db.write() as conn:
-        if db.is_postgres:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
-        _create_ledger(conn, db.dialect)
-        done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
-        for migration in MIGRATIONS:
-            if migration.version in done:
-                continue
-            migration.apply(conn, db.dialect)
-            conn.execute(
-                schema_migrations.insert().values(
-                    version=migration.version, name=migration.name, applied_at=utcnow()
-                )
-            )
-            applied.append(migration)
+    with db.connect() as conn:
+        # Rebuilding a table that others reference needs SQLite's foreign keys
+        # off, which it only allows outside a transaction: hence the driver.
+        raw = conn.connection.dbapi_connection if db.is_sqlite else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with db.writing(conn):
+                _apply(db, conn, applied)
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
     return applied
+
+
+def _apply(db: Database, conn: Connection, applied: list[Migration]) -> None:
+    if db.is_postgres:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
+    _create_ledger(conn, db.dialect)
+    done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        migration.apply(conn, db.dialect)
+        conn.execute(
+            schema_migrations.insert().values(
+                version=migration.version, name=migration.name, applied_at=utcnow()
+            )
+        )
+        applied.append(migration)
+    if db.is_sqlite:
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise RuntimeError(f"schema upgrade left a broken reference: {tuple(broken)}")

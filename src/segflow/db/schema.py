@@ -54,16 +54,101 @@ change_sequence = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+# Every dataset, segment and destination belongs to one workspace; records,
+# events, links and the sync log belong to it through them. Workspace 1 is
+# the local single-user mode's.
+workspaces = sa.Table(
+    "sf_workspaces",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = sa.Table(
+    "sf_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+workspace_members = sa.Table(
+    "sf_workspace_members",
+    metadata,
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("sf_users.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+# API tokens and sessions are stored as SHA-256 hashes of their secrets only.
+tokens = sa.Table(
+    "sf_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("sf_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+sessions = sa.Table(
+    "sf_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("sf_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+login_failures = sa.Table(
+    "sf_login_failures",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("locked_until", UTCDateTime),
+)
+
 datasets = sa.Table(
     "sf_datasets",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
     sa.Column("key_column", sa.Text, nullable=False),
     sa.Column("records_table", sa.Text, nullable=False),
     sa.Column("record_count", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    sa.UniqueConstraint("workspace_id", "name"),
 )
 
 dataset_columns = sa.Table(
@@ -101,7 +186,7 @@ segments = sa.Table(
     "sf_segments",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
     sa.Column(
         "dataset_id",
         sa.Integer,
@@ -122,6 +207,9 @@ segments = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Always the dataset's workspace; kept here so names are unique per workspace.
+    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    sa.UniqueConstraint("workspace_id", "name"),
 )
 
 members = sa.Table(
@@ -158,7 +246,7 @@ destinations = sa.Table(
     "sf_destinations",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("config", sa.JSON, nullable=False),
     # Credentials, kept apart from config so that nothing that shows a
@@ -166,6 +254,8 @@ destinations = sa.Table(
     sa.Column("secret", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    sa.UniqueConstraint("workspace_id", "name"),
 )
 
 identifier_maps = sa.Table(

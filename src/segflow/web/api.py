@@ -23,6 +23,7 @@ from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, NotFound
 from segflow.progress import Progress
+from segflow.web.auth import principal_of, workspace_db
 from segflow.web.broadcaster import Event
 from segflow.web.state import AppState
 
@@ -39,18 +40,21 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in (
         (400, "input segflow refuses (invalid_input, invalid_rules, import_failed)"),
+        (401, "unauthenticated: team mode, and no valid session or bearer token"),
+        (403, "forbidden: a session's request without its X-CSRF-Token"),
         (404, "not_found"),
         (409, "conflict: a taken name, a second link"),
         (413, "too_large: the body is over SEGFLOW_MAX_UPLOAD_BYTES"),
         (422, "invalid_request: malformed JSON, form or parameters"),
+        (429, "throttled: too many failed sign-ins for this name"),
         (500, "internal: details are in the server's log"),
     )
 }
-router = APIRouter(responses=_ERRORS)
+router = APIRouter(responses=ERRORS)
 
 #: Segment and destination ids are 32-bit, record and event cursors 64-bit, on
 #: both engines; larger numbers are refused as input rather than failing in SQL.
@@ -79,7 +83,7 @@ def _page(items: list[dict[str, Any]], cursor: int | None) -> dict[str, Any]:
 @router.get("/healthz", tags=["health"])
 def healthz(request: Request) -> dict[str, Any]:
     state = _state(request)
-    with state.db.read() as conn:
+    with state.db.read() as conn:  # touches no workspace's data
         conn.exec_driver_sql("SELECT 1")
     return {"status": "ok", "database": state.db.dialect}
 
@@ -97,6 +101,7 @@ def import_file(
 ) -> dict[str, Any]:
     """Import a CSV into a dataset (created on first import); same summary as the CLI's."""
     state = _state(request)
+    db = workspace_db(request)
     source = file.filename or "upload.csv"
     file.file.seek(0, io.SEEK_END)
     total = file.file.tell()
@@ -119,11 +124,12 @@ def import_file(
                     "total_bytes": p.total_bytes,
                     "rows": p.rows,
                 },
+                db.workspace_id,
             )
         )
 
     summary = datasets.import_csv(
-        state.db,
+        db,
         file.file,
         datasets.ImportOptions(dataset=name, key=key or None, mode=mode),
         source=source,
@@ -132,8 +138,8 @@ def import_file(
         progress=progress,
         settings=state.settings,
     )
-    dataset = datasets.get_dataset(state.db, name)
-    report = engine.tick(state.db, utcnow(), dataset_ids=[dataset.id])
+    dataset = datasets.get_dataset(db, name)
+    report = engine.tick(db, utcnow(), dataset_ids=[dataset.id])
     summary["segments"] = [o.as_dict() for o in report.outcomes]
     state.broadcaster.changed()
     state.wake()
@@ -142,13 +148,13 @@ def import_file(
 
 @router.get("/api/datasets", tags=["datasets"])
 def list_datasets(request: Request) -> list[dict[str, Any]]:
-    return [datasets.dataset_summary(d) for d in datasets.list_datasets(_state(request).db)]
+    return [datasets.dataset_summary(d) for d in datasets.list_datasets(workspace_db(request))]
 
 
 @router.get("/api/datasets/{name}", tags=["datasets"])
 def get_dataset(request: Request, name: str) -> dict[str, Any]:
     """Schema with counts and the operators each column takes, identifier mapping and quality."""
-    db = _state(request).db
+    db = workspace_db(request)
     info = datasets.describe_dataset(db, name)
     for column in info["columns"]:
         column["operators"] = list(rules.OPERATORS[_rule_type(column["type"])])
@@ -168,7 +174,9 @@ def _rule_type(column_type: str) -> str:
 def dataset_records(
     request: Request, name: str, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
-    items, next_cursor = datasets.page_records(_state(request).db, name, limit=limit, after=cursor)
+    items, next_cursor = datasets.page_records(
+        workspace_db(request), name, limit=limit, after=cursor
+    )
     return _page(items, next_cursor)
 
 
@@ -178,7 +186,8 @@ def forget_record(request: Request, name: str, key: str) -> dict[str, Any]:
     from segflow.forget import forget
 
     state = _state(request)
-    report = forget(state.db, name, key, utcnow())
+    db = workspace_db(request)
+    report = forget(db, name, key, utcnow())
     state.broadcaster.changed()
     state.wake()
     return report.as_dict()
@@ -187,7 +196,8 @@ def forget_record(request: Request, name: str, key: str) -> dict[str, Any]:
 @router.delete("/api/datasets/{name}", status_code=204, tags=["datasets"])
 def delete_dataset(request: Request, name: str) -> Response:
     state = _state(request)
-    datasets.delete_dataset(state.db, name)
+    db = workspace_db(request)
+    datasets.delete_dataset(db, name)
     state.broadcaster.changed()
     return Response(status_code=204)
 
@@ -213,12 +223,12 @@ class PreviewIn(BaseModel):
 
 
 def _segment(request: Request, segment_id: int) -> segments.Segment:
-    return segments.get_segment_by_id(_state(request).db, segment_id)
+    return segments.get_segment_by_id(workspace_db(request), segment_id)
 
 
 def _segment_json(request: Request, segment: segments.Segment) -> dict[str, Any]:
     out = segment.as_dict()
-    with _state(request).db.read() as conn:
+    with workspace_db(request).read() as conn:
         out["destinations"] = links.linked_destinations(conn, [segment.id]).get(segment.id, [])
     return out
 
@@ -226,8 +236,9 @@ def _segment_json(request: Request, segment: segments.Segment) -> dict[str, Any]
 @router.post("/api/segments", status_code=201, tags=["segments"])
 def create_segment(request: Request, body: SegmentIn) -> dict[str, Any]:
     state = _state(request)
+    db = workspace_db(request)
     created = segments.create_segment(
-        state.db, name=body.name, dataset=body.dataset, rules_json=body.rules, now=utcnow()
+        db, name=body.name, dataset=body.dataset, rules_json=body.rules, now=utcnow()
     )
     state.broadcaster.changed()
     return _segment_json(request, created)
@@ -235,7 +246,7 @@ def create_segment(request: Request, body: SegmentIn) -> dict[str, Any]:
 
 @router.get("/api/segments", tags=["segments"])
 def list_segments(request: Request, dataset: str | None = None) -> list[dict[str, Any]]:
-    db = _state(request).db
+    db = workspace_db(request)
     found = segments.list_segments(db, dataset=dataset)
     with db.read() as conn:
         linked = links.linked_destinations(conn, [s.id for s in found])
@@ -246,7 +257,7 @@ def list_segments(request: Request, dataset: str | None = None) -> list[dict[str
 def preview(request: Request, body: PreviewIn) -> dict[str, Any]:
     """Count, sample and (against a saved segment) would-enter / would-exit for rules."""
     return segments.preview(
-        _state(request).db, body.dataset, body.rules, utcnow(), segment_id=body.segment_id
+        workspace_db(request), body.dataset, body.rules, utcnow(), segment_id=body.segment_id
     )
 
 
@@ -258,11 +269,12 @@ def get_segment(request: Request, segment_id: SegmentId) -> dict[str, Any]:
 @router.patch("/api/segments/{segment_id}", tags=["segments"])
 def edit_segment(request: Request, segment_id: SegmentId, body: SegmentPatch) -> dict[str, Any]:
     state = _state(request)
+    db = workspace_db(request)
     current = _segment(request, segment_id)
     if body.name is None and body.rules is None:
         raise InvalidInput("nothing to change: give name and/or rules")
     edited = segments.edit_segment(
-        state.db, current.name, now=utcnow(), rules_json=body.rules, new_name=body.name
+        db, current.name, now=utcnow(), rules_json=body.rules, new_name=body.name
     )
     state.broadcaster.changed()
     state.wake()
@@ -272,7 +284,8 @@ def edit_segment(request: Request, segment_id: SegmentId, body: SegmentPatch) ->
 @router.delete("/api/segments/{segment_id}", status_code=204, tags=["segments"])
 def delete_segment(request: Request, segment_id: SegmentId) -> Response:
     state = _state(request)
-    segments.delete_segment(state.db, _segment(request, segment_id).name)
+    db = workspace_db(request)
+    segments.delete_segment(db, _segment(request, segment_id).name)
     state.broadcaster.changed()
     return Response(status_code=204)
 
@@ -282,7 +295,9 @@ def segment_members(
     request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
     name = _segment(request, segment_id).name
-    items, next_cursor = segments.list_members(_state(request).db, name, limit=limit, after=cursor)
+    items, next_cursor = segments.list_members(
+        workspace_db(request), name, limit=limit, after=cursor
+    )
     return _page(items, next_cursor)
 
 
@@ -308,7 +323,7 @@ def _safe_cell(value: Any) -> str:
 )
 def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse:
     """Every member as CSV, raw values as imported, formula-like cells neutralised."""
-    db = _state(request).db
+    db = workspace_db(request)
     segment = _segment(request, segment_id)
     dataset = datasets.get_dataset(db, segment.dataset)
     names = [c.name for c in dataset.columns]
@@ -344,7 +359,9 @@ def segment_events(
     request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
     name = _segment(request, segment_id).name
-    items, next_cursor = segments.list_events(_state(request).db, name, limit=limit, before=cursor)
+    items, next_cursor = segments.list_events(
+        workspace_db(request), name, limit=limit, before=cursor
+    )
     return _page(items, next_cursor)
 
 
@@ -352,13 +369,13 @@ def segment_events(
 def segment_history(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
     """Member count over time, rebuilt from the enter/exit events."""
     _segment(request, segment_id)
-    return segments.history(_state(request).db, segment_id)
+    return segments.history(workspace_db(request), segment_id)
 
 
 @router.get("/api/segments/{segment_id}/explain/{key}", tags=["segments"])
 def explain(request: Request, segment_id: SegmentId, key: str) -> dict[str, Any]:
     name = _segment(request, segment_id).name
-    return segments.explain(_state(request).db, name, key, utcnow())
+    return segments.explain(workspace_db(request), name, key, utcnow())
 
 
 # ---------------------------------------------------------------- destinations
@@ -380,7 +397,7 @@ class LinkIn(BaseModel):
 
 
 def _destination_by_id(request: Request, destination_id: int) -> destinations.Destination:
-    for d in destinations.list_destinations(_state(request).db):
+    for d in destinations.list_destinations(workspace_db(request)):
         if d.id == destination_id:
             return d
     raise NotFound(f"no destination with id {destination_id}")
@@ -389,8 +406,14 @@ def _destination_by_id(request: Request, destination_id: int) -> destinations.De
 @router.post("/api/destinations", status_code=201, tags=["destinations"])
 def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
     state = _state(request)
+    db = workspace_db(request)
+    if body.kind == "file" and state.settings.auth:
+        raise InvalidInput(
+            "file destinations write to the server's disk, so in team mode only an operator "
+            "adds them (segflow destinations add on the server)"
+        )
     added = destinations.add_destination(
-        state.db,
+        db,
         body.name,
         body.kind,
         body.config,
@@ -403,28 +426,29 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
 
 @router.get("/api/destinations", tags=["destinations"])
 def list_destinations(request: Request) -> list[dict[str, Any]]:
-    return [d.public() for d in destinations.list_destinations(_state(request).db)]
+    return [d.public() for d in destinations.list_destinations(workspace_db(request))]
 
 
 @router.delete("/api/destinations/{destination_id}", status_code=204, tags=["destinations"])
 def delete_destination(request: Request, destination_id: DestinationId) -> Response:
     found = _destination_by_id(request, destination_id)
-    destinations.delete_destination(_state(request).db, found.name)
+    destinations.delete_destination(workspace_db(request), found.name)
     return Response(status_code=204)
 
 
 def _link_statuses(request: Request, segment_id: int) -> list[dict[str, Any]]:
     return [
-        s.as_dict() for s in links.status(_state(request).db) if s.link.segment_id == segment_id
+        s.as_dict() for s in links.status(workspace_db(request)) if s.link.segment_id == segment_id
     ]
 
 
 @router.post("/api/segments/{segment_id}/links", status_code=201, tags=["destinations"])
 def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str, Any]:
     state = _state(request)
+    db = workspace_db(request)
     segment = _segment(request, segment_id)
     destination = _destination_by_id(request, body.destination_id)
-    made = links.link(state.db, segment.name, destination.name, utcnow())
+    made = links.link(db, segment.name, destination.name, utcnow())
     state.broadcaster.changed()
     state.wake()
     return next(s for s in _link_statuses(request, segment_id) if s["id"] == made.id)
@@ -441,9 +465,10 @@ def segment_links(request: Request, segment_id: SegmentId) -> list[dict[str, Any
 )
 def remove_link(request: Request, segment_id: SegmentId, destination_id: DestinationId) -> Response:
     state = _state(request)
+    db = workspace_db(request)
     segment = _segment(request, segment_id)
     destination = _destination_by_id(request, destination_id)
-    links.unlink(state.db, segment.name, destination.name)
+    links.unlink(db, segment.name, destination.name)
     state.broadcaster.changed()
     return Response(status_code=204)
 
@@ -464,7 +489,7 @@ async def stream(request: Request) -> StreamingResponse:
     import asyncio
 
     broadcaster = _state(request).broadcaster
-    sub, snapshot = broadcaster.subscribe()
+    sub, snapshot = broadcaster.subscribe(principal_of(request).workspace_id)
 
     def frame(event: Event) -> str:
         return f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"

@@ -17,8 +17,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from segflow import __version__
 from segflow.config import Settings
 from segflow.db.engine import Database
-from segflow.errors import Conflict, ImportFailed, NotFound, SegflowError
-from segflow.web import api, pages
+from segflow.errors import (
+    Conflict,
+    Forbidden,
+    ImportFailed,
+    NotAuthenticated,
+    NotFound,
+    SegflowError,
+    Throttled,
+)
+from segflow.web import api, auth, pages
 from segflow.web.broadcaster import Broadcaster
 from segflow.web.runtime import Runtime
 from segflow.web.state import AppState
@@ -28,10 +36,15 @@ log = logging.getLogger("segflow.web")
 
 
 def _status_for(exc: SegflowError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
+    for kind, status in (
+        (NotFound, 404),
+        (Conflict, 409),
+        (NotAuthenticated, 401),
+        (Forbidden, 403),
+        (Throttled, 429),
+    ):
+        if isinstance(exc, kind):
+            return status
     return 400
 
 
@@ -149,7 +162,10 @@ def create_app(
         path = getattr(exc, "path", None)
         if path is not None:
             details = {"path": path}
-        return api.error_response(_status_for(exc), exc.code, str(exc), details)
+        response = api.error_response(_status_for(exc), exc.code, str(exc), details)
+        if isinstance(exc, Throttled):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Any:
@@ -175,8 +191,11 @@ def create_app(
         return api.error_response(500, "internal", "internal error; see the server log")
 
     app.include_router(api.router)
+    app.include_router(auth.router, responses=api.ERRORS)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Outermost last: NUL check, then who is asking, then the body's size.
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(auth.Authenticate, state=state)
     app.add_middleware(RefuseNul)
     return app

@@ -12,6 +12,9 @@ queries whatever the number of open streams; :attr:`reads` counts them.
 
 Import progress never touches the database: the import route publishes it
 directly.
+
+Every event belongs to one workspace and reaches only the subscribers of
+that workspace: a stream never carries another workspace's names or counts.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ CLOSED = None
 class Event:
     kind: str
     data: dict[str, Any]
+    workspace_id: int
 
 
 @dataclass(eq=False)
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Event | None]
+    workspace_id: int
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -58,8 +63,9 @@ class Broadcaster:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._segments: dict[int, dict[str, Any]] = {}
-        self._links: dict[int, dict[str, Any]] = {}
+        # id -> (workspace, what a stream shows)
+        self._segments: dict[int, tuple[int, dict[str, Any]]] = {}
+        self._links: dict[int, tuple[int, dict[str, Any]]] = {}
         self._thread: threading.Thread | None = None
 
     # -- lifecycle
@@ -85,15 +91,19 @@ class Broadcaster:
 
     # -- subscribers
 
-    def subscribe(self) -> tuple[_Subscriber, list[Event]]:
-        """A new subscriber and the current state, to send it first."""
-        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue())
+    def subscribe(self, workspace_id: int) -> tuple[_Subscriber, list[Event]]:
+        """A new subscriber to one workspace's events, and its current state to send first."""
+        sub = _Subscriber(asyncio.get_running_loop(), asyncio.Queue(), workspace_id)
         with self._lock:
             if self._stop.is_set():
                 sub.queue.put_nowait(CLOSED)
             self._subscribers.add(sub)
-            snapshot = [Event("segment", dict(s)) for s in self._segments.values()]
-            snapshot += [Event("sync", dict(s)) for s in self._links.values()]
+            snapshot = [
+                Event(kind, dict(data), ws)
+                for kind, current in (("segment", self._segments), ("sync", self._links))
+                for ws, data in current.values()
+                if ws == workspace_id
+            ]
         return sub, snapshot
 
     def unsubscribe(self, sub: _Subscriber) -> None:
@@ -109,7 +119,8 @@ class Broadcaster:
         with self._lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:
-            _put(sub, event)
+            if sub.workspace_id == event.workspace_id:
+                _put(sub, event)
 
     def changed(self) -> None:
         """Something may have changed: read now rather than at the next interval."""
@@ -152,6 +163,7 @@ class Broadcaster:
             seg_rows = conn.execute(
                 sa.select(
                     segments.c.id,
+                    segments.c.workspace_id,
                     segments.c.name,
                     segments.c.member_count,
                     segments.c.last_processed_at,
@@ -162,6 +174,7 @@ class Broadcaster:
                 sa.select(
                     links.c.id,
                     links.c.segment_id,
+                    destinations.c.workspace_id,
                     destinations.c.name,
                     links.c.paused_reason,
                     links.c.last_success_at,
@@ -171,40 +184,45 @@ class Broadcaster:
             ).all()
         self.reads += 2
         new_segments = {
-            r.id: {
-                "id": r.id,
-                "name": r.name,
-                "member_count": int(r.member_count),
-                "last_processed_at": _iso(r.last_processed_at),
-                "error": r.error,
-            }
+            r.id: (
+                r.workspace_id,
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "member_count": int(r.member_count),
+                    "last_processed_at": _iso(r.last_processed_at),
+                    "error": r.error,
+                },
+            )
             for r in seg_rows
         }
         new_links = {
-            r.id: {
-                "link_id": r.id,
-                "segment_id": r.segment_id,
-                "destination": r.name,
-                "paused": r.paused_reason is not None,
-                "paused_reason": r.paused_reason,
-                "last_success_at": _iso(r.last_success_at),
-                "last_error": r.last_error,
-                "next_attempt_at": _iso(r.next_attempt_at),
-            }
+            r.id: (
+                r.workspace_id,
+                {
+                    "link_id": r.id,
+                    "segment_id": r.segment_id,
+                    "destination": r.name,
+                    "paused": r.paused_reason is not None,
+                    "paused_reason": r.paused_reason,
+                    "last_success_at": _iso(r.last_success_at),
+                    "last_error": r.last_error,
+                    "next_attempt_at": _iso(r.next_attempt_at),
+                },
+            )
             for r in link_rows
         }
         events: list[Event] = []
         with self._lock:
-            for key, value in new_segments.items():
-                if self._segments.get(key) != value:
-                    events.append(Event("segment", value))
-            for key in self._segments.keys() - new_segments.keys():
-                events.append(Event("segment", {"id": key, "deleted": True}))
-            for key, value in new_links.items():
-                if self._links.get(key) != value:
-                    events.append(Event("sync", value))
-            for key in self._links.keys() - new_links.keys():
-                events.append(Event("sync", {"link_id": key, "deleted": True}))
+            for kind, id_key, old, new in (
+                ("segment", "id", self._segments, new_segments),
+                ("sync", "link_id", self._links, new_links),
+            ):
+                for key, (ws, value) in new.items():
+                    if old.get(key) != (ws, value):
+                        events.append(Event(kind, value, ws))
+                for key in old.keys() - new.keys():
+                    events.append(Event(kind, {id_key: key, "deleted": True}, old[key][0]))
             self._segments, self._links = new_segments, new_links
         for event in events:
             self.publish(event)

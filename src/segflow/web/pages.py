@@ -38,6 +38,7 @@ def _layout(title: str, page: str, body: str, data: dict[str, Any] | None = None
 </head>
 <body data-page="{page}">
 <header><a class="brand" href="/">segflow</a><nav>{nav}</nav>
+<span id="account" class="account"></span>
 <span id="live" class="live" title="live updates">●</span></header>
 <main>
 <h1 id="title">{html.escape(title)}</h1>
@@ -170,6 +171,18 @@ def destinations_page() -> HTMLResponse:
 <button type="submit">Add destination</button> <span id="d-error" class="error"></span></div>
 </form></section>"""
     return _layout("Destinations", "destinations", body)
+
+
+@router.get("/login")
+def login_page() -> HTMLResponse:
+    body = """
+<form id="login-form" class="login">
+<label>Name <input id="login-name" autocomplete="username" required maxlength="64"></label>
+<label>Password <input id="login-password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+<p id="login-error" class="error" aria-live="polite"></p>
+</form>"""
+    return _layout("Sign in", "login", body)
 
 
 @router.get("/docs")

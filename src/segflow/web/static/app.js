@@ -19,6 +19,14 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Team mode: a signed-in page echoes the session's CSRF cookie in a header on
+// every change; another site's page can neither read the cookie nor add it.
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)segflow_csrf=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+const SAFE_METHODS = ["GET", "HEAD", "OPTIONS"];
+
 async function api(path, options = {}) {
   const init = { ...options, headers: { ...(options.headers || {}) } };
   if (init.json !== undefined) {
@@ -26,7 +34,14 @@ async function api(path, options = {}) {
     init.headers["Content-Type"] = "application/json";
     delete init.json;
   }
+  if (!SAFE_METHODS.includes((init.method || "GET").toUpperCase())) {
+    init.headers["X-CSRF-Token"] = csrfToken();
+  }
   const response = await fetch(path, init);
+  if (response.status === 401 && document.body.dataset.page !== "login") {
+    window.location.assign("/login");
+    return new Promise(() => {});
+  }
   if (response.status === 204) return null;
   const body = await response.json().catch(() => null);
   if (!response.ok) {
@@ -486,6 +501,7 @@ async function datasetsPage() {
     form.append("mode", $("mode").value);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/api/datasets/${encodeURIComponent($("dataset-name").value)}/imports`);
+    xhr.setRequestHeader("X-CSRF-Token", csrfToken());
     bar.hidden = false;
     bar.value = 0;
     xhr.upload.onprogress = (e) => {
@@ -605,7 +621,44 @@ async function docsPage() {
   }
 }
 
+// ------------------------------------------------------------------ sign-in
+
+function loginPage() {
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("login-error").textContent = "";
+    try {
+      await api("/api/auth/login", {
+        method: "POST",
+        json: { name: $("login-name").value, password: $("login-password").value },
+      });
+      window.location.assign("/segments");
+    } catch (error) {
+      $("login-error").textContent = error.message;
+    }
+  });
+}
+
+async function showAccount() {
+  const me = await api("/api/auth/me");
+  if (!me.auth) return;
+  const box = $("account");
+  const picker = el("select", { id: "workspace", title: "workspace" },
+    me.workspaces.map((name) => el("option", { value: name, selected: name === me.workspace }, name)));
+  picker.addEventListener("change", async () => {
+    await api("/api/auth/workspace", { method: "POST", json: { workspace: picker.value } });
+    window.location.assign("/segments");
+  });
+  const out = el("button", { type: "button", id: "sign-out" }, "Sign out");
+  out.addEventListener("click", async () => {
+    await api("/api/auth/logout", { method: "POST" });
+    window.location.assign("/login");
+  });
+  box.append(el("span", { id: "user" }, me.user), " ", picker, " ", out);
+}
+
 const PAGES = {
+  login: loginPage,
   segments: segmentsPage,
   builder: () => setupBuilder(null),
   segment: segmentPage,
@@ -616,8 +669,10 @@ const PAGES = {
 };
 
 (async () => {
-  const page = PAGES[document.body.dataset.page];
-  if (document.body.dataset.page !== "docs") connectLive();
+  const name = document.body.dataset.page;
+  const page = PAGES[name];
+  if (name !== "login") await showAccount();
+  if (name !== "docs" && name !== "login") connectLive();
   if (page) await page();
   document.body.dataset.ready = "true";
 })();

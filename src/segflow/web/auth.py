@@ -1,0 +1,214 @@
+"""Who is asking: the sign-in routes and the middleware that guards every other.
+
+In the local mode (``SEGFLOW_AUTH`` off) every request acts for the one
+implicit user in the default workspace. In team mode the middleware admits a
+request only with a live session cookie or ``Authorization: Bearer`` token,
+and a session-authenticated request that changes anything only with the
+session's CSRF token in ``X-CSRF-Token``. It runs before routing, so a route
+added later is guarded without doing anything. Routes then see the database
+only through ``workspace_db``: the workspace comes from the principal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from segflow import auth
+from segflow.db.engine import Database, utcnow
+from segflow.errors import InvalidInput, NotAuthenticated
+from segflow.web.state import AppState
+
+SESSION_COOKIE = "segflow_session"
+CSRF_COOKIE = "segflow_csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Reachable without signing in: health, the sign-in page and route, the API
+#: description and the pages' assets. Nothing here reads a workspace's data.
+_PUBLIC = frozenset({"/healthz", "/login", "/api/auth/login", "/openapi.json", "/docs"})
+
+
+def _public(path: str) -> bool:
+    return path in _PUBLIC or path.startswith("/static/")
+
+
+def principal_of(request: Request) -> auth.Principal:
+    principal: auth.Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # only public routes run without one, and they never ask
+        raise NotAuthenticated("sign in first")
+    return principal
+
+
+def workspace_db(request: Request) -> Database:
+    """The database as the request's workspace sees it: the routes' only way in."""
+    state: AppState = request.app.state.segflow
+    return state.db.in_workspace(principal_of(request).workspace_id)
+
+
+class Authenticate:
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        bag = scope.setdefault("state", {})
+        if not self.state.settings.auth:
+            bag["principal"] = auth.LOCAL
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        principal = await run_in_threadpool(self._identify, headers)
+        if principal is None:
+            if _public(path):
+                await self.app(scope, receive, send)
+                return
+            if path.startswith("/api/"):
+                response: Response = _error(
+                    401, "unauthenticated", "sign in or send a bearer token"
+                )
+                response.headers["WWW-Authenticate"] = 'Bearer realm="segflow"'
+            else:
+                response = RedirectResponse("/login", status_code=303)
+            await response(scope, receive, send)
+            return
+        method = scope["method"]
+        if principal.via == "session" and method not in _SAFE_METHODS:
+            if not auth.csrf_matches(principal, headers.get(CSRF_HEADER)):
+                await _error(
+                    403, "forbidden", "missing or wrong X-CSRF-Token header for this session"
+                )(scope, receive, send)
+                return
+        bag["principal"] = principal
+        await self.app(scope, receive, send)
+
+    def _identify(self, headers: dict[str, str]) -> auth.Principal | None:
+        db, now = self.state.db, utcnow()
+        bearer = headers.get("authorization", "")
+        if bearer[:7].lower() == "bearer ":
+            return auth.token_principal(db, bearer[7:].strip(), now)
+        secret = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+        return auth.session_principal(db, secret, now) if secret else None
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    from segflow.web.api import error_response
+
+    return error_response(status, code, message)
+
+
+# ---------------------------------------------------------------- routes
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+class LoginIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=auth.MAX_PASSWORD)
+    workspace: str | None = Field(default=None, max_length=64)
+
+
+class WorkspaceIn(BaseModel):
+    workspace: str = Field(min_length=1, max_length=64)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.segflow
+    return state
+
+
+def _me(request: Request, principal: auth.Principal) -> dict[str, Any]:
+    state = _state(request)
+    workspaces = (
+        auth.user_workspaces(state.db, principal.user_id)
+        if principal.user_id is not None
+        else [principal.workspace]
+    )
+    return {
+        "auth": state.settings.auth,
+        "user": principal.user,
+        "workspace": principal.workspace,
+        "workspaces": workspaces,
+        "via": principal.via,
+    }
+
+
+def _require_team_mode(request: Request) -> None:
+    if not _state(request).settings.auth:
+        raise InvalidInput("team mode is off: segflow serves one local user (SEGFLOW_AUTH=on)")
+
+
+@router.post("/login")
+def login(request: Request, response: Response, body: LoginIn) -> dict[str, Any]:
+    """Sign in with a name and password; sets the session and CSRF cookies."""
+    _require_team_mode(request)
+    state = _state(request)
+    principal, secret = auth.login(
+        state.db,
+        body.name,
+        body.password,
+        utcnow(),
+        hours=state.settings.session_hours,
+        workspace=body.workspace,
+    )
+    max_age = state.settings.session_hours * 3600
+    secure = state.settings.cookie_secure
+    response.set_cookie(
+        SESSION_COOKIE, secret, max_age=max_age, httponly=True, secure=secure, samesite="strict"
+    )
+    # Readable by the pages' script, which echoes it in X-CSRF-Token: a page
+    # of another site can neither read it nor make the browser add the header.
+    response.set_cookie(
+        CSRF_COOKIE,
+        principal.csrf_token or "",
+        max_age=max_age,
+        httponly=False,
+        secure=secure,
+        samesite="strict",
+    )
+    return {**_me(request, principal), "csrf_token": principal.csrf_token}
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request) -> Response:
+    """End this session (a no-op for tokens and the local mode)."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret and principal_of(request).via == "session":
+        auth.logout(_state(request).db, secret)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(CSRF_COOKIE)
+    return response
+
+
+@router.get("/me")
+def me(request: Request) -> dict[str, Any]:
+    """Who is signed in, the current workspace and the others they may switch to."""
+    return _me(request, principal_of(request))
+
+
+@router.post("/workspace")
+def choose_workspace(request: Request, body: Annotated[WorkspaceIn, Body()]) -> dict[str, Any]:
+    """Switch this session to another of the user's workspaces."""
+    _require_team_mode(request)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if principal_of(request).via != "session" or not secret:
+        raise InvalidInput("an API token belongs to one workspace; create one for the other")
+    principal = auth.switch_workspace(_state(request).db, secret, body.workspace, utcnow())
+    return _me(request, principal)

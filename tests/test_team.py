@@ -1,0 +1,480 @@
+"""Team mode on both engines: sign-in, tokens, CSRF, and strict workspace isolation.
+
+The isolation test walks the application's own route table, so a route added
+later is called too (and fails the test until it says how to call it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from segflow import auth, datasets, demo, segments
+from segflow.activation import destinations, links
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.db.migrations import MIGRATIONS, upgrade
+from segflow.web.app import create_app
+from segflow.web.server import live_server
+from tests.sync_helpers import HIGH_SPEND, NOW, csv_bytes, customers, run_sync
+
+PASSWORD = "correct horse battery"
+BASE = "https://testserver"  # the session cookie is Secure
+EMAIL = demo.HEADER.index("email")
+PHONE = demo.HEADER.index("phone")
+
+
+@dataclass
+class Team:
+    db: Database
+    alpha: Database
+    beta: Database
+    settings: Settings
+    alice_token: str
+    bob_token: str
+    a_segment: int
+    a_destination: int
+    b_segment: int
+    a_key: str
+    markers: list[str]
+
+
+@pytest.fixture
+def team(db: Database, tmp_path: Path) -> Team:
+    """Two workspaces with data: alice in alpha, bob in beta."""
+    settings = Settings(auth=True)
+    alpha_id = auth.add_workspace(db, "alpha", NOW)
+    beta_id = auth.add_workspace(db, "beta", NOW)
+    auth.add_user(db, "alice", PASSWORD, NOW, member_of=["alpha"])
+    auth.add_user(db, "bob", PASSWORD, NOW, member_of=["beta"])
+    alpha, beta = db.in_workspace(alpha_id), db.in_workspace(beta_id)
+
+    a_rows = customers(40, seed=3)
+    _import(alpha, "alpha-customers", a_rows)
+    a_seg = segments.create_segment(
+        alpha, name="alpha big spenders", dataset="alpha-customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    dest = destinations.add_destination(
+        alpha, "alpha-audience", "file", {"path": str(tmp_path / "alpha.jsonl")}, NOW
+    )
+    links.link(alpha, a_seg.name, dest.name, NOW)
+    run_sync(db, settings)
+    _import(beta, "beta-customers", customers(30, seed=9, start_id=5000))
+    b_seg = segments.create_segment(
+        beta, name="beta spenders", dataset="beta-customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    markers = [r[EMAIL] for r in a_rows if r[EMAIL]] + [r[PHONE] for r in a_rows if r[PHONE]]
+    markers += ["alpha big spenders", "alpha-audience"]
+    _, alice_token = auth.create_token(db, "alice", "alpha", "ci", NOW)
+    _, bob_token = auth.create_token(db, "bob", "beta", "ci", NOW)
+    return Team(
+        db, alpha, beta, settings, alice_token, bob_token, a_seg.id, dest.id, b_seg.id,
+        a_rows[0][0], markers,
+    )  # fmt: skip
+
+
+def _import(db: Database, name: str, rows: list[tuple[str, ...]]) -> None:
+    datasets.import_csv(
+        db, io.BytesIO(csv_bytes(rows)), datasets.ImportOptions(dataset=name, key="id"),
+        source="t.csv", now=NOW,
+    )  # fmt: skip
+    segments_of = datasets.find_dataset(db, name)
+    assert segments_of is not None
+
+
+@pytest.fixture
+def app_client(team: Team) -> Iterator[TestClient]:
+    app = create_app(team.db, team.settings, background=False)
+    with TestClient(app, base_url=BASE) as client:
+        yield client
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _snapshot(db: Database) -> Any:
+    """Everything a workspace holds that a person could see or change."""
+    out: dict[str, Any] = {}
+    for d in datasets.list_datasets(db):
+        out[d.name] = (d.record_count, datasets.page_records(db, d.name, limit=1000)[0])
+    out["segments"] = [(s.name, s.member_count, s.rules) for s in segments.list_segments(db)]
+    out["destinations"] = [d.public() for d in destinations.list_destinations(db)]
+    out["links"] = [(s.link.segment, s.link.destination, s.synced) for s in links.status(db)]
+    return out
+
+
+# ---------------------------------------------------------------- isolation
+
+
+def _api_routes(app: Any) -> list[tuple[str, str]]:
+    """(method, path) of every /api/ route in the app's route table."""
+    found: set[tuple[str, str]] = set()
+    for route in app.routes:
+        # FastAPI 0.116+ keeps included routers as such; their routes come
+        # out of effective_route_contexts with the full path.
+        entries = [route] if isinstance(route, APIRoute) else []
+        if hasattr(route, "effective_route_contexts"):
+            entries = list(route.effective_route_contexts())
+        for entry in entries:
+            if entry.path.startswith("/api/"):
+                found.update((method, entry.path) for method in entry.methods)
+    documented = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if path.startswith("/api/")
+    }
+    assert documented <= found, documented - found
+    return sorted(found)
+
+
+#: Routes that create in the caller's own workspace whatever name they are
+#: given: called with A's names, they must make B's own object, not touch A's.
+_CREATES_OWN = {("POST", "/api/datasets/{name}/imports")}
+#: Routes with a test of their own below.
+_TESTED_APART = {("GET", "/api/stream"), ("POST", "/api/auth/logout")}
+
+
+def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("POST", "/api/datasets/{name}/imports"): {
+            "files": {"file": ("b.csv", csv_bytes(customers(3, seed=11, start_id=9000)))}
+        },
+        ("POST", "/api/segments"): {
+            "json": {"name": "probe", "dataset": "alpha-customers", "rules": HIGH_SPEND}
+        },
+        ("POST", "/api/segments/preview"): {
+            "json": {
+                "dataset": "alpha-customers",
+                "rules": HIGH_SPEND,
+                "segment_id": team.a_segment,
+            }
+        },
+        ("PATCH", "/api/segments/{segment_id}"): {"json": {"name": "taken over"}},
+        ("POST", "/api/destinations"): {
+            "json": {"name": "probe", "kind": "file", "config": {"path": "probe.jsonl"}}
+        },
+        ("POST", "/api/segments/{segment_id}/links"): {
+            "json": {"destination_id": team.a_destination}
+        },
+        ("POST", "/api/auth/login"): {"json": {"name": "bob", "password": PASSWORD}},
+        ("POST", "/api/auth/workspace"): {"json": {"workspace": "alpha"}},
+    }
+    if method in ("POST", "PATCH", "PUT") and (method, path) not in bodies:
+        raise AssertionError(f"new route {method} {path}: say how to call it here")
+    return bodies.get((method, path), {})
+
+
+def test_every_route_hides_workspace_a_from_a_user_of_b(team: Team, app_client: TestClient) -> None:
+    before = _snapshot(team.alpha)
+    params = {
+        "name": "alpha-customers",
+        "segment_id": str(team.a_segment),
+        "destination_id": str(team.a_destination),
+        "key": team.a_key,
+    }
+    routes = [r for r in _api_routes(app_client.app) if r not in _TESTED_APART]
+    assert len(routes) >= 25
+    # Imports create B's own dataset named like A's: run them last.
+    routes.sort(key=lambda r: r in _CREATES_OWN)
+    for method, path in routes:
+        url = path.format(**params)
+        response = app_client.request(
+            method, url, headers=_bearer(team.bob_token), **_request_for(team, method, path)
+        )
+        where = f"{method} {path}: {response.status_code} {response.text[:300]}"
+        assert response.status_code < 500, where
+        if "{" in path and (method, path) not in _CREATES_OWN:
+            assert response.status_code == 404, where
+        for marker in team.markers:
+            assert marker not in response.text, where
+    # B's own segment cannot be linked to A's destination either.
+    response = app_client.post(
+        f"/api/segments/{team.b_segment}/links",
+        json={"destination_id": team.a_destination},
+        headers=_bearer(team.bob_token),
+    )
+    assert response.status_code == 404
+    response = app_client.post(
+        "/api/segments/preview",
+        json={"dataset": "beta-customers", "rules": HIGH_SPEND, "segment_id": team.a_segment},
+        headers=_bearer(team.bob_token),
+    )
+    assert response.status_code == 404
+    assert _snapshot(team.alpha) == before
+    # The import made B a dataset of the same name, beside A's.
+    assert [d.record_count for d in datasets.list_datasets(team.beta)
+            if d.name == "alpha-customers"] == [3]  # fmt: skip
+
+
+def test_the_same_names_live_side_by_side_in_two_workspaces(team: Team) -> None:
+    _import(team.beta, "alpha-customers", customers(5, seed=2, start_id=7000))
+    segments.create_segment(
+        team.beta, name="alpha big spenders", dataset="alpha-customers",
+        rules_json=HIGH_SPEND, now=NOW,
+    )  # fmt: skip
+    destinations.add_destination(team.beta, "alpha-audience", "file", {"path": "b.jsonl"}, NOW)
+    assert datasets.get_dataset(team.alpha, "alpha-customers").record_count == 40
+    assert datasets.get_dataset(team.beta, "alpha-customers").record_count == 5
+    names = {s.name: s.dataset for s in segments.list_segments(team.beta)}
+    assert names == {"alpha big spenders": "alpha-customers", "beta spenders": "beta-customers"}
+
+
+def _events(
+    url: str, headers: dict[str, str], into: list[tuple[str, Any]], stop: threading.Event
+) -> None:
+    with httpx.stream("GET", f"{url}/api/stream", headers=headers, timeout=30) as response:
+        kind = None
+        for line in response.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind:
+                into.append((kind, json.loads(line[6:])))
+
+
+def _wait(predicate: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_stream_of_b_never_carries_a_events(team: Team) -> None:
+    settings = Settings(auth=True)
+    with live_server(team.db, settings, poll_interval=0.1) as server:
+        seen: list[tuple[str, Any]] = []
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=_events, args=(server.url, _bearer(team.bob_token), seen, stop), daemon=True
+        )
+        reader.start()
+        _wait(lambda: any(k == "segment" and d["id"] == team.b_segment for k, d in seen))
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for token, name, seed in ((team.alice_token, "alpha-customers", 21),
+                                      (team.bob_token, "beta-customers", 22)):  # fmt: skip
+                response = http.post(
+                    f"/api/datasets/{name}/imports",
+                    files={"file": ("c.csv", csv_bytes(customers(20, seed=seed, start_id=1)))},
+                    headers=_bearer(token),
+                )
+                assert response.status_code == 201, response.text
+        # B's import shows on B's stream; by then A's (earlier) would have too.
+        _wait(lambda: any(k == "import" and d["dataset"] == "beta-customers" for k, d in seen))
+        time.sleep(0.5)
+        stop.set()
+    text = json.dumps(seen)
+    assert "alpha" not in text
+    assert {d["id"] for k, d in seen if k == "segment"} == {team.b_segment}
+    assert not [d for k, d in seen if k == "sync"]  # B has no links; A's stay A's
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def test_without_a_session_or_token_every_api_route_answers_401(
+    team: Team, app_client: TestClient
+) -> None:
+    public = {("POST", "/api/auth/login")}
+    for method, path in _api_routes(app_client.app):
+        if (method, path) in public:
+            continue
+        url = path.format(name="x", segment_id="1", destination_id="1", key="k")
+        response = app_client.request(method, url)
+        assert response.status_code == 401, f"{method} {path}: {response.status_code}"
+        assert response.json()["error"]["code"] == "unauthenticated"
+        wrong = app_client.request(method, url, headers=_bearer("sf_not-a-token"))
+        assert wrong.status_code == 401
+    page = app_client.get("/segments", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert app_client.get("/login").status_code == 200
+    assert app_client.get("/healthz").status_code == 200
+
+
+def test_a_revoked_token_stops_working_at_once(team: Team, app_client: TestClient) -> None:
+    assert app_client.get("/api/segments", headers=_bearer(team.bob_token)).status_code == 200
+    (listed,) = [t for t in auth.list_tokens(team.db, "bob")]
+    assert "token" not in json.dumps(listed).replace('"name"', "")  # never the secret
+    auth.revoke_token(team.db, listed["id"], NOW)
+    assert app_client.get("/api/segments", headers=_bearer(team.bob_token)).status_code == 401
+    # A user taken out of the workspace loses the tokens they had there.
+    assert app_client.get("/api/segments", headers=_bearer(team.alice_token)).status_code == 200
+    auth.revoke_membership(team.db, "alpha", "alice")
+    assert app_client.get("/api/segments", headers=_bearer(team.alice_token)).status_code == 401
+
+
+def _login(client: TestClient, name: str = "bob", password: str = PASSWORD) -> httpx.Response:
+    return client.post("/api/auth/login", json={"name": name, "password": password})
+
+
+def test_sign_in_sets_a_locked_down_session_and_csrf_guards_every_change(
+    team: Team, app_client: TestClient
+) -> None:
+    response = _login(app_client)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["user"], body["workspace"], body["workspaces"]) == ("bob", "beta", ["beta"])
+    cookies = response.headers.get_list("set-cookie")
+    session = next(c for c in cookies if c.startswith("segflow_session="))
+    for flag in ("HttpOnly", "Secure", "SameSite=strict"):
+        assert flag.lower() in session.lower()
+    csrf = body["csrf_token"]
+    assert any(c.startswith(f"segflow_csrf={csrf}") for c in cookies)
+
+    assert app_client.get("/api/segments").status_code == 200  # reading needs no token
+    create = {"name": "new", "dataset": "beta-customers", "rules": HIGH_SPEND}
+    refused = app_client.post("/api/segments", json=create)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    wrong = app_client.post("/api/segments", json=create, headers={"X-CSRF-Token": "x" * 43})
+    assert wrong.status_code == 403
+    assert [s.name for s in segments.list_segments(team.beta)] == ["beta spenders"]
+    made = app_client.post("/api/segments", json=create, headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201, made.text
+    # Uploads too.
+    upload = app_client.post(
+        "/api/datasets/beta-customers/imports",
+        files={"file": ("c.csv", csv_bytes(customers(2, seed=1, start_id=1)))},
+    )
+    assert upload.status_code == 403
+
+    # Switching to a workspace one is not a member of is refused.
+    other = app_client.post(
+        "/api/auth/workspace", json={"workspace": "alpha"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert other.status_code == 404
+    out = app_client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf})
+    assert out.status_code == 204
+    assert app_client.get("/api/segments").status_code == 401
+
+
+def test_a_user_of_two_workspaces_switches_between_them(team: Team, app_client: TestClient) -> None:
+    auth.grant(team.db, "alpha", "bob")
+    body = _login(app_client).json()
+    assert body["workspaces"] == ["alpha", "beta"]
+    names = {body["workspace"]: [s["name"] for s in app_client.get("/api/segments").json()]}
+    switched = app_client.post(
+        "/api/auth/workspace",
+        json={"workspace": "beta" if body["workspace"] == "alpha" else "alpha"},
+        headers={"X-CSRF-Token": body["csrf_token"]},
+    )
+    assert switched.status_code == 200
+    names[switched.json()["workspace"]] = [
+        s["name"] for s in app_client.get("/api/segments").json()
+    ]
+    assert names == {"alpha": ["alpha big spenders"], "beta": ["beta spenders"]}
+
+
+def test_sign_in_is_throttled_after_repeated_failures(team: Team, app_client: TestClient) -> None:
+    for _ in range(auth.MAX_FAILURES):
+        wrong = _login(app_client, password="not the password")
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["message"] == "wrong name or password"
+    locked = _login(app_client)  # even the right password, for now
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    # An unknown name is throttled the same way: failures reveal nothing.
+    for _ in range(auth.MAX_FAILURES):
+        assert _login(app_client, name="nobody").status_code == 401
+    assert _login(app_client, name="nobody").status_code == 429
+    later = NOW.replace(year=2099)
+    principal, _ = auth.login(team.db, "bob", PASSWORD, later, hours=1)
+    assert principal.workspace == "beta"
+
+
+def test_sessions_expire(team: Team) -> None:
+    principal, secret = auth.login(team.db, "bob", PASSWORD, NOW, hours=2)
+    assert auth.session_principal(team.db, secret, NOW + dt.timedelta(hours=1)) == principal
+    assert auth.session_principal(team.db, secret, NOW + dt.timedelta(hours=2)) is None
+
+
+def test_passwords_are_stored_as_argon2_hashes_only(team: Team) -> None:
+    with team.db.read() as conn:
+        stored = conn.execute(sa.text("SELECT password_hash FROM sf_users")).scalars().all()
+    assert all(h.startswith("$argon2id$") and PASSWORD not in h for h in stored)
+    with pytest.raises(Exception, match="10 to 1024"):
+        auth.add_user(team.db, "carol", "short", NOW)
+
+
+def test_file_destinations_are_for_operators_in_team_mode(
+    team: Team, app_client: TestClient
+) -> None:
+    response = app_client.post(
+        "/api/destinations",
+        json={"name": "x", "kind": "file", "config": {"path": "/etc/passwd"}},
+        headers=_bearer(team.bob_token),
+    )
+    assert response.status_code == 400 and "operator" in response.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- migration
+
+
+def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import segflow.db.migrations as migrations
+
+    db = Database(db_url)
+    try:
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:4])
+        upgrade(db)
+        ts = "2026-01-01 00:00:00"
+        with db.write() as conn:
+            for statement in (
+                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
+                f"created_at, updated_at) VALUES ('customers', 'id', 'sf_records_1', 0, '{ts}', '{ts}')",
+                "INSERT INTO sf_segments (name, dataset_id, rules, rules_version, evaluated_version, "
+                f"watermark, member_count, created_at, updated_at) VALUES ('seg', 1, '{{}}', 1, 1, 0, 1, "
+                f"'{ts}', '{ts}')",
+                f"INSERT INTO sf_members (segment_id, rid, since) VALUES (1, 7, '{ts}')",
+                "INSERT INTO sf_destinations (name, kind, config, created_at, updated_at) "
+                f"VALUES ('dest', 'file', '{{}}', '{ts}', '{ts}')",
+                f"INSERT INTO sf_links (segment_id, destination_id, created_at) VALUES (1, 1, '{ts}')",
+            ):
+                conn.exec_driver_sql(statement)
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+        assert [m.version for m in upgrade(db)] == [5]
+        with db.read() as conn:
+            for table in ("sf_datasets", "sf_segments", "sf_destinations"):
+                owners = conn.exec_driver_sql(f"SELECT workspace_id FROM {table}").scalars().all()
+                assert owners == [1], table
+            assert conn.exec_driver_sql("SELECT rid FROM sf_members").scalars().all() == [7]
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM sf_links").scalar() == 1
+            if db.is_sqlite:
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").first() is None
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        ws = auth.add_workspace(db, "second", NOW)
+        with db.write() as conn:  # the same name in another workspace is fine...
+            conn.exec_driver_sql(
+                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
+                f"created_at, updated_at, workspace_id) VALUES ('customers', 'id', 'sf_records_2', 0, "
+                f"'{ts}', '{ts}', {ws})"
+            )
+        with pytest.raises(sa.exc.IntegrityError), db.write() as conn:  # ...twice in one is not
+            conn.exec_driver_sql(
+                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
+                f"created_at, updated_at, workspace_id) VALUES ('customers', 'id', 'sf_records_3', 0, "
+                f"'{ts}', '{ts}', {ws})"
+            )
+        with db.write() as conn:  # cascades still work after the rebuild
+            conn.exec_driver_sql("DELETE FROM sf_links")
+            conn.exec_driver_sql("DELETE FROM sf_datasets WHERE id = 1")
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM sf_members").scalar() == 0
+    finally:
+        db.dispose()
