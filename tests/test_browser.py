@@ -217,3 +217,50 @@ def test_add_a_destination_and_the_credentials_never_come_back(
     _ready(page, f"{server.url}/docs")
     page.wait_for_selector(".operation")
     _shot(page, "api", request)
+
+
+def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
+    db: Database, browser: Any, page: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from segflow import auth
+
+    password = "a long enough password"
+    alpha = db.in_workspace(auth.add_workspace(db, "alpha", NOW))
+    auth.add_workspace(db, "beta", NOW)
+    auth.add_user(db, "erin", password, NOW, member_of=["beta"])
+    from tests.helpers import do_import
+
+    do_import(alpha, csv_bytes(list(demo.rows(50, seed=4))), "alpha-secrets", key="id")
+    path = tmp_path / "beta.csv"
+    path.write_bytes(csv_bytes(list(demo.rows(30, seed=6))))
+    with live_server(db, Settings(auth=True), poll_interval=0.2) as server:
+        page.goto(f"{server.url}/datasets")
+        page.wait_for_url("**/login")
+        page.wait_for_selector("body[data-ready=true]")
+        page.fill("#login-name", "erin")
+        page.fill("#login-password", "wrong password!")
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:text('wrong name or password')")
+        page.fill("#login-password", password)
+        page.click("#login-form button")
+        page.wait_for_url("**/segments")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.text_content("#user") == "erin"
+        assert page.input_value("#workspace") == "beta"
+        _shot(page, "team-segments", request)
+        # An upload from the page carries the session's CSRF token.
+        _ready(page, f"{server.url}/datasets")
+        page.set_input_files("#file", str(path))
+        page.fill("#dataset-name", "beta-customers")
+        page.fill("#key", "id")
+        page.click("#upload-button")
+        page.wait_for_selector("#import-summary .import-counts")
+        assert "30 inserted" in page.text_content("#import-summary .import-counts")
+        page.wait_for_selector("#datasets a:text('beta-customers')")
+        assert "alpha-secrets" not in page.content()
+        page.click("#sign-out")
+        page.wait_for_url("**/login")
+    # The cookie the browser held was locked down.
+    assert "alpha-secrets" in [
+        d.name for d in __import__("segflow.datasets").datasets.list_datasets(alpha)
+    ]

@@ -29,7 +29,7 @@ from segflow.db import Database
 from segflow.db.migrations import MIGRATIONS, upgrade
 from segflow.web.app import create_app
 from segflow.web.server import live_server
-from tests.sync_helpers import HIGH_SPEND, NOW, csv_bytes, customers, run_sync
+from tests.sync_helpers import HIGH_SPEND, NOW, Clock, csv_bytes, customers, run_sync
 
 PASSWORD = "correct horse battery"
 BASE = "https://testserver"  # the session cookie is Secure
@@ -424,6 +424,14 @@ def test_file_destinations_are_for_operators_in_team_mode(
 # ---------------------------------------------------------------- migration
 
 
+def _dataset_row(table: str, ts: str, workspace: int | None = None) -> str:
+    owner = ("", "") if workspace is None else (", workspace_id", f", {workspace}")
+    return (
+        "INSERT INTO sf_datasets (name, key_column, records_table, record_count, created_at, "
+        f"updated_at{owner[0]}) VALUES ('customers', 'id', {table}, 0, {ts}, {ts}{owner[1]})"
+    )
+
+
 def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,18 +441,18 @@ def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace
     try:
         monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:4])
         upgrade(db)
-        ts = "2026-01-01 00:00:00"
+        ts = "'2026-01-01 00:00:00'"
         with db.write() as conn:
             for statement in (
-                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
-                f"created_at, updated_at) VALUES ('customers', 'id', 'sf_records_1', 0, '{ts}', '{ts}')",
-                "INSERT INTO sf_segments (name, dataset_id, rules, rules_version, evaluated_version, "
-                f"watermark, member_count, created_at, updated_at) VALUES ('seg', 1, '{{}}', 1, 1, 0, 1, "
-                f"'{ts}', '{ts}')",
-                f"INSERT INTO sf_members (segment_id, rid, since) VALUES (1, 7, '{ts}')",
+                _dataset_row("'sf_records_1'", ts),
+                "INSERT INTO sf_segments (name, dataset_id, rules, rules_version, "
+                "evaluated_version, watermark, member_count, created_at, updated_at) "
+                f"VALUES ('seg', 1, '{{}}', 1, 1, 0, 1, {ts}, {ts})",
+                f"INSERT INTO sf_members (segment_id, rid, since) VALUES (1, 7, {ts})",
                 "INSERT INTO sf_destinations (name, kind, config, created_at, updated_at) "
-                f"VALUES ('dest', 'file', '{{}}', '{ts}', '{ts}')",
-                f"INSERT INTO sf_links (segment_id, destination_id, created_at) VALUES (1, 1, '{ts}')",
+                f"VALUES ('dest', 'file', '{{}}', {ts}, {ts})",
+                "INSERT INTO sf_links (segment_id, destination_id, created_at) "
+                f"VALUES (1, 1, {ts})",
             ):
                 conn.exec_driver_sql(statement)
         monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
@@ -460,17 +468,9 @@ def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         ws = auth.add_workspace(db, "second", NOW)
         with db.write() as conn:  # the same name in another workspace is fine...
-            conn.exec_driver_sql(
-                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
-                f"created_at, updated_at, workspace_id) VALUES ('customers', 'id', 'sf_records_2', 0, "
-                f"'{ts}', '{ts}', {ws})"
-            )
+            conn.exec_driver_sql(_dataset_row("'sf_records_2'", ts, ws))
         with pytest.raises(sa.exc.IntegrityError), db.write() as conn:  # ...twice in one is not
-            conn.exec_driver_sql(
-                "INSERT INTO sf_datasets (name, key_column, records_table, record_count, "
-                f"created_at, updated_at, workspace_id) VALUES ('customers', 'id', 'sf_records_3', 0, "
-                f"'{ts}', '{ts}', {ws})"
-            )
+            conn.exec_driver_sql(_dataset_row("'sf_records_3'", ts, ws))
         with db.write() as conn:  # cascades still work after the rebuild
             conn.exec_driver_sql("DELETE FROM sf_links")
             conn.exec_driver_sql("DELETE FROM sf_datasets WHERE id = 1")
@@ -478,3 +478,184 @@ def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace
             assert conn.exec_driver_sql("SELECT COUNT(*) FROM sf_members").scalar() == 0
     finally:
         db.dispose()
+
+
+# ---------------------------------------------------------------- nothing leaks
+
+
+def test_a_full_team_scenario_logs_and_answers_no_secret_and_no_raw_identifier(
+    team: Team, fake: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import grpc
+
+    from segflow.activation.fake import Failure
+
+    # Everything at DEBUG, except SQLAlchemy's result rows (DEBUG on its
+    # engine logger is an operator asking to dump data); its INFO lines,
+    # statements and their parameters, are in.
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    settings = Settings(auth=True, datamanager_endpoint=fake.address, sync_timeout=2)
+    secret = {
+        "type": "oauth",
+        "client_id": "client-id-7f3a",
+        "client_secret": "GOCSPX-client-secret-91c2",
+        "refresh_token": "1//refresh-token-5d8e",
+    }
+    rows = customers(60, seed=4, start_id=20_000)
+    raw = [r[EMAIL] for r in rows if r[EMAIL]] + [r[PHONE] for r in rows if r[PHONE]]
+    answers: list[str] = []
+    app = create_app(team.db, settings, background=False)
+    with TestClient(app, base_url=BASE) as client:
+        headers = _bearer(team.alice_token)
+
+        def call(method: str, url: str, **kwargs: Any) -> Any:
+            response = client.request(method, url, headers=headers, **kwargs)
+            assert response.status_code < 300, response.text
+            answers.append(response.text)
+            return response.json() if response.content else None
+
+        call("POST", "/api/datasets/people/imports",
+             files={"file": ("people.csv", csv_bytes(rows))})  # fmt: skip
+        body = {"name": "people spenders", "dataset": "people", "rules": HIGH_SPEND}
+        seg = call("POST", "/api/segments", json=body)
+        dest = call("POST", "/api/destinations", json={
+            "name": "ads", "kind": "google_ads", "credentials": secret,
+            "config": {"operating_account_id": "1234567890", "product_destination_id": "77",
+                       "terms_accepted": True},
+        })  # fmt: skip
+        call("POST", f"/api/segments/{seg['id']}/links", json={"destination_id": dest["id"]})
+        fake.fail_next(Failure(grpc.StatusCode.UNAVAILABLE, "try later"))
+        clock = Clock()
+        for _ in range(3):
+            run_sync(team.db, settings, clock)
+            clock.advance(hours=1)
+        assert fake.members("77"), "the list was synced"
+        for url in ("/api/destinations", f"/api/segments/{seg['id']}/links",
+                    f"/api/segments/{seg['id']}", "/api/segments", "/api/auth/me",
+                    "/api/datasets"):  # fmt: skip
+            call("GET", url)
+        refused = client.get("/api/segments/999999", headers=headers)
+        answers.append(refused.text)
+    logged = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert len(logged) > 20, "the scenario logged something to inspect"
+    text = "\n".join(logged + answers)
+    for value in [*secret.values(), team.alice_token, *raw]:
+        if value != "oauth":
+            assert value not in text
+    # What left the machine: SHA-256 hashes only.
+    sent = "".join(str(r) for r in fake.received)
+    assert not [v for v in raw if v in sent]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_the_cli_manages_users_workspaces_and_tokens(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segflow import cli
+
+    def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        code = cli.main([*argv, "--db", db_url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert run("workspaces", "add", "sales")[0] == 0
+    assert run("workspaces", "add", "sales")[2].strip().endswith("already exists")
+    code, _, err = run("users", "add", "dana", "--member-of", "sales", "--password-stdin",
+                       stdin="short\n")  # fmt: skip
+    assert code == 1 and "10 to 1024 characters" in err
+    code, out, _ = run("users", "add", "dana", "--member-of", "sales", "--password-stdin",
+                       stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0 and "member of sales" in out
+    assert run("workspaces", "grant", "default", "dana")[0] == 0
+    code, out, _ = run("users", "list", "--json")
+    assert json.loads(out) == [
+        {
+            "name": "dana",
+            "workspaces": ["default", "sales"],
+            "created_at": json.loads(out)[0]["created_at"],
+        }
+    ]
+    code, out, _ = run("tokens", "create", "--user", "dana", "--workspace", "sales",
+                       "--name", "ci", "--json")  # fmt: skip
+    token = json.loads(out)
+    assert token["token"].startswith("sf_") and token["workspace"] == "sales"
+    code, out, _ = run("tokens", "list")
+    assert "ci\tdana@sales\tactive" in out and token["token"] not in out
+
+    # The operator works in a workspace with --workspace; others do not see it.
+    data = Path("sales.csv")
+    data.write_bytes(csv_bytes(customers(5, seed=1)))
+    assert run("import", str(data), "--dataset", "leads", "--workspace", "sales")[0] == 0
+    assert "leads" in run("datasets", "list", "--workspace", "sales")[1]
+    assert "leads" not in run("datasets", "list")[1]
+    code, _, err = run("datasets", "list", "--workspace", "nowhere")
+    assert code == 1 and "no workspace named 'nowhere'" in err
+
+    db = Database(db_url)
+    try:
+        assert auth.token_principal(db, token["token"], NOW) is not None
+        assert run("tokens", "revoke", str(token["id"]))[0] == 0
+        assert auth.token_principal(db, token["token"], NOW) is None
+        assert run("users", "remove", "dana")[0] == 0
+        assert auth.list_users(db) == []
+    finally:
+        db.dispose()
+
+
+def test_serve_binds_a_public_address_only_in_team_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segflow import cli
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert cli.main(["serve", "--host", "0.0.0.0", "--db", url]) == 1
+    assert "SEGFLOW_AUTH=on" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_cli_works_through_a_server_with_a_token(
+    team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segflow import cli
+
+    monkeypatch.delenv("SEGFLOW_TOKEN", raising=False)
+    data = tmp_path / "remote.csv"
+    rows = customers(12, seed=5, start_id=300)
+    data.write_bytes(csv_bytes(rows))
+    with live_server(team.db, Settings(auth=True)) as server:
+
+        def run(*argv: str, token: str | None = team.bob_token) -> tuple[int, str, str]:
+            extra = ["--server", server.url] + (["--token", token] if token else [])
+            code = cli.main([*argv, *extra])
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        code, out, _ = run("import", str(data), "--dataset", "remote", "--key", "id")
+        assert code == 0 and "Imported remote.csv into dataset 'remote'" in out
+        assert "12 inserted" in out
+        rules = json.dumps(HIGH_SPEND)
+        code, out, _ = run(
+            "segments", "create", "--dataset", "remote", "--name", "r", "--rules", rules
+        )
+        assert code == 0 and "created segment 'r' on 'remote'" in out
+        code, out, _ = run("segments", "list", "--json")
+        assert sorted(s["name"] for s in json.loads(out)) == ["beta spenders", "r"]
+        code, out, _ = run("datasets", "show", "remote", "--json")
+        assert json.loads(out)["records"] == 12
+        code, out, _ = run("segments", "explain", "r", rows[0][0])
+        assert code == 0 and f"record {rows[0][0]!r}" in out
+        # Bob's token sees bob's workspace only.
+        code, _, err = run("segments", "show", "alpha big spenders")
+        assert code == 1 and "no segment named 'alpha big spenders'" in err
+        code, _, err = run("datasets", "list", token=None)
+        assert code == 1 and "give --token or SEGFLOW_TOKEN" in err
+        code, _, err = run("users", "list")
+        assert code == 1 and "works on the database only" in err
+    assert [d.name for d in datasets.list_datasets(team.beta)] == ["beta-customers", "remote"]
+    assert "remote" not in [d.name for d in datasets.list_datasets(team.alpha)]

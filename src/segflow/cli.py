@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from segflow import __version__, auth, cli_activation, cli_team, datasets, demo, engine, segments
+from segflow import (
+    __version__,
+    auth,
+    cli_activation,
+    cli_remote,
+    cli_team,
+    datasets,
+    demo,
+    engine,
+    segments,
+)
+from segflow import cli_output as show
 from segflow.activation import destinations, links, sync
 from segflow.cli_output import emit_json as _emit_json
 from segflow.config import Settings
@@ -77,8 +88,8 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
         except OSError as exc:
             raise SegflowError(f"cannot open {args.path}: {exc.strerror}") from None
         source, total = args.path, os.fstat(stream.fileno()).st_size
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = TerminalProgress(f"importing {source}", live=None) if show else None
+    on_terminal = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = TerminalProgress(f"importing {source}", live=None) if on_terminal else None
     try:
         summary = datasets.import_csv(
             db,
@@ -97,7 +108,7 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
     if args.json:
         _emit_json(summary)
     else:
-        _print_summary(summary)
+        show.import_summary(summary)
     return 0
 
 
@@ -110,63 +121,8 @@ def _process_dataset(db: Database, name: str) -> list[dict[str, Any]]:
     return [o.as_dict() for o in report.outcomes]
 
 
-def _print_outcomes(outcomes: list[dict[str, Any]]) -> None:
-    for o in outcomes:
-        if o["error"]:
-            print(f"  segment {o['name']!r}: {o['error']}")
-        else:
-            print(
-                f"  segment {o['name']!r}: +{o['entered']:,} entered, -{o['exited']:,} left, "
-                f"{o['member_count']:,} members ({o['strategy']})"
-            )
-
-
-def _print_summary(s: dict[str, Any]) -> None:
-    created = "created, " if s["created"] else ""
-    print(
-        f"Imported {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
-        f"{s['mode']}) in {s['duration_s']:.1f}s"
-    )
-    print(
-        f"  {s['rows']:,} rows: {s['inserted']:,} inserted, {s['updated']:,} updated, "
-        f"{s['unchanged']:,} unchanged, {s['deleted']:,} deleted, {s['rejected']:,} rejected"
-    )
-    print("  columns: " + ", ".join(f"{c['name']} ({c['type']})" for c in s["columns"]))
-    for change in s["schema_changes"]:
-        if change["change"] == "added":
-            print(f"  new column {change['column']!r} ({change['type']})")
-        else:
-            print(f"  column {change['column']!r} is now {change['to']} (was {change['from']})")
-    for ident in s["identifiers"]:
-        print(
-            f"  {ident['kind']:<11} column {ident['column']!r}: {ident['valid']:,} valid of "
-            f"{ident['non_empty']:,} non-empty"
-        )
-    if s["duplicate_keys"]:
-        print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
-    _print_outcomes(s.get("segments", []))
-    if s["rejects"]:
-        shown = s["rejects"][:20]
-        print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")
-        for reject in shown:
-            print(f"    line {reject['line']}: {reject['reason']}")
-
-
 def cmd_datasets_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    items = [datasets.dataset_summary(d) for d in datasets.list_datasets(db)]
-    if args.json:
-        _emit_json(items)
-        return 0
-    if not items:
-        print("no datasets yet; import one with: segflow import FILE.csv --dataset NAME")
-        return 0
-    width = max(len(i["name"]) for i in items)
-    print(f"{'NAME':<{width}}  {'RECORDS':>10}  {'COLUMNS':>7}  KEY  UPDATED")
-    for i in items:
-        print(
-            f"{i['name']:<{width}}  {i['records']:>10,}  {i['columns']:>7}  {i['key']}  "
-            f"{i['updated_at']}"
-        )
+    show.datasets([datasets.dataset_summary(d) for d in datasets.list_datasets(db)], args.json)
     return 0
 
 
@@ -174,24 +130,7 @@ def cmd_datasets_show(args: argparse.Namespace, db: Database, settings: Settings
     info = datasets.describe_dataset(db, args.name)
     if args.sample:
         info["sample"] = datasets.read_records(db, args.name, limit=args.sample)
-    if args.json:
-        _emit_json(info)
-        return 0
-    print(f"dataset {info['name']!r}: {info['records']:,} records, key {info['key']!r}")
-    print(f"  created {info['created_at']}, updated {info['updated_at']}")
-    width = max([len(c["name"]) for c in info["columns"]] + [6])
-    print(f"  {'COLUMN':<{width}}  {'TYPE':<8}  NON-EMPTY")
-    for c in info["columns"]:
-        print(f"  {c['name']:<{width}}  {c['type']:<8}  {c['non_empty']:,}")
-    last = info["last_import"]
-    if last:
-        for ident in last["identifiers"]:
-            print(
-                f"  last import: {ident['kind']} column {ident['column']!r} "
-                f"{ident['valid']:,} valid of {ident['non_empty']:,}"
-            )
-    for row in info.get("sample", []):
-        print("  " + json.dumps(row, ensure_ascii=False))
+    show.dataset(info, args.json)
     return 0
 
 
@@ -262,7 +201,7 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
         summary["sync"] = [o.as_dict() for o in synced.outcomes]
         _emit_json(summary)
     else:
-        _print_summary(summary)
+        show.import_summary(summary)
         for segment in created:
             print(f"  created segment {segment.name!r}: {segment.member_count:,} members")
         cli_activation.print_sync_report(synced, quiet=True)
@@ -289,13 +228,7 @@ def cmd_segments_create(args: argparse.Namespace, db: Database, settings: Settin
     segment = segments.create_segment(
         db, name=args.name, dataset=args.dataset, rules_json=_rules_arg(args.rules), now=utcnow()
     )
-    if args.json:
-        _emit_json(segment.as_dict())
-    else:
-        print(
-            f"created segment {segment.name!r} on {segment.dataset!r}: "
-            f"{segment.member_count:,} members"
-        )
+    show.created_segment(segment.as_dict(), args.json)
     return 0
 
 
@@ -310,77 +243,32 @@ def cmd_segments_edit(args: argparse.Namespace, db: Database, settings: Settings
         rules_json=None if args.rules is None else _rules_arg(args.rules),
         new_name=args.rename,
     )
-    if args.json:
-        _emit_json(segment.as_dict())
-    else:
-        print(
-            f"updated segment {segment.name!r}: {segment.member_count:,} members "
-            f"(was {before.member_count:,})"
-        )
+    show.edited_segment(segment.as_dict(), before.member_count, args.json)
     return 0
 
 
 def cmd_segments_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     items = segments.list_segments(db, dataset=args.dataset)
-    if args.json:
-        _emit_json([s.as_dict() for s in items])
-        return 0
-    if not items:
-        print(
-            "no segments yet; create one with: segflow segments create --dataset D --name N "
-            "--rules JSON"
-        )
-        return 0
-    width = max(len(s.name) for s in items)
-    print(f"{'NAME':<{width}}  {'DATASET':<12}  {'MEMBERS':>10}  LAST PROCESSED")
-    for s in items:
-        when = s.last_processed_at.isoformat() if s.last_processed_at else "never"
-        line = f"{s.name:<{width}}  {s.dataset:<12}  {s.member_count:>10,}  {when}"
-        print(line + (f"  ERROR: {s.error}" if s.error else ""))
+    show.segments([s.as_dict() for s in items], args.json)
     return 0
 
 
 def cmd_segments_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     segment = segments.get_segment(db, args.name)
     recent, _ = segments.list_events(db, args.name, limit=args.events)
-    if args.json:
-        _emit_json(dict(segment.as_dict(), recent_events=recent))
-        return 0
-    print(f"segment {segment.name!r} on dataset {segment.dataset!r}")
-    print(f"  members: {segment.member_count:,}")
-    when = segment.last_processed_at.isoformat() if segment.last_processed_at else "never"
-    print(f"  last processed: {when} (change sequence {segment.watermark:,})")
-    if segment.error:
-        print(f"  error: {segment.error}")
-    print("  rules: " + json.dumps(segment.rules, indent=2).replace("\n", "\n  "))
-    if recent:
-        print(f"  recent events (newest first, {len(recent)}):")
-        for e in recent:
-            print(f"    {e['at']}  {e['kind']:<5}  {e['key']}")
+    show.segment(segment.as_dict(), recent, args.json)
     return 0
 
 
 def cmd_segments_members(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     page, cursor = segments.list_members(db, args.name, limit=args.limit, after=args.after)
-    if args.json:
-        _emit_json({"members": page, "next": cursor})
-        return 0
-    for m in page:
-        print(json.dumps(m["record"], ensure_ascii=False))
-    if cursor is not None:
-        print(f"(more: --after {cursor})", file=sys.stderr)
+    show.members(page, cursor, args.json)
     return 0
 
 
 def cmd_segments_events(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     page, cursor = segments.list_events(db, args.name, limit=args.limit, before=args.before)
-    if args.json:
-        _emit_json({"events": page, "next": cursor})
-        return 0
-    for e in page:
-        print(f"{e['at']}  {e['kind']:<5}  {e['key']}  (change {e['seq']})")
-    if cursor is not None:
-        print(f"(older: --before {cursor})", file=sys.stderr)
+    show.events(page, cursor, args.json)
     return 0
 
 
@@ -391,30 +279,8 @@ def cmd_segments_delete(args: argparse.Namespace, db: Database, settings: Settin
 
 
 def cmd_segments_explain(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    result = segments.explain(db, args.name, args.key, utcnow())
-    if args.json:
-        _emit_json(result)
-        return 0
-    verdict = "matches" if result["matches"] else "does not match"
-    membership = "is a member" if result["member"] else "is not a member"
-    print(f"record {args.key!r} {verdict} segment {result['segment']!r} and {membership}")
-    _print_explained(result["rules"], 1)
+    show.explanation(segments.explain(db, args.name, args.key, utcnow()), args.key, args.json)
     return 0
-
-
-def _print_explained(node: dict[str, Any], depth: int) -> None:
-    mark = "pass" if node["passed"] else "FAIL"
-    pad = "  " * depth
-    if "field" in node:
-        value = f" {json.dumps(node['value'])}" if "value" in node else ""
-        print(
-            f"{pad}[{mark}] {node['field']} {node['operator']}{value} "
-            f"(actual: {json.dumps(node['actual'], ensure_ascii=False)})"
-        )
-        return
-    print(f"{pad}[{mark}] {'NOT ' if node.get('not') else ''}{node['logic']} of:")
-    for child in node["conditions"]:
-        _print_explained(child, depth + 1)
 
 
 def cmd_process(args: argparse.Namespace, db: Database, settings: Settings) -> int:
@@ -427,7 +293,7 @@ def cmd_process(args: argparse.Namespace, db: Database, settings: Settings) -> i
             f"processed {len(outcomes)} segments: +{report.entered:,} entered, "
             f"-{report.exited:,} left"
         )
-        _print_outcomes([o for o in outcomes if o["entered"] or o["exited"] or o["error"]])
+        show.outcomes([o for o in outcomes if o["entered"] or o["exited"] or o["error"]])
     return 0
 
 
@@ -558,6 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         metavar="URL",
         help="database URL (default: $SEGFLOW_DATABASE_URL or sqlite:///segflow.db)",
+    )
+    common.add_argument(
+        "--server",
+        metavar="URL",
+        help="work through a segflow server's API instead of the database "
+        "(default: $SEGFLOW_SERVER)",
+    )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="API token for --server (default: $SEGFLOW_TOKEN; see segflow tokens create)",
     )
     common.add_argument(
         "--workspace",
@@ -718,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     db: Database | None = None
     try:
         settings = Settings.from_env()
+        server = getattr(args, "server", None) or settings.server
+        if server:
+            return cli_remote.run(args, server, getattr(args, "token", None) or settings.token)
         db = _open_db(args, settings)
         result: int = args.func(args, db, settings)
         return result

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from segflow import cli_output as show
 from segflow.activation import destinations, links, mapping, sync
 from segflow.activation.identifiers import MAPPED_COLUMNS
 from segflow.cli_output import emit_json, plural
@@ -287,20 +288,7 @@ def cmd_records_forget(args: argparse.Namespace, db: Database, settings: Setting
     from segflow.forget import forget
 
     report = forget(db, args.dataset, args.key, utcnow())
-    if args.json:
-        emit_json(report.as_dict())
-        return 0
-    print(f"forgot the record {args.key!r} of dataset {report.dataset!r}:")
-    print("  its values are erased and its key replaced by a placeholder")
-    left = ", ".join(repr(s) for s in report.segments_left) or "none"
-    print(f"  left segments: {left}")
-    queued = ", ".join(repr(d) for d in report.removes_queued)
-    if queued:
-        print(f"  remove queued for destinations: {queued} (sent by segflow sync or a worker)")
-    print(
-        f"  key replaced in {plural(report.events_scrubbed, 'event')}; "
-        f"{plural(report.import_details_scrubbed, 'rejected-row detail')} dropped from imports"
-    )
+    show.forgotten(report.as_dict(), args.key, args.json)
     return 0
 
 

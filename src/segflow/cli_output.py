@@ -1,4 +1,8 @@
-"""Output helpers shared by the CLI modules."""
+"""What the CLI prints, from plain dicts.
+
+The same dicts come from the library (working on the database) and from the
+API (``--server``), so a command prints the same either way.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +18,196 @@ def emit_json(data: Any) -> None:
 
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def outcomes(items: list[dict[str, Any]]) -> None:
+    for o in items:
+        if o["error"]:
+            print(f"  segment {o['name']!r}: {o['error']}")
+        else:
+            print(
+                f"  segment {o['name']!r}: +{o['entered']:,} entered, -{o['exited']:,} left, "
+                f"{o['member_count']:,} members ({o['strategy']})"
+            )
+
+
+def import_summary(s: dict[str, Any]) -> None:
+    created = "created, " if s["created"] else ""
+    print(
+        f"Imported {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
+        f"{s['mode']}) in {s['duration_s']:.1f}s"
+    )
+    print(
+        f"  {s['rows']:,} rows: {s['inserted']:,} inserted, {s['updated']:,} updated, "
+        f"{s['unchanged']:,} unchanged, {s['deleted']:,} deleted, {s['rejected']:,} rejected"
+    )
+    print("  columns: " + ", ".join(f"{c['name']} ({c['type']})" for c in s["columns"]))
+    for change in s["schema_changes"]:
+        if change["change"] == "added":
+            print(f"  new column {change['column']!r} ({change['type']})")
+        else:
+            print(f"  column {change['column']!r} is now {change['to']} (was {change['from']})")
+    for ident in s["identifiers"]:
+        print(
+            f"  {ident['kind']:<11} column {ident['column']!r}: {ident['valid']:,} valid of "
+            f"{ident['non_empty']:,} non-empty"
+        )
+    if s["duplicate_keys"]:
+        print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
+    outcomes(s.get("segments", []))
+    if s["rejects"]:
+        shown = s["rejects"][:20]
+        print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")
+        for reject in shown:
+            print(f"    line {reject['line']}: {reject['reason']}")
+
+
+def datasets(items: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        print("no datasets yet; import one with: segflow import FILE.csv --dataset NAME")
+        return
+    width = max(len(i["name"]) for i in items)
+    print(f"{'NAME':<{width}}  {'RECORDS':>10}  {'COLUMNS':>7}  KEY  UPDATED")
+    for i in items:
+        print(
+            f"{i['name']:<{width}}  {i['records']:>10,}  {i['columns']:>7}  {i['key']}  "
+            f"{i['updated_at']}"
+        )
+
+
+def dataset(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(info)
+        return
+    print(f"dataset {info['name']!r}: {info['records']:,} records, key {info['key']!r}")
+    print(f"  created {info['created_at']}, updated {info['updated_at']}")
+    width = max([len(c["name"]) for c in info["columns"]] + [6])
+    print(f"  {'COLUMN':<{width}}  {'TYPE':<8}  NON-EMPTY")
+    for c in info["columns"]:
+        print(f"  {c['name']:<{width}}  {c['type']:<8}  {c['non_empty']:,}")
+    last = info["last_import"]
+    if last:
+        for ident in last["identifiers"]:
+            print(
+                f"  last import: {ident['kind']} column {ident['column']!r} "
+                f"{ident['valid']:,} valid of {ident['non_empty']:,}"
+            )
+    for row in info.get("sample", []):
+        print("  " + json.dumps(row, ensure_ascii=False))
+
+
+def segments(items: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        print(
+            "no segments yet; create one with: segflow segments create --dataset D --name N "
+            "--rules JSON"
+        )
+        return
+    width = max(len(s["name"]) for s in items)
+    print(f"{'NAME':<{width}}  {'DATASET':<12}  {'MEMBERS':>10}  LAST PROCESSED")
+    for s in items:
+        when = s["last_processed_at"] or "never"
+        line = f"{s['name']:<{width}}  {s['dataset']:<12}  {s['member_count']:>10,}  {when}"
+        print(line + (f"  ERROR: {s['error']}" if s["error"] else ""))
+
+
+def segment(seg: dict[str, Any], recent: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        emit_json(dict(seg, recent_events=recent))
+        return
+    print(f"segment {seg['name']!r} on dataset {seg['dataset']!r}")
+    print(f"  members: {seg['member_count']:,}")
+    when = seg["last_processed_at"] or "never"
+    print(f"  last processed: {when} (change sequence {seg['watermark']:,})")
+    if seg["error"]:
+        print(f"  error: {seg['error']}")
+    print("  rules: " + json.dumps(seg["rules"], indent=2).replace("\n", "\n  "))
+    if recent:
+        print(f"  recent events (newest first, {len(recent)}):")
+        for e in recent:
+            print(f"    {e['at']}  {e['kind']:<5}  {e['key']}")
+
+
+def created_segment(seg: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(seg)
+    else:
+        print(
+            f"created segment {seg['name']!r} on {seg['dataset']!r}: "
+            f"{seg['member_count']:,} members"
+        )
+
+
+def edited_segment(seg: dict[str, Any], before: int, as_json: bool) -> None:
+    if as_json:
+        emit_json(seg)
+    else:
+        print(f"updated segment {seg['name']!r}: {seg['member_count']:,} members (was {before:,})")
+
+
+def members(page: list[dict[str, Any]], cursor: int | None, as_json: bool) -> None:
+    if as_json:
+        emit_json({"members": page, "next": cursor})
+        return
+    for m in page:
+        print(json.dumps(m["record"], ensure_ascii=False))
+    if cursor is not None:
+        print(f"(more: --after {cursor})", file=sys.stderr)
+
+
+def events(page: list[dict[str, Any]], cursor: int | None, as_json: bool) -> None:
+    if as_json:
+        emit_json({"events": page, "next": cursor})
+        return
+    for e in page:
+        print(f"{e['at']}  {e['kind']:<5}  {e['key']}  (change {e['seq']})")
+    if cursor is not None:
+        print(f"(older: --before {cursor})", file=sys.stderr)
+
+
+def explanation(result: dict[str, Any], key: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    verdict = "matches" if result["matches"] else "does not match"
+    membership = "is a member" if result["member"] else "is not a member"
+    print(f"record {key!r} {verdict} segment {result['segment']!r} and {membership}")
+    _explained(result["rules"], 1)
+
+
+def _explained(node: dict[str, Any], depth: int) -> None:
+    mark = "pass" if node["passed"] else "FAIL"
+    pad = "  " * depth
+    if "field" in node:
+        value = f" {json.dumps(node['value'])}" if "value" in node else ""
+        print(
+            f"{pad}[{mark}] {node['field']} {node['operator']}{value} "
+            f"(actual: {json.dumps(node['actual'], ensure_ascii=False)})"
+        )
+        return
+    print(f"{pad}[{mark}] {'NOT ' if node.get('not') else ''}{node['logic']} of:")
+    for child in node["conditions"]:
+        _explained(child, depth + 1)
+
+
+def forgotten(report: dict[str, Any], key: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+        return
+    print(f"forgot the record {key!r} of dataset {report['dataset']!r}:")
+    print("  its values are erased and its key replaced by a placeholder")
+    left = ", ".join(repr(s) for s in report["segments_left"]) or "none"
+    print(f"  left segments: {left}")
+    queued = ", ".join(repr(d) for d in report["removes_queued"])
+    if queued:
+        print(f"  remove queued for destinations: {queued} (sent by segflow sync or a worker)")
+    print(
+        f"  key replaced in {plural(report['events_scrubbed'], 'event')}; "
+        f"{plural(report['import_details_scrubbed'], 'rejected-row detail')} dropped from imports"
+    )

@@ -54,6 +54,10 @@ class Settings:
     session_hours: int = 12
     #: The workspace the CLI works in when it works on the database directly.
     workspace: str = "default"
+    #: A segflow server the CLI works through instead of the database, and
+    #: the API token it sends there.
+    server: str = ""
+    token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +79,8 @@ class Settings:
             cookie_secure=_switch(env, "SEGFLOW_COOKIE_SECURE", cls.cookie_secure),
             session_hours=_int(env, "SEGFLOW_SESSION_HOURS", cls.session_hours),
             workspace=env.get("SEGFLOW_WORKSPACE") or cls.workspace,
+            server=env.get("SEGFLOW_SERVER") or "",
+            token=env.get("SEGFLOW_TOKEN") or "",
         )
 
     @property

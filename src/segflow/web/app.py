@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -182,6 +183,16 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return api.error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(sa.exc.DataError)
+    async def data_error(request: Request, exc: sa.exc.DataError) -> Any:
+        # PostgreSQL refuses NUL in text, wherever in a request it came from
+        # (a JSON name or rule value); SQLite stores it. Neither is a fault.
+        if "NUL (0x00)" in str(exc.orig):
+            return api.error_response(
+                400, "invalid_input", "text containing a NUL character is refused"
+            )
+        return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Any:
