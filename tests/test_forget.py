@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,11 @@ def _dump(db: Database) -> str:
 
 
 def test_a_forgotten_member_is_erased_everywhere_and_removed_from_the_list(
-    db: Database, fake: FakeDataManager
+    db: Database, fake: FakeDataManager, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # SQLAlchemy's statements included (its loggers default to WARNING): never their values.
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
     rows = customers(200)
     setup_link(db, rows)
     settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2)
@@ -60,8 +64,11 @@ def test_a_forgotten_member_is_erased_everywhere_and_removed_from_the_list(
     assert len(fake.members(LIST_ID)) == before - 1
     assert converged(db, fake)
     dump = _dump(db)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sf_link_members" in logged  # the log was captured
     for value in (email, phone, f"'{key}'", member[3] + "', '" + member[4]):
         assert value not in dump, value
+        assert value not in logged, value
     assert key not in segments.member_keys(db, segments.get_segment(db, "big spenders").id)
     assert datasets.get_dataset(db, "customers").record_count == 199
     (status,) = links.status(db)

@@ -27,6 +27,7 @@ from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import MIGRATIONS, upgrade
+from segflow.errors import NotAuthenticated, Throttled
 from segflow.web.app import create_app
 from segflow.web.server import live_server
 from tests.sync_helpers import HIGH_SPEND, NOW, Clock, csv_bytes, customers, run_sync
@@ -659,3 +660,19 @@ def test_the_cli_works_through_a_server_with_a_token(
         assert code == 1 and "works on the database only" in err
     assert [d.name for d in datasets.list_datasets(team.beta)] == ["beta-customers", "remote"]
     assert "remote" not in [d.name for d in datasets.list_datasets(team.alpha)]
+
+
+def test_failures_older_than_the_window_do_not_count(team: Team) -> None:
+    def fail(at: dt.datetime) -> None:
+        with pytest.raises(NotAuthenticated):
+            auth.login(team.db, "bob", "not the password", at, hours=1)
+
+    for _ in range(auth.MAX_FAILURES - 1):
+        fail(NOW)
+    later = NOW + auth.FAILURE_WINDOW + dt.timedelta(seconds=1)
+    fail(later)  # a new window: one failure, not five
+    assert auth.login(team.db, "bob", PASSWORD, later, hours=1)[0].user == "bob"
+    for _ in range(auth.MAX_FAILURES):
+        fail(later)
+    with pytest.raises(Throttled):
+        auth.login(team.db, "bob", PASSWORD, later + dt.timedelta(minutes=1), hours=1)

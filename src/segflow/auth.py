@@ -306,18 +306,32 @@ def _password_matches(hashed: str, password: str) -> bool:
 
 
 def _record_failure(db: Database, name: str, now: dt.datetime) -> None:
+    def current(conn: Connection) -> sa.Row[Any] | None:
+        query = sa.select(login_failures).where(login_failures.c.name == name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return conn.execute(query).first()
+
     with db.write() as conn:
-        row = conn.execute(sa.select(login_failures).where(login_failures.c.name == name)).first()
-        if row is None or now - row.first_at > FAILURE_WINDOW:
-            conn.execute(sa.delete(login_failures).where(login_failures.c.name == name))
-            conn.execute(sa.insert(login_failures).values(name=name, failures=1, first_at=now))
-            return
-        failures = int(row.failures) + 1
+        row = current(conn)
+        if row is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.insert(login_failures).values(name=name, failures=1, first_at=now)
+                    )
+                return
+            except sa.exc.IntegrityError:  # another server's failure for this name, just now
+                row = current(conn)
+                assert row is not None
+        restart = now - row.first_at > FAILURE_WINDOW
+        failures = 1 if restart else int(row.failures) + 1
         conn.execute(
             sa.update(login_failures)
             .where(login_failures.c.name == name)
             .values(
                 failures=failures,
+                first_at=now if restart else row.first_at,
                 locked_until=now + LOCKOUT if failures >= MAX_FAILURES else None,
             )
         )

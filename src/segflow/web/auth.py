@@ -28,9 +28,10 @@ SESSION_COOKIE = "segflow_session"
 CSRF_COOKIE = "segflow_csrf"
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-#: Reachable without signing in: health, the sign-in page and route, the API
-#: description and the pages' assets. Nothing here reads a workspace's data.
-_PUBLIC = frozenset({"/healthz", "/login", "/api/auth/login", "/openapi.json", "/docs"})
+#: Reachable without signing in: health, the sign-in page and route, the
+#: machine-readable API description and the pages' assets. Nothing here reads
+#: a workspace's data, so no one is identified for them.
+_PUBLIC = frozenset({"/healthz", "/login", "/api/auth/login", "/openapi.json"})
 
 
 def _public(path: str) -> bool:
@@ -65,12 +66,12 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if _public(path):
+            await self.app(scope, receive, send)
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         principal = await run_in_threadpool(self._identify, headers)
         if principal is None:
-            if _public(path):
-                await self.app(scope, receive, send)
-                return
             if path.startswith("/api/"):
                 response: Response = _error(
                     401, "unauthenticated", "sign in or send a bearer token"

@@ -1,0 +1,233 @@
+"""The server killed mid-upload, and PostgreSQL dropping every connection mid-run.
+
+``segflow serve`` and a ``segflow worker`` share one database while uploads
+arrive through the API. Afterwards the same promises as for killed workers
+hold (memberships equal a full recompute, events replay to them, the fake
+list equals the linked segment), and each upload was applied whole or not at
+all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from segflow import datasets, engine, segments
+from segflow.activation import links
+from segflow.activation.fake import FakeDataManager
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.web.server import free_port
+from tests.faults.test_kill import recomputed, replayed, stored_members
+from tests.sync_helpers import NOW, Clock, converged, csv_bytes, customers, run_sync, setup_link
+
+SPEND = 8  # lifetime_spend's position in demo rows
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDataManager]:
+    with FakeDataManager(latency=0.02) as server:
+        yield server
+
+
+def _env(fake: FakeDataManager) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SEGFLOW_DATAMANAGER_ENDPOINT": fake.address,
+        "SEGFLOW_SYNC_BATCH": "60",
+        "SEGFLOW_SYNC_TIMEOUT": "5",
+        "SEGFLOW_SYNC_LEASE": "2",
+        "SEGFLOW_TICK_SECONDS": "1",
+    }
+
+
+def _spawn(argv: list[str], fake: FakeDataManager, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "segflow.cli", *argv],
+            env=_env(fake),
+            cwd=log.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _serve(db_url: str, port: int, fake: FakeDataManager, log: Path) -> subprocess.Popen[bytes]:
+    proc = _spawn(["serve", "--port", str(port), "--db", db_url], fake, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("serve did not start")
+
+
+def _upload(url: str, rows: list[tuple[str, ...]], outcome: list[Any]) -> None:
+    try:
+        response = httpx.post(
+            f"{url}/api/datasets/customers/imports",
+            files={"file": ("c.csv", csv_bytes(rows), "text/csv")},
+            timeout=60,
+        )
+        outcome.append(response.status_code)
+    except httpx.HTTPError as exc:
+        outcome.append(type(exc).__name__)
+
+
+def _spends(db: Database, keys: list[str]) -> list[str]:
+    page, _ = datasets.page_records(db, "customers", limit=5000)
+    by_key = {item["key"]: item["record"]["lifetime_spend"] for item in page}
+    return [by_key[k] for k in keys]
+
+
+def _check_consistent(db: Database, fake: FakeDataManager) -> None:
+    now = NOW + dt.timedelta(days=1)
+    engine.tick(db, now)
+    for segment in segments.list_segments(db):
+        current = stored_members(db, segment.id)
+        assert current == recomputed(db, segment, now), segment.name
+        assert replayed(db, segment.id) == current, segment.name
+        assert segment.member_count == len(current), segment.name
+    time.sleep(2.1)  # leases of killed processes run out
+    later = Clock(now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
+    run_sync(db, Settings(datamanager_endpoint=fake.address, sync_lease=2), later)
+    assert converged(db, fake)
+    if db.is_sqlite:
+        with db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5, 12])
+def test_a_server_killed_during_uploads_applies_each_whole_or_not_at_all(
+    db_url: str, db: Database, fake: FakeDataManager, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    rows = customers(2_000, seed=seed)
+    setup_link(db, rows)
+    log = tmp_path / "processes.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(db_url, port, fake, log)
+    worker = _spawn(["worker", "--interval", "1", "--db", db_url], fake, log)
+    unused = list(rows)
+    rng.shuffle(unused)
+    rounds: list[tuple[list[str], str, list[Any]]] = []
+    try:
+        for round_ in range(6):
+            # Each round changes records no other round touches, to a spend
+            # of its own: afterwards they hold all old or all new values.
+            batch, unused = unused[:250], unused[250:]
+            spend = f"{1000 + round_}.00"
+            changed = [(*r[:SPEND], spend, *r[SPEND + 1 :]) for r in batch]
+            outcome: list[Any] = []
+            sender = threading.Thread(target=_upload, args=(url, changed, outcome))
+            sender.start()
+            time.sleep(rng.random() * 0.8)
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            sender.join(timeout=60)
+            rounds.append(([r[0] for r in batch], spend, outcome))
+            server = _serve(db_url, port, fake, log)
+        # The restarted server takes uploads as before.
+        final: list[Any] = []
+        _upload(url, [(*rows[0][:SPEND], "1.00", *rows[0][SPEND + 1 :])], final)
+        assert final == [201]
+    finally:
+        for proc in (server, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (server, worker):
+            proc.wait(timeout=60)
+    for keys, spend, outcome in rounds:
+        values = set(_spends(db, keys))
+        assert len(values) == 1, f"a killed import was applied in part: {values}"
+        if outcome == [201]:
+            assert values == {spend}, "an import answered 201 but is not stored"
+    output = log.read_text()
+    assert "locked" not in output, output[-3000:]
+    _check_consistent(db, fake)
+
+
+def _drop_connections(admin: sa.Engine, stop: threading.Event, dropped: list[int]) -> None:
+    """Terminate every other session of the database, as a restarting server would."""
+    while not stop.is_set():
+        with admin.connect() as conn:
+            gone = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+            conn.commit()
+        dropped.append(int(gone or 0))
+        stop.wait(0.7)
+
+
+@pytest.mark.slow
+def test_postgres_dropping_every_connection_mid_run_loses_nothing(
+    db_url: str, db: Database, fake: FakeDataManager, tmp_path: Path
+) -> None:
+    if not db.is_postgres:
+        pytest.skip("PostgreSQL only: SQLite has no server to lose")
+    rows = customers(1_500, seed=21)
+    setup_link(db, rows)
+    log = tmp_path / "processes.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(db_url, port, fake, log)
+    worker = _spawn(["worker", "--interval", "1", "--db", db_url], fake, log)
+    admin = sa.create_engine(db.url, poolclass=sa.pool.NullPool)
+    stop = threading.Event()
+    dropped: list[int] = []
+    storm = threading.Thread(target=_drop_connections, args=(admin, stop, dropped))
+    outcomes: list[Any] = []
+    rng = random.Random(4)
+    try:
+        storm.start()
+        for _ in range(12):
+            changed = [(*r[:SPEND], f"{rng.choice([0, 50, 900])}.00", *r[SPEND + 1 :])
+                       for r in rng.sample(rows, 100)]  # fmt: skip
+            _upload(url, changed, outcomes)
+            time.sleep(0.2)
+        stop.set()
+        storm.join()
+        # Once the database is steady again, everything works without a restart.
+        time.sleep(1.5)
+        final: list[Any] = []
+        _upload(url, [(*rows[0][:SPEND], "2.00", *rows[0][SPEND + 1 :])], final)
+        assert final == [201], log.read_text()[-3000:]
+        assert server.poll() is None and worker.poll() is None, log.read_text()[-3000:]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            (status,) = links.status(db)
+            if status.pending_adds == status.pending_removes == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for proc in (server, worker):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (server, worker):
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        admin.dispose()
+    assert sum(dropped) > 10, dropped  # connections really were lost, many times
+    assert 201 in outcomes
+    assert "pass failed (" in log.read_text()  # the worker noticed and carried on
+    _check_consistent(db, fake)
