@@ -53,7 +53,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("SEGFLOW_TEST_POSTGRES_URL is not set")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(Database(POSTGRES_URL).url)
+    # No pool: a test may drop every connection of the database (test_server_faults).
+    admin = sa.create_engine(Database(POSTGRES_URL).url, poolclass=sa.pool.NullPool)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     try:

@@ -15,9 +15,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import sqlalchemy as sa
 
 from segflow import (
     __version__,
@@ -44,9 +47,29 @@ DEMO_DATASET = "customers"
 DEMO_ROWS = 25_000
 
 
+#: How long ``worker`` and ``serve`` wait for an unreachable database at start.
+START_PATIENCE_S = 120.0
+
+
 def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
     db = Database(args.db or settings.database_url)
-    applied = upgrade(db)
+    patience = START_PATIENCE_S if getattr(args, "long_running", False) else 0.0
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            applied = upgrade(db)
+            break
+        except sa.exc.OperationalError as exc:
+            # A server restarting as a long-running process starts: wait for it.
+            if time.monotonic() >= deadline:
+                db.dispose()
+                raise
+            print(
+                f"segflow: the database is not reachable ({describe_failure(exc)}); retrying",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(1.0)
     if applied:
         print(
             f"segflow: upgraded the database schema to version {applied[-1].version} "
@@ -557,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between ticks (default $SEGFLOW_TICK_SECONDS or 60)",
     )
-    wk.set_defaults(func=cmd_worker)
+    wk.set_defaults(func=cmd_worker, long_running=True)
 
     cli_activation.register(sub, common, as_json)
     cli_team.register(sub, common, as_json)
@@ -573,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sv.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
     sv.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
-    sv.set_defaults(func=cmd_serve)
+    sv.set_defaults(func=cmd_serve, long_running=True)
 
     dm = sub.add_parser("demo", parents=[common, as_json], help="import synthetic demo customers")
     dm.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"rows (default {DEMO_ROWS:,})")
@@ -603,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except SegflowError as exc:
         print(f"segflow: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.OperationalError as exc:
+        print(f"segflow: database failure: {describe_failure(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -133,7 +133,7 @@ def test_a_server_killed_during_uploads_applies_each_whole_or_not_at_all(
     try:
         for round_ in range(6):
             # Each round changes records no other round touches, to a spend
-            # of its own: afterwards they hold all old or all new values.
+            # of its own: afterwards all of them or none of them hold it.
             batch, unused = unused[:250], unused[250:]
             spend = f"{1000 + round_}.00"
             changed = [(*r[:SPEND], spend, *r[SPEND + 1 :]) for r in batch]
@@ -148,7 +148,8 @@ def test_a_server_killed_during_uploads_applies_each_whole_or_not_at_all(
             server = _serve(db_url, port, fake, log)
         # The restarted server takes uploads as before.
         final: list[Any] = []
-        _upload(url, [(*rows[0][:SPEND], "1.00", *rows[0][SPEND + 1 :])], final)
+        untouched = unused[0]
+        _upload(url, [(*untouched[:SPEND], "1.00", *untouched[SPEND + 1 :])], final)
         assert final == [201]
     finally:
         for proc in (server, worker):
@@ -156,10 +157,10 @@ def test_a_server_killed_during_uploads_applies_each_whole_or_not_at_all(
         for proc in (server, worker):
             proc.wait(timeout=60)
     for keys, spend, outcome in rounds:
-        values = set(_spends(db, keys))
-        assert len(values) == 1, f"a killed import was applied in part: {values}"
+        applied = sum(value == spend for value in _spends(db, keys))
+        assert applied in (0, len(keys)), f"a killed import was applied in part: {applied}"
         if outcome == [201]:
-            assert values == {spend}, "an import answered 201 but is not stored"
+            assert applied == len(keys), "an import answered 201 but is not stored"
     output = log.read_text()
     assert "locked" not in output, output[-3000:]
     _check_consistent(db, fake)
@@ -228,6 +229,8 @@ def test_postgres_dropping_every_connection_mid_run_loses_nothing(
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         admin.dispose()
     assert sum(dropped) > 10, dropped  # connections really were lost, many times
-    assert 201 in outcomes
-    assert "pass failed (" in log.read_text()  # the worker noticed and carried on
+    # A request whose connection died is answered 503 (send again), never 500.
+    assert set(outcomes) <= {201, 503} and 201 in outcomes, outcomes
+    output = log.read_text()
+    assert "Traceback" not in output, output[-4000:]
     _check_consistent(db, fake)

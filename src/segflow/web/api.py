@@ -52,6 +52,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "invalid_request: malformed JSON, form or parameters"),
         (429, "throttled: too many failed sign-ins for this name"),
         (500, "internal: details are in the server's log"),
+        (503, "unavailable: the database connection was lost; send the request again"),
     )
 }
 router = APIRouter(responses=ERRORS)

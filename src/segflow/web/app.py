@@ -26,6 +26,7 @@ from segflow.errors import (
     NotFound,
     SegflowError,
     Throttled,
+    describe_failure,
 )
 from segflow.web import api, auth, pages
 from segflow.web.broadcaster import Broadcaster
@@ -184,14 +185,31 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return api.error_response(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(sa.exc.DataError)
-    async def data_error(request: Request, exc: sa.exc.DataError) -> Any:
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def database_error(request: Request, exc: sa.exc.DBAPIError) -> Any:
         # PostgreSQL refuses NUL in text, wherever in a request it came from
         # (a JSON name or rule value); SQLite stores it. Neither is a fault.
-        if "NUL (0x00)" in str(exc.orig):
+        if isinstance(exc, sa.exc.DataError) and "NUL (0x00)" in str(exc.orig):
             return api.error_response(
                 400, "invalid_input", "text containing a NUL character is refused"
             )
+        if exc.connection_invalidated:
+            # A restarting or failing-over server: the transaction rolled back
+            # and the pool reconnects for the next request.
+            log.warning(
+                "%s %s: database connection lost (%s)",
+                request.method,
+                request.url.path,
+                describe_failure(exc),
+            )
+            response = api.error_response(
+                503,
+                "unavailable",
+                "the connection to the database was lost; send the request again "
+                "(an import is applied whole or not at all)",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         return await unexpected(request, exc)
 
     @app.exception_handler(Exception)

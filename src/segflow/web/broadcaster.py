@@ -71,7 +71,10 @@ class Broadcaster:
     # -- lifecycle
 
     def start(self) -> None:
-        self._read()
+        try:
+            self._read()
+        except Exception:
+            pass  # the database is away for now: the thread reads again each second
         self._thread = threading.Thread(target=self._run, name="segflow-broadcaster", daemon=True)
         self._thread.start()
         if self.db.is_postgres:
@@ -143,8 +146,11 @@ class Broadcaster:
                         for _ in pg.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
                 finally:
-                    raw.close()
+                    # Closed without the pool's reset: after a lost connection
+                    # that rollback would fail and log a traceback.
+                    raw.invalidate()
             except Exception:  # reconnect after a lost connection
+                self._wake.set()  # and re-read: a notification may have been missed
                 self._stop.wait(1.0)
 
     def _run(self) -> None:
