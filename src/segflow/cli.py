@@ -38,7 +38,7 @@ from segflow.activation import destinations, links, sync
 from segflow.cli_output import emit_json as _emit_json
 from segflow.config import Settings
 from segflow.db import Database
-from segflow.db.engine import utcnow
+from segflow.db.engine import lost_connection, utcnow
 from segflow.db.migrations import upgrade
 from segflow.errors import InvalidInput, SegflowError, describe_failure
 from segflow.progress import TerminalProgress
@@ -61,7 +61,7 @@ def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
             break
         except sa.exc.OperationalError as exc:
             # A server restarting as a long-running process starts: wait for it.
-            if time.monotonic() >= deadline:
+            if not lost_connection(exc) or time.monotonic() >= deadline:
                 db.dispose()
                 raise
             print(

@@ -218,6 +218,22 @@ def _use_wal(cur: Any) -> None:
             time.sleep(0.05)
 
 
+def lost_connection(exc: BaseException) -> bool:
+    """Whether a database error means the server went away (restarting, failing
+    over, dropping connections) rather than anything about the request."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    state = getattr(getattr(exc.orig, "diag", None), "sqlstate", None)
+    module = type(exc.orig).__module__
+    # psycopg: no SQLSTATE when it cannot connect at all; class 08 is a
+    # connection exception, 57 an operator intervention (shutdown, restart).
+    return module.startswith("psycopg") and (state is None or state[:2] in ("08", "57"))
+
+
 def utcnow() -> dt.datetime:
     """The wall clock, read only at the edges (CLI, server) and passed inward."""
     return dt.datetime.now(dt.UTC)

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segflow import __version__
 from segflow.config import Settings
-from segflow.db.engine import Database
+from segflow.db.engine import Database, lost_connection
 from segflow.errors import (
     Conflict,
     Forbidden,
@@ -193,7 +193,7 @@ def create_app(
             return api.error_response(
                 400, "invalid_input", "text containing a NUL character is refused"
             )
-        if exc.connection_invalidated:
+        if lost_connection(exc):
             # A restarting or failing-over server: the transaction rolled back
             # and the pool reconnects for the next request.
             log.warning(

@@ -49,12 +49,14 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 self.step()
+                wait = self._sleep_for()
             except Exception as exc:  # the loop must outlive one failure
                 print(
                     f"segflow serve: background pass failed ({describe_failure(exc)})",
                     file=sys.stderr,
                 )
-            self._wake.wait(self._sleep_for())
+                wait = 1.0
+            self._wake.wait(wait)
             self._wake.clear()
 
     def step(self) -> None:
