@@ -18,7 +18,6 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -503,17 +502,8 @@ def token_principal(db: Database, secret: str, now: dt.datetime) -> Principal | 
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at > _USE_GRANULARITY:
-        # Off the request's path: on SQLite a write can wait for an import.
-        _toucher.submit(_touch, db, int(row.id), now)
-    return Principal(int(row.user_id), row.user, int(row.workspace_id), row.workspace, "token")
-
-
-_toucher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segflow-token-use")
-
-
-def _touch(db: Database, token_id: int, now: dt.datetime) -> None:
-    try:
+        # At most once a minute per token (on SQLite this write may wait for
+        # an import's commit, so not on every request).
         with db.write() as conn:
-            conn.execute(sa.update(tokens).where(tokens.c.id == token_id).values(last_used_at=now))
-    except Exception:  # informational only; the next use records it
-        return
+            conn.execute(sa.update(tokens).where(tokens.c.id == row.id).values(last_used_at=now))
+    return Principal(int(row.user_id), row.user, int(row.workspace_id), row.workspace, "token")

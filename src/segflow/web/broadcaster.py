@@ -146,8 +146,9 @@ class Broadcaster:
                         for _ in pg.notifies(timeout=0.5, stop_after=1):
                             self._wake.set()
                 finally:
-                    # Closed without the pool's reset: after a lost connection
-                    # that rollback would fail and log a traceback.
+                    # Closed here, not by the pool: its reset (a rollback) would
+                    # fail on a lost connection and log a traceback.
+                    pg.close()
                     raw.invalidate()
             except Exception:  # reconnect after a lost connection
                 self._wake.set()  # and re-read: a notification may have been missed
