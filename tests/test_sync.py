@@ -602,3 +602,47 @@ def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(
     clock.advance(seconds=settings.lease_seconds + 1)
     assert run_sync(db, settings, clock).outcomes[0].added == 1
     assert converged(db, fake)
+
+
+def test_a_crash_after_a_remove_then_a_re_entry_adds_the_member_back(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    """The remove reached Google but its acknowledgement was lost; the member
+    then re-entered. segflow must not believe the list still holds them."""
+    rows = customers(150)
+    setup_link(db, rows)
+    run_sync(db, settings)
+    member = next(r for r in rows if float(r[8]) > 100 and r[1])
+    import_rows(db, [with_spend(member, 1.0)], NOW + dt.timedelta(minutes=1))  # leaves
+
+    class Crash(BaseException):
+        pass
+
+    class DiesAfterRemoving:
+        def __init__(self, inner: destinations.Sender) -> None:
+            self.inner = inner
+
+        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+            self.inner.send(operation, members)
+            if operation == destinations.REMOVE:
+                raise Crash
+            return "sent"
+
+        def close(self) -> None:
+            self.inner.close()
+
+    clock = Clock()
+    with pytest.raises(Crash):
+        run_sync(
+            db,
+            settings,
+            clock,
+            owner="dies",
+            senders=lambda d, s, st: DiesAfterRemoving(destinations.build_sender(d, s, st)),
+        )
+    import_rows(db, [with_spend(member, 900.0)], NOW + dt.timedelta(minutes=2))  # back again
+    clock.advance(seconds=settings.lease_seconds + 1)
+    run_sync(db, settings, clock)
+    assert converged(db, fake)
+    (status,) = links.status(db)
+    assert status.pending_adds == status.pending_removes == 0

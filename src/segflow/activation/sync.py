@@ -518,6 +518,16 @@ class _LinkRun:
             if r.sent:
                 sets.append(json.loads(r.sent))
             out.extend(OutMember(r.rid, tuple(codes)) for codes in sets)
+        going = [r.rid for r in rows if r.have == 1 and (r.sent or r.stale)]
+        if going:
+            # From the moment the remove may leave, the list may no longer hold
+            # them: were its acknowledgement lost and the member to re-enter,
+            # `have` = 1 would settle the re-entry without an add.
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(going))
+                .values(have=0)
+            )
         return out
 
     # -- delivery
