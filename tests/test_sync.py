@@ -646,3 +646,40 @@ def test_a_crash_after_a_remove_then_a_re_entry_adds_the_member_back(
     assert converged(db, fake)
     (status,) = links.status(db)
     assert status.pending_adds == status.pending_removes == 0
+
+
+def test_an_answer_that_arrives_after_the_lease_ran_out_is_not_recorded(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    """A worker's request succeeded, but by the time it could record that, its
+    lease had run out and another worker had taken the list over."""
+    rows = customers(100)
+    setup_link(db, rows)
+    clock = Clock()
+
+    class SlowToRecord:
+        def __init__(self, inner: destinations.Sender) -> None:
+            self.inner = inner
+
+        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+            answer = self.inner.send(operation, members)
+            clock.advance(seconds=settings.lease_seconds + 1)  # the outage
+            # Meanwhile another worker takes the list over and syncs it.
+            run_sync(db, settings, Clock(now=clock.now), owner="other")
+            return answer
+
+        def close(self) -> None:
+            self.inner.close()
+
+    report = run_sync(
+        db,
+        settings,
+        clock,
+        owner="slow",
+        senders=lambda d, s, st: SlowToRecord(destinations.build_sender(d, s, st)),
+    )
+    assert report.outcomes[0].error == "another worker took over this link (lease expired)"
+    assert report.outcomes[0].added == 0  # its late answer was not recorded
+    assert converged(db, fake)
+    (status,) = links.status(db)
+    assert status.pending_adds == 0 and status.synced == status.members_wanted

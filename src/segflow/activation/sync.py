@@ -567,6 +567,10 @@ class _LinkRun:
         rids = [m.rid for m in part]
         mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(rids))
         with self.db.write() as conn:
+            # Only while the list is still ours: had the lease run out (a long
+            # database outage, say), another worker may have sent since, and
+            # this older answer must not overwrite what it recorded.
+            self._hold(conn, now)
             if replaced:
                 # Old identifiers of members that stay: only they are settled.
                 conn.execute(sa.update(lm).where(mine).values(stale=None))
@@ -608,6 +612,7 @@ class _LinkRun:
     ) -> None:
         lm = link_members
         with self.db.write() as conn:
+            self._hold(conn, self.clock())
             self._log(conn, operation, len(part), "rejected", started, error=reason)
             if len(part) == 1 and replaced:
                 # Old identifiers the platform will not take back: nothing
