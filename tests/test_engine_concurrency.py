@@ -14,7 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import datasets, demo, engine, segments
-from segflow.db import Database
+from segflow.activation import links
+from segflow.activation.fake import FakeDataManager
+from segflow.config import Settings
+from segflow.db import Database, records
+from segflow.db.schema import link_members
+from tests.helpers import do_import
+from tests.sync_helpers import NOW, csv_bytes, customers, run_sync, setup_link, with_spend
 from tests.test_engine import T0, _events, _expected, _replay
 
 RULES = {
@@ -132,3 +138,58 @@ def test_sigkill_mid_tick_leaves_the_old_state_or_the_new(
             break
         delay *= 0.7  # the tick finished first: aim earlier next time
     assert killed, "every tick finished before it could be killed"
+
+
+def test_a_tick_chosen_to_break_a_deadlock_runs_again(
+    db: Database, db_url: str, fake: FakeDataManager
+) -> None:
+    """PostgreSQL aborts one side of a deadlock on sync rows; if that is the
+    tick, it is run again and the import's exits are still recorded."""
+    if not db.is_postgres:
+        pytest.skip("PostgreSQL's deadlock detection; SQLite has one writer at a time")
+    rows = customers(60)
+    setup_link(db, rows)
+    run_sync(db, Settings(datamanager_endpoint=fake.address, sync_timeout=2))
+    leaving = [r for r in rows if float(r[8]) > 100][:2]
+    do_import(db, csv_bytes([with_spend(r, 1.0) for r in leaving]), "customers", key="id")
+    dataset = datasets.get_dataset(db, "customers")
+    table = records.table(dataset.records_table, dataset.columns)
+    with db.read() as conn:
+        query = sa.select(table.c.rid).where(table.c.key.in_([r[0] for r in leaving]))
+        first, last = sorted(int(r) for r in conn.execute(query).scalars())
+    other = sa.create_engine(db.url, poolclass=sa.pool.NullPool)
+    outcome: list[object] = []
+
+    def tick() -> None:
+        try:
+            outcome.append(engine.tick(db, NOW))
+        except Exception as exc:  # what the test looks for
+            outcome.append(exc)
+
+    def lock(conn: sa.Connection, rid: int) -> None:
+        lm = link_members
+        conn.execute(sa.select(lm.c.rid).where(lm.c.rid == rid).with_for_update()).all()
+
+    with other.connect() as conn:
+        # Ours longer than the tick's (1 s): its backend finds the cycle and gives up.
+        conn.exec_driver_sql("SET deadlock_timeout = '10s'")
+        lock(conn, last)  # the tick takes `first`, then waits here
+        worker = threading.Thread(target=tick)
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND pid <> pg_backend_pid()"
+        ).scalar():
+            assert time.monotonic() < deadline, "the tick never waited for our lock"
+            time.sleep(0.05)
+        try:
+            lock(conn, first)  # a cycle, which PostgreSQL breaks
+        except sa.exc.OperationalError:
+            pass  # we were the victim this time
+        conn.rollback()
+    worker.join(timeout=60)
+    other.dispose()
+    assert len(outcome) == 1 and isinstance(outcome[0], engine.TickReport), outcome
+    (status,) = links.status(db)
+    assert status.pending_removes == 2

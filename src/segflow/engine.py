@@ -39,7 +39,7 @@ from segflow import rules
 from segflow.activation import links
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
-from segflow.db.engine import Database
+from segflow.db.engine import Database, retryable_conflict
 from segflow.db.records import ident
 from segflow.db.schema import UTCDateTime, members, segment_events, segments
 
@@ -121,8 +121,24 @@ def tick(
             by_dataset.setdefault(dataset_id, []).append(segment_id)
     report = TickReport()
     for dataset_id, ids in sorted(by_dataset.items()):
-        _tick_dataset(db, dataset_id, ids, now, report, full_minimum)
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            part = TickReport()
+            try:
+                _tick_dataset(db, dataset_id, ids, now, part, full_minimum)
+            except sa.exc.DBAPIError as exc:
+                # PostgreSQL ended it to break a deadlock with a sync pass
+                # writing the same sync rows: it rolled back whole, so again.
+                if not retryable_conflict(exc) or attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                continue
+            report.outcomes.extend(part.outcomes)
+            report.skipped.extend(part.skipped)
+            break
     return report
+
+
+#: Times a dataset's tick is tried when PostgreSQL breaks a deadlock with it.
+DEADLOCK_ATTEMPTS = 5
 
 
 def _claim(conn: Connection, segment_ids: Sequence[int]) -> list[sa.Row[Any]]:

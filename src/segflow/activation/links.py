@@ -216,6 +216,23 @@ def refuse_if_linked(conn: Connection, segment_ids: list[int], what: str) -> Non
         )
 
 
+def lock_in_order(conn: Connection, link_id: int, which: sa.ColumnElement[bool]) -> None:
+    """PostgreSQL: lock a link's member rows in record order before changing them.
+
+    The engine and sync passes both write these rows; taking their locks in
+    one order (the sync pass reads its batches by rid) keeps them from
+    deadlocking each other.
+    """
+    if conn.dialect.name == "postgresql":
+        lm = link_members
+        conn.execute(
+            sa.select(lm.c.rid)
+            .where(lm.c.link_id == link_id, which)
+            .order_by(lm.c.rid)
+            .with_for_update()
+        ).all()
+
+
 def record_changes(conn: Connection, diff: sa.TableClause, segment_ids: list[int]) -> None:
     """Turn a tick's enters and exits into pending work for linked destinations.
 
@@ -230,6 +247,9 @@ def record_changes(conn: Connection, diff: sa.TableClause, segment_ids: list[int
 
         def changed(kind: str, segment_id: int = segment_id) -> sa.Select[Any]:
             return sa.select(diff.c.rid).where(diff.c.segment_id == segment_id, diff.c.kind == kind)
+
+        touched = sa.select(diff.c.rid).where(diff.c.segment_id == segment_id)
+        lock_in_order(conn, link_id, lm.c.rid.in_(touched))
 
         # Enter: the list should hold it. Pending unless already held.
         conn.execute(

@@ -52,7 +52,7 @@ from segflow.activation.destinations import (
     open_secret,
     stored_secret,
 )
-from segflow.activation.links import Link
+from segflow.activation.links import Link, lock_in_order
 from segflow.activation.mapping import mapping_for
 from segflow.activation.retry import RetryPolicy
 from segflow.config import Settings
@@ -571,6 +571,7 @@ class _LinkRun:
             # database outage, say), another worker may have sent since, and
             # this older answer must not overwrite what it recorded.
             self._hold(conn, now)
+            lock_in_order(conn, self.link_id, lm.c.rid.in_(rids))
             if replaced:
                 # Old identifiers of members that stay: only they are settled.
                 conn.execute(sa.update(lm).where(mine).values(stale=None))

@@ -234,6 +234,13 @@ def lost_connection(exc: BaseException) -> bool:
     return module.startswith("psycopg") and (state is None or state[:2] in ("08", "57"))
 
 
+def retryable_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the transaction was
+    rolled back whole and may simply be run again."""
+    state = getattr(getattr(getattr(exc, "orig", None), "diag", None), "sqlstate", None)
+    return state in ("40P01", "40001")
+
+
 def utcnow() -> dt.datetime:
     """The wall clock, read only at the edges (CLI, server) and passed inward."""
     return dt.datetime.now(dt.UTC)
