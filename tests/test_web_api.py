@@ -68,6 +68,50 @@ def test_upload_gives_the_same_summary_as_the_cli(client: TestClient) -> None:
     assert again.json()["unchanged"] == 50
 
 
+def _break_event_writes(db: Database) -> None:
+    """Make every enter/exit event write fail in the database itself."""
+    with db.write() as conn:
+        if db.is_sqlite:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER sf_test_broken BEFORE INSERT ON sf_segment_events "
+                "BEGIN SELECT RAISE(ABORT, 'events are broken'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION sf_test_broken() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'events are broken' USING ERRCODE = 'XX000'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER sf_test_broken BEFORE INSERT ON sf_segment_events "
+                "FOR EACH ROW EXECUTE FUNCTION sf_test_broken()"
+            )
+
+
+def test_an_import_stands_when_the_tick_after_it_fails(client: TestClient, db: Database) -> None:
+    rows = list(demo.rows(80, seed=2))
+    _upload(client, csv_bytes(rows), key="id")
+    created = client.post(
+        "/api/segments", json={"name": "big", "dataset": "customers", "rules": HIGH}
+    )
+    before = created.json()["member_count"]
+    _break_event_writes(db)
+    changed = [(*r[:8], "999.00", *r[9:]) for r in rows]
+    response = _upload(client, csv_bytes(changed))
+    assert response.status_code == 201, response.text
+    summary = response.json()
+    assert summary["updated"] > 0 and summary["segments"] == []
+    assert "next tick" in summary["segments_deferred"]
+    assert client.get("/api/segments").json()[0]["member_count"] == before
+    with db.write() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER sf_test_broken" + ("" if db.is_sqlite else " ON sf_segment_events")
+        )
+    from segflow import engine
+
+    engine.tick(db, NOW)  # the next tick catches up
+    assert client.get("/api/segments").json()[0]["member_count"] == 80
+
+
 def test_a_bad_file_is_refused_with_its_line_and_nothing_is_stored(client: TestClient) -> None:
     body = _error(_upload(client, b"id,email\n1,a@b.com\n2,\xff\xfe\n"), 400, "import_failed")
     assert body["details"]["line"] == 3

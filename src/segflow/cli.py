@@ -127,7 +127,7 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    summary["segments"] = _process_dataset(db, args.dataset)
+    _process_dataset(db, args.dataset, summary)
     if args.json:
         _emit_json(summary)
     else:
@@ -135,13 +135,16 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
     return 0
 
 
-def _process_dataset(db: Database, name: str) -> list[dict[str, Any]]:
+def _process_dataset(db: Database, name: str, summary: dict[str, Any]) -> None:
     """Run the engine on a dataset's segments right after its import committed."""
     dataset = datasets.find_dataset(db, name)
-    if dataset is None:
-        return []
-    report = engine.tick(db, utcnow(), dataset_ids=[dataset.id])
-    return [o.as_dict() for o in report.outcomes]
+    processed = (
+        engine.tick_imported(db, dataset.id, utcnow())
+        if dataset is not None
+        else {"segments": [], "deferred": None}
+    )
+    summary["segments"] = processed["segments"]
+    summary["segments_deferred"] = processed["deferred"]
 
 
 def cmd_datasets_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
@@ -211,7 +214,7 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
         now=now,
         total_bytes=len(data),
     )
-    summary["segments"] = _process_dataset(db, args.dataset)
+    _process_dataset(db, args.dataset, summary)
     existing = {s.name for s in segments.list_segments(db)}
     created = [
         segments.create_segment(db, name=name, dataset=args.dataset, rules_json=rules, now=now)

@@ -55,6 +55,8 @@ def import_summary(s: dict[str, Any]) -> None:
     if s["duplicate_keys"]:
         print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
     outcomes(s.get("segments", []))
+    if s.get("segments_deferred"):
+        print(f"  {s['segments_deferred']}")
     if s["rejects"]:
         shown = s["rejects"][:20]
         print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")

@@ -42,6 +42,7 @@ from segflow.db import records
 from segflow.db.engine import Database, retryable_conflict
 from segflow.db.records import ident
 from segflow.db.schema import UTCDateTime, members, segment_events, segments
+from segflow.errors import describe_failure
 
 FULL = "full"
 INCREMENTAL = "incremental"
@@ -139,6 +140,23 @@ def tick(
 
 #: Times a dataset's tick is tried when PostgreSQL breaks a deadlock with it.
 DEADLOCK_ATTEMPTS = 5
+
+
+def tick_imported(db: Database, dataset_id: int, now: dt.datetime) -> dict[str, Any]:
+    """Bring a dataset's segments up to date right after an import committed.
+
+    The import stands whatever happens here: a database failure is reported
+    in the result (``deferred``) and the next timer tick catches up.
+    """
+    try:
+        report = tick(db, now, dataset_ids=[dataset_id])
+    except sa.exc.DBAPIError as exc:
+        return {
+            "segments": [],
+            "deferred": "the import is stored; its segments will be updated by the next tick "
+            f"(this one failed: {describe_failure(exc)})",
+        }
+    return {"segments": [o.as_dict() for o in report.outcomes], "deferred": None}
 
 
 def _claim(conn: Connection, segment_ids: Sequence[int]) -> list[sa.Row[Any]]:

@@ -140,8 +140,9 @@ def import_file(
         settings=state.settings,
     )
     dataset = datasets.get_dataset(db, name)
-    report = engine.tick(db, utcnow(), dataset_ids=[dataset.id])
-    summary["segments"] = [o.as_dict() for o in report.outcomes]
+    processed = engine.tick_imported(db, dataset.id, utcnow())
+    summary["segments"] = processed["segments"]
+    summary["segments_deferred"] = processed["deferred"]
     state.broadcaster.changed()
     state.wake()
     return summary
