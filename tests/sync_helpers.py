@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -141,3 +145,26 @@ def sync_rows(db: Database) -> list[tuple[Any, ...]]:
 
 def converged(db: Database, fake: FakeDataManager, list_id: str = LIST_ID) -> bool:
     return fake.members(list_id) == expected_members(db)
+
+
+def spawn_segflow(
+    argv: list[str], fake: FakeDataManager, log: Path, *, batch: int = 60
+) -> subprocess.Popen[bytes]:
+    """A ``segflow`` process (worker, serve) syncing to the fake in small batches
+    with short leases, its stderr appended to ``log``."""
+    env = {
+        **os.environ,
+        "SEGFLOW_DATAMANAGER_ENDPOINT": fake.address,
+        "SEGFLOW_SYNC_BATCH": str(batch),
+        "SEGFLOW_SYNC_TIMEOUT": "5",
+        "SEGFLOW_SYNC_LEASE": "2",
+        "SEGFLOW_TICK_SECONDS": "1",
+    }
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "segflow.cli", *argv],
+            env=env,
+            cwd=log.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )

@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from tests.sync_helpers import (
     import_rows,
     run_sync,
     setup_link,
+    spawn_segflow,
     with_spend,
 )
 
@@ -78,21 +77,7 @@ def test_a_crash_between_sending_and_recording_resends_harmlessly(
 
 
 def _worker(db_url: str, fake: FakeDataManager, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SEGFLOW_DATAMANAGER_ENDPOINT": fake.address,
-        "SEGFLOW_SYNC_BATCH": "40",
-        "SEGFLOW_SYNC_TIMEOUT": "5",
-        "SEGFLOW_SYNC_LEASE": "2",
-    }
-    with log.open("ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "segflow.cli", "worker", "--interval", "1", "--db", db_url],
-            env=env,
-            cwd=log.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    return spawn_segflow(["worker", "--interval", "1", "--db", db_url], fake, log, batch=40)
 
 
 def _wait(predicate: object, timeout: float = 60.0) -> None:

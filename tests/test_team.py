@@ -31,6 +31,7 @@ from segflow.errors import NotAuthenticated, Throttled
 from segflow.web.app import create_app
 from segflow.web.server import live_server
 from tests.sync_helpers import HIGH_SPEND, NOW, Clock, csv_bytes, customers, run_sync
+from tests.test_web_api import _read_events, _wait
 
 PASSWORD = "correct horse battery"
 BASE = "https://testserver"  # the session cookie is Secure
@@ -235,27 +236,6 @@ def test_the_same_names_live_side_by_side_in_two_workspaces(team: Team) -> None:
     assert names == {"alpha big spenders": "alpha-customers", "beta spenders": "beta-customers"}
 
 
-def _events(
-    url: str, headers: dict[str, str], into: list[tuple[str, Any]], stop: threading.Event
-) -> None:
-    with httpx.stream("GET", f"{url}/api/stream", headers=headers, timeout=30) as response:
-        kind = None
-        for line in response.iter_lines():
-            if stop.is_set():
-                return
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind:
-                into.append((kind, json.loads(line[6:])))
-
-
-def _wait(predicate: Any, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_a_stream_of_b_never_carries_a_events(team: Team) -> None:
     settings = Settings(auth=True)
@@ -263,7 +243,7 @@ def test_a_stream_of_b_never_carries_a_events(team: Team) -> None:
         seen: list[tuple[str, Any]] = []
         stop = threading.Event()
         reader = threading.Thread(
-            target=_events, args=(server.url, _bearer(team.bob_token), seen, stop), daemon=True
+            target=_read_events, args=(server.url, seen, stop, _bearer(team.bob_token)), daemon=True
         )
         reader.start()
         _wait(lambda: any(k == "segment" and d["id"] == team.b_segment for k, d in seen))

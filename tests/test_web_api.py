@@ -372,8 +372,13 @@ def test_the_openapi_document_and_docs_page_are_served(client: TestClient) -> No
 # ---------------------------------------------------------------- live stream
 
 
-def _read_events(url: str, into: list[tuple[str, dict[str, Any]]], stop: threading.Event) -> None:
-    with httpx.stream("GET", f"{url}/api/stream", timeout=30) as response:
+def _read_events(
+    url: str,
+    into: list[tuple[str, dict[str, Any]]],
+    stop: threading.Event,
+    headers: dict[str, str] | None = None,
+) -> None:
+    with httpx.stream("GET", f"{url}/api/stream", headers=headers, timeout=30) as response:
         kind = None
         for line in response.iter_lines():
             if stop.is_set():

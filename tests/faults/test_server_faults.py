@@ -9,12 +9,10 @@ all.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +23,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from segflow import datasets, engine, segments
+from segflow import datasets
 from segflow.activation import links
 from segflow.activation.fake import FakeDataManager
-from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.server import free_port
-from tests.faults.test_kill import recomputed, replayed, stored_members
-from tests.sync_helpers import NOW, Clock, converged, csv_bytes, customers, run_sync, setup_link
+from tests.faults.test_kill import check_consistent
+from tests.sync_helpers import csv_bytes, customers, setup_link, spawn_segflow
 
 SPEND = 8  # lifetime_spend's position in demo rows
 
@@ -43,26 +40,8 @@ def fake() -> Iterator[FakeDataManager]:
         yield server
 
 
-def _env(fake: FakeDataManager) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SEGFLOW_DATAMANAGER_ENDPOINT": fake.address,
-        "SEGFLOW_SYNC_BATCH": "60",
-        "SEGFLOW_SYNC_TIMEOUT": "5",
-        "SEGFLOW_SYNC_LEASE": "2",
-        "SEGFLOW_TICK_SECONDS": "1",
-    }
-
-
 def _spawn(argv: list[str], fake: FakeDataManager, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "segflow.cli", *argv],
-            env=_env(fake),
-            cwd=log.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    return spawn_segflow(argv, fake, log)
 
 
 def _serve(db_url: str, port: int, fake: FakeDataManager, log: Path) -> subprocess.Popen[bytes]:
@@ -95,28 +74,6 @@ def _spends(db: Database, keys: list[str]) -> list[str]:
     page, _ = datasets.page_records(db, "customers", limit=5000)
     by_key = {item["key"]: item["record"]["lifetime_spend"] for item in page}
     return [by_key[k] for k in keys]
-
-
-def _check_consistent(db: Database, fake: FakeDataManager) -> None:
-    now = NOW + dt.timedelta(days=1)
-    engine.tick(db, now)
-    for segment in segments.list_segments(db):
-        current = stored_members(db, segment.id)
-        assert current == recomputed(db, segment, now), segment.name
-        assert replayed(db, segment.id) == current, segment.name
-        assert segment.member_count == len(current), segment.name
-    (status,) = links.status(db)
-    if status.pending_adds == status.pending_removes == 0:
-        # Nothing left to send: the list must already be exact (a silent
-        # difference here would never be repaired).
-        assert converged(db, fake), status
-    # Past any lease a killed process held and any backoff a failure started.
-    later = Clock(now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
-    run_sync(db, Settings(datamanager_endpoint=fake.address, sync_lease=2), later)
-    assert converged(db, fake), status
-    if db.is_sqlite:
-        with db.read() as conn:
-            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
 @pytest.mark.slow
@@ -168,7 +125,7 @@ def test_a_server_killed_during_uploads_applies_each_whole_or_not_at_all(
             assert applied == len(keys), "an import answered 201 but is not stored"
     output = log.read_text()
     assert "locked" not in output, output[-3000:]
-    _check_consistent(db, fake)
+    check_consistent(db, fake)
 
 
 def _drop_connections(admin: sa.Engine, stop: threading.Event, dropped: list[int]) -> None:
@@ -256,7 +213,7 @@ def _run_through(
     assert first < 0, output[max(0, first - 300) : first + 4000]
     # A request whose connection died is answered 503 (send again), never 500.
     assert set(outcomes) <= {201, 503} and 201 in outcomes, outcomes
-    _check_consistent(db, fake)
+    check_consistent(db, fake)
     return outcomes
 
 
