@@ -137,9 +137,18 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction: one consistent snapshot on both engines."""
-        with self.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction: one consistent snapshot on both engines.
+
+        PostgreSQL's default (READ COMMITTED) gives each statement its own
+        snapshot, so a count and the rows it counts could straddle a commit;
+        REPEATABLE READ holds one snapshot for the transaction, and a
+        transaction that only reads never fails to serialize.
+        """
+        with self.connect() as conn:
+            if self.is_postgres:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
