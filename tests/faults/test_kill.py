@@ -121,12 +121,7 @@ def test_killed_workers_lose_and_double_nothing(
             workers[victim].wait()
             kills += 1
             workers[victim] = _start(db_url, fake, log)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            (status,) = links.status(db)
-            if status.pending_adds == status.pending_removes == 0:
-                break
-            time.sleep(0.2)
+        wait_until_sent(db, timeout=120)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -137,6 +132,16 @@ def test_killed_workers_lose_and_double_nothing(
     assert "Traceback" not in output and "locked" not in output, output[-3000:]
 
     check_consistent(db, fake)
+
+
+def wait_until_sent(db: Database, timeout: float) -> None:
+    """Give the running processes up to ``timeout`` seconds to send what is pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (status,) = links.status(db)
+        if status.pending_adds == status.pending_removes == 0:
+            return
+        time.sleep(0.2)
 
 
 def check_consistent(db: Database, fake: FakeDataManager) -> None:

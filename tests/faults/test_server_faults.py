@@ -24,11 +24,10 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import datasets
-from segflow.activation import links
 from segflow.activation.fake import FakeDataManager
 from segflow.db import Database
 from segflow.web.server import free_port
-from tests.faults.test_kill import check_consistent
+from tests.faults.test_kill import check_consistent, wait_until_sent
 from tests.sync_helpers import csv_bytes, customers, setup_link, spawn_segflow
 
 SPEND = 8  # lifetime_spend's position in demo rows
@@ -196,12 +195,7 @@ def _run_through(
         assert final == [201], log.read_text()[-3000:]
         processes = (server, *workers)
         assert all(p.poll() is None for p in processes), log.read_text()[-3000:]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            (status,) = links.status(db)
-            if status.pending_adds == status.pending_removes == 0:
-                break
-            time.sleep(0.2)
+        wait_until_sent(db, timeout=60)
     finally:
         stop.set()
         for proc in (server, *workers):
