@@ -18,6 +18,7 @@ import pytest
 
 from segflow import demo, segments
 from segflow.config import Settings
+from segflow.datasets import get_dataset
 from segflow.db import Database
 from segflow.web.server import LiveServer, live_server
 from tests.sync_helpers import NOW, csv_bytes
@@ -100,6 +101,36 @@ def test_upload_a_csv_through_the_page_and_see_the_summary(
     page.wait_for_selector("#records tbody tr")
     assert page.locator("#columns tbody tr").count() == len(demo.HEADER)
     _shot(page, "dataset", request)
+
+
+DROP_FILE = """([name, text]) => {
+    const data = new DataTransfer();
+    data.items.add(new File([text], name, { type: "text/csv" }));
+    const zone = document.getElementById("drop");
+    const event = (type) => new DragEvent(type, { dataTransfer: data, cancelable: true });
+    zone.dispatchEvent(event("dragover"));
+    const highlighted = zone.classList.contains("over");
+    zone.dispatchEvent(event("drop"));
+    return highlighted;
+}"""
+
+
+def test_drop_a_csv_on_the_page_and_upload_it_with_progress(
+    db: Database, server: LiveServer, page: Any
+) -> None:
+    text = csv_bytes(list(demo.rows(2_000, seed=12))).decode()
+    _ready(page, f"{server.url}/datasets")
+    assert page.evaluate(DROP_FILE, ["dropped customers.csv", text]) is True
+    assert page.input_value("#dataset-name") == "dropped_customers"
+    assert "dropped customers.csv" in page.text_content("#file-name")
+    page.click("#upload-button")
+    page.wait_for_selector("#import-summary .import-counts")
+    assert "2,000 rows: 2,000 inserted" in page.text_content("#import-summary .import-counts")
+    # The bar was shown and ends full once the server answered.
+    assert page.eval_on_selector("#upload-progress", "b => [b.hidden, b.value]") == [False, 100]
+    assert page.text_content("#upload-status") == "done"
+    page.wait_for_selector("#datasets a:text('dropped_customers')")
+    assert get_dataset(db, "dropped_customers").record_count == 2_000
 
 
 def _import(server: LiveServer, rows: list[tuple[str, ...]], **form: str) -> dict[str, Any]:
