@@ -28,6 +28,7 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import MIGRATIONS, upgrade
 from segflow.errors import NotAuthenticated, Throttled
+from segflow.web import api
 from segflow.web.app import create_app
 from segflow.web.server import live_server
 from tests.sync_helpers import HIGH_SPEND, NOW, Clock, csv_bytes, customers, run_sync
@@ -264,6 +265,40 @@ def test_a_stream_of_b_never_carries_a_events(team: Team) -> None:
     assert "alpha" not in text
     assert {d["id"] for k, d in seen if k == "segment"} == {team.b_segment}
     assert not [d for k, d in seen if k == "sync"]  # B has no links; A's stay A's
+
+
+@pytest.mark.slow
+def test_an_open_stream_ends_when_its_token_is_revoked(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "RECHECK_SECONDS", 0.2)
+    with live_server(team.db, Settings(auth=True), poll_interval=0.1) as server:
+        streams = {}
+        for name, token in (("alice", team.alice_token), ("bob", team.bob_token)):
+            seen: list[tuple[str, Any]] = []
+            reader = threading.Thread(
+                target=_read_events,
+                args=(server.url, seen, threading.Event(), _bearer(token)),
+                daemon=True,
+            )
+            reader.start()
+            streams[name] = (reader, seen)
+        _wait(lambda: all(seen for _, seen in streams.values()))
+        (bobs,) = auth.list_tokens(team.db, "bob")
+        auth.revoke_token(team.db, bobs["id"], NOW)
+        streams["bob"][0].join(timeout=10)
+        assert not streams["bob"][0].is_alive(), "the revoked token's stream is still open"
+        # Alice's stream is still served and still receives her workspace's changes.
+        assert streams["alice"][0].is_alive()
+        response = httpx.post(
+            f"{server.url}/api/datasets/alpha-customers/imports",
+            files={"file": ("c.csv", csv_bytes(customers(3, seed=31, start_id=9000)))},
+            headers=_bearer(team.alice_token),
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        _wait(lambda: any(k == "import" for k, _ in streams["alice"][1]))
+        assert streams["alice"][0].is_alive()
 
 
 # ---------------------------------------------------------------- authentication

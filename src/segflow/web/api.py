@@ -23,7 +23,7 @@ from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, NotFound
 from segflow.progress import Progress
-from segflow.web.auth import principal_of, workspace_db
+from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
 from segflow.web.state import AppState
 
@@ -478,6 +478,8 @@ def remove_link(request: Request, segment_id: SegmentId, destination_id: Destina
 # ---------------------------------------------------------------- live stream
 
 HEARTBEAT_SECONDS = 15.0
+#: How often an open stream checks that its session or token still admits it.
+RECHECK_SECONDS = 15.0
 
 
 @router.get(
@@ -487,7 +489,11 @@ HEARTBEAT_SECONDS = 15.0
     responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}},
 )
 async def stream(request: Request) -> StreamingResponse:
-    """Server-Sent Events: ``segment``, ``import`` and ``sync``; current state first."""
+    """Server-Sent Events: ``segment``, ``import`` and ``sync``; current state first.
+
+    In team mode the stream ends within ``RECHECK_SECONDS`` of its token being
+    revoked, its session ending or its user leaving the workspace.
+    """
     import asyncio
 
     broadcaster = _state(request).broadcaster
@@ -501,15 +507,29 @@ async def stream(request: Request) -> StreamingResponse:
             yield "retry: 2000\n\n"
             for current in snapshot:
                 yield frame(current)
+            wake = min(HEARTBEAT_SECONDS, RECHECK_SECONDS)
+            checked = written = time.monotonic()
             while True:
                 try:
-                    event: Event | None = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_SECONDS)
+                    event: Event | None = await asyncio.wait_for(sub.queue.get(), wake)
                 except TimeoutError:
+                    event = None
+                else:
+                    if event is None:  # the broadcaster is shutting down
+                        return
+                now = time.monotonic()
+                # Checked by time, not per event: a stream costs one read per
+                # interval however many changes there are.
+                if now - checked >= RECHECK_SECONDS:
+                    if not await still_signed_in(request):
+                        return
+                    checked = now
+                if event is not None:
+                    yield frame(event)
+                    written = now
+                elif now - written >= HEARTBEAT_SECONDS:
                     yield ": heartbeat\n\n"
-                    continue
-                if event is None:
-                    return
-                yield frame(event)
+                    written = now
         finally:
             broadcaster.unsubscribe(sub)
 

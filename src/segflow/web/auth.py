@@ -11,6 +11,7 @@ only through ``workspace_db``: the workspace comes from the principal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
@@ -70,7 +71,7 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        principal = await run_in_threadpool(self._identify, headers)
+        principal = await run_in_threadpool(identify, self.state, headers)
         if principal is None:
             if path.startswith("/api/"):
                 response: Response = _error(
@@ -91,13 +92,28 @@ class Authenticate:
         bag["principal"] = principal
         await self.app(scope, receive, send)
 
-    def _identify(self, headers: dict[str, str]) -> auth.Principal | None:
-        db, now = self.state.db, utcnow()
-        bearer = headers.get("authorization", "")
-        if bearer[:7].lower() == "bearer ":
-            return auth.token_principal(db, bearer[7:].strip(), now)
-        secret = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
-        return auth.session_principal(db, secret, now) if secret else None
+
+def identify(state: AppState, headers: Mapping[str, str]) -> auth.Principal | None:
+    """Who the credentials in these (lower-cased) request headers belong to, now."""
+    db, now = state.db, utcnow()
+    bearer = headers.get("authorization", "")
+    if bearer[:7].lower() == "bearer ":
+        return auth.token_principal(db, bearer[7:].strip(), now)
+    secret = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
+    return auth.session_principal(db, secret, now) if secret else None
+
+
+async def still_signed_in(request: Request) -> bool:
+    """Whether a long request's credentials still give it the same workspace.
+
+    A stream outlives the check at its start; without this, a revoked token,
+    a removed user or an ended session would keep receiving events.
+    """
+    state: AppState = request.app.state.segflow
+    if not state.settings.auth:
+        return True
+    again = await run_in_threadpool(identify, state, request.headers)
+    return again is not None and again.workspace_id == principal_of(request).workspace_id
 
 
 def _cookie(header: str, name: str) -> str | None:
