@@ -26,6 +26,9 @@ class Settings:
     max_field_chars: int = 1_048_576
     #: How many rejected rows an import keeps in detail (all are counted).
     max_reject_details: int = 100_000
+    #: Files at least this large have their columns checked on a second
+    #: process while the importing one stores the rows (on two or more cores).
+    checks_process_bytes: int = 8 * 1024**2
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60
     #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
@@ -66,6 +69,9 @@ class Settings:
             database_url=env.get("SEGFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL,
             max_field_chars=_int(env, "SEGFLOW_MAX_FIELD_CHARS", cls.max_field_chars),
             max_reject_details=_int(env, "SEGFLOW_MAX_REJECT_DETAILS", cls.max_reject_details),
+            checks_process_bytes=_int(
+                env, "SEGFLOW_CHECKS_PROCESS_BYTES", cls.checks_process_bytes
+            ),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import itertools
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -38,6 +39,8 @@ class _Lines:
         self.stream = stream
         self.source = source
         self.bytes_read = 0
+        #: CRC-32 of the bytes read, so that two readers can tell they read the same.
+        self.crc = 0
         self._newlines_before = 0  # b"\n" seen in fully decoded chunks
         self._lines_out = 0
         try:
@@ -73,6 +76,7 @@ class _Lines:
         while True:
             chunk = self.stream.read(CHUNK_BYTES)
             self.bytes_read += len(chunk)
+            self.crc = zlib.crc32(chunk, self.crc)
             text = self._decode(chunk, final=not chunk)
             if "\x00" in text:
                 before = remainder + text[: text.index("\x00")]
@@ -151,6 +155,10 @@ class CsvReader:
     @property
     def bytes_read(self) -> int:
         return self._lines.bytes_read
+
+    @property
+    def crc(self) -> int:
+        return self._lines.crc
 
     def _next_record(self) -> tuple[int, list[str]] | None:
         start = self._next_start

@@ -17,6 +17,7 @@ point leaves the dataset exactly as it was.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import queue
 import re
 import threading
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from segflow import coltypes
 from segflow.activation.links import refuse_if_linked
+from segflow.checks import ColumnChecks, Helper, Job, scan
 from segflow.config import Settings
 from segflow.csvreader import CsvReader, Reject
 from segflow.db import records
@@ -454,6 +456,7 @@ def import_csv(
     validate_dataset_name(options.dataset)
     if options.mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    offset = _position(stream)
     reader = CsvReader(
         stream,
         source=source,
@@ -464,10 +467,13 @@ def import_csv(
     header = reader.header
     key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
     ncols = len(header)
-    types = [coltypes.EMPTY] * ncols
-    quality = QualityCounter(header)
+    checks = ColumnChecks(header)
     rejects = _RejectLog(settings.max_reject_details)
     report = progress or (lambda _p: None)
+    job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
+    helper = None
+    if offset is not None and _worth_a_helper(stream, total_bytes, settings):
+        helper = Helper.start(stream, job)
 
     with db.connect() as conn:
         staging = _Staging(conn, ncols, key_index)
@@ -479,20 +485,23 @@ def import_csv(
                     for batch, bad, kept in reader.batches(BATCH_ROWS, key_index):
                         for reject in bad:
                             rejects.add(reject.line, reject.reason)
-                        if batch:
-                            columns = list(zip(*batch, strict=True))
-                            for i in range(ncols):
-                                values: Sequence[str] = columns[i + 1]
-                                types[i] = coltypes.batch_type(types[i], values)
-                                quality.add(i, values)
+                        if helper is None:
+                            checks.add(batch)
                         writer.put(batch, kept)
                         report(Progress(READING, reader.bytes_read, total_bytes, writer.rows))
+                if helper is not None:
+                    answer = helper.answer(reader.bytes_read, reader.crc)
+                    helper = None
+                    if answer is not None:
+                        checks.load(answer)
+                    else:  # the helper died, or read other bytes than this reader
+                        checks = scan(job.reader(stream, source), key_index)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
             report(Progress(APPLYING, reader.bytes_read, total_bytes, staging.count))
             with db.writing(conn):
-                outcome = _apply(conn, staging, options, header, types, now)
+                outcome = _apply(conn, staging, options, header, checks.types, now)
                 summary = _summary(
                     options,
                     source,
@@ -500,7 +509,7 @@ def import_csv(
                     header,
                     outcome,
                     rejects,
-                    quality,
+                    checks.quality,
                     key_index,
                     len(duplicates),
                     started,
@@ -518,9 +527,31 @@ def import_csv(
                 )
             finished = True
         finally:
+            if helper is not None:
+                helper.cancel()
             staging.discard(finished)
     report(Progress(DONE, reader.bytes_read, total_bytes, staging.count))
     return summary
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Where a seekable stream stands (the import reads from there), else None."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _worth_a_helper(stream: BinaryIO, total_bytes: int | None, settings: Settings) -> bool:
+    """Whether the column checks should run on a second process."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.fstat(stream.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            return False
+    if total_bytes < settings.checks_process_bytes:
+        return False
+    return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
 
 
 @dataclass

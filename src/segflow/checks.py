@@ -1,0 +1,177 @@
+"""The column checks of an import: type inference and identifier quality.
+
+They are pure functions of the accepted rows and cost about as much CPU as
+parsing the file. For a large file they run on a second process, which reads
+the same bytes with the same reader while the importing process stages the
+rows, so an import uses two cores instead of waiting on one GIL.
+
+The helper process is an optimisation that can never change a result: it
+reads the file through its own file description, and the importer compares
+the length and CRC-32 of the bytes both processes read before it trusts the
+answer. On any doubt (a different digest, a crash, a platform where the file
+cannot be reopened) the importer runs the checks itself over the file again.
+
+    python -m segflow.checks   (started by the importer; reads its job from stdin)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from segflow import coltypes
+from segflow.csvreader import CsvReader
+from segflow.quality import QualityCounter
+
+BATCH_ROWS = 10_000
+
+
+class ColumnChecks:
+    """Column types and identifier counts, accumulated batch by batch."""
+
+    def __init__(self, header: Sequence[str]) -> None:
+        self.types = [coltypes.EMPTY] * len(header)
+        self.quality = QualityCounter(header)
+
+    def add(self, batch: list[tuple[Any, ...]]) -> None:
+        """Check one batch of accepted rows, each ``(line, *fields)``."""
+        if not batch:
+            return
+        columns = list(zip(*batch, strict=True))
+        for i in range(len(self.types)):
+            values: Sequence[str] = columns[i + 1]
+            self.types[i] = coltypes.batch_type(self.types[i], values)
+            self.quality.add(i, values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "types": self.types,
+            "quality": {i: [c.non_empty, c.valid] for i, c in self.quality.columns.items()},
+        }
+
+    def load(self, answer: dict[str, Any]) -> None:
+        self.types = list(answer["types"])
+        for index, (non_empty, valid) in answer["quality"].items():
+            column = self.quality.columns[int(index)]
+            column.non_empty, column.valid = non_empty, valid
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the helper process needs to read the file exactly as the importer does."""
+
+    offset: int
+    encoding: str
+    delimiter: str
+    max_field_chars: int
+    key_index: int
+
+    def reader(self, stream: BinaryIO, source: str) -> CsvReader:
+        stream.seek(self.offset)
+        return CsvReader(
+            stream,
+            source=source,
+            encoding=self.encoding,
+            delimiter=self.delimiter,
+            max_field_chars=self.max_field_chars,
+        )
+
+
+def scan(reader: CsvReader, key_index: int) -> ColumnChecks:
+    """Run the checks over every accepted row still to come from ``reader``."""
+    checks = ColumnChecks(reader.header)
+    for batch, _rejects, _kept in reader.batches(BATCH_ROWS, key_index):
+        checks.add(batch)
+    return checks
+
+
+def _reopen(stream: BinaryIO) -> int | None:
+    """A new file description of the stream's file (own offset), or None."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    for path in (f"/proc/self/fd/{fd}", getattr(stream, "name", None)):
+        if isinstance(path, str) and os.path.exists(path):
+            try:
+                return os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+    return None
+
+
+class Helper:
+    """The checks running on a second process over the same file."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    def start(cls, stream: BinaryIO, job: Job) -> Helper | None:
+        """Start the helper, or None where the file cannot be shared with it."""
+        fd = _reopen(stream)
+        if fd is None:
+            return None
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "segflow.checks", str(fd)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(fd,),
+            )
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(job.__dict__).encode())
+        process.stdin.close()
+        return cls(process)
+
+    def answer(self, bytes_read: int, crc: int) -> dict[str, Any] | None:
+        """The helper's checks if it read exactly the bytes the importer read."""
+        assert self.process.stdout is not None
+        out = self.process.stdout.read()
+        self.process.stdout.close()
+        if self.process.wait() != 0:
+            return None
+        try:
+            answer: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return None
+        if answer.get("bytes") != bytes_read or answer.get("crc") != crc:
+            return None
+        return answer
+
+    def cancel(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def main() -> int:
+    fd = int(sys.argv[1])
+    job = Job(**json.loads(sys.stdin.buffer.read()))
+    with os.fdopen(fd, "rb") as stream:
+        try:
+            reader = job.reader(stream, "helper")
+            checks = scan(reader, job.key_index)
+        except Exception as exc:  # the importer reads the file itself and reports errors
+            print(json.dumps({"error": type(exc).__name__}))
+            return 1
+        answer = checks.as_dict()
+        answer.update(bytes=reader.bytes_read, crc=reader.crc)
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The column checks on a second process give exactly what one process gives.
+
+Large files have their types and identifier quality worked out by a helper
+process that reads the same file (``segflow.checks``). These tests force the
+helper for small files and compare every result with an import that checks
+in-process: summaries, stored records, errors; and that an answer the
+importer cannot trust is never used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segflow import checks, datasets, demo
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.errors import ImportFailed
+from tests.helpers import FIXTURES, NOW, do_import, live
+from tests.sync_helpers import csv_bytes
+from tests.test_csv_fixtures import BAD_FILES, GOOD_FILES, SEED
+
+HELPER = Settings(checks_process_bytes=0, max_field_chars=100)
+ALONE = Settings(checks_process_bytes=1 << 62, max_field_chars=100)
+#: What may differ between two imports of one file into two datasets.
+VARYING = ("dataset", "duration_s", "first_seq", "last_seq", "created")
+
+
+@pytest.fixture
+def answers(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any] | None]:
+    """The helper's answers, as the importer received them."""
+    seen: list[dict[str, Any] | None] = []
+    real = checks.Helper.answer
+
+    def spy(self: checks.Helper, bytes_read: int, crc: int) -> dict[str, Any] | None:
+        answer = real(self, bytes_read, crc)
+        seen.append(answer)
+        return answer
+
+    monkeypatch.setattr(checks.Helper, "answer", spy)
+    return seen
+
+
+def _import(db: Database, path: Path, dataset: str, settings: Settings, **options: Any) -> Any:
+    with path.open("rb") as stream:
+        return datasets.import_csv(
+            db,
+            stream,
+            datasets.ImportOptions(dataset=dataset, **options),
+            source=str(path),
+            now=NOW,
+            settings=settings,
+        )
+
+
+def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in VARYING}
+
+
+def _customers_file(tmp_path: Path) -> Path:
+    rows = list(demo.rows(2_500, seed=5))
+    rows[10] = ("", *rows[10][1:])  # an empty key
+    rows.append(rows[3])  # a duplicate key
+    rows[20] = (*rows[20][:8], "lots", *rows[20][9:])  # spend becomes text
+    path = tmp_path / "customers.csv"
+    path.write_bytes(csv_bytes(rows) + b"9999,short,row\n")
+    return path
+
+
+CASES = [(name, options) for name, options, _ in GOOD_FILES] + [("row_rejects.csv", {})]
+
+
+@pytest.mark.parametrize(("fixture", "options"), CASES)
+def test_the_helper_gives_the_same_summary_and_records(
+    db: Database, fixture: str, options: dict[str, Any], answers: list[Any]
+) -> None:
+    path = FIXTURES / fixture
+    alone = _import(db, path, "alone", ALONE, **options)
+    assert answers == []
+    helped = _import(db, path, "helped", HELPER, **options)
+    assert len(answers) == 1 and answers[0] is not None, "the helper's answer was not used"
+    assert _comparable(helped) == _comparable(alone)
+    assert live(db, "helped") == live(db, "alone")
+
+
+def test_the_helper_types_and_counts_a_customer_file_like_one_process(
+    db: Database, tmp_path: Path, answers: list[Any]
+) -> None:
+    path = _customers_file(tmp_path)
+    alone = _import(db, path, "alone", ALONE)
+    helped = _import(db, path, "helped", HELPER)
+    assert answers and answers[0] is not None
+    assert _comparable(helped) == _comparable(alone)
+    types = {c["name"]: c["type"] for c in helped["columns"]}
+    assert (types["id"], types["lifetime_spend"], types["signup_date"]) == (
+        "integer",
+        "text",
+        "date",
+    )
+    assert {i["kind"] for i in helped["identifiers"]} >= {"email", "phone", "postal_code"}
+    # A second, changing import into the same dataset agrees too.
+    again = _import(db, path, "alone", ALONE, mode="replace")
+    again_helped = _import(db, path, "helped", HELPER, mode="replace")
+    assert _comparable(again_helped) == _comparable(again)
+
+
+@pytest.mark.parametrize(("fixture", "options", "message"), BAD_FILES)
+def test_bad_files_fail_the_same_way_with_the_helper(
+    db: Database, fixture: str, options: dict[str, Any], message: str
+) -> None:
+    path = FIXTURES / fixture
+    do_import(db, SEED)
+    errors = []
+    for settings in (ALONE, HELPER):
+        with pytest.raises(ImportFailed) as caught:
+            _import(db, path, "people", settings, **options)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert message in errors[1]
+
+
+def test_an_answer_for_other_bytes_is_not_used(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _customers_file(tmp_path)
+    alone = _import(db, path, "alone", ALONE)
+    real = checks.Helper.answer
+    seen: list[Any] = []
+
+    def other_bytes(self: checks.Helper, bytes_read: int, crc: int) -> Any:
+        # As if the file had changed between the two readers: the importer
+        # must refuse the answer and check the columns itself.
+        answer = real(self, bytes_read, crc ^ 1)
+        seen.append(answer)
+        return answer
+
+    monkeypatch.setattr(checks.Helper, "answer", other_bytes)
+    helped = _import(db, path, "helped", HELPER)
+    assert seen == [None]
+    assert _comparable(helped) == _comparable(alone)
+
+
+def test_a_stream_that_cannot_be_reopened_is_checked_in_process(
+    db: Database, answers: list[Any]
+) -> None:
+    import io
+
+    data = (FIXTURES / "quoting.csv").read_bytes()
+    summary = datasets.import_csv(
+        db,
+        io.BytesIO(data),
+        datasets.ImportOptions(dataset="people"),
+        source="memory",
+        now=NOW,
+        settings=HELPER,
+    )
+    assert answers == []
+    assert summary["inserted"] == 5
