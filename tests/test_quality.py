@@ -11,7 +11,7 @@ HEADER = ["email", "phone", "first_name", "last_name", "country", "zip"]
 
 cells = st.one_of(
     st.sampled_from(["", " ", "a@b.co", "x@y", "US", "usa", "+1 (415) 555-0100", "12", "Ann"]),
-    st.text(alphabet="ab@.+- 0123456789()", max_size=14),
+    st.text(alphabet="abZ@.+- 0123456789()\u0663\u00e9\t", max_size=14),
 )
 
 

@@ -52,6 +52,16 @@ _VALID = {
 _COUNTERS = {kind: re.compile(rf"\x00(?:{pattern})(?=\x00)") for kind, pattern in _VALID.items()}
 _SINGLE = {kind: re.compile(pattern) for kind, pattern in _VALID.items()}
 
+# Phone and postal-code validity depends only on which class each character
+# is in (ASCII digit, ASCII letter, separator), so every digit can become 9
+# and every letter a without changing it. A batch of phone numbers then has
+# a few dozen distinct shapes, each checked once.
+_DIGITS, _LETTERS = "0123456789", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SHAPES = {
+    PHONE: str.maketrans(_DIGITS, "9" * len(_DIGITS)),
+    POSTAL_CODE: str.maketrans(_DIGITS + _LETTERS, "9" * len(_DIGITS) + "a" * len(_LETTERS)),
+}
+
 
 def detect_kind(column_name: str) -> str | None:
     """The identifier kind a header name suggests, if any."""
@@ -100,6 +110,9 @@ class QualityCounter:
             return
         # Empty cells are stored as NULL; anything else counts as a value.
         column.non_empty += len(values) - values.count("")
+        shape = _SHAPES.get(column.kind)
+        if shape is not None:
+            values = "\x00".join(values).translate(shape).split("\x00")
         distinct = Counter(values)
         if len(distinct) * 4 <= len(values):
             # Countries, names: few distinct values, so check each once.
