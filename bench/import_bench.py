@@ -37,9 +37,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _helper_rss_mb() -> float:
-    """Peak RSS of the largest finished child: segflow's column-check helper."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+def _helper_rss_mb(path: str) -> float:
+    """Peak RSS of segflow's column-check helper process, run alone over the file.
+
+    Not ``RUSAGE_CHILDREN``: a child's figure includes the parent's memory
+    from before it replaced itself with a new Python.
+    """
+    from segflow import checks
+
+    with open(path, "rb") as stream:
+        key_index = stream.readline().decode().rstrip("\r\n").split(",").index("id")
+        stream.seek(0)
+        helper = checks.Helper.start(stream, checks.Job(0, "utf-8", ",", 1 << 20, key_index))
+        assert helper is not None, "the helper cannot be started here"
+        report = helper.report()
+    assert report is not None and report.get("peak_rss_kb"), "the helper did not report"
+    return float(report["peak_rss_kb"]) / 1024
 
 
 # ---------------------------------------------------------------- workers
@@ -72,7 +85,7 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
         "first": timings[0],
         "again": timings[1],
         "rss_mb": _peak_rss_mb(),
-        "helper_rss_mb": _helper_rss_mb(),
+        "helper_rss_mb": _helper_rss_mb(path),
     }
 
 
