@@ -8,7 +8,9 @@ boolean), then measures, each in a fresh process so that peak RSS is its own:
 * the same into a fresh PostgreSQL schema (when --postgres or
   SEGFLOW_TEST_POSTGRES_URL gives a server);
 * the seed design's layout: uuid id + one JSON text per row, executemany into SQLite;
-* DuckDB's read_csv into a table.
+* DuckDB's read_csv into a table;
+* a bare loader: csv.reader into executemany with nothing checked, the
+  floor for any Python import on the same SQLite build.
 
 Prints times, rows/s, peak RSS and the ratios the foundation issue targets.
 
@@ -130,7 +132,58 @@ def work_duckdb(db_path: str, path: str) -> dict[str, Any]:
     return {"first": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
 
 
-WORKERS = {"segflow": work_segflow, "seed": work_seed, "duckdb": work_duckdb}
+def work_bare(db_path: str, path: str) -> dict[str, Any]:
+    """The least any Python loader on this SQLite build does: no checks at all.
+
+    ``csv.reader`` into ``executemany`` on one table laid out like segflow's
+    records (raw text per column, the typed columns converted in the INSERT
+    with types known in advance), then the key and sequence indexes, in one
+    transaction. No type inference, identifier counts, rejects, duplicate
+    keys, staging or comparison with stored records: a floor, not a rival.
+    """
+    from segflow.db.engine import sqlite_module as sqlite3
+
+    started = time.perf_counter()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for pragma in ("page_size=16384", "journal_mode=WAL", "synchronous=NORMAL"):
+        conn.execute(f"PRAGMA {pragma}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        ncols = len(next(reader))
+        raw = ", ".join(f"r{i} TEXT" for i in range(ncols))
+        conn.execute(
+            f"CREATE TABLE rec (rid INTEGER PRIMARY KEY, key TEXT NOT NULL, seq INTEGER NOT NULL, "
+            f"{raw}, t0 BIGINT, t8 DOUBLE PRECISION, t9 TEXT, t10 BOOLEAN)"
+        )
+        # ?1 key, ?2 seq, ?3... the raw cells; the typed columns of the bench's
+        # file (id, lifetime_spend, signup_date, is_subscriber) reuse them.
+        cell = [f"?{i + 3}" for i in range(ncols)]
+        insert = (
+            f"INSERT INTO rec (key, seq, {', '.join(f'r{i}' for i in range(ncols))}, "
+            f"t0, t8, t9, t10) VALUES (?1, ?2, {', '.join(cell)}, CAST({cell[0]} AS INTEGER), "
+            f"CAST({cell[8]} AS REAL), {cell[9]}, {cell[10]} = 'true')"
+        )
+        conn.execute("BEGIN")
+        batch: list[tuple[Any, ...]] = []
+        for seq, row in enumerate(reader, start=1):
+            batch.append((row[0], seq, *row))
+            if len(batch) >= 10_000:
+                conn.executemany(insert, batch)
+                batch.clear()
+        conn.executemany(insert, batch)
+    conn.execute("CREATE UNIQUE INDEX rec_key ON rec (key)")
+    conn.execute("CREATE INDEX rec_seq ON rec (seq)")
+    conn.execute("COMMIT")
+    conn.close()
+    return {"first": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
+
+
+WORKERS = {
+    "segflow": work_segflow,
+    "seed": work_seed,
+    "duckdb": work_duckdb,
+    "bare": work_bare,
+}
 
 
 def _run_worker(kind: str, target: str, path: Path) -> dict[str, Any]:
@@ -232,6 +285,8 @@ def main() -> None:
     if not args.skip_duckdb:
         results["duckdb"] = _run_worker("duckdb", str(work / "duck.db"), path)
         _report("duckdb", results["duckdb"], args.rows)
+    results["bare loader"] = _run_worker("bare", str(work / "bare.db"), path)
+    _report("bare loader", results["bare loader"], args.rows)
 
     ours = results["segflow sqlite"]
     print("\nratios (targets from the foundation issue):")
@@ -242,6 +297,16 @@ def main() -> None:
     if "duckdb" in results:
         _ratio("segflow sqlite / duckdb", ours["first"] / results["duckdb"]["first"], 3.0)
     _ratio("segflow sqlite re-import / first import", ours["again"] / ours["first"], 1.0)
+    bare = results["bare loader"]["first"]
+    print(
+        f"  the bare loader (csv.reader -> executemany, no checks; a floor, no target) takes "
+        f"{bare / ours['first']:.2f} of segflow's time"
+        + (
+            f" and {bare / results['seed layout']['first']:.2f} of the seed layout's"
+            if "seed layout" in results
+            else ""
+        )
+    )
     if "segflow postgres" in results:
         pg = results["segflow postgres"]
         _ratio("segflow postgres re-import / first import", pg["again"] / pg["first"], 1.0)
