@@ -26,7 +26,6 @@ The current time is a parameter, never read here.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,6 +165,10 @@ def _claim(conn: Connection, segment_ids: Sequence[int]) -> list[sa.Row[Any]]:
     return list(conn.execute(query).all())
 
 
+TICK_DIFF_TABLE = "sf_tick_diff"
+TICK_CHANGES_TABLE = "sf_tick_changes"
+
+
 @dataclass
 class _Plan:
     row: sa.Row[Any]
@@ -198,8 +201,11 @@ def _tick_dataset(
         threshold = max(full_minimum, int(dataset.record_count * FULL_FRACTION))
         plans = [_plan(conn, row, fields, rec, hi, threshold) for row in rows]
 
-        suffix = uuid.uuid4().hex[:12]
-        diff_name, chg_name = f"sf_diff_{suffix}", f"sf_tick_{suffix}"
+        # Fixed names: temporary tables belong to the connection, and the
+        # tick drops them before it commits (a failed tick rolls them back).
+        # Statements naming them are then the same from tick to tick, so
+        # SQLAlchemy compiles them once, not on every tick.
+        diff_name, chg_name = TICK_DIFF_TABLE, TICK_CHANGES_TABLE
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {ident(diff_name)} (segment_id INTEGER NOT NULL, "
             "rid BIGINT NOT NULL, record_key TEXT NOT NULL, seq BIGINT NOT NULL, "
