@@ -233,15 +233,16 @@ def main() -> None:
         print(f"  DuckDB full evaluation: {duck:.3f} s")
     for name, r in results.items():
         print(f"  {name}:")
-        _check(
-            f"full evaluation {r['full_eval']:.3f} s", r["full_eval"] <= 0.1, "<= 0.1 s (SQLite)"
-        )
+        # The issue sets the full-evaluation targets on SQLite, the embedded
+        # default; PostgreSQL's figures are printed beside them for reference.
+        scope = "" if name == "sqlite" else ", SQLite's; for reference"
+        _check(f"full evaluation {r['full_eval']:.3f} s", r["full_eval"] <= 0.1, f"<= 0.1 s{scope}")
         if seed is not None:
             ratio = seed / r["full_eval"]
-            _check(f"{ratio:.1f}x faster than the seed layout", ratio >= 6, ">= 6x")
+            _check(f"{ratio:.1f}x faster than the seed layout", ratio >= 6, f">= 6x{scope}")
         if duck is not None:
             ratio = r["full_eval"] / duck
-            _check(f"{ratio:.1f}x DuckDB's time", ratio <= 3, "<= 3x")
+            _check(f"{ratio:.1f}x DuckDB's time", ratio <= 3, f"<= 3x{scope}")
         for tag, limit in (("0.1%", 0.10), ("1%", 0.50), ("30%", 1.2)):
             ratio = r[f"tick_{tag}"] / r[f"full_{tag}"]
             _check(f"tick after {tag} = {ratio:.2f} of full + diff", ratio <= limit, f"<= {limit}")
@@ -252,7 +253,7 @@ def main() -> None:
         _check(
             f"100 segments, one tick after 1%: {r['tick_100_segments']:.2f} s",
             r["tick_100_segments"] < 2,
-            "< 2 s (SQLite)",
+            f"< 2 s{scope}",
         )
 
 
