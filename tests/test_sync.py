@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import segments
-from segflow.activation import destinations, links
+from segflow.activation import destinations, links, mapping
 from segflow.activation.fake import Failure, FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
@@ -564,6 +564,37 @@ def test_a_change_that_leaves_the_identifiers_alone_costs_no_request(
     assert run_sync(db, settings).outcomes[0].requests == 0
     assert len(fake.received) == sent
     assert all(r[3] == 0 for r in sync_rows(db))
+
+
+def test_a_mapping_change_resends_what_the_lists_hold(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    rows = customers(150)
+    setup_link(db, rows)
+    run_sync(db, settings)
+    with_phones = fake.members(LIST_ID)
+    assert any(any(code.startswith("p:") for code in m) for m in with_phones)
+
+    # Phones stop being sent: every member is replaced by its identifiers
+    # without the phone, and nothing else changes.
+    mapping.set_mapping(db, "customers", {"phone": None}, NOW + dt.timedelta(minutes=1))
+    report = run_sync(db, settings)
+    assert report.ok
+    assert fake.members(LIST_ID) == expected_members(db)
+    assert not any(code.startswith("p:") for m in fake.members(LIST_ID) for code in m)
+    assert converged(db, fake)
+    settled = len(fake.received)
+    assert run_sync(db, settings).outcomes[0].requests == 0 and len(fake.received) == settled
+
+    # An entry set to what it already is changes nothing and sends nothing.
+    mapping.set_mapping(db, "customers", {"phone": None}, NOW + dt.timedelta(minutes=2))
+    assert run_sync(db, settings).outcomes[0].requests == 0
+
+    # And back: the phones return.
+    mapping.set_mapping(db, "customers", {"phone": "phone"}, NOW + dt.timedelta(minutes=3))
+    run_sync(db, settings)
+    assert fake.members(LIST_ID) == expected_members(db) == with_phones
+    assert converged(db, fake)
 
 
 def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(

@@ -308,6 +308,30 @@ def refresh_changed(conn: Connection, rec: sa.TableClause, since: dict[int, int]
         )
 
 
+def mapping_changed(conn: Connection, dataset_id: int) -> None:
+    """Every wanted member of the dataset's lists becomes due again.
+
+    Which columns hold the identifiers changed, so what the lists hold may
+    no longer be what they should: the sync pass recomputes each member's
+    identifiers, settles those that come out the same without a request,
+    replaces the others (old removed, new added), and tries again the members
+    it refused for want of identifiers.
+    """
+    lm = link_members
+    ids = conn.execute(
+        sa.select(links.c.id)
+        .join(segments, segments.c.id == links.c.segment_id)
+        .where(segments.c.dataset_id == dataset_id)
+        .order_by(links.c.id)
+    ).scalars()
+    for link_id in list(ids):
+        due = sa.and_(lm.c.want == 1, lm.c.pending == 0)
+        lock_in_order(conn, link_id, due)
+        conn.execute(
+            sa.update(lm).where(lm.c.link_id == link_id, due).values(pending=1, rejected=None)
+        )
+
+
 def _links(conn: Connection, link_id: int | None = None) -> list[tuple[Link, sa.Row[Any]]]:
     from segflow.db.schema import destinations
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import quality
+from segflow.activation import links
 from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
 from segflow.datasets import Dataset, load_dataset
 from segflow.db.engine import Database
@@ -83,6 +84,7 @@ def set_mapping(
         if dataset is None:
             raise NotFound(f"no dataset named {dataset_name!r}")
         mapping, _ = mapping_for(conn, dataset)
+        before = mapping.as_dict()
         for name, value in changes.items():
             if name == "default_region":
                 region = normalise_region(value or "")
@@ -105,6 +107,8 @@ def set_mapping(
                     f"dataset {dataset.name!r} has no column {value!r} (columns: {names})"
                 )
             setattr(mapping, name, column.name)
+        if mapping.as_dict() != before:
+            links.mapping_changed(conn, dataset.id)
         values = {"mapping": mapping.as_dict(), "updated_at": now}
         updated = conn.execute(
             sa.update(identifier_maps)
