@@ -126,6 +126,8 @@ def test_drop_a_csv_on_the_page_and_upload_it_with_progress(
     page.click("#upload-button")
     page.wait_for_selector("#import-summary .import-counts")
     assert "2,000 rows: 2,000 inserted" in page.text_content("#import-summary .import-counts")
+    # Nothing absent shows as "null" (no segments, no rejects here).
+    assert "null" not in page.text_content("#import-summary")
     # The bar was shown and ends full once the server answered.
     assert page.eval_on_selector("#upload-progress", "b => [b.hidden, b.value]") == [False, 100]
     assert page.text_content("#upload-status") == "done"
@@ -289,8 +291,23 @@ def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
         assert "30 inserted" in page.text_content("#import-summary .import-counts")
         page.wait_for_selector("#datasets a:text('beta-customers')")
         assert "alpha-secrets" not in page.content()
+        # Changing one's own password from the header.
+        page.click("#password summary")
+        page.fill("#current-password", "not the password")
+        page.fill("#new-password", "an even longer password")
+        page.click("#password-button")
+        page.wait_for_selector("#password-status .error:text('the current password is wrong')")
+        page.fill("#current-password", password)
+        page.click("#password-button")
+        page.wait_for_selector("#password-status:text('Changed')")
+        _shot(page, "team-password", request)
         page.click("#sign-out")
         page.wait_for_url("**/login")
+        page.wait_for_selector("body[data-ready=true]")
+        page.fill("#login-name", "erin")
+        page.fill("#login-password", "an even longer password")
+        page.click("#login-form button")
+        page.wait_for_url("**/segments")
     # The cookie the browser held was locked down.
     assert "alpha-secrets" in [
         d.name for d in __import__("segflow.datasets").datasets.list_datasets(alpha)

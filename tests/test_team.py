@@ -149,7 +149,11 @@ def _api_routes(app: Any) -> list[tuple[str, str]]:
 #: given: called with A's names, they must make B's own object, not touch A's.
 _CREATES_OWN = {("POST", "/api/datasets/{name}/imports")}
 #: Routes with a test of their own below.
-_TESTED_APART = {("GET", "/api/stream"), ("POST", "/api/auth/logout")}
+_TESTED_APART = {
+    ("GET", "/api/stream"),
+    ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/password"),
+}
 
 
 def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
@@ -337,6 +341,51 @@ def test_a_revoked_token_stops_working_at_once(team: Team, app_client: TestClien
 
 def _login(client: TestClient, name: str = "bob", password: str = PASSWORD) -> httpx.Response:
     return client.post("/api/auth/login", json={"name": name, "password": password})
+
+
+def test_a_signed_in_user_changes_their_own_password(team: Team, app_client: TestClient) -> None:
+    url, new = "/api/auth/password", "a brand new passphrase"
+    csrf = {"X-CSRF-Token": _login(app_client).json()["csrf_token"]}
+    with TestClient(app_client.app, base_url=BASE) as elsewhere:
+        assert _login(elsewhere).status_code == 200
+        change = {"current_password": PASSWORD, "new_password": new}
+
+        wrong = app_client.post(
+            url, json={**change, "current_password": "not my password"}, headers=csrf
+        )
+        assert wrong.status_code == 403
+        assert wrong.json()["error"]["message"] == "the current password is wrong"
+        short = app_client.post(url, json={**change, "new_password": "short"}, headers=csrf)
+        assert short.status_code == 400
+        assert app_client.post(url, json=change).status_code == 403  # no CSRF header
+        by_token = app_client.post(url, json=change, headers=_bearer(team.bob_token))
+        assert by_token.status_code == 403 and "API token" in by_token.json()["error"]["message"]
+        assert _login(elsewhere).status_code == 200  # nothing changed so far
+
+        assert app_client.post(url, json=change, headers=csrf).status_code == 204
+        assert app_client.get("/api/auth/me").json()["user"] == "bob"  # this session stays
+        assert elsewhere.get("/api/segments").status_code == 401  # the other one ended
+        assert _login(elsewhere).status_code == 401
+        assert _login(elsewhere, password=new).status_code == 200
+
+    # Guessing the current password is throttled like signing in.
+    for _ in range(5):
+        attempt = app_client.post(
+            url, json={"current_password": "guess", "new_password": "whatever it is"}, headers=csrf
+        )
+        assert attempt.status_code == 403
+    locked = app_client.post(
+        url, json={"current_password": new, "new_password": "whatever it is"}, headers=csrf
+    )
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+
+
+def test_only_team_mode_has_passwords_to_change(db: Database) -> None:
+    with TestClient(create_app(db, Settings(), background=False), base_url=BASE) as client:
+        response = client.post(
+            "/api/auth/password", json={"current_password": "a", "new_password": "b" * 12}
+        )
+    assert response.status_code == 400 and "team mode is off" in response.text
 
 
 def test_sign_in_sets_a_locked_down_session_and_csrf_guards_every_change(

@@ -35,7 +35,14 @@ from segflow.db.schema import (
     workspace_members,
     workspaces,
 )
-from segflow.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, Throttled
+from segflow.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    Throttled,
+)
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
@@ -135,6 +142,41 @@ def set_password(db: Database, name: str, password: str) -> None:
         )
         # A new password ends every sign-in made with the old one.
         conn.execute(sa.delete(sessions).where(sessions.c.user_id == user_id))
+
+
+def change_password(
+    db: Database, name: str, current: str, new: str, keep_session: str, now: dt.datetime
+) -> None:
+    """A signed-in user's own password change: the current password first.
+
+    A wrong current password counts as a failed sign-in (so it is throttled
+    the same way); a change ends the user's other sessions, not this one.
+    """
+    with db.read() as conn:
+        locked = conn.execute(
+            sa.select(login_failures.c.locked_until).where(login_failures.c.name == name)
+        ).scalar()
+        row = conn.execute(
+            sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
+        ).first()
+    if locked is not None and locked > now:
+        wait = int((locked - now).total_seconds()) + 1
+        raise Throttled(f"too many failed sign-ins for {name!r}; try again in {wait} s", wait)
+    if row is None or not _password_matches(row.password_hash, current):
+        _record_failure(db, name, now)
+        raise Forbidden("the current password is wrong")
+    if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
+        raise InvalidInput(f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    with db.write() as conn:
+        conn.execute(
+            sa.update(users).where(users.c.id == row.id).values(password_hash=_hasher.hash(new))
+        )
+        conn.execute(
+            sa.delete(sessions).where(
+                sessions.c.user_id == row.id, sessions.c.token_hash != _digest(keep_session)
+            )
+        )
+        conn.execute(sa.delete(login_failures).where(login_failures.c.name == name))
 
 
 def list_users(db: Database) -> list[dict[str, Any]]:

@@ -551,7 +551,9 @@ def _worth_a_helper(stream: BinaryIO, total_bytes: int | None, settings: Setting
             return False
     if total_bytes < settings.checks_process_bytes:
         return False
-    return len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) > 1
+    return (os.cpu_count() or 1) > 1
 
 
 @dataclass

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segflow import auth
 from segflow.db.engine import Database, utcnow
-from segflow.errors import InvalidInput, NotAuthenticated
+from segflow.errors import Forbidden, InvalidInput, NotAuthenticated
 from segflow.web.state import AppState
 
 SESSION_COOKIE = "segflow_session"
@@ -200,6 +200,34 @@ def login(request: Request, response: Response, body: LoginIn) -> dict[str, Any]
         samesite="strict",
     )
     return {**_me(request, principal), "csrf_token": principal.csrf_token}
+
+
+class PasswordIn(BaseModel):
+    current_password: str = Field(max_length=auth.MAX_PASSWORD)
+    new_password: str = Field(max_length=auth.MAX_PASSWORD)
+
+
+@router.post("/password", status_code=204)
+def change_password(request: Request, body: PasswordIn) -> Response:
+    """Change your own password; your other sessions end, this one stays.
+
+    Only a signed-in person can: an API token cannot change its user's
+    password. A wrong current password counts as a failed sign-in.
+    """
+    _require_team_mode(request)
+    principal = principal_of(request)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if principal.via != "session" or not secret or principal.user is None:
+        raise Forbidden("only a signed-in person can change their password, not an API token")
+    auth.change_password(
+        _state(request).db,
+        principal.user,
+        body.current_password,
+        body.new_password,
+        secret,
+        utcnow(),
+    )
+    return Response(status_code=204)
 
 
 @router.post("/logout", status_code=204)

@@ -449,13 +449,15 @@ async function segmentPage() {
 
 function showImportSummary(container, s) {
   const rejects = (s.rejects || []).slice(0, 50);
-  container.replaceChildren(
+  // replaceChildren would show a null as the text "null": drop the parts that are absent.
+  container.replaceChildren(...[
     el("h3", {}, `Imported ${s.source} into `, el("a", { href: `/datasets/${encodeURIComponent(s.dataset)}` }, s.dataset)),
     el("p", { class: "import-counts" }, `${fmt(s.rows)} rows: ${fmt(s.inserted)} inserted, ${fmt(s.updated)} updated, ${fmt(s.unchanged)} unchanged, ${fmt(s.deleted)} deleted, ${fmt(s.rejected)} rejected`),
     (s.segments || []).length ? el("ul", {}, s.segments.map((o) => el("li", {}, `${o.name}: +${fmt(o.entered)} entered, -${fmt(o.exited)} left, ${fmt(o.member_count)} members`))) : null,
     rejects.length ? el("div", {}, el("h4", {}, `Rejected rows (first ${rejects.length} of ${fmt(s.rejected)})`),
       el("ul", { class: "rejects" }, rejects.map((r) => el("li", {}, `line ${r.line}: ${r.reason}`)))) : null,
-  );
+    s.segments_deferred ? el("p", { class: "deferred" }, s.segments_deferred) : null,
+  ].filter((part) => part !== null));
 }
 
 async function datasetsPage() {
@@ -654,7 +656,30 @@ async function showAccount() {
     await api("/api/auth/logout", { method: "POST" });
     window.location.assign("/login");
   });
-  box.append(el("span", { id: "user" }, me.user), " ", picker, " ", out);
+  box.append(el("span", { id: "user" }, me.user), " ", picker, " ", passwordBox(), " ", out);
+}
+
+function passwordBox() {
+  const current = el("input", { type: "password", id: "current-password", required: true,
+    autocomplete: "current-password", placeholder: "current password" });
+  const fresh = el("input", { type: "password", id: "new-password", required: true, minlength: 10,
+    autocomplete: "new-password", placeholder: "new password (10+ characters)" });
+  const status = el("span", { id: "password-status", role: "status" });
+  const form = el("form", { id: "password-form", class: "password" }, current, fresh,
+    el("button", { type: "submit", id: "password-button" }, "Change"), status);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    status.textContent = "";
+    try {
+      await api("/api/auth/password", { method: "POST",
+        json: { current_password: current.value, new_password: fresh.value } });
+      form.reset();
+      status.textContent = "Changed; your other sessions were signed out.";
+    } catch (error) {
+      status.replaceChildren(el("span", { class: "error" }, error.message));
+    }
+  });
+  return el("details", { id: "password" }, el("summary", {}, "Password"), form);
 }
 
 const PAGES = {
