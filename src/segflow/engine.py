@@ -404,18 +404,16 @@ def _apply(conn: Connection, diff: sa.TableClause, now: dt.datetime) -> dict[int
             sa.select(diff.c.segment_id, diff.c.rid, stamp).where(diff.c.kind == "enter"),
         )
     )
-    for segment_id, (_, exited) in counts.items():
-        if exited:
-            conn.execute(
-                sa.delete(members).where(
-                    members.c.segment_id == segment_id,
-                    members.c.rid.in_(
-                        sa.select(diff.c.rid).where(
-                            diff.c.segment_id == segment_id, diff.c.kind == "exit"
-                        )
-                    ),
+    if any(exited for _, exited in counts.values()):
+        # One statement for every segment's exits: one per segment cost a
+        # 100-segment tick half a second on PostgreSQL (0.14 s this way).
+        conn.execute(
+            sa.delete(members).where(
+                sa.tuple_(members.c.segment_id, members.c.rid).in_(
+                    sa.select(diff.c.segment_id, diff.c.rid).where(diff.c.kind == "exit")
                 )
             )
+        )
     conn.execute(
         sa.insert(segment_events).from_select(
             ["segment_id", "rid", "record_key", "kind", "seq", "at"],
