@@ -461,6 +461,25 @@ def test_sign_in_is_throttled_after_repeated_failures(team: Team, app_client: Te
     assert principal.workspace == "beta"
 
 
+def test_one_address_cannot_try_a_password_on_many_names(
+    team: Team, app_client: TestClient
+) -> None:
+    for n in range(auth.MAX_CLIENT_FAILURES):
+        assert _login(app_client, name=f"guess{n}", password="Winter2026!").status_code == 401
+    locked = _login(app_client)  # bob's right password, from the same address
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert "from this address" in locked.json()["error"]["message"]
+    # Other addresses sign in as usual.
+    with TestClient(app_client.app, base_url=BASE, client=("203.0.113.9", 40000)) as other:
+        assert _login(other).status_code == 200
+    # A name no user can have is not a throttle key: the locked address's key,
+    # typed as a name elsewhere, is neither locked for that client nor counted.
+    with TestClient(app_client.app, base_url=BASE, client=("203.0.113.10", 40000)) as third:
+        for _ in range(auth.MAX_FAILURES + 1):
+            assert _login(third, name="client:testclient").status_code == 401
+        assert _login(third).status_code == 200
+
+
 def test_sessions_expire(team: Team) -> None:
     principal, secret = auth.login(team.db, "bob", PASSWORD, NOW, hours=2)
     assert auth.session_principal(team.db, secret, NOW + dt.timedelta(hours=1)) == principal

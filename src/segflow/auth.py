@@ -5,7 +5,8 @@ hashes of random secrets (high-entropy, so a fast hash is enough), which are
 shown once and never stored. Sign-ins are throttled per name: after
 ``MAX_FAILURES`` wrong passwords within ``FAILURE_WINDOW`` the name is locked
 for ``LOCKOUT``, whoever tries it, so guessing costs the same for names that
-exist and names that do not.
+exist and names that do not; and per client address, after
+``MAX_CLIENT_FAILURES``, so one address cannot try a password on many names.
 
 Every function takes the current time; nothing here reads the clock.
 """
@@ -49,6 +50,9 @@ MAX_PASSWORD = 1024
 MAX_FAILURES = 5
 FAILURE_WINDOW = dt.timedelta(minutes=15)
 LOCKOUT = dt.timedelta(minutes=15)
+#: Failed sign-ins from one address, whatever the names, before it is locked
+#: out for ``LOCKOUT`` (higher than per name: an office may share an address).
+MAX_CLIENT_FAILURES = 30
 TOKEN_PREFIX = "sf_"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -289,6 +293,18 @@ def user_workspaces(db: Database, user_id: int) -> list[str]:
 # ---------------------------------------------------------------- sign-in
 
 
+def _client_key(client: str) -> str:
+    # A ":" never occurs in a user name, so the two kinds of key never meet.
+    return f"client:{client}"
+
+
+def _locked_until(conn: Connection, key: str) -> dt.datetime | None:
+    value = conn.execute(
+        sa.select(login_failures.c.locked_until).where(login_failures.c.name == key)
+    ).scalar()
+    return value if isinstance(value, dt.datetime) else None
+
+
 def login(
     db: Database,
     name: str,
@@ -297,21 +313,34 @@ def login(
     *,
     hours: int,
     workspace: str | None = None,
+    client: str | None = None,
 ) -> tuple[Principal, str]:
     """Check a name and password; return the signed-in principal and the session
-    secret (for the cookie). Raises NotAuthenticated or Throttled."""
+    secret (for the cookie). Raises NotAuthenticated or Throttled.
+
+    ``client`` is the address the attempt came from: besides each name, each
+    address is throttled, so one address cannot try a password on many names.
+    """
+    plausible = bool(_NAME.match(name))
     with db.read() as conn:
-        locked = conn.execute(
-            sa.select(login_failures.c.locked_until).where(login_failures.c.name == name)
-        ).scalar()
+        by_client = _locked_until(conn, _client_key(client)) if client else None
+        by_name = _locked_until(conn, name) if plausible else None
         row = conn.execute(
             sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
         ).first()
-    if locked is not None and locked > now:
-        wait = int((locked - now).total_seconds()) + 1
+    if by_client is not None and by_client > now:
+        wait = int((by_client - now).total_seconds()) + 1
+        raise Throttled(f"too many failed sign-ins from this address; try again in {wait} s", wait)
+    if by_name is not None and by_name > now:
+        wait = int((by_name - now).total_seconds()) + 1
         raise Throttled(f"too many failed sign-ins for {name!r}; try again in {wait} s", wait)
     if not _password_matches(row.password_hash if row else _DUMMY_HASH, password) or row is None:
-        _record_failure(db, name, now)
+        # A name no user can have is not counted under that name: it could be
+        # another throttle's key.
+        if plausible:
+            _record_failure(db, name, now)
+        if client:
+            _record_failure(db, _client_key(client), now, limit=MAX_CLIENT_FAILURES)
         raise NotAuthenticated("wrong name or password")
     with db.write() as conn:
         conn.execute(sa.delete(login_failures).where(login_failures.c.name == name))
@@ -347,7 +376,9 @@ def _password_matches(hashed: str, password: str) -> bool:
         return False
 
 
-def _record_failure(db: Database, name: str, now: dt.datetime) -> None:
+def _record_failure(
+    db: Database, name: str, now: dt.datetime, *, limit: int = MAX_FAILURES
+) -> None:
     def current(conn: Connection) -> sa.Row[Any] | None:
         query = sa.select(login_failures).where(login_failures.c.name == name)
         if conn.dialect.name == "postgresql":
@@ -374,7 +405,7 @@ def _record_failure(db: Database, name: str, now: dt.datetime) -> None:
             .values(
                 failures=failures,
                 first_at=now if restart else row.first_at,
-                locked_until=now + LOCKOUT if failures >= MAX_FAILURES else None,
+                locked_until=now + LOCKOUT if failures >= limit else None,
             )
         )
 

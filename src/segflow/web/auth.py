@@ -183,6 +183,7 @@ def login(request: Request, response: Response, body: LoginIn) -> dict[str, Any]
         utcnow(),
         hours=state.settings.session_hours,
         workspace=body.workspace,
+        client=request.client.host if request.client else None,
     )
     max_age = state.settings.session_hours * 3600
     secure = state.settings.cookie_secure
