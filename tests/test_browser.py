@@ -252,6 +252,15 @@ def test_add_a_destination_and_the_credentials_never_come_back(
     _shot(page, "api", request)
 
 
+def _sign_in(page: Any, name: str, password: str) -> None:
+    """Fill in and send the sign-in form (the page is on its way to /login)."""
+    page.wait_for_url("**/login")
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#login-name", name)
+    page.fill("#login-password", password)
+    page.click("#login-form button")
+
+
 def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
     db: Database, browser: Any, page: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -268,14 +277,9 @@ def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
     path.write_bytes(csv_bytes(list(demo.rows(30, seed=6))))
     with live_server(db, Settings(auth=True), poll_interval=0.2) as server:
         page.goto(f"{server.url}/datasets")
-        page.wait_for_url("**/login")
-        page.wait_for_selector("body[data-ready=true]")
-        page.fill("#login-name", "erin")
-        page.fill("#login-password", "wrong password!")
-        page.click("#login-form button")
+        _sign_in(page, "erin", "wrong password!")
         page.wait_for_selector("#login-error:text('wrong name or password')")
-        page.fill("#login-password", password)
-        page.click("#login-form button")
+        _sign_in(page, "erin", password)
         page.wait_for_url("**/segments")
         page.wait_for_selector("body[data-ready=true]")
         assert page.text_content("#user") == "erin"
@@ -302,12 +306,11 @@ def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
         page.wait_for_selector("#password-status:text('Changed')")
         _shot(page, "team-password", request)
         page.click("#sign-out")
-        page.wait_for_url("**/login")
-        page.wait_for_selector("body[data-ready=true]")
-        page.fill("#login-name", "erin")
-        page.fill("#login-password", "an even longer password")
-        page.click("#login-form button")
+        _sign_in(page, "erin", "an even longer password")
         page.wait_for_url("**/segments")
+        page.wait_for_selector("body[data-ready=true]")
+        # Leave before the server stops, so no request of the page is cut off.
+        page.goto("about:blank")
     # The cookie the browser held was locked down.
     assert "alpha-secrets" in [
         d.name for d in __import__("segflow.datasets").datasets.list_datasets(alpha)

@@ -157,15 +157,9 @@ def change_password(
     the same way); a change ends the user's other sessions, not this one.
     """
     with db.read() as conn:
-        locked = conn.execute(
-            sa.select(login_failures.c.locked_until).where(login_failures.c.name == name)
-        ).scalar()
-        row = conn.execute(
-            sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
-        ).first()
-    if locked is not None and locked > now:
-        wait = int((locked - now).total_seconds()) + 1
-        raise Throttled(f"too many failed sign-ins for {name!r}; try again in {wait} s", wait)
+        locked = _locked_until(conn, name)
+        row = _password_row(conn, name)
+    _refuse_if_locked(locked, now, f"for {name!r}")
     if row is None or not _password_matches(row.password_hash, current):
         _record_failure(db, name, now)
         raise Forbidden("the current password is wrong")
@@ -305,6 +299,18 @@ def _locked_until(conn: Connection, key: str) -> dt.datetime | None:
     return value if isinstance(value, dt.datetime) else None
 
 
+def _refuse_if_locked(until: dt.datetime | None, now: dt.datetime, whose: str) -> None:
+    if until is not None and until > now:
+        wait = int((until - now).total_seconds()) + 1
+        raise Throttled(f"too many failed sign-ins {whose}; try again in {wait} s", wait)
+
+
+def _password_row(conn: Connection, name: str) -> sa.Row[Any] | None:
+    return conn.execute(
+        sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
+    ).first()
+
+
 def login(
     db: Database,
     name: str,
@@ -325,15 +331,9 @@ def login(
     with db.read() as conn:
         by_client = _locked_until(conn, _client_key(client)) if client else None
         by_name = _locked_until(conn, name) if plausible else None
-        row = conn.execute(
-            sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
-        ).first()
-    if by_client is not None and by_client > now:
-        wait = int((by_client - now).total_seconds()) + 1
-        raise Throttled(f"too many failed sign-ins from this address; try again in {wait} s", wait)
-    if by_name is not None and by_name > now:
-        wait = int((by_name - now).total_seconds()) + 1
-        raise Throttled(f"too many failed sign-ins for {name!r}; try again in {wait} s", wait)
+        row = _password_row(conn, name)
+    _refuse_if_locked(by_client, now, "from this address")
+    _refuse_if_locked(by_name, now, f"for {name!r}")
     if not _password_matches(row.password_hash if row else _DUMMY_HASH, password) or row is None:
         # A name no user can have is not counted under that name: it could be
         # another throttle's key.
