@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -82,10 +82,14 @@ class Job:
         )
 
 
-def scan(reader: CsvReader, key_index: int) -> ColumnChecks:
+def scan(
+    reader: CsvReader, key_index: int, keep_going: Callable[[], bool] = lambda: True
+) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
     checks = ColumnChecks(reader.header)
     for batch, _rejects, _kept in reader.batches(BATCH_ROWS, key_index):
+        if not keep_going():
+            raise SystemExit(1)
         checks.add(batch)
     return checks
 
@@ -181,10 +185,12 @@ def _peak_rss_kb() -> int | None:
 def main() -> int:
     fd = int(sys.argv[1])
     job = Job(**json.loads(sys.stdin.buffer.read()))
+    parent = os.getppid()
     with os.fdopen(fd, "rb") as stream:
         try:
             reader = job.reader(stream, "helper")
-            checks = scan(reader, job.key_index)
+            # An importer that was killed leaves no one to answer: stop reading.
+            checks = scan(reader, job.key_index, lambda: os.getppid() == parent)
         except Exception as exc:  # the importer reads the file itself and reports errors
             print(json.dumps({"error": type(exc).__name__}))
             return 1
