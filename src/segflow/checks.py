@@ -134,8 +134,11 @@ class Helper:
         finally:
             os.close(fd)
         assert process.stdin is not None
-        process.stdin.write(json.dumps(job.__dict__).encode())
-        process.stdin.close()
+        try:
+            process.stdin.write(json.dumps(job.__dict__).encode())
+            process.stdin.close()
+        except OSError:  # it died at once; its answer will say so and not be used
+            pass
         return cls(process)
 
     def answer(self, bytes_read: int, crc: int) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 
 from segflow import coltypes
 from segflow.activation.links import refuse_if_linked
-from segflow.checks import ColumnChecks, Helper, Job, scan
+from segflow.checks import ColumnChecks, Helper, Job
 from segflow.config import Settings
 from segflow.csvreader import CsvReader, Reject
 from segflow.db import records
@@ -314,6 +314,16 @@ class _Staging:
                 rows,
             )
 
+    def staged_rows(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The staged rows again, as (line, *fields), in batches in file order."""
+        names = ", ".join(["line", *(f"s{i}" for i in range(self.ncols))])
+        result = self.conn.exec_driver_sql(
+            f"SELECT {names} FROM {ident(self.rows)} ORDER BY n",  # noqa: S608 - generated
+            execution_options={"stream_results": True},  # a server-side cursor on PostgreSQL
+        )
+        while batch := result.fetchmany(size):
+            yield [tuple(row) for row in batch]
+
     def max_n(self) -> int:
         return int(
             self.conn.exec_driver_sql(
@@ -494,8 +504,12 @@ def import_csv(
                     helper = None
                     if answer is not None:
                         checks.load(answer)
-                    else:  # the helper died, or read other bytes than this reader
-                        checks = scan(job.reader(stream, source), key_index)
+                    else:
+                        # The helper failed, or read other bytes than this
+                        # reader (the file changed meanwhile): check what was
+                        # staged, which is what will be stored.
+                        for batch in staging.staged_rows(BATCH_ROWS):
+                            checks.add(batch)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
