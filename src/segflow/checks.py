@@ -8,8 +8,10 @@ rows, so an import uses two cores instead of waiting on one GIL.
 The helper process is an optimisation that can never change a result: it
 reads the file through its own file description, and the importer compares
 the length and CRC-32 of the bytes both processes read before it trusts the
-answer. On any doubt (a different digest, a crash, a platform where the file
-cannot be reopened) the importer runs the checks itself over the file again.
+answer. On any doubt (a different digest, a crash) the importer runs the
+checks itself over the rows it staged, which are what it will store; where
+the file cannot be reopened (standard input from a pipe, a stream in memory)
+it checks the rows as it reads them.
 
     python -m segflow.checks   (started by the importer; reads its job from stdin)
 """
