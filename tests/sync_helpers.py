@@ -168,3 +168,35 @@ def spawn_segflow(
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, nothing catches it."""
+
+
+class DyingSender:
+    """A real sender that dies before or after sending the operation named
+    (``"any"``: whichever comes first)."""
+
+    def __init__(
+        self, inner: destinations.Sender, *, before: str | None = None, after: str | None = None
+    ) -> None:
+        self.inner, self.before, self.after = inner, before, after
+
+    def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+        if self.before in (operation, "any"):
+            raise Crash
+        answer = self.inner.send(operation, members)
+        if self.after in (operation, "any"):
+            raise Crash
+        return answer
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def dying(*, before: str | None = None, after: str | None = None) -> Any:
+    """``senders=`` for a sync pass whose process dies around one operation."""
+    return lambda d, s, st: DyingSender(
+        destinations.build_sender(d, s, st), before=before, after=after
+    )

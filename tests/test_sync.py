@@ -25,8 +25,10 @@ from tests.sync_helpers import (
     LIST_ID,
     NOW,
     Clock,
+    Crash,
     converged,
     customers,
+    dying,
     expected_members,
     google_destination,
     import_rows,
@@ -606,28 +608,8 @@ def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(
     member = next(r for r in rows if float(r[8]) > 100 and r[1])
     import_rows(db, [_with_email(member, "moved@example.org")], NOW + dt.timedelta(minutes=1))
 
-    class Crash(BaseException):
-        pass
-
-    class DiesBeforeAdding:
-        def __init__(self, inner: destinations.Sender) -> None:
-            self.inner = inner
-
-        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
-            if operation == destinations.INGEST:
-                raise Crash
-            return self.inner.send(operation, members)
-
-        def close(self) -> None:
-            self.inner.close()
-
     with pytest.raises(Crash):
-        run_sync(
-            db,
-            settings,
-            owner="dies",
-            senders=lambda d, s, st: DiesBeforeAdding(destinations.build_sender(d, s, st)),
-        )
+        run_sync(db, settings, owner="dies", senders=dying(before=destinations.INGEST))
     assert not converged(db, fake)  # the old identifiers are gone, the new not yet there
     clock = Clock()
     clock.advance(seconds=settings.lease_seconds + 1)
@@ -646,31 +628,9 @@ def test_a_crash_after_a_remove_then_a_re_entry_adds_the_member_back(
     member = next(r for r in rows if float(r[8]) > 100 and r[1])
     import_rows(db, [with_spend(member, 1.0)], NOW + dt.timedelta(minutes=1))  # leaves
 
-    class Crash(BaseException):
-        pass
-
-    class DiesAfterRemoving:
-        def __init__(self, inner: destinations.Sender) -> None:
-            self.inner = inner
-
-        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
-            self.inner.send(operation, members)
-            if operation == destinations.REMOVE:
-                raise Crash
-            return "sent"
-
-        def close(self) -> None:
-            self.inner.close()
-
     clock = Clock()
     with pytest.raises(Crash):
-        run_sync(
-            db,
-            settings,
-            clock,
-            owner="dies",
-            senders=lambda d, s, st: DiesAfterRemoving(destinations.build_sender(d, s, st)),
-        )
+        run_sync(db, settings, clock, owner="dies", senders=dying(after=destinations.REMOVE))
     import_rows(db, [with_spend(member, 900.0)], NOW + dt.timedelta(minutes=2))  # back again
     clock.advance(seconds=settings.lease_seconds + 1)
     run_sync(db, settings, clock)

@@ -17,15 +17,16 @@ import sqlalchemy as sa
 
 from segflow import cli, demo
 from segflow.activation import links
-from segflow.activation.destinations import OutMember, Sender, build_sender
 from segflow.activation.fake import FakeDataManager
 from segflow.config import Settings
 from segflow.db import Database
 from tests.sync_helpers import (
     NOW,
     Clock,
+    Crash,
     converged,
     customers,
+    dying,
     import_rows,
     run_sync,
     setup_link,
@@ -34,36 +35,15 @@ from tests.sync_helpers import (
 )
 
 
-class Crash(BaseException):
-    """Stands for the process dying: nothing after it runs."""
-
-
 def test_a_crash_between_sending_and_recording_resends_harmlessly(
     db: Database, fake: FakeDataManager
 ) -> None:
     settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=10)
     setup_link(db, customers(200))
 
-    class DiesAfterSending:
-        def __init__(self, inner: Sender) -> None:
-            self.inner = inner
-
-        def send(self, operation: str, members: list[OutMember]) -> str:
-            self.inner.send(operation, members)
-            raise Crash
-
-        def close(self) -> None:
-            self.inner.close()
-
     clock = Clock()
     with pytest.raises(Crash):
-        run_sync(
-            db,
-            settings,
-            clock,
-            owner="dead worker",
-            senders=lambda d, s, st: DiesAfterSending(build_sender(d, s, st)),
-        )
+        run_sync(db, settings, clock, owner="dead worker", senders=dying(after="any"))
     assert converged(db, fake)  # the list has them, but segflow does not know it
     (status,) = links.status(db)
     assert status.synced == 0 and status.pending_adds > 0
