@@ -22,7 +22,9 @@ from tests.helpers import FIXTURES, NOW, do_import, live
 from tests.sync_helpers import csv_bytes
 from tests.test_csv_fixtures import BAD_FILES, GOOD_FILES, SEED
 
-HELPER = Settings(checks_process_bytes=0, max_field_chars=100)
+#: The helper with segflow's reader in the importing process too (see
+#: test_import_sqlite_reads for SQLite reading the file instead).
+HELPER = Settings(checks_process_bytes=0, max_field_chars=100, sqlite_reads_csv=False)
 ALONE = Settings(checks_process_bytes=1 << 62, max_field_chars=100)
 #: What may differ between two imports of one file into two datasets.
 VARYING = ("dataset", "duration_s", "first_seq", "last_seq", "created")

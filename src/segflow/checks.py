@@ -39,11 +39,15 @@ class ColumnChecks:
     def __init__(self, header: Sequence[str]) -> None:
         self.types = [coltypes.EMPTY] * len(header)
         self.quality = QualityCounter(header)
+        #: Accepted rows checked, and rows the reader rejected meanwhile (``scan``).
+        self.rows = 0
+        self.rejected = 0
 
     def add(self, batch: list[tuple[Any, ...]]) -> None:
         """Check one batch of accepted rows, each ``(line, *fields)``."""
         if not batch:
             return
+        self.rows += len(batch)
         columns = list(zip(*batch, strict=True))
         for i in range(len(self.types)):
             values: Sequence[str] = columns[i + 1]
@@ -89,10 +93,11 @@ def scan(
 ) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
     checks = ColumnChecks(reader.header)
-    for batch, _rejects, _kept in reader.batches(BATCH_ROWS, key_index):
+    for batch, rejects, _kept in reader.batches(BATCH_ROWS, key_index):
         if not keep_going():
             raise SystemExit(1)
         checks.add(batch)
+        checks.rejected += len(rejects)
     return checks
 
 
@@ -116,6 +121,8 @@ class Helper:
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
+        self._report: dict[str, Any] | None = None
+        self._reported = False
 
     @classmethod
     def start(cls, stream: BinaryIO, job: Job) -> Helper | None:
@@ -151,7 +158,16 @@ class Helper:
         return answer
 
     def report(self) -> dict[str, Any] | None:
-        """Whatever the helper answered, unchecked; None if it failed."""
+        """Whatever the helper answered, unchecked; None if it failed.
+
+        Waits for the helper the first time; later calls give the same answer.
+        """
+        if not self._reported:
+            self._reported = True
+            self._report = self._read_report()
+        return self._report
+
+    def _read_report(self) -> dict[str, Any] | None:
         assert self.process.stdout is not None
         out = self.process.stdout.read()
         self.process.stdout.close()
@@ -161,13 +177,13 @@ class Helper:
             answer: dict[str, Any] = json.loads(out)
         except ValueError:
             return None
-        return answer
+        return answer if isinstance(answer, dict) else None
 
     def cancel(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        if self.process.stdout is not None:
+        if self.process.stdout is not None and not self.process.stdout.closed:
             self.process.stdout.close()
 
 
@@ -200,7 +216,15 @@ def main() -> int:
             print(json.dumps({"error": type(exc).__name__}))
             return 1
         answer = checks.as_dict()
-        answer.update(bytes=reader.bytes_read, crc=reader.crc, peak_rss_kb=_peak_rss_kb())
+        answer.update(
+            bytes=reader.bytes_read,
+            crc=reader.crc,
+            rows=checks.rows,
+            rejected=checks.rejected,
+            lines=reader.lines_read,
+            plain=reader.plain,
+            peak_rss_kb=_peak_rss_kb(),
+        )
     sys.stdout.write(json.dumps(answer))
     return 0
 

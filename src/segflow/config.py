@@ -29,6 +29,9 @@ class Settings:
     #: Files at least this large have their columns checked on a second
     #: process while the importing one stores the rows (on two or more cores).
     checks_process_bytes: int = 8 * 1024**2
+    #: Whether SQLite may read a plain file itself while the second process
+    #: checks it (see ``segflow.csvtable``); off makes every import parse in Python.
+    sqlite_reads_csv: bool = True
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60
     #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
@@ -72,6 +75,7 @@ class Settings:
             checks_process_bytes=_int(
                 env, "SEGFLOW_CHECKS_PROCESS_BYTES", cls.checks_process_bytes
             ),
+            sqlite_reads_csv=_switch(env, "SEGFLOW_SQLITE_READS_CSV", cls.sqlite_reads_csv),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),

@@ -42,7 +42,7 @@ class _Lines:
         #: CRC-32 of the bytes read, so that two readers can tell they read the same.
         self.crc = 0
         self._newlines_before = 0  # b"\n" seen in fully decoded chunks
-        self._lines_out = 0
+        self.lines_out = 0
         try:
             codec = codecs.lookup(encoding)
         except LookupError:
@@ -51,6 +51,9 @@ class _Lines:
         self.encoding = codec.name
         self._decoder = codecs.getincrementaldecoder(name)(errors="strict")
         self._separator: str | None = None
+        #: No quote character and no line end but LF or CRLF so far: a file in
+        #: which every line is one record, its fields split at the delimiter.
+        self.plain = True
 
     def _decode(self, chunk: bytes, final: bool) -> str:
         buffered = len(self._decoder.getstate()[0])
@@ -70,6 +73,12 @@ class _Lines:
         self._newlines_before += chunk.count(b"\n")
         return text
 
+    def _judge_plain(self, text: str, sep: str) -> None:
+        if sep != "\n" or '"' in text:
+            self.plain = False
+        elif "\r" in text and text.count("\r") != text.count("\r\n"):
+            self.plain = False
+
     def chunks(self) -> Iterator[list[str]]:
         """Lists of whole lines, one list per decoded chunk (cheap to chain in C)."""
         remainder = ""
@@ -83,22 +92,28 @@ class _Lines:
                 raise ImportFailed(
                     "contains a NUL byte (is this a binary or UTF-16 file? try --encoding utf-16)",
                     file=self.source,
-                    line=self._lines_out + before.count(self._separator or "\n") + 1,
+                    line=self.lines_out + before.count(self._separator or "\n") + 1,
                 )
             if self._separator is None and text:
                 # Old Mac files end lines with a bare CR; everything else has LF.
                 self._separator = "\r" if "\n" not in text and "\r" in text else "\n"
             text = remainder + text
             if not chunk:
+                if self.plain:
+                    self._judge_plain(text, self._separator or "\n")
                 if text:
-                    self._lines_out += 1
+                    self.lines_out += 1
                     yield [text]
                 return
             sep = self._separator or "\n"
             parts = text.split(sep)
             remainder = parts.pop()
+            if self.plain:
+                # The remainder is looked at with the next chunk, so that a CR
+                # there is judged with the character after it.
+                self._judge_plain(text[: len(text) - len(remainder)], sep)
             if parts:
-                self._lines_out += len(parts)
+                self.lines_out += len(parts)
                 yield [part + sep for part in parts]
 
 
@@ -159,6 +174,26 @@ class CsvReader:
     @property
     def crc(self) -> int:
         return self._lines.crc
+
+    @property
+    def encoding(self) -> str:
+        """The name of the codec the stream is decoded with."""
+        return self._lines.encoding
+
+    @property
+    def plain(self) -> bool:
+        """Whether everything read so far is plain (see ``_Lines.plain``)."""
+        return self._lines.plain
+
+    @property
+    def lines_split(self) -> int:
+        """Physical lines split off the bytes read so far (some not parsed yet)."""
+        return self._lines.lines_out
+
+    @property
+    def lines_read(self) -> int:
+        """Physical lines that the records read so far span, the header's included."""
+        return int(self._reader.line_num)
 
     def _next_record(self) -> tuple[int, list[str]] | None:
         start = self._next_start

@@ -16,21 +16,23 @@ point leaves the dataset exactly as it was.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import logging
 import os
 import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes
+from segflow import coltypes, csvtable
 from segflow.activation.links import refuse_if_linked
 from segflow.checks import ColumnChecks, Helper, Job
 from segflow.config import Settings
@@ -51,6 +53,8 @@ DEFAULT_KEYS = ("id", "customer_id", "email")
 BATCH_ROWS = 10_000
 #: Rejects kept in the stored import history (the returned summary keeps more).
 STORED_REJECTS = 1_000
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -467,85 +471,352 @@ def import_csv(
     if options.mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
     offset = _position(stream)
-    reader = CsvReader(
+    reader = _open_reader(stream, options, source, settings)
+    header = reader.header
+    key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
+    run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
+    run.report = progress or run.report
+    job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
+    helper = None
+    if offset is not None and _worth_a_helper(stream, total_bytes, settings):
+        helper = Helper.start(stream, job)
+    try:
+        if helper is not None and offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
+            plain = _SqliteRows.start(stream, reader, helper, header, key_index)
+            if plain is not None:
+                try:
+                    return run.execute(plain)
+                except _NotPlain as exc:
+                    log.debug("%s: staging from Python: %s", source, exc)
+                stream.seek(offset)
+                reader = _open_reader(stream, options, source, settings)
+        return run.execute(_PythonRows(reader, helper, header))
+    finally:
+        if helper is not None:
+            helper.cancel()
+
+
+def _open_reader(
+    stream: BinaryIO, options: ImportOptions, source: str, settings: Settings
+) -> CsvReader:
+    return CsvReader(
         stream,
         source=source,
         encoding=options.encoding,
         delimiter=options.delimiter,
         max_field_chars=settings.max_field_chars,
     )
-    header = reader.header
-    key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
-    ncols = len(header)
-    checks = ColumnChecks(header)
-    rejects = _RejectLog(settings.max_reject_details)
-    report = progress or (lambda _p: None)
-    job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
-    helper = None
-    if offset is not None and _worth_a_helper(stream, total_bytes, settings):
-        helper = Helper.start(stream, job)
 
-    with db.connect() as conn:
-        staging = _Staging(conn, ncols, key_index)
-        finished = False
+
+class _NotPlain(Exception):
+    """The rows SQLite staged cannot be used; the import stages them from Python."""
+
+
+class _PythonRows:
+    """The file's rows as segflow's reader parses them, in this process."""
+
+    def __init__(self, reader: CsvReader, helper: Helper | None, header: list[str]) -> None:
+        self.reader = reader
+        self.delimiter = reader.delimiter
+        self.helper = helper
+        self.checks = ColumnChecks(header)
+        self._checked = helper is None  # checked while staging
+        self.guessed_types: list[str] | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self.reader.bytes_read
+
+    def stage(self, staging: _Staging, run: _Run) -> None:
+        with _BackgroundWriter(staging) as writer:
+            for batch, bad, kept in self.reader.batches(BATCH_ROWS, staging.key_index):
+                for reject in bad:
+                    run.rejects.add(reject.line, reject.reason)
+                if self.helper is None:
+                    self.checks.add(batch)
+                writer.put(batch, kept)
+                run.report(Progress(READING, self.reader.bytes_read, run.total_bytes, writer.rows))
+        # Now, while duplicate rows are still staged: they were checked too.
+        self.finish_checks(staging)
+
+    def finish_checks(self, staging: _Staging) -> ColumnChecks:
+        if not self._checked:
+            self._checked = True
+            assert self.helper is not None
+            answer = self.helper.answer(self.reader.bytes_read, self.reader.crc)
+            if answer is not None:
+                self.checks.load(answer)
+            else:
+                # The helper failed, or read other bytes than this reader
+                # (the file changed meanwhile): check what was staged, which
+                # is what will be stored.
+                for batch in staging.staged_rows(BATCH_ROWS):
+                    self.checks.add(batch)
+        return self.checks
+
+
+class _SqliteRows:
+    """The file's rows as SQLite reads them (``segflow.csvtable``), used only
+    when the helper finds the file plain."""
+
+    def __init__(
+        self, fd: int, reader: CsvReader, helper: Helper, header: list[str], key_index: int
+    ) -> None:
+        self.fd = fd
+        self.delimiter = reader.delimiter
+        self.helper = helper
+        self.checks = ColumnChecks(header)
+        # The first rows' types, with which a new dataset's records are
+        # written before the helper has the whole file's.
+        first = ColumnChecks(header)
+        first_batch, _rejects, _kept = next(reader.batches(BATCH_ROWS, key_index))
+        for column, values in enumerate(zip(*first_batch, strict=True)):
+            if column:  # not the line numbers
+                first.types[column - 1] = coltypes.batch_type(coltypes.EMPTY, values)
+        self.guessed_types: list[str] | None = first.types
+        # Bytes per row in what the reader has read so far, for progress.
+        self._row_bytes = max(1, reader.bytes_read // max(1, reader.lines_split))
+        self._before: csvtable.FileState | None = None
+        self._after: csvtable.FileState | None = None
+        self._staged = 0
+        self._checked = False
+
+    @classmethod
+    def start(
+        cls, stream: BinaryIO, reader: CsvReader, helper: Helper, header: list[str], key_index: int
+    ) -> _SqliteRows | None:
+        """The SQLite reading of a file that may be plain, or None if it cannot be."""
+        if codecs.lookup(reader.encoding).name != "utf-8" or not reader.plain:
+            return None
+        if reader.delimiter not in csvtable.DELIMITERS:
+            return None
         try:
-            with conn.begin():
-                staging.create()
-                with _BackgroundWriter(staging) as writer:
-                    for batch, bad, kept in reader.batches(BATCH_ROWS, key_index):
-                        for reject in bad:
-                            rejects.add(reject.line, reject.reason)
-                        if helper is None:
-                            checks.add(batch)
-                        writer.put(batch, kept)
-                        report(Progress(READING, reader.bytes_read, total_bytes, writer.rows))
-                if helper is not None:
-                    answer = helper.answer(reader.bytes_read, reader.crc)
-                    helper = None
-                    if answer is not None:
-                        checks.load(answer)
-                    else:
-                        # The helper failed, or read other bytes than this
-                        # reader (the file changed meanwhile): check what was
-                        # staged, which is what will be stored.
-                        for batch in staging.staged_rows(BATCH_ROWS):
-                            checks.add(batch)
-                duplicates = staging.remove_duplicates()
-                for line, key, first in duplicates:
-                    rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
-            report(Progress(APPLYING, reader.bytes_read, total_bytes, staging.count))
-            with db.writing(conn):
-                outcome = _apply(conn, staging, options, header, checks.types, now)
-                summary = _summary(
-                    options,
-                    source,
-                    reader,
-                    header,
-                    outcome,
-                    rejects,
-                    checks.quality,
-                    key_index,
-                    len(duplicates),
-                    started,
-                )
-                stored = dict(summary, rejects=summary["rejects"][:STORED_REJECTS])
-                conn.execute(
-                    imports.insert().values(
-                        dataset_id=outcome.dataset_id,
-                        source=source,
-                        mode=options.mode,
-                        started_at=now,
-                        finished_at=now + dt.timedelta(seconds=summary["duration_s"]),
-                        summary=stored,
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if csvtable.path_of(fd) is None:
+            return None
+        return cls(fd, reader, helper, header, key_index)
+
+    @property
+    def bytes_read(self) -> int:
+        return self._after.size if self._after is not None else 0
+
+    def stage(self, staging: _Staging, run: _Run) -> None:
+        fields = [f"c{i}" for i in range(staging.ncols)]
+        staging.count = self.copy(
+            staging.conn,
+            run,
+            into=staging.rows,
+            columns=["n", "line", *(f"s{i}" for i in range(staging.ncols))],
+            values=["rowid", "rowid + 1", *fields],
+        )
+
+    def copy(
+        self,
+        conn: Connection,
+        run: _Run,
+        *,
+        into: str,
+        columns: list[str],
+        values: list[str],
+        params: tuple[Any, ...] = (),
+    ) -> int:
+        """Copy the file's lines into a table (see ``csvtable.copy``); return how many."""
+        if not csvtable.available(conn):
+            raise _NotPlain("this SQLite cannot read CSV files")
+        total = run.total_bytes
+
+        def on_rows(rows: int) -> None:
+            done = rows * self._row_bytes
+            run.report(Progress(READING, min(done, total) if total else done, total, rows))
+
+        self._before = csvtable.file_state(self.fd)
+        self._staged = csvtable.copy(
+            conn,
+            self.fd,
+            ncols=len(self.checks.types),
+            delimiter=self.delimiter,
+            into=into,
+            columns=columns,
+            values=values,
+            params=params,
+            on_rows=on_rows,
+        )
+        self._after = csvtable.file_state(self.fd)
+        return self._staged
+
+    def finish_checks(self, staging: _Staging | None = None) -> ColumnChecks:
+        if self._checked:
+            return self.checks
+        assert self._before is not None and self._after is not None
+        answer = self.helper.report()
+        reason = csvtable.usable(
+            answer, staged=self._staged, before=self._before, after=self._after
+        )
+        if reason is not None:
+            raise _NotPlain(reason)
+        assert answer is not None
+        self.checks.load(answer)
+        self._checked = True
+        return self.checks
+
+
+_Rows = _PythonRows | _SqliteRows
+
+
+class _Run:
+    """One import of one file, whichever way its rows are read."""
+
+    def __init__(
+        self,
+        db: Database,
+        options: ImportOptions,
+        source: str,
+        now: dt.datetime,
+        header: list[str],
+        key_index: int,
+        settings: Settings,
+        started: float,
+        total_bytes: int | None,
+    ) -> None:
+        self.db = db
+        self.options = options
+        self.source = source
+        self.now = now
+        self.header = header
+        self.key_index = key_index
+        self.settings = settings
+        self.started = started
+        self.total_bytes = total_bytes
+        self.rejects = _RejectLog(settings.max_reject_details)
+        self.report: ProgressFn = lambda _p: None
+
+    def execute(self, rows: _Rows) -> dict[str, Any]:
+        if isinstance(rows, _SqliteRows) and find_dataset(self.db, self.options.dataset) is None:
+            try:
+                return self._load_new(rows)
+            except _Retry as exc:
+                log.debug("%s: staging the file: %s", self.source, exc)
+        return self._stage_and_apply(rows)
+
+    def _stage_and_apply(self, rows: _Rows) -> dict[str, Any]:
+        self.rejects = _RejectLog(self.settings.max_reject_details)
+        with self.db.import_connection() as conn:
+            staging = _Staging(conn, len(self.header), self.key_index)
+            finished = False
+            try:
+                with conn.begin():
+                    staging.create()
+                    rows.stage(staging, self)
+                    duplicates = staging.remove_duplicates()
+                    for line, key, first in duplicates:
+                        why = f"duplicate key {key!r} (first seen on line {first})"
+                        self.rejects.add(line, why)
+                self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
+                with self.db.writing(conn):
+                    outcome = _apply(
+                        conn,
+                        staging,
+                        self.options,
+                        self.header,
+                        lambda: rows.finish_checks(staging).types,
+                        self.now,
+                        rows.guessed_types,
                     )
-                )
-            finished = True
-        finally:
-            if helper is not None:
-                helper.cancel()
-            staging.discard(finished)
-    report(Progress(DONE, reader.bytes_read, total_bytes, staging.count))
-    return summary
+                    quality = rows.finish_checks(staging).quality
+                    summary = self._record(conn, rows, outcome, quality, len(duplicates))
+                finished = True
+            finally:
+                staging.discard(finished)
+        self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
+        return summary
+
+    def _load_new(self, rows: _SqliteRows) -> dict[str, Any]:
+        """Load a new dataset's records straight from the file, with no staging.
+
+        Raises ``_Retry`` (nothing written) where the file has duplicate
+        keys, which staging reports line by line, or the dataset appeared
+        meanwhile; ``_NotPlain`` where SQLite's reading cannot be used.
+        """
+        self.rejects = _RejectLog(self.settings.max_reject_details)
+        options, header = self.options, self.header
+        assert rows.guessed_types is not None
+        with self.db.import_connection() as conn, self.db.writing(conn):
+            dialect = conn.dialect.name
+            if load_dataset(conn, options.dataset, lock=True) is not None:
+                raise _Retry("the dataset was created meanwhile")
+            base = _sequence_value(conn)
+            dataset_id, table = _create_dataset(conn, options, header[self.key_index], self.now)
+            mapping: list[Column] = []
+            names, values = ["rid", "key", "seq"], ["rowid", f"c{self.key_index}", "? + rowid"]
+            for index, name in enumerate(header):
+                guess = rows.guessed_types[index]
+                column = Column(index, name, coltypes.TEXT if guess == coltypes.EMPTY else guess)
+                _add_column(conn, dataset_id, table, column)
+                mapping.append(column)
+                names.append(records.raw_col(index))
+                values.append(f"NULLIF(c{index}, '')")
+                if records.has_typed(column.type):
+                    names.append(records.typed_col(index))
+                    values.append(records.convert(dialect, column.type, f"c{index}"))
+            count = rows.copy(conn, self, into=table, columns=names, values=values, params=(base,))
+            self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, count))
+            try:
+                records.create_indexes(conn, table)
+            except sa.exc.IntegrityError:
+                rows.finish_checks()  # first, whether SQLite's rows can be used at all
+                raise _Retry("the file has duplicate keys") from None
+            checks = rows.finish_checks()
+            _correct_guesses(conn, dataset_id, table, mapping, checks.types)
+            outcome = _Outcome(dataset_id=dataset_id, created=True, inserted=count)
+            outcome.columns = mapping
+            if count:
+                outcome.first_seq, outcome.last_seq = base + 1, base + count
+                _set_sequence(conn, base + count)
+            conn.execute(
+                sa.update(datasets).where(datasets.c.id == dataset_id).values(record_count=count)
+            )
+            summary = self._record(conn, rows, outcome, checks.quality, 0)
+        self.report(Progress(DONE, rows.bytes_read, self.total_bytes, count))
+        return summary
+
+    def _record(
+        self,
+        conn: Connection,
+        rows: _Rows,
+        outcome: _Outcome,
+        quality: QualityCounter,
+        duplicates: int,
+    ) -> dict[str, Any]:
+        """The import's summary, also kept in the dataset's import history."""
+        summary = _summary(
+            self.options,
+            self.source,
+            rows,
+            self.header,
+            outcome,
+            self.rejects,
+            quality,
+            self.key_index,
+            duplicates,
+            self.started,
+        )
+        conn.execute(
+            imports.insert().values(
+                dataset_id=outcome.dataset_id,
+                source=self.source,
+                mode=self.options.mode,
+                started_at=self.now,
+                finished_at=self.now + dt.timedelta(seconds=summary["duration_s"]),
+                summary=dict(summary, rejects=summary["rejects"][:STORED_REJECTS]),
+            )
+        )
+        return summary
+
+
+class _Retry(Exception):
+    """Loading straight into a new dataset did not work out; stage the file instead."""
 
 
 def _position(stream: BinaryIO) -> int | None:
@@ -589,37 +860,25 @@ def _apply(
     staging: _Staging,
     options: ImportOptions,
     header: list[str],
-    file_types: list[str],
+    file_types: Callable[[], list[str]],
     now: dt.datetime,
+    guessed_types: list[str] | None = None,
 ) -> _Outcome:
-    dialect = conn.dialect.name
-    seq_query = sa.select(change_sequence.c.value).where(change_sequence.c.id == 1)
-    if dialect == "postgresql":
-        seq_query = seq_query.with_for_update()
-    base = int(conn.execute(seq_query).scalar_one())
+    """Write the staged rows into the dataset, under the write lock.
 
+    ``file_types`` may wait for the helper process, so it is asked as late as
+    possible: after staged rows are compared with stored ones, and for a new
+    dataset with ``guessed_types`` (from the file's first rows) after its
+    records are written with those, which are then corrected where the whole
+    file says otherwise.
+    """
+    dialect = conn.dialect.name
+    base = _sequence_value(conn)
     dataset = load_dataset(conn, options.dataset, lock=True)
     key_name = header[staging.key_index]
     created = dataset is None
     if dataset is None:
-        dataset_id = conn.execute(
-            datasets.insert()
-            .values(
-                workspace_id=workspace_of(conn),
-                name=options.dataset,
-                key_column=key_name,
-                records_table=f"sf_pending_{uuid.uuid4().hex}",
-                record_count=0,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(datasets.c.id)
-        ).scalar_one()
-        table = records.table_name(dataset_id)
-        conn.execute(
-            sa.update(datasets).where(datasets.c.id == dataset_id).values(records_table=table)
-        )
-        records.create_table(conn, dialect, table, indexes=False)
+        dataset_id, table = _create_dataset(conn, options, key_name, now)
         existing: dict[str, Column] = {}
         record_count = 0
     else:
@@ -633,22 +892,56 @@ def _apply(
         existing = {c.name.casefold(): c for c in dataset.columns}
     outcome = _Outcome(dataset_id=dataset_id, created=created)
 
+    r, s, k = ident(table), ident(staging.rows), staging.key_col()
+    chg, dels = ident(staging.changes), ident(staging.deletes)
+
+    def staged(index: int) -> str:
+        return f"NULLIF(s.s{index}, '')"
+
+    empty = conn.exec_driver_sql(f"SELECT 1 FROM {r} LIMIT 1").first() is None  # noqa: S608
+    total = fresh = revived = 0
+    if not empty:
+        differs = []
+        for i, name in enumerate(header):
+            stored = existing.get(name.casefold())
+            if i == staging.key_index:
+                continue
+            if stored is None:  # a new column: stored records have no value in it
+                differs.append(f"{staged(i)} IS NOT NULL")
+            else:
+                raw = ident(records.raw_col(stored.position))
+                differs.append(f"rec.{raw} IS DISTINCT FROM {staged(i)}")
+        changed = " OR ".join(["rec.rid IS NULL", "rec.deleted", *differs])
+        # Changed records are numbered in record order, so the update walks
+        # the records table front to back; new ones after them in key order,
+        # which keeps their writes into the key index local.
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {chg} AS SELECT s.n AS sn, rec.rid AS rid, "  # noqa: S608
+            "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
+            f"ROW_NUMBER() OVER (ORDER BY rec.rid IS NULL, rec.rid, s.{k}) AS n "
+            f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
+        )
+        total, fresh, revived = (
+            int(v)
+            for v in conn.exec_driver_sql(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
+                f"COALESCE(SUM(revived), 0) FROM {chg}"
+            ).one()
+        )
+
     # Columns: add new ones, widen the type of existing ones where needed.
+    guessing = created and guessed_types is not None
+    types = guessed_types if guessed_types is not None and guessing else file_types()
     next_position = max((c.position for c in existing.values()), default=-1) + 1
     mapping: list[Column] = []  # file column index -> dataset column
     for index, name in enumerate(header):
-        file_type = file_types[index]
+        file_type = types[index]
         column = existing.get(name.casefold())
         if column is None:
             kind = coltypes.TEXT if file_type == coltypes.EMPTY else file_type
             column = Column(next_position, name, kind)
             next_position += 1
-            records.add_column(conn, dialect, table, column.position, kind)
-            conn.execute(
-                dataset_columns.insert().values(
-                    dataset_id=dataset_id, position=column.position, name=name, type=kind
-                )
-            )
+            _add_column(conn, dataset_id, table, column)
             if not created:
                 outcome.schema_changes.append({"column": name, "change": "added", "type": kind})
             existing[name.casefold()] = column
@@ -681,12 +974,6 @@ def _apply(
         mapping.append(column)
     outcome.columns = sorted(existing.values(), key=lambda c: c.position)
 
-    r, s, k = ident(table), ident(staging.rows), staging.key_col()
-    chg, dels = ident(staging.changes), ident(staging.deletes)
-
-    def staged(index: int) -> str:
-        return f"NULLIF(s.s{index}, '')"
-
     mark = "?" if dialect == "sqlite" else "%s"
     names, values, sets = ["key", "seq", "deleted"], [f"s.{k}", "", "FALSE"], []
     for i, col in enumerate(mapping):
@@ -708,7 +995,7 @@ def _apply(
             (base,),
         )
 
-    if conn.exec_driver_sql(f"SELECT 1 FROM {r} LIMIT 1").first() is None:  # noqa: S608
+    if empty:
         # A new or emptied dataset: every staged row is an insert, no comparison needed.
         # Numbers of duplicate rows dropped from the file stay unused.
         total = fresh = staging.count
@@ -718,29 +1005,10 @@ def _apply(
             numbers = staging.max_n()
         if created:
             records.create_indexes(conn, table)
+        if guessing:
+            _correct_guesses(conn, dataset_id, table, mapping, file_types())
+            outcome.columns = sorted(mapping, key=lambda c: c.position)
     else:
-        differs = " OR ".join(
-            f"rec.{ident(records.raw_col(col.position))} IS DISTINCT FROM {staged(i)}"
-            for i, col in enumerate(mapping)
-            if i != staging.key_index
-        )
-        changed = "rec.rid IS NULL OR rec.deleted" + (f" OR {differs}" if differs else "")
-        # Changed records are numbered in record order, so the update walks
-        # the records table front to back; new ones after them in key order,
-        # which keeps their writes into the key index local.
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {chg} AS SELECT s.n AS sn, rec.rid AS rid, "  # noqa: S608
-            "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
-            f"ROW_NUMBER() OVER (ORDER BY rec.rid IS NULL, rec.rid, s.{k}) AS n "
-            f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
-        )
-        total, fresh, revived = (
-            int(v)
-            for v in conn.exec_driver_sql(
-                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
-                f"COALESCE(SUM(revived), 0) FROM {chg}"
-            ).one()
-        )
         numbers = total
         if fresh:
             insert(
@@ -783,9 +1051,7 @@ def _apply(
     used = numbers + deleted
     if used:
         outcome.first_seq, outcome.last_seq = base + 1, base + used
-        conn.execute(
-            sa.update(change_sequence).where(change_sequence.c.id == 1).values(value=base + used)
-        )
+        _set_sequence(conn, base + used)
     if used or created or outcome.schema_changes:
         conn.execute(
             sa.update(datasets)
@@ -795,10 +1061,85 @@ def _apply(
     return outcome
 
 
+def _sequence_value(conn: Connection) -> int:
+    """The change sequence's last number, taken for this write transaction."""
+    query = sa.select(change_sequence.c.value).where(change_sequence.c.id == 1)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # SQLite's write lock is the whole database's
+    return int(conn.execute(query).scalar_one())
+
+
+def _set_sequence(conn: Connection, value: int) -> None:
+    conn.execute(sa.update(change_sequence).where(change_sequence.c.id == 1).values(value=value))
+
+
+def _create_dataset(
+    conn: Connection, options: ImportOptions, key_name: str, now: dt.datetime
+) -> tuple[int, str]:
+    """A new dataset's row and its records table, still without columns or indexes."""
+    dataset_id = int(
+        conn.execute(
+            datasets.insert()
+            .values(
+                workspace_id=workspace_of(conn),
+                name=options.dataset,
+                key_column=key_name,
+                records_table=f"sf_pending_{uuid.uuid4().hex}",
+                record_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(datasets.c.id)
+        ).scalar_one()
+    )
+    table = records.table_name(dataset_id)
+    conn.execute(sa.update(datasets).where(datasets.c.id == dataset_id).values(records_table=table))
+    records.create_table(conn, conn.dialect.name, table, indexes=False)
+    return dataset_id, table
+
+
+def _add_column(conn: Connection, dataset_id: int, table: str, column: Column) -> None:
+    records.add_column(conn, conn.dialect.name, table, column.position, column.type)
+    conn.execute(
+        dataset_columns.insert().values(
+            dataset_id=dataset_id, position=column.position, name=column.name, type=column.type
+        )
+    )
+
+
+def _correct_guesses(
+    conn: Connection, dataset_id: int, table: str, mapping: list[Column], types: list[str]
+) -> None:
+    """Give a new dataset's columns the types of the whole file.
+
+    They were created with the types of the first rows, which the rest of
+    the file can only widen (an empty guess can become anything). ``mapping``
+    is corrected in place.
+    """
+    dialect = conn.dialect.name
+    for index, column in enumerate(mapping):
+        kind = coltypes.TEXT if types[index] == coltypes.EMPTY else types[index]
+        if kind == column.type:
+            continue
+        if column.type == coltypes.TEXT:  # only empty values in the first rows
+            records.fill_typed_column(conn, dialect, table, column.position, kind)
+        else:
+            records.retype_column(conn, dialect, table, column.position, kind)
+        conn.execute(
+            sa.update(dataset_columns)
+            .where(
+                dataset_columns.c.dataset_id == dataset_id,
+                dataset_columns.c.position == column.position,
+            )
+            .values(type=kind)
+        )
+        mapping[index] = Column(column.position, column.name, kind)
+
+
 def _summary(
     options: ImportOptions,
     source: str,
-    reader: CsvReader,
+    reader: _Rows,
     header: list[str],
     outcome: _Outcome,
     rejects: _RejectLog,

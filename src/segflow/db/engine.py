@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +23,13 @@ try:
     # depend on the host's library. (pysqlite3-binary was tried and dropped:
     # it keeps temporary tables and sorts in memory, unbounded.)
     import sqlean as sqlite_module  # type: ignore[import-untyped]
+
+    #: Set while a connection opens, it gives that connection the vsv module.
+    CSV_MODULE_FLAG: str | None = "SQLEAN_ENABLE_VSV"
 except ImportError:  # pragma: no cover - platforms without the wheel
     import sqlite3 as sqlite_module
+
+    CSV_MODULE_FLAG = None
 
 # IS [NOT] DISTINCT FROM, used by imports, arrived in 3.39.
 MIN_SQLITE = (3, 39, 0)
@@ -137,6 +144,31 @@ class Database:
             yield conn
 
     @contextmanager
+    def import_connection(self) -> Iterator[Connection]:
+        """A connection of its own for one import, closed afterwards.
+
+        On SQLite it can read CSV files itself (sqlean's ``vsv`` module, see
+        ``segflow.csvtable``). That module reads any file it is named, so
+        only these connections have it, and they never go back to the pool.
+        """
+        with self.connect() as conn:
+            if not self.is_sqlite:
+                yield conn
+                return
+            _csv_module.wanted = True
+            try:
+                conn.invalidate()
+                conn.connection  # noqa: B018 - reconnect now, with the module
+            finally:
+                _csv_module.wanted = False
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.invalidate()
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction: one consistent snapshot on both engines.
 
@@ -178,7 +210,27 @@ class Database:
         self.engine.dispose()
 
 
+#: Whether the connection this thread opens next gets the vsv module.
+_csv_module = threading.local()
+# The module is switched on by an environment variable that sqlean reads as
+# a connection opens, so connections open one at a time, each with the
+# variable set only if its own thread asked for the module.
+_CONNECTING = threading.Lock()
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _open(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        if CSV_MODULE_FLAG is None:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        with _CONNECTING:
+            if getattr(_csv_module, "wanted", False):
+                os.environ[CSV_MODULE_FLAG] = "1"
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            finally:
+                os.environ.pop(CSV_MODULE_FLAG, None)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event, not the driver, decide how transactions start.

@@ -184,6 +184,16 @@ def add_typed_column(conn: Connection, dialect: str, table: str, position: int, 
     )
 
 
+def fill_typed_column(conn: Connection, dialect: str, table: str, position: int, kind: str) -> None:
+    """Give a text column whose values all convert to ``kind`` its typed column."""
+    add_typed_column(conn, dialect, table, position, kind)
+    raw = ident(raw_col(position))
+    conn.exec_driver_sql(
+        f"UPDATE {ident(table)} SET {ident(typed_col(position))} = "  # noqa: S608 - generated
+        f"{convert(dialect, kind, raw)} WHERE {raw} IS NOT NULL"
+    )
+
+
 def has_values(conn: Connection, table: str, position: int) -> bool:
     """Whether any record (tombstones hold none) has a value in this column."""
     column = ident(raw_col(position))
