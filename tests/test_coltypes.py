@@ -104,3 +104,12 @@ def test_every_inferred_value_converts(values: list[str]) -> None:
     if kind not in ("empty", "text"):
         for value in values:
             coltypes.parse_value(kind, value)
+
+
+@given(st.lists(cells, max_size=12), st.lists(cells, max_size=12))
+def test_two_halves_widened_equal_the_whole(first: list[str], second: list[str]) -> None:
+    # Helper processes check the halves of a file; their types are merged.
+    def fold(values: list[str]) -> str:
+        return coltypes.batch_type(coltypes.EMPTY, values)
+
+    assert widen(fold(first), fold(second)) == fold(first + second)

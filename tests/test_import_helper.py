@@ -160,3 +160,51 @@ def test_a_stream_that_cannot_be_reopened_is_checked_in_process(
     )
     assert answers == []
     assert summary["inserted"] == 5
+
+
+@pytest.mark.parametrize(
+    "fixture", ["bom_crlf.csv", "unicode.csv", "row_rejects.csv", "blank_lines.csv", "tab.tsv"]
+)
+def test_the_halves_of_a_file_merge_into_the_answer_for_the_whole(
+    fixture: str, tmp_path: Path
+) -> None:
+    header, _, body = (FIXTURES / fixture).read_bytes().partition(b"\n")
+    path = tmp_path / fixture
+    path.write_bytes(header + b"\n" + body * 7)  # long enough to have a middle
+    with path.open("rb") as stream:
+        reader = datasets.CsvReader(stream, source="x")
+        job = checks.Job(0, "utf-8", reader.delimiter, 100, 0)
+        whole = checks.check(job, stream)
+        parts = job.split(stream.fileno(), path.stat().st_size, reader.header)
+        merged = checks.merge([checks.check(part, stream) for part in parts])
+    assert len(parts) == 2 and parts[0].end == parts[1].offset
+    assert path.read_bytes()[parts[1].offset - 1] == ord("\n")  # a line start
+    assert {k: v for k, v in whole.items() if k != "crc"} == merged
+
+
+def test_halves_cut_inside_a_quoted_line_break_are_never_taken_for_plain(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "quoted.csv"
+    path.write_bytes(b'id,note\n1,a\n2,"first\nsecond\nthird"\n3,b\n')
+    with path.open("rb") as stream:
+        job = checks.Job(0, "utf-8", ",", 100, 0)
+        parts = job.split(stream.fileno(), path.stat().st_size, ["id", "note"])
+        answers = []
+        for part in parts:
+            try:
+                answers.append(checks.check(part, stream))
+            except ImportFailed:
+                answers.append(None)  # the helper process fails; no answer
+    data = path.read_bytes()
+    assert len(parts) == 2 and data.index(b'"') < parts[1].offset < data.rindex(b'"')
+    merged = checks.merge(answers)
+    assert merged is None or merged["plain"] is False
+
+
+def test_a_file_without_a_line_start_past_its_middle_is_not_split(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_bytes(b"id,name\n1," + b"x" * 5_000)
+    with path.open("rb") as stream:
+        job = checks.Job(0, "utf-8", ",", 10_000, 0)
+        assert job.split(stream.fileno(), path.stat().st_size, ["id", "name"]) == [job]

@@ -23,14 +23,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, cast
 
 from segflow import coltypes
 from segflow.csvreader import CsvReader
 from segflow.quality import QualityCounter
 
 BATCH_ROWS = 10_000
+#: Niceness of the helpers that check the halves of a file SQLite copies.
+HALF_NICENESS = 10
 
 
 class ColumnChecks:
@@ -43,14 +45,16 @@ class ColumnChecks:
         self.rows = 0
         self.rejected = 0
 
-    def add(self, batch: list[tuple[Any, ...]]) -> None:
-        """Check one batch of accepted rows, each ``(line, *fields)``."""
+    def add(self, batch: Sequence[Sequence[Any]], *, numbered: bool = True) -> None:
+        """Check one batch of accepted rows, each ``(line, *fields)`` (or the
+        fields alone, if not ``numbered``)."""
         if not batch:
             return
         self.rows += len(batch)
         columns = list(zip(*batch, strict=True))
+        first = 1 if numbered else 0
         for i in range(len(self.types)):
-            values: Sequence[str] = columns[i + 1]
+            values: Sequence[str] = columns[i + first]
             self.types[i] = coltypes.batch_type(self.types[i], values)
             self.quality.add(i, values)
 
@@ -76,16 +80,83 @@ class Job:
     delimiter: str
     max_field_chars: int
     key_index: int
+    #: Where to stop reading (a line start), and the header of a stretch
+    #: that starts after it (see ``split``); None for the whole file.
+    end: int | None = None
+    header: list[str] | None = None
+    #: Added to the helper's niceness: helpers that share the cores with an
+    #: importer copying in SQLite should not slow it down.
+    nice: int = 0
 
     def reader(self, stream: BinaryIO, source: str) -> CsvReader:
         stream.seek(self.offset)
+        source_stream: BinaryIO = stream
+        if self.end is not None:
+            source_stream = cast(BinaryIO, _Stretch(stream, self.end - self.offset))
         return CsvReader(
-            stream,
+            source_stream,
             source=source,
             encoding=self.encoding,
             delimiter=self.delimiter,
             max_field_chars=self.max_field_chars,
+            header=self.header,
         )
+
+    def split(self, fd: int, size: int, header: list[str]) -> list[Job]:
+        """Jobs for the two halves of a file whose lines are all records.
+
+        The second half starts at the line start nearest the middle and is
+        read without a header. Only for a file that may be plain (see
+        ``CsvReader.plain``): in a file with quoted line breaks, a line start
+        is not a record start, which the halves' answers then show.
+        """
+        middle = size // 2
+        tail = os.pread(fd, 1 << 16, middle)
+        newline = tail.find(b"\n")
+        if size < 2 or newline < 0 or middle + newline + 1 >= size:
+            return [self]
+        cut = middle + newline + 1
+        return [
+            replace(self, end=cut, nice=HALF_NICENESS),
+            replace(self, offset=cut, header=header, nice=HALF_NICENESS),
+        ]
+
+
+class _Stretch:
+    """The first ``length`` bytes of a binary stream, from where it stands."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self.stream = stream
+        self.left = length
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.stream.read(size)
+        self.left -= len(data)
+        return data
+
+
+def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One answer for a file from the answers for its stretches, in order."""
+    if not answers or any(a is None for a in answers):
+        return None
+    whole: dict[str, Any] = {}
+    for answer in answers:
+        assert answer is not None
+        if not whole:
+            whole = {k: v for k, v in answer.items() if k not in ("crc", "peak_rss_kb")}
+            whole["quality"] = {i: list(pair) for i, pair in answer["quality"].items()}
+            continue
+        whole["types"] = [
+            coltypes.widen(a, b) for a, b in zip(whole["types"], answer["types"], strict=True)
+        ]
+        for index, (non_empty, valid) in answer["quality"].items():
+            whole["quality"][index][0] += non_empty
+            whole["quality"][index][1] += valid
+        for count in ("bytes", "rows", "rejected", "lines"):
+            whole[count] += answer[count]
+        whole["plain"] = whole["plain"] and answer["plain"]
+    return whole
 
 
 def scan(
@@ -93,11 +164,11 @@ def scan(
 ) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
     checks = ColumnChecks(reader.header)
-    for batch, rejects, _kept in reader.batches(BATCH_ROWS, key_index):
+    for rows, rejected in reader.accepted(BATCH_ROWS, key_index):
         if not keep_going():
             raise SystemExit(1)
-        checks.add(batch)
-        checks.rejected += len(rejects)
+        checks.add(rows, numbered=False)
+        checks.rejected += rejected
     return checks
 
 
@@ -203,28 +274,38 @@ def _peak_rss_kb() -> int | None:
     return None
 
 
+def check(
+    job: Job, stream: BinaryIO, keep_going: Callable[[], bool] = lambda: True
+) -> dict[str, Any]:
+    """The helper's answer for its job: the checks and what its reader saw."""
+    reader = job.reader(stream, "helper")
+    checks = scan(reader, job.key_index, keep_going)
+    answer = checks.as_dict()
+    answer.update(
+        bytes=reader.bytes_read,
+        crc=reader.crc,
+        rows=checks.rows,
+        rejected=checks.rejected,
+        lines=reader.lines_read,
+        plain=reader.plain,
+    )
+    return answer
+
+
 def main() -> int:
     fd = int(sys.argv[1])
     job = Job(**json.loads(sys.stdin.buffer.read()))
+    if job.nice and hasattr(os, "nice"):
+        os.nice(job.nice)
     parent = os.getppid()
     with os.fdopen(fd, "rb") as stream:
         try:
-            reader = job.reader(stream, "helper")
             # An importer that was killed leaves no one to answer: stop reading.
-            checks = scan(reader, job.key_index, lambda: os.getppid() == parent)
+            answer = check(job, stream, lambda: os.getppid() == parent)
         except Exception as exc:  # the importer reads the file itself and reports errors
             print(json.dumps({"error": type(exc).__name__}))
             return 1
-        answer = checks.as_dict()
-        answer.update(
-            bytes=reader.bytes_read,
-            crc=reader.crc,
-            rows=checks.rows,
-            rejected=checks.rejected,
-            lines=reader.lines_read,
-            plain=reader.plain,
-            peak_rss_kb=_peak_rss_kb(),
-        )
+    answer["peak_rss_kb"] = _peak_rss_kb()
     sys.stdout.write(json.dumps(answer))
     return 0
 

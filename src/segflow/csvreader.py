@@ -13,8 +13,9 @@ import codecs
 import csv
 import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, BinaryIO
 
 from segflow.errors import ImportFailed
@@ -134,7 +135,10 @@ class CsvReader:
         encoding: str = "utf-8",
         delimiter: str | None = None,
         max_field_chars: int = 1_048_576,
+        header: Sequence[str] | None = None,
     ) -> None:
+        """``header``, if given, names the columns of a stream that starts
+        after the header line: a stretch of a file from a line start on."""
         if delimiter is not None and len(delimiter) != 1:
             raise ImportFailed(f"delimiter must be one character, got {delimiter!r}", file=source)
         if delimiter in ('"', "\n", "\r"):
@@ -143,6 +147,13 @@ class CsvReader:
         self.max_field_chars = max_field_chars
         self._lines = _Lines(stream, encoding, source)
         self._line_iter = itertools.chain.from_iterable(self._lines.chunks())
+        csv.field_size_limit(max_field_chars)
+        if header is not None:
+            self.delimiter = delimiter or ","
+            self._reader = self._csv(self._line_iter)
+            self._next_start = 1
+            self.header = list(header)
+            return
         first = next(self._line_iter, None)
         if first is None:
             raise ImportFailed("the file is empty (expected a header line)", file=source)
@@ -153,19 +164,17 @@ class CsvReader:
                 line=1,
             )
         self.delimiter = delimiter or _sniff_delimiter(first)
-        csv.field_size_limit(max_field_chars)
-        self._reader = csv.reader(
-            _chain_first(first, self._line_iter),
-            delimiter=self.delimiter,
-            quotechar='"',
-            doublequote=True,
-            strict=True,
-        )
+        self._reader = self._csv(itertools.chain((first,), self._line_iter))
         self._next_start = 1
-        header = self._next_record()
-        if header is None:  # pragma: no cover - first line was not blank
+        record = self._next_record()
+        if record is None:  # pragma: no cover - first line was not blank
             raise ImportFailed("the file is empty (expected a header line)", file=source)
-        self.header = _validate_header(header[1], source)
+        self.header = _validate_header(record[1], source)
+
+    def _csv(self, lines: Iterator[str]) -> Any:
+        return csv.reader(
+            lines, delimiter=self.delimiter, quotechar='"', doublequote=True, strict=True
+        )
 
     @property
     def bytes_read(self) -> int:
@@ -265,10 +274,29 @@ class CsvReader:
             raise self._csv_error(str(exc), start) from None
         yield batch, rejects, kept
 
+    def accepted(self, size: int, key_index: int) -> Iterator[tuple[list[list[str]], int]]:
+        """The rows ``batches`` accepts, fields only, and how many it rejects.
 
-def _chain_first(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+        For work that needs no line numbers (the column checks): the csv
+        module's records are taken a batch at a time in C, and only a batch
+        with a blank line or a bad row is looked at row by row. A malformed
+        file raises the same errors as ``batches``, with less exact lines.
+        """
+        ncols = len(self.header)
+        reader = self._reader
+        while True:
+            try:
+                rows: list[list[str]] = list(itertools.islice(reader, size))
+            except csv.Error as exc:
+                raise self._csv_error(str(exc), self.lines_read) from None
+            if not rows:
+                return
+            if list(map(len, rows)).count(ncols) == len(rows):
+                if "" not in map(str.strip, map(itemgetter(key_index), rows)):
+                    yield rows, 0
+                    continue
+            good = [row for row in rows if len(row) == ncols and row[key_index].strip()]
+            yield good, sum(1 for row in rows if row) - len(good)
 
 
 def _validate_header(fields: list[str], source: str) -> list[str]:

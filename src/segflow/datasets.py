@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from segflow import coltypes, csvtable
 from segflow.activation.links import refuse_if_linked
 from segflow.checks import ColumnChecks, Helper, Job
+from segflow.checks import merge as checks_merge
 from segflow.config import Settings
 from segflow.csvreader import CsvReader, Reject
 from segflow.db import records
@@ -477,19 +478,23 @@ def import_csv(
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
     job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
-    helper = None
+    helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
-        helper = Helper.start(stream, job)
+        if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
+            plain = _SqliteRows.start(stream, reader, job, header)
+        if plain is None:
+            helper = Helper.start(stream, job)
     try:
-        if helper is not None and offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
-            plain = _SqliteRows.start(stream, reader, helper, header, key_index)
-            if plain is not None:
-                try:
-                    return run.execute(plain)
-                except _NotPlain as exc:
-                    log.debug("%s: staging from Python: %s", source, exc)
-                stream.seek(offset)
-                reader = _open_reader(stream, options, source, settings)
+        if plain is not None:
+            try:
+                return run.execute(plain)
+            except _NotPlain as exc:
+                log.debug("%s: staging from Python: %s", source, exc)
+            finally:
+                plain.cancel()
+            stream.seek(0)  # SQLite reads only files it is given from their start
+            reader = _open_reader(stream, options, source, settings)
+            helper = Helper.start(stream, job)
         return run.execute(_PythonRows(reader, helper, header))
     finally:
         if helper is not None:
@@ -560,11 +565,11 @@ class _SqliteRows:
     when the helper finds the file plain."""
 
     def __init__(
-        self, fd: int, reader: CsvReader, helper: Helper, header: list[str], key_index: int
+        self, fd: int, reader: CsvReader, helpers: list[Helper], header: list[str], key_index: int
     ) -> None:
         self.fd = fd
         self.delimiter = reader.delimiter
-        self.helper = helper
+        self.helpers = helpers
         self.checks = ColumnChecks(header)
         # The first rows' types, with which a new dataset's records are
         # written before the helper has the whole file's.
@@ -583,9 +588,10 @@ class _SqliteRows:
 
     @classmethod
     def start(
-        cls, stream: BinaryIO, reader: CsvReader, helper: Helper, header: list[str], key_index: int
+        cls, stream: BinaryIO, reader: CsvReader, job: Job, header: list[str]
     ) -> _SqliteRows | None:
-        """The SQLite reading of a file that may be plain, or None if it cannot be."""
+        """SQLite's reading of a file that may be plain, with helper processes
+        checking its two halves; None if it cannot be plain or read so."""
         if codecs.lookup(reader.encoding).name != "utf-8" or not reader.plain:
             return None
         if reader.delimiter not in csvtable.DELIMITERS:
@@ -596,7 +602,19 @@ class _SqliteRows:
             return None
         if csvtable.path_of(fd) is None:
             return None
-        return cls(fd, reader, helper, header, key_index)
+        helpers: list[Helper] = []
+        for part in job.split(fd, os.fstat(fd).st_size, header):
+            helper = Helper.start(stream, part)
+            if helper is None:
+                for started in helpers:
+                    started.cancel()
+                return None
+            helpers.append(helper)
+        return cls(fd, reader, helpers, header, job.key_index)
+
+    def cancel(self) -> None:
+        for helper in self.helpers:
+            helper.cancel()
 
     @property
     def bytes_read(self) -> int:
@@ -650,7 +668,7 @@ class _SqliteRows:
         if self._checked:
             return self.checks
         assert self._before is not None and self._after is not None
-        answer = self.helper.report()
+        answer = checks_merge([helper.report() for helper in self.helpers])
         reason = csvtable.usable(
             answer, staged=self._staged, before=self._before, after=self._after
         )

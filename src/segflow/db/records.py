@@ -79,12 +79,12 @@ def convert(dialect: str, kind: str, raw_sql: str) -> str:
     if kind == coltypes.NUMBER:
         return f"CAST({value} AS DOUBLE PRECISION)"
     if kind == coltypes.BOOLEAN:
-        trues = ", ".join(f"'{w}'" for w in coltypes.TRUE_WORDS)
-        falses = ", ".join(f"'{w}'" for w in coltypes.FALSE_WORDS)
-        return (
-            f"CASE WHEN LOWER({value}) IN ({trues}) THEN TRUE "
-            f"WHEN LOWER({value}) IN ({falses}) THEN FALSE END"
-        )
+        # One LOWER(TRIM()) a value, and no IN list: in a statement run once
+        # a row (SQLite's executemany), an IN list is rebuilt for every row.
+        words = [(w, "TRUE") for w in coltypes.TRUE_WORDS]
+        words += [(w, "FALSE") for w in coltypes.FALSE_WORDS]
+        whens = " ".join(f"WHEN '{w}' THEN {b}" for w, b in words)
+        return f"CASE LOWER(TRIM({raw_sql})) {whens} END"
     if kind == coltypes.DATE:
         return value if dialect == "sqlite" else f"CAST({value} AS DATE)"
     if kind == coltypes.DATETIME:
