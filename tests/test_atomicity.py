@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from segflow import datasets as datasets_module
 from segflow import demo
 from segflow.db import Database
 from segflow.db.records import ident
@@ -41,9 +42,9 @@ def seeded(db: Database) -> Iterator[Database]:
     yield db
 
 
-def _start_import(db_url: str, path: Path) -> subprocess.Popen[str]:
+def _start_import(db_url: str, path: Path, dataset: str = "customers") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "segflow.cli", "import", str(path), "--dataset", "customers"]
+        [sys.executable, "-m", "segflow.cli", "import", str(path), "--dataset", dataset]
         + ["--db", db_url, "--progress"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -84,6 +85,31 @@ def test_sigkill_mid_import_leaves_the_dataset_as_it_was(
         # The kill landed after the commit: then all of the file is there.
         assert (summary["inserted"], summary["updated"]) == (0, 0)
         delay *= 0.5  # aim earlier next time
+    raise AssertionError("every import committed before it could be killed")
+
+
+def test_sigkill_while_a_new_dataset_loads_leaves_no_dataset(
+    db: Database, db_url: str, big_csvs: list[Path]
+) -> None:
+    # On SQLite a new dataset's records load straight from the file, with
+    # no staging: the kill must still leave no trace of it.
+    for attempt in range(6):
+        name = f"fresh{attempt}"
+        before = snapshot(db, name)
+        with _start_import(db_url, big_csvs[0], name) as proc:
+            _wait_for_phase(proc, "reading")
+            time.sleep(random.uniform(0.0, 0.3) * 0.5**attempt)
+            proc.send_signal(signal.SIGKILL)
+        if db.is_sqlite:
+            with db.read() as conn:
+                assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        after = snapshot(db, name)
+        if after == before:
+            assert name not in {d.name for d in datasets_module.list_datasets(db)}
+            summary = do_import(db, big_csvs[0], dataset=name)
+            assert summary["inserted"] == BIG_ROWS
+            return
+        assert len(after[2]) == BIG_ROWS  # committed before the kill: all of it
     raise AssertionError("every import committed before it could be killed")
 
 

@@ -1,14 +1,21 @@
 """Datasets: CSV import (parse, infer types, upsert by key, change sequence) and queries.
 
-An import runs in two phases on one connection:
+An import runs in two phases on one connection of its own:
 
 1. *Staging*: the CSV streams into a temporary table, raw text only, while
-   column types and identifier quality are worked out batch by batch. No lock
-   on segflow's own tables is held, so other work carries on.
+   column types and identifier quality are worked out. No lock on segflow's
+   own tables is held, so other work carries on.
 2. *Apply*: one write transaction takes the change-sequence row (so sequence
-   order is commit order), creates or widens the dataset's columns, compares
-   staged rows with stored ones, and writes inserts, real changes and (in
+   order is commit order), compares staged rows with stored ones, creates or
+   widens the dataset's columns, and writes inserts, real changes and (in
    replace mode) deletes, each with its own next sequence number.
+
+The rows come from segflow's reader (``_PythonRows``), or on SQLite, for a
+file that may be plain, from SQLite reading the file itself
+(``_SqliteRows``, ``segflow.csvtable``) while helper processes check it. A
+new dataset then skips staging: its records are copied from the file inside
+the write transaction. When the helpers find the file was not plain, that
+work is rolled back and the import starts again with segflow's reader.
 
 Either the whole file is applied or nothing is: a failure or a kill at any
 point leaves the dataset exactly as it was.
@@ -565,20 +572,15 @@ class _SqliteRows:
     when the helper finds the file plain."""
 
     def __init__(
-        self, fd: int, reader: CsvReader, helpers: list[Helper], header: list[str], key_index: int
+        self, fd: int, reader: CsvReader, helpers: list[Helper], guessed_types: list[str]
     ) -> None:
         self.fd = fd
         self.delimiter = reader.delimiter
         self.helpers = helpers
-        self.checks = ColumnChecks(header)
-        # The first rows' types, with which a new dataset's records are
-        # written before the helper has the whole file's.
-        first = ColumnChecks(header)
-        first_batch, _rejects, _kept = next(reader.batches(BATCH_ROWS, key_index))
-        for column, values in enumerate(zip(*first_batch, strict=True)):
-            if column:  # not the line numbers
-                first.types[column - 1] = coltypes.batch_type(coltypes.EMPTY, values)
-        self.guessed_types: list[str] | None = first.types
+        self.checks = ColumnChecks(reader.header)
+        #: The first rows' types, with which a new dataset's records are
+        #: written before the helpers have the whole file's.
+        self.guessed_types: list[str] | None = guessed_types
         # Bytes per row in what the reader has read so far, for progress.
         self._row_bytes = max(1, reader.bytes_read // max(1, reader.lines_split))
         self._before: csvtable.FileState | None = None
@@ -602,6 +604,12 @@ class _SqliteRows:
             return None
         if csvtable.path_of(fd) is None:
             return None
+        # Before any helper starts: a bad first row raises the import's error.
+        first_batch, _rejects, _kept = next(reader.batches(BATCH_ROWS, job.key_index))
+        guesses = [coltypes.EMPTY] * len(header)
+        for column, values in enumerate(zip(*first_batch, strict=True)):
+            if column:  # not the line numbers
+                guesses[column - 1] = coltypes.batch_type(coltypes.EMPTY, values)
         helpers: list[Helper] = []
         for part in job.split(fd, os.fstat(fd).st_size, header):
             helper = Helper.start(stream, part)
@@ -610,7 +618,7 @@ class _SqliteRows:
                     started.cancel()
                 return None
             helpers.append(helper)
-        return cls(fd, reader, helpers, header, job.key_index)
+        return cls(fd, reader, helpers, guesses)
 
     def cancel(self) -> None:
         for helper in self.helpers:
