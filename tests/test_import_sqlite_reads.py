@@ -396,3 +396,25 @@ def test_the_csv_writer_round_trip_used_above_is_plain() -> None:
     data = csv_bytes(list(demo.rows(200, seed=9)))
     assert b'"' not in data and b"\r" not in data
     assert list(csv.reader(io.StringIO(data.decode())))[0] == list(demo.HEADER)
+
+
+def test_quotes_after_the_first_megabyte_are_read_exactly(db: Database, ways: list[str]) -> None:
+    # Plain for more than a chunk, then quoted fields with line breaks: the
+    # reader must keep them, and SQLite's reading must be refused.
+    rows = list(demo.rows(25_000, seed=12))
+    body = csv_bytes(rows)
+    assert len(body) > 2 * (1 << 20)
+    tail = b'90001,"two\nlines",x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\r\n'
+    tail += b'90002,"crlf\r\ninside",x,Bo,Ng,CA,US,90210,2.5,2026-01-03,no\n'
+    data = body + tail
+    alone = _import(db, data, "alone", ALONE)
+    fast = _import(db, data, "fast", SQLITE_READS)
+    _same(db, fast, alone, "fast", "alone")
+    stored = live(db, "alone")
+    assert stored["90001"]["email"] == "two\nlines"
+    assert stored["90002"]["email"] == "crlf\r\ninside"
+    if db.is_sqlite:
+        assert ways == [
+            "direct",
+            "not used: the file has quotes or other line ends than LF and CRLF",
+        ]

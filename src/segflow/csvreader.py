@@ -81,7 +81,10 @@ class _Lines:
             self.plain = False
 
     def chunks(self) -> Iterator[list[str]]:
-        """Lists of whole lines, one list per decoded chunk (cheap to chain in C)."""
+        """Lists of whole lines, one list per decoded chunk (cheap to chain in C).
+
+        Lines keep their line end, except while the file is plain so far.
+        """
         remainder = ""
         while True:
             chunk = self.stream.read(CHUNK_BYTES)
@@ -115,7 +118,9 @@ class _Lines:
                 self._judge_plain(text[: len(text) - len(remainder)], sep)
             if parts:
                 self.lines_out += len(parts)
-                yield [part + sep for part in parts]
+                # The csv module needs line ends only inside quoted fields,
+                # and no field can be quoted while no quote has been seen.
+                yield parts if self.plain else [part + sep for part in parts]
 
 
 def _sniff_delimiter(first_line: str) -> str:
