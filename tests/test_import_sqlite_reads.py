@@ -418,3 +418,27 @@ def test_quotes_after_the_first_megabyte_are_read_exactly(db: Database, ways: li
             "direct",
             "not used: the file has quotes or other line ends than LF and CRLF",
         ]
+
+
+def test_a_file_that_changes_between_two_readings_is_read_again_by_segflow(
+    sqlite_db: Database, ways: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Duplicate keys send a new dataset from the direct load to staging: the
+    # second reading is held against the helpers' answer as the first was.
+    db = sqlite_db
+    rows = list(demo.rows(500, seed=13))
+    rows.insert(100, rows[3])
+    data = csv_bytes(rows)
+    alone = _import(db, data, "alone", ALONE)
+    real = csvtable.file_state
+    calls = itertools.count()
+
+    def changed_later(fd: int) -> csvtable.FileState:
+        state = real(fd)
+        n = next(calls)
+        return csvtable.FileState(state.device, state.inode, state.size, 0 if n < 2 else n)
+
+    monkeypatch.setattr(csvtable, "file_state", changed_later)
+    fast = _import(db, data, "fast", SQLITE_READS)
+    assert ways == ["direct", "staged", "not used: the file changed while it was read"]
+    _same(db, fast, alone, "fast", "alone")

@@ -657,6 +657,7 @@ class _SqliteRows:
             done = rows * self._row_bytes
             run.report(Progress(READING, min(done, total) if total else done, total, rows))
 
+        self._checked = False  # the helpers' answer is to be held against this copy
         self._before = csvtable.file_state(self.fd)
         self._staged = csvtable.copy(
             conn,
