@@ -27,10 +27,11 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.records import ident, typed_col
+from segflow.errors import ImportFailed
 from segflow.progress import Progress
-from tests.helpers import FIXTURES, NOW, all_rows, live, snapshot
+from tests.helpers import FIXTURES, NOW, all_rows, do_import, live, snapshot
 from tests.sync_helpers import csv_bytes
-from tests.test_csv_fixtures import GOOD_FILES
+from tests.test_csv_fixtures import BAD_FILES, GOOD_FILES, SEED
 
 SQLITE_READS = Settings(checks_process_bytes=0, max_field_chars=100)
 ALONE = Settings(checks_process_bytes=1 << 62, max_field_chars=100)
@@ -151,6 +152,32 @@ def test_fixtures_import_alike_and_plain_ones_are_read_by_sqlite(
     elif ways:
         # Read by SQLite only if the start looked plain; then refused.
         assert ways[0] == "direct" and ways[1].startswith("not used"), ways
+
+
+@pytest.mark.parametrize(("fixture", "options", "message"), BAD_FILES)
+def test_bad_files_fail_alike_and_store_nothing(
+    db: Database, fixture: str, options: dict[str, Any], message: str
+) -> None:
+    path = FIXTURES / fixture
+    do_import(db, SEED)
+    # Into an existing dataset, the fixture's own error, the same either way.
+    before = snapshot(db, "people")
+    errors = []
+    for how in (ALONE, SQLITE_READS):
+        with pytest.raises(ImportFailed) as caught:
+            _import(db, path, "people", how, **options)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and message in errors[0]
+    assert snapshot(db, "people") == before
+    # Into a new dataset (some fixtures are only bad for an existing one).
+    outcomes = []
+    for name, how in (("alone", ALONE), ("fast", SQLITE_READS)):
+        try:
+            outcomes.append(_comparable(_import(db, path, name, how, **options)))
+        except ImportFailed as exc:
+            outcomes.append({"error": str(exc)})
+            assert datasets.find_dataset(db, name) is None
+    assert outcomes[0] == outcomes[1]
 
 
 def test_a_changing_import_into_an_existing_dataset_is_staged_by_sqlite(
