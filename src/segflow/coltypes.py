@@ -66,6 +66,11 @@ _LADDER = {
 }
 
 
+def column_type(kind: str) -> str:
+    """The type a new column gets from its values' type: text if it had none."""
+    return TEXT if kind == EMPTY else kind
+
+
 def widen(a: str, b: str) -> str:
     """The narrowest type that holds values of both ``a`` and ``b``."""
     if a == b or b == EMPTY:

@@ -779,7 +779,7 @@ class _Run:
             names, values = ["rid", "key", "seq"], ["rowid", f"c{self.key_index}", "? + rowid"]
             for index, name in enumerate(header):
                 guess = rows.guessed_types[index]
-                column = Column(index, name, coltypes.TEXT if guess == coltypes.EMPTY else guess)
+                column = Column(index, name, coltypes.column_type(guess))
                 _add_column(conn, dataset_id, table, column)
                 mapping.append(column)
                 names.append(records.raw_col(index))
@@ -965,7 +965,7 @@ def _apply(
         file_type = types[index]
         column = existing.get(name.casefold())
         if column is None:
-            kind = coltypes.TEXT if file_type == coltypes.EMPTY else file_type
+            kind = coltypes.column_type(file_type)
             column = Column(next_position, name, kind)
             next_position += 1
             _add_column(conn, dataset_id, table, column)
@@ -1145,7 +1145,7 @@ def _correct_guesses(
     """
     dialect = conn.dialect.name
     for index, column in enumerate(mapping):
-        kind = coltypes.TEXT if types[index] == coltypes.EMPTY else types[index]
+        kind = coltypes.column_type(types[index])
         if kind == column.type:
             continue
         if column.type == coltypes.TEXT:  # only empty values in the first rows
