@@ -15,6 +15,7 @@ import io
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -296,18 +297,21 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
 ) -> None:
     db = sqlite_db
     monkeypatch.setattr(csvtable, "PROGRESS_ROWS", 100)
-    data = csv_bytes(list(demo.rows(1_000, seed=2)))
+
+    def run(data: bytes, progress: Callable[[Progress], None]) -> None:
+        with open(_write(data), "rb") as stream:
+            datasets.import_csv(
+                db,
+                stream,
+                datasets.ImportOptions(dataset="people"),
+                source="file.csv",
+                now=NOW,
+                settings=SQLITE_READS,
+                progress=progress,
+            )
+
     seen: list[Progress] = []
-    with open(_write(data), "rb") as stream:
-        datasets.import_csv(
-            db,
-            stream,
-            datasets.ImportOptions(dataset="people"),
-            source="file.csv",
-            now=NOW,
-            settings=SQLITE_READS,
-            progress=seen.append,
-        )
+    run(csv_bytes(list(demo.rows(1_000, seed=2))), seen.append)
     reading = [p.rows for p in seen if p.phase == "reading"]
     assert reading == list(range(100, 1_001, 100))
 
@@ -318,16 +322,8 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
             raise KeyboardInterrupt
 
     changed = csv_bytes([(*r[:3], "Changed", *r[4:]) for r in demo.rows(1_000, seed=2)])
-    with open(_write(changed), "rb") as stream, pytest.raises(KeyboardInterrupt):
-        datasets.import_csv(
-            db,
-            stream,
-            datasets.ImportOptions(dataset="people"),
-            source="file.csv",
-            now=NOW,
-            settings=SQLITE_READS,
-            progress=interrupt,
-        )
+    with pytest.raises(KeyboardInterrupt):
+        run(changed, interrupt)
     assert snapshot(db, "people") == before
 
 

@@ -985,14 +985,7 @@ def _apply(
             elif kind != column.type:
                 records.retype_column(conn, dialect, table, column.position, kind)
             if kind != column.type:
-                conn.execute(
-                    sa.update(dataset_columns)
-                    .where(
-                        dataset_columns.c.dataset_id == dataset_id,
-                        dataset_columns.c.position == column.position,
-                    )
-                    .values(type=kind)
-                )
+                _set_column_type(conn, dataset_id, column.position, kind)
                 outcome.schema_changes.append(
                     {"column": column.name, "change": "retyped", "from": column.type, "to": kind}
                 )
@@ -1134,6 +1127,14 @@ def _add_column(conn: Connection, dataset_id: int, table: str, column: Column) -
     )
 
 
+def _set_column_type(conn: Connection, dataset_id: int, position: int, kind: str) -> None:
+    conn.execute(
+        sa.update(dataset_columns)
+        .where(dataset_columns.c.dataset_id == dataset_id, dataset_columns.c.position == position)
+        .values(type=kind)
+    )
+
+
 def _correct_guesses(
     conn: Connection, dataset_id: int, table: str, mapping: list[Column], types: list[str]
 ) -> None:
@@ -1152,14 +1153,7 @@ def _correct_guesses(
             records.fill_typed_column(conn, dialect, table, column.position, kind)
         else:
             records.retype_column(conn, dialect, table, column.position, kind)
-        conn.execute(
-            sa.update(dataset_columns)
-            .where(
-                dataset_columns.c.dataset_id == dataset_id,
-                dataset_columns.c.position == column.position,
-            )
-            .values(type=kind)
-        )
+        _set_column_type(conn, dataset_id, column.position, kind)
         mapping[index] = Column(column.position, column.name, kind)
 
 
