@@ -465,3 +465,37 @@ def test_a_file_that_changes_between_two_readings_is_read_again_by_segflow(
     fast = _import(db, data, "fast", SQLITE_READS)
     assert ways == ["direct", "staged", "not used: the file changed while it was read"]
     _same(db, fast, alone, "fast", "alone")
+
+
+def test_a_file_touched_while_the_helpers_still_read_is_read_again_by_segflow(
+    sqlite_db: Database, ways: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite has finished its copy; the helpers have not answered yet. A
+    # change now may be in what they read and not in what SQLite read.
+    db = sqlite_db
+    data = csv_bytes(list(demo.rows(600, seed=14)))
+    alone = _import(db, data, "alone", ALONE)
+    path = _write(data)
+    real = checks.Helper.report
+    touched: list[bool] = []
+
+    def touch_then_report(self: checks.Helper) -> Any:
+        if not touched:
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+            touched.append(True)
+        return real(self)
+
+    monkeypatch.setattr(checks.Helper, "report", touch_then_report)
+    with open(path, "rb") as stream:
+        fast = datasets.import_csv(
+            db,
+            stream,
+            datasets.ImportOptions(dataset="fast"),
+            source="file.csv",
+            now=NOW,
+            settings=SQLITE_READS,
+        )
+    assert touched
+    assert ways == ["direct", "not used: the file changed while it was read"]
+    _same(db, fast, alone, "fast", "alone")

@@ -122,9 +122,11 @@ def copy(
 def usable(
     answer: dict[str, Any] | None, *, staged: int, before: FileState, after: FileState
 ) -> str | None:
-    """Why the rows SQLite staged cannot be used, or None when they can.
+    """Why the rows SQLite copied cannot be used, or None when they can.
 
-    ``answer`` is the helper's report for the same file read from its start.
+    ``answer`` is the helpers' report for the whole file; ``before`` is the
+    file as they started reading it, ``after`` as it is once they have
+    answered and SQLite has read it.
     """
     if answer is None:
         return "the helper process gave no answer"

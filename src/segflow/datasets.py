@@ -572,7 +572,12 @@ class _SqliteRows:
     when the helper finds the file plain."""
 
     def __init__(
-        self, fd: int, reader: CsvReader, helpers: list[Helper], guessed_types: list[str]
+        self,
+        fd: int,
+        reader: CsvReader,
+        helpers: list[Helper],
+        guessed_types: list[str],
+        before: csvtable.FileState,
     ) -> None:
         self.fd = fd
         self.delimiter = reader.delimiter
@@ -583,8 +588,10 @@ class _SqliteRows:
         self.guessed_types: list[str] | None = guessed_types
         # Bytes per row in what the reader has read so far, for progress.
         self._row_bytes = max(1, reader.bytes_read // max(1, reader.lines_split))
-        self._before: csvtable.FileState | None = None
-        self._after: csvtable.FileState | None = None
+        #: The file as the helpers started reading it; it must be the same
+        #: file, unchanged, when they have answered and SQLite has read it.
+        self._before = before
+        self._size = before.size
         self._staged = 0
         self._checked = False
 
@@ -610,15 +617,16 @@ class _SqliteRows:
         for column, values in enumerate(zip(*first_batch, strict=True)):
             if column:  # not the line numbers
                 guesses[column - 1] = coltypes.batch_type(coltypes.EMPTY, values)
+        before = csvtable.file_state(fd)
         helpers: list[Helper] = []
-        for part in job.split(fd, os.fstat(fd).st_size, header):
+        for part in job.split(fd, before.size, header):
             helper = Helper.start(stream, part)
             if helper is None:
                 for started in helpers:
                     started.cancel()
                 return None
             helpers.append(helper)
-        return cls(fd, reader, helpers, guesses)
+        return cls(fd, reader, helpers, guesses, before)
 
     def cancel(self) -> None:
         for helper in self.helpers:
@@ -626,7 +634,7 @@ class _SqliteRows:
 
     @property
     def bytes_read(self) -> int:
-        return self._after.size if self._after is not None else 0
+        return self._size
 
     def stage(self, staging: _Staging, run: _Run) -> None:
         fields = [f"c{i}" for i in range(staging.ncols)]
@@ -658,7 +666,6 @@ class _SqliteRows:
             run.report(Progress(READING, min(done, total) if total else done, total, rows))
 
         self._checked = False  # the helpers' answer is to be held against this copy
-        self._before = csvtable.file_state(self.fd)
         self._staged = csvtable.copy(
             conn,
             self.fd,
@@ -670,17 +677,14 @@ class _SqliteRows:
             params=params,
             on_rows=on_rows,
         )
-        self._after = csvtable.file_state(self.fd)
         return self._staged
 
     def finish_checks(self, staging: _Staging | None = None) -> ColumnChecks:
         if self._checked:
             return self.checks
-        assert self._before is not None and self._after is not None
         answer = checks_merge([helper.report() for helper in self.helpers])
-        reason = csvtable.usable(
-            answer, staged=self._staged, before=self._before, after=self._after
-        )
+        after = csvtable.file_state(self.fd)
+        reason = csvtable.usable(answer, staged=self._staged, before=self._before, after=after)
         if reason is not None:
             raise _NotPlain(reason)
         assert answer is not None
