@@ -255,6 +255,21 @@ def test_duplicate_keys_in_a_plain_new_file_are_reported_by_line(
         assert ways == ["direct", "staged"]  # the key index refused, staging reports
 
 
+def _file_changes_from_look(monkeypatch: pytest.MonkeyPatch, first_changed: int) -> None:
+    """Make the file look modified (a new mtime) from the ``first_changed``-th
+    look at its state on (counting from 0), as if written to meanwhile."""
+    real = csvtable.file_state
+    looks = itertools.count()
+
+    def looked(fd: int) -> csvtable.FileState:
+        state, n = real(fd), next(looks)
+        return csvtable.FileState(
+            state.device, state.inode, state.size, n if n >= first_changed else 0
+        )
+
+    monkeypatch.setattr(csvtable, "file_state", looked)
+
+
 @pytest.mark.parametrize("path", ["direct", "staged"])
 def test_a_file_that_changes_while_read_is_read_again_by_segflow(
     sqlite_db: Database, path: str, ways: list[str], monkeypatch: pytest.MonkeyPatch
@@ -264,14 +279,7 @@ def test_a_file_that_changes_while_read_is_read_again_by_segflow(
     if path == "staged":
         _import(db, csv_bytes(list(demo.rows(10, seed=4))), "fast", SQLITE_READS)
     alone = _import(db, data, "alone", ALONE)
-    real = csvtable.file_state
-    states = iter(range(1_000))
-
-    def moving(fd: int) -> csvtable.FileState:
-        state = real(fd)
-        return csvtable.FileState(state.device, state.inode, state.size, next(states))
-
-    monkeypatch.setattr(csvtable, "file_state", moving)
+    _file_changes_from_look(monkeypatch, 1)  # between the first look and the second
     ways.clear()
     fast = _import(db, data, "fast", SQLITE_READS)
     assert ways == [path, "not used: the file changed while it was read"]
@@ -453,15 +461,7 @@ def test_a_file_that_changes_between_two_readings_is_read_again_by_segflow(
     rows.insert(100, rows[3])
     data = csv_bytes(rows)
     alone = _import(db, data, "alone", ALONE)
-    real = csvtable.file_state
-    calls = itertools.count()
-
-    def changed_later(fd: int) -> csvtable.FileState:
-        state = real(fd)
-        n = next(calls)
-        return csvtable.FileState(state.device, state.inode, state.size, 0 if n < 2 else n)
-
-    monkeypatch.setattr(csvtable, "file_state", changed_later)
+    _file_changes_from_look(monkeypatch, 2)  # after the first reading was checked
     fast = _import(db, data, "fast", SQLITE_READS)
     assert ways == ["direct", "staged", "not used: the file changed while it was read"]
     _same(db, fast, alone, "fast", "alone")
