@@ -113,3 +113,42 @@ def test_two_halves_widened_equal_the_whole(first: list[str], second: list[str])
         return coltypes.batch_type(coltypes.EMPTY, values)
 
     assert widen(fold(first), fold(second)) == fold(first + second)
+
+
+# Values on every edge of the plain-digits check, each inserted among many
+# distinct integers.
+INTEGERISH = [
+    "0", "00", "0123", "-0", "-12", "+5", " 5", "5 ", "\u0663", "\uff11", "", " ", "1.0", "x",
+    "123456789012345678", "1234567890123456789", "1_000",
+]  # fmt: skip
+
+
+@given(
+    st.integers(0, 10**17),
+    st.lists(st.tuples(st.integers(0, 299), st.sampled_from(INTEGERISH)), max_size=4),
+    st.sampled_from(["empty", "integer", "number"]),
+)
+def test_batches_of_many_distinct_values_equal_folding_each_value(
+    start: int, inserts: list[tuple[int, str]], current: str
+) -> None:
+    # 300 distinct integers: neither the few-distinct-values path nor, once
+    # an odd value is inserted, necessarily the plain-digits path.
+    values = [str(start + i) for i in range(300)]
+    for at, value in inserts:
+        values.insert(at, value)
+    expected = current
+    for value in values:
+        expected = widen(expected, _one(value))
+    assert coltypes.batch_type(current, values) == expected
+
+
+@pytest.mark.parametrize("current", ["empty", "integer", "number"])
+@pytest.mark.parametrize("value", INTEGERISH)
+def test_each_edge_among_many_distinct_integers(value: str, current: str) -> None:
+    for at in (0, 150, 300):
+        values = [str(10**17 + i) for i in range(300)]
+        values.insert(at, value)
+        expected = current
+        for one in values:
+            expected = widen(expected, _one(one))
+        assert coltypes.batch_type(current, values) == expected, (value, at)

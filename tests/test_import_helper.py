@@ -9,12 +9,16 @@ importer cannot trust is never used.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from segflow import checks, datasets, demo
+from segflow import checks, csvreader, datasets, demo
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.errors import ImportFailed
@@ -208,3 +212,62 @@ def test_a_file_without_a_line_start_past_its_middle_is_not_split(tmp_path: Path
     with path.open("rb") as stream:
         job = checks.Job(0, "utf-8", ",", 10_000, 0)
         assert job.split(stream.fileno(), path.stat().st_size, ["id", "name"]) == [job]
+
+
+_PIECES = ["a", "b", " ", ",", ",", '"', "\r\n", "\n", "\n", "\r", "\u00e9", "abcdefghijklm"]
+_anything = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+# Lines of fields, mostly the header's three, ending in LF or CRLF.
+_field = st.sampled_from(["a", "b", "", " ", "\u00e9", "a", "abcdefghijklm"])
+_line = st.one_of(
+    *[st.lists(_field, min_size=3, max_size=3).map(",".join)] * 4,
+    st.lists(_field, max_size=4).map(",".join),
+)
+_lines = st.tuples(st.lists(_line, max_size=12), st.sampled_from(["\n", "\r\n"])).map(
+    lambda lines_end: "".join(line + lines_end[1] for line in lines_end[0])
+)
+
+
+@given(
+    header=st.sampled_from(["id,name,x", "id"]),
+    body=st.one_of(_anything, _lines, st.tuples(_lines, _anything).map("".join)),
+    chunk=st.sampled_from([5, 16, 1 << 20]),
+    size=st.integers(1, 4),
+)
+@example(header="id,name,x", body="a,b,c\r\nd,e,f\r\n", chunk=1 << 20, size=2)
+@example(header="id,name,x", body="a,b,c\nd,e,abcdefghijklm\n", chunk=1 << 20, size=2)
+@example(header="id", body="a\n\nb\r\n \r\n", chunk=1 << 20, size=4)
+def test_the_checks_read_the_rows_the_import_accepts(
+    header: str, body: str, chunk: int, size: int
+) -> None:
+    # ``accepted`` splits plain lines itself and hands the rest to the csv
+    # module; it must see exactly the rows ``batches`` accepts, with the same
+    # rejects and lines, also when the file turns from plain to quoted in the
+    # middle (small chunks) and with fields over the limit (12 characters).
+    data = (header + "\n" + body).encode()
+
+    def reader() -> datasets.CsvReader:
+        return datasets.CsvReader(io.BytesIO(data), source="x", max_field_chars=12)
+
+    with mock.patch.object(csvreader, "CHUNK_BYTES", chunk):
+        expected: Any
+        try:
+            one = reader()
+            rows, rejected = [], 0
+            for batch, rejects, _kept in one.batches(size, 0):
+                rows += [list(row[1:]) for row in batch]
+                rejected += len(rejects)
+            expected = (rows, rejected, one.lines_read)
+        except ImportFailed:
+            expected = ImportFailed
+        got: Any
+        try:
+            other = reader()
+            rows, rejected = [], 0
+            for columns, count, bad in other.accepted(size, 0):
+                assert all(len(column) == count for column in columns)
+                rows += [list(row) for row in zip(*columns, strict=True)]
+                rejected += bad
+            got = (rows, rejected, other.lines_read)
+        except ImportFailed:
+            got = ImportFailed
+    assert got == expected

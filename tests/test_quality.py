@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,3 +45,35 @@ def test_header_names_are_recognised() -> None:
     assert detect_kind("Surname") == "last_name"
     assert detect_kind("Postcode") == "postal_code"
     assert detect_kind("state") is None
+
+
+# The email pattern spells out the characters ``\s`` matches, for speed.
+_EMAIL_WITH_CLASS = re.compile(r"[ ]*[^\x00@\s]+@[^\x00@\s.]+(?:\.[^\x00@\s.]+)+[ ]*")
+
+
+def test_no_whitespace_lies_beyond_the_spelled_out_class() -> None:
+    assert not re.search(r"\s", "".join(map(chr, range(0x3001, sys.maxunicode + 1))))
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from("ab.@ \t\n\x0b\x1c\x85\xa0\u1680\u2007\u2028\u202f\u3000\u3001é"),
+        max_size=16,
+    )
+)
+def test_email_validity_is_the_whitespace_class_rule(value: str) -> None:
+    assert bool(_SINGLE["email"].fullmatch(value)) == bool(_EMAIL_WITH_CLASS.fullmatch(value))
+
+
+def test_few_and_many_distinct_invalid_values_count_alike() -> None:
+    # Batches large enough for the distinct-value paths, with a few invalid
+    # values (counted one by one) and with many (counted together).
+    names = ["Ann", "Bo", "Cy", "Di"] * 500
+    few = names + ["", "9", "42", "7"] * 5
+    many = names + [str(i) for i in range(200)]
+    for values in (few, many):
+        counter = QualityCounter(["first_name"])
+        counter.add(0, values)
+        (summary,) = counter.summary()
+        assert summary["valid"] == sum(1 for v in values if _SINGLE["first_name"].fullmatch(v))
+        assert summary["non_empty"] == sum(1 for v in values if v)

@@ -45,16 +45,17 @@ class ColumnChecks:
         self.rows = 0
         self.rejected = 0
 
-    def add(self, batch: Sequence[Sequence[Any]], *, numbered: bool = True) -> None:
-        """Check one batch of accepted rows, each ``(line, *fields)`` (or the
-        fields alone, if not ``numbered``)."""
-        if not batch:
+    def add(self, batch: Sequence[Sequence[Any]]) -> None:
+        """Check one batch of accepted rows, each ``(line, *fields)``."""
+        if batch:
+            self.add_columns(list(zip(*batch, strict=True))[1:], len(batch))
+
+    def add_columns(self, columns: Sequence[Sequence[str]], rows: int) -> None:
+        """Check one batch of ``rows`` accepted rows given as its columns."""
+        if not rows:
             return
-        self.rows += len(batch)
-        columns = list(zip(*batch, strict=True))
-        first = 1 if numbered else 0
-        for i in range(len(self.types)):
-            values: Sequence[str] = columns[i + first]
+        self.rows += rows
+        for i, values in enumerate(columns):
             self.types[i] = coltypes.batch_type(self.types[i], values)
             self.quality.add(i, values)
 
@@ -164,10 +165,10 @@ def scan(
 ) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
     checks = ColumnChecks(reader.header)
-    for rows, rejected in reader.accepted(BATCH_ROWS, key_index):
+    for columns, rows, rejected in reader.accepted(BATCH_ROWS, key_index):
         if not keep_going():
             raise SystemExit(1)
-        checks.add(rows, numbered=False)
+        checks.add_columns(columns, rows)
         checks.rejected += rejected
     return checks
 

@@ -48,12 +48,19 @@ _VALUE_PATTERNS = {
 
 
 def _batch_regex(value: str) -> re.Pattern[str]:
-    item = rf" *(?:{value})? *"
-    return re.compile(rf"{item}(?:\x00{item})*")
+    # Possessive: a value is followed only by spaces, NUL or the end, none of
+    # which it can contain, so giving characters back never finds another
+    # match; not trying saves a fifth of the time.
+    item = rf" *+(?:{value})?+ *+"
+    return re.compile(rf"{item}(?:\x00{item})*+")
 
 
 _BATCH = {name: _batch_regex(pattern) for name, pattern in _VALUE_PATTERNS.items()}
 _NOT_BLANK = re.compile(r"[^ \x00]")
+# A value of an integer column that the fast check below cannot vouch for.
+_LEADING_ZERO = re.compile(r"\x000[0-9]")
+#: Values looked at to guess whether a batch has few distinct ones.
+_SAMPLE = 256
 
 # Which types a column may move to from a candidate, narrowest first.
 _LADDER = {
@@ -104,13 +111,30 @@ def _calendar_ok(kind: str, values: Sequence[str]) -> bool:
     return True
 
 
+def _plain_integers(values: Sequence[str], joined: str) -> bool:
+    """Whether every value is empty or ASCII digits without a leading zero,
+    at most 18 of them: integers, found with string methods that run in C."""
+    digits = "".join(values)
+    return (
+        digits.isdigit()
+        and digits.isascii()
+        and max(map(len, values)) <= 18
+        and not _LEADING_ZERO.search("\x00" + joined)
+    )
+
+
 def batch_type(current: str, values: Sequence[str]) -> str:
     """The column's type after also seeing ``values`` (a batch of raw cells)."""
     if current == TEXT:
         return TEXT
+    if len(set(values[:_SAMPLE])) * 4 <= _SAMPLE:
+        # Few distinct values (flags, codes): the type depends on each once.
+        values = list(set(values))
     joined = "\x00".join(values)
     if not _NOT_BLANK.search(joined):
         return current
+    if current in (EMPTY, INTEGER) and _plain_integers(values, joined):
+        return INTEGER
     for candidate in _LADDER[current]:
         if _BATCH[candidate].fullmatch(joined):
             if candidate in (DATE, DATETIME) and not _calendar_ok(candidate, values):

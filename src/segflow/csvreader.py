@@ -15,7 +15,6 @@ import itertools
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, BinaryIO
 
 from segflow.errors import ImportFailed
@@ -152,6 +151,8 @@ class CsvReader:
         self.max_field_chars = max_field_chars
         self._lines = _Lines(stream, encoding, source)
         self._line_iter = itertools.chain.from_iterable(self._lines.chunks())
+        #: Lines read other than by ``_reader`` (see ``accepted``).
+        self._line_base = 0
         csv.field_size_limit(max_field_chars)
         if header is not None:
             self.delimiter = delimiter or ","
@@ -207,7 +208,7 @@ class CsvReader:
     @property
     def lines_read(self) -> int:
         """Physical lines that the records read so far span, the header's included."""
-        return int(self._reader.line_num)
+        return self._line_base + int(self._reader.line_num)
 
     def _next_record(self) -> tuple[int, list[str]] | None:
         start = self._next_start
@@ -279,29 +280,78 @@ class CsvReader:
             raise self._csv_error(str(exc), start) from None
         yield batch, rejects, kept
 
-    def accepted(self, size: int, key_index: int) -> Iterator[tuple[list[list[str]], int]]:
-        """The rows ``batches`` accepts, fields only, and how many it rejects.
+    def accepted(self, size: int, key_index: int) -> Iterator[tuple[list[Sequence[str]], int, int]]:
+        """The rows ``batches`` accepts, as columns, with how many there are
+        and how many it rejects: ``(columns, rows, rejected)`` a batch.
 
-        For work that needs no line numbers (the column checks): the csv
-        module's records are taken a batch at a time in C, and only a batch
-        with a blank line or a bad row is looked at row by row. A malformed
-        file raises the same errors as ``batches``, with less exact lines.
+        For work that needs no line numbers (the column checks). While the
+        file is plain, a batch of lines is split at the delimiter in C and
+        its columns are slices of that; that is exactly the csv module's
+        parse when every line has the header's number of fields and no line
+        is too long, and any batch where that is not so is parsed by the csv
+        module. From the first quote on, the csv module's records are taken
+        a batch at a time. A malformed file raises the same errors as
+        ``batches``, with less exact lines.
         """
         ncols = len(self.header)
-        reader = self._reader
+        while self.plain:
+            lines = list(itertools.islice(self._line_iter, size))
+            if not lines:
+                return
+            if not self.plain:
+                # These lines came with a chunk that has a quote: a quoted
+                # field may start in them and end after them.
+                self._line_base += int(self._reader.line_num)
+                self._reader = self._csv(itertools.chain(lines, self._line_iter))
+                break
+            self._line_base += len(lines)
+            columns = self._split(lines, ncols, key_index)
+            if columns is not None:
+                yield columns, len(lines), 0
+            else:
+                yield self._accept(self._csv_rows(iter(lines)), ncols, key_index)
         while True:
             try:
-                rows: list[list[str]] = list(itertools.islice(reader, size))
+                rows: list[list[str]] = list(itertools.islice(self._reader, size))
             except csv.Error as exc:
                 raise self._csv_error(str(exc), self.lines_read) from None
             if not rows:
                 return
-            if list(map(len, rows)).count(ncols) == len(rows):
-                if "" not in map(str.strip, map(itemgetter(key_index), rows)):
-                    yield rows, 0
-                    continue
-            good = [row for row in rows if len(row) == ncols and row[key_index].strip()]
-            yield good, sum(1 for row in rows if row) - len(good)
+            yield self._accept(rows, ncols, key_index)
+
+    def _split(self, lines: list[str], ncols: int, key_index: int) -> list[Sequence[str]] | None:
+        """The columns of plain lines that each hold one good record, or None."""
+        sep = self.delimiter
+        if list(map(str.count, lines, itertools.repeat(sep))).count(ncols - 1) != len(lines):
+            return None
+        if max(map(len, lines)) > self.max_field_chars:
+            return None
+        joined = sep.join(lines)
+        if "\r" in joined:  # plain: every CR ends a line (CRLF), the csv module drops it
+            joined = joined.replace("\r", "")
+        fields = joined.split(sep)
+        columns: list[Sequence[str]] = [fields[i::ncols] for i in range(ncols)]
+        # Also where the key is the only column: a blank line, which the csv
+        # module skips instead of rejecting.
+        if "" in map(str.strip, columns[key_index]):
+            return None
+        return columns
+
+    def _csv_rows(self, lines: Iterator[str]) -> list[list[str]]:
+        try:
+            return list(self._csv(lines))
+        except csv.Error as exc:
+            raise self._csv_error(str(exc), self.lines_read) from None
+
+    @staticmethod
+    def _accept(
+        rows: list[list[str]], ncols: int, key_index: int
+    ) -> tuple[list[Sequence[str]], int, int]:
+        good = [row for row in rows if len(row) == ncols and row[key_index].strip()]
+        if not good:
+            return [() for _ in range(ncols)], 0, sum(1 for row in rows if row)
+        columns: list[Sequence[str]] = list(zip(*good, strict=True))
+        return columns, len(good), sum(1 for row in rows if row) - len(good)
 
 
 def _validate_header(fields: list[str], source: str) -> list[str]:

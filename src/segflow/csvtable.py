@@ -70,13 +70,15 @@ def copy(
     columns: list[str],
     values: list[str],
     params: tuple[Any, ...] = (),
+    nulls: bool = False,
     on_rows: Callable[[int], None],
 ) -> int:
     """``INSERT INTO into (columns) SELECT values`` over the file's data lines.
 
     ``values`` are SQL over the fields ``c0``, ``c1``, ... and ``rowid``, the
     line's place among the data lines (1 for the one after the header);
-    ``params`` are their bound values. Returns how many lines were copied.
+    ``params`` are their bound values; with ``nulls`` an empty field is NULL
+    instead of ''. Returns how many lines were copied.
     ``on_rows`` hears how many every ``PROGRESS_ROWS`` lines.
     """
     path = path_of(fd)
@@ -88,7 +90,8 @@ def copy(
     # Every argument is generated: an integer path, a fixed delimiter spelling.
     conn.exec_driver_sql(
         f"CREATE VIRTUAL TABLE temp.{table} USING vsv(filename='{path}', header=yes, "
-        f"schema='{schema}', columns={int(ncols)}, fsep='{DELIMITERS[delimiter]}')"
+        f"schema='{schema}', columns={int(ncols)}, fsep='{DELIMITERS[delimiter]}', "
+        f"nulls={'on' if nulls else 'off'})"
     )
     raised: list[BaseException] = []
 

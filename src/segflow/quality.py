@@ -41,8 +41,11 @@ _NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # over "\0" + joined + "\0" with patterns that start with the literal NUL,
 # so the regex engine jumps from separator to separator instead of trying
 # every position.
+# What ``\s`` matches, spelled out: a class of listed characters is tested
+# with a table lookup, ``\s`` with a call a character (a fifth of the time).
+_SPACES = re.escape("".join(re.findall(r"\s", "".join(map(chr, range(0x3001))))))
 _VALID = {
-    EMAIL: r"[ ]*[^\x00@\s]+@[^\x00@\s.]+(?:\.[^\x00@\s.]+)+[ ]*",
+    EMAIL: rf"[ ]*+[^\x00@{_SPACES}]++@[^\x00@{_SPACES}.]++(?:\.[^\x00@{_SPACES}.]++)++[ ]*+",
     PHONE: r"[ ]*\+?[ ().-]*(?:[0-9][ ().-]*){7,15}",
     FIRST_NAME: r"[^\x00\d]*?[^\W\d_][^\x00\d]*",
     LAST_NAME: r"[^\x00\d]*?[^\W\d_][^\x00\d]*",
@@ -65,6 +68,8 @@ _SHAPES = {
 
 #: Values looked at to guess whether a batch has few distinct ones.
 _SAMPLE = 256
+#: Up to this many distinct invalid values are counted with a scan each.
+_FEW = 8
 
 
 def detect_kind(column_name: str) -> str | None:
@@ -117,12 +122,18 @@ class QualityCounter:
         shape = _SHAPES.get(column.kind)
         if shape is not None:
             values = "\x00".join(values).translate(shape).split("\x00")
-        # Countries, names, shapes: few distinct values, so check each once;
-        # a sample tells them from emails, where counting would be wasted.
-        distinct = Counter(values) if len(set(values[:_SAMPLE])) * 4 <= _SAMPLE else None
+        # Countries, names, shapes: few distinct values, so check each once
+        # and count only the invalid ones, which are few; a sample tells them
+        # from emails, where the set would be wasted.
+        distinct = set(values) if len(set(values[:_SAMPLE])) * 4 <= _SAMPLE else None
         if distinct is not None and len(distinct) * 4 <= len(values):
             check = _SINGLE[column.kind].fullmatch
-            column.valid += sum(n for value, n in distinct.items() if check(value))
+            invalid = [value for value in distinct if not check(value)]
+            if len(invalid) <= _FEW:
+                column.valid += len(values) - sum(map(values.count, invalid))
+                return
+            counts = Counter(values)
+            column.valid += len(values) - sum(counts[value] for value in invalid)
         else:
             framed = "\x00" + "\x00".join(values) + "\x00"
             column.valid += len(_COUNTERS[column.kind].findall(framed))
