@@ -277,9 +277,18 @@ class _Staging:
         self.changes = f"sf_chg_{suffix}"
         self.deletes = f"sf_del_{suffix}"
         self.count = 0
+        #: Whether empty cells were staged as NULL (SQLite's reading) rather
+        #: than as '' (segflow's reader).
+        self.nulls = False
 
     def key_col(self) -> str:
         return f"s{self.key_index}"
+
+    def cell(self, index: int, alias: str = "s") -> str:
+        """SQL for a staged cell as records store it: NULL when empty."""
+        column = f"{alias}.s{int(index)}"
+        # A NULLIF a cell is a third of comparing a large file with stored records.
+        return column if self.nulls else f"NULLIF({column}, '')"
 
     def create(self) -> None:
         if self.dialect == "sqlite":
@@ -347,7 +356,17 @@ class _Staging:
         """Drop later rows whose key an earlier row of the file already has."""
         t = ident(self.rows)
         k = self.key_col()
-        self.conn.exec_driver_sql(f"CREATE INDEX {ident(self.rows + '_key')} ON {t} ({k}, line)")
+        index = ident(self.rows + "_key")
+        try:
+            # Usually there are none, which the index alone shows.
+            with self.conn.begin_nested():
+                self.conn.exec_driver_sql(f"CREATE UNIQUE INDEX {index} ON {t} ({k})")
+            if self.dialect == "postgresql":
+                self.conn.exec_driver_sql(f"ANALYZE {t}")
+            return []
+        except sa.exc.IntegrityError:
+            pass
+        self.conn.exec_driver_sql(f"CREATE INDEX {index} ON {t} ({k}, line)")
         if self.dialect == "postgresql":
             self.conn.exec_driver_sql(f"ANALYZE {t}")
         dups = [
@@ -638,6 +657,7 @@ class _SqliteRows:
 
     def stage(self, staging: _Staging, run: _Run) -> None:
         fields = [f"c{i}" for i in range(staging.ncols)]
+        staging.nulls = True
         staging.count = self.copy(
             staging.conn,
             run,
@@ -645,6 +665,7 @@ class _SqliteRows:
             # n is left to SQLite (see ``_Run._load_new``): the same 1, 2, ...
             columns=["line", *(f"s{i}" for i in range(staging.ncols))],
             values=["rowid + 1", *fields],
+            nulls=True,
         )
 
     def copy(
@@ -935,8 +956,7 @@ def _apply(
     r, s, k = ident(table), ident(staging.rows), staging.key_col()
     chg, dels = ident(staging.changes), ident(staging.deletes)
 
-    def staged(index: int) -> str:
-        return f"NULLIF(s.s{index}, '')"
+    staged = staging.cell
 
     empty = conn.exec_driver_sql(f"SELECT 1 FROM {r} LIMIT 1").first() is None  # noqa: S608
     total = fresh = revived = 0
