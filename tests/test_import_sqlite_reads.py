@@ -499,3 +499,20 @@ def test_a_file_touched_while_the_helpers_still_read_is_read_again_by_segflow(
     assert touched
     assert ways == ["direct", "not used: the file changed while it was read"]
     _same(db, fast, alone, "fast", "alone")
+
+
+def test_imports_open_their_own_connection_whatever_the_pool_holds(
+    db: Database, ways: list[str]
+) -> None:
+    # The pool holds connections that have used temporary tables (the
+    # engine's evaluations do; PostgreSQL then refuses to size an import's
+    # temporary memory) and, on SQLite, cannot read files.
+    with db.connect() as one, db.connect() as two:
+        for conn in (one, two):
+            conn.exec_driver_sql("CREATE TEMP TABLE sf_used (x INTEGER)")
+            conn.commit()
+    rows = list(demo.rows(60, seed=3))
+    first = _import(db, csv_bytes(rows), "people", SQLITE_READS)
+    again = _import(db, csv_bytes([(*r[:8], "5.00", *r[9:]) for r in rows]), "people", SQLITE_READS)
+    assert (first["inserted"], again["updated"]) == (60, 60)
+    assert ways == (["direct", "staged"] if db.is_sqlite else [])
