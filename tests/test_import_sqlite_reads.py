@@ -516,3 +516,24 @@ def test_imports_open_their_own_connection_whatever_the_pool_holds(
     again = _import(db, csv_bytes([(*r[:8], "5.00", *r[9:]) for r in rows]), "people", SQLITE_READS)
     assert (first["inserted"], again["updated"]) == (60, 60)
     assert ways == (["direct", "staged"] if db.is_sqlite else [])
+
+
+def test_statements_repeated_elsewhere_survive_an_import_that_changes_columns(
+    db: Database,
+) -> None:
+    # An import adds and retypes columns from a connection of its own; a
+    # pooled connection that ran a query many times (PostgreSQL drivers
+    # prepare those) must not fail afterwards on the changed table.
+    do_import(db, b"id,spend\n1,5\n2,6\n", "people", key="id")
+    table = datasets.find_dataset(db, "people")
+    assert table is not None
+    query = f"SELECT * FROM {ident(table.records_table)} ORDER BY key"
+
+    def read() -> list[Any]:
+        with db.read() as conn:
+            return list(conn.exec_driver_sql(query))
+
+    for _ in range(8):
+        read()
+    do_import(db, b"id,spend,tier\n1,5.5,gold\n2,6,silver\n", "people")
+    assert len(read()) == 2 and len(read()[0]) > 6

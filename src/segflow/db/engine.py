@@ -143,7 +143,12 @@ class Database:
         url = self.url.difference_update_query(["options"])
         return sa.create_engine(
             url,
-            connect_args={"options": options},
+            # No server-side prepared statements: imports add and retype
+            # columns of records tables from their own connections, and a
+            # statement another connection prepared before that fails with
+            # "cached plan must not change result type". psycopg forgets its
+            # prepared statements only after DDL on the same connection.
+            connect_args={"options": options, "prepare_threshold": None},
             pool_pre_ping=True,
             hide_parameters=True,
             **pool,
