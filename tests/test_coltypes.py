@@ -120,6 +120,8 @@ def test_two_halves_widened_equal_the_whole(first: list[str], second: list[str])
 INTEGERISH = [
     "0", "00", "0123", "-0", "-12", "+5", " 5", "5 ", "\u0663", "\uff11", "", " ", "1.0", "x",
     "123456789012345678", "1234567890123456789", "1_000",
+    "1.5", "0.25", "00.5", "05.5", ".5", "5.", "1.2.3", "..", ".", "1.5e3", "12345678901234567.5",
+    "123456789012345678.5", "1234567890123456789.5", "\u0663.5",
 ]  # fmt: skip
 
 
@@ -147,6 +149,8 @@ def test_batches_of_many_distinct_values_equal_folding_each_value(
 def test_each_edge_among_many_distinct_integers(value: str, current: str) -> None:
     for at in (0, 150, 300):
         values = [str(10**17 + i) for i in range(300)]
+        if current == "number":  # decimals, so that the batch is read as such
+            values = [f"{i}.{i % 7}" for i in range(300)]
         values.insert(at, value)
         expected = current
         for one in values:

@@ -57,8 +57,10 @@ def _batch_regex(value: str) -> re.Pattern[str]:
 
 _BATCH = {name: _batch_regex(pattern) for name, pattern in _VALUE_PATTERNS.items()}
 _NOT_BLANK = re.compile(r"[^ \x00]")
-# A value of an integer column that the fast check below cannot vouch for.
+# A value of a number column that the fast checks below cannot vouch for.
 _LEADING_ZERO = re.compile(r"\x000[0-9]")
+_DECIMAL_CHARS = str.maketrans("", "", "0123456789.\x00")
+_TWO_DOTS = re.compile(r"\.[0-9]*+\.")
 #: Values looked at to guess whether a batch has few distinct ones.
 _SAMPLE = 256
 
@@ -123,6 +125,22 @@ def _plain_integers(values: Sequence[str], joined: str) -> bool:
     )
 
 
+def _plain_decimals(values: Sequence[str], joined: str) -> bool:
+    """Whether every value is empty or ASCII digits with at most one '.'
+    between two of them, no leading zero and at most 18 characters: numbers,
+    found with string methods that run in C."""
+    if joined.translate(_DECIMAL_CHARS):
+        return False
+    framed = "\x00" + joined + "\x00"
+    return (
+        "\x00." not in framed
+        and ".\x00" not in framed
+        and not _LEADING_ZERO.search(framed)
+        and not _TWO_DOTS.search(joined)
+        and max(map(len, values)) <= 18
+    )
+
+
 def batch_type(current: str, values: Sequence[str]) -> str:
     """The column's type after also seeing ``values`` (a batch of raw cells)."""
     if current == TEXT:
@@ -135,6 +153,8 @@ def batch_type(current: str, values: Sequence[str]) -> str:
         return current
     if current in (EMPTY, INTEGER) and _plain_integers(values, joined):
         return INTEGER
+    if current in (EMPTY, INTEGER, NUMBER) and _plain_decimals(values, joined):
+        return NUMBER
     for candidate in _LADDER[current]:
         if _BATCH[candidate].fullmatch(joined):
             if candidate in (DATE, DATETIME) and not _calendar_ok(candidate, values):

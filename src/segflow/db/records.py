@@ -81,8 +81,13 @@ def convert(dialect: str, kind: str, raw_sql: str) -> str:
     if kind == coltypes.BOOLEAN:
         # One LOWER(TRIM()) a value, and no IN list: in a statement run once
         # a row (SQLite's executemany), an IN list is rebuilt for every row.
-        words = [(w, "TRUE") for w in coltypes.TRUE_WORDS]
-        words += [(w, "FALSE") for w in coltypes.FALSE_WORDS]
+        # Pairs in turn (true, false, yes, no, ...): a false value is found
+        # after two comparisons instead of five.
+        words = [
+            (word, flag)
+            for pair in zip(coltypes.TRUE_WORDS, coltypes.FALSE_WORDS, strict=True)
+            for word, flag in zip(pair, ("TRUE", "FALSE"), strict=True)
+        ]
         whens = " ".join(f"WHEN '{w}' THEN {b}" for w, b in words)
         return f"CASE LOWER(TRIM({raw_sql})) {whens} END"
     if kind == coltypes.DATE:
