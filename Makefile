@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/import_bench.py --repeat 3
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/sync_bench.py
 	$(BIN)/python bench/live_bench.py

@@ -13,8 +13,11 @@ boolean), then measures, each in a fresh process so that peak RSS is its own:
   floor for any Python import on the same SQLite build.
 
 Prints times, rows/s, peak RSS and the ratios the foundation issue targets.
+With ``--repeat N`` every measurement is taken N times, round by round, and
+the ratios are of the medians: on a shared machine one run of the seed
+layout varied from 19.9 s to 28.2 s within an hour.
 
-    python bench/import_bench.py [--rows N] [--postgres URL] [--skip-duckdb]
+    python bench/import_bench.py [--rows N] [--postgres URL] [--skip-duckdb] [--repeat N]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -256,6 +260,12 @@ def main() -> None:
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--csv", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every measurement; ratios are of the medians (the machine's noise)",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.target, args.csv)))
@@ -266,27 +276,41 @@ def main() -> None:
     print(f"input: {args.rows:,} rows, {size_mb:,.0f} MB ({path})", flush=True)
     work = DATA / "work"
     work.mkdir(exist_ok=True)
-    for old in work.iterdir():
-        old.unlink()
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {}
 
-    results["segflow sqlite"] = _run_worker("segflow", f"sqlite:///{work / 'segflow.db'}", path)
-    _report("segflow sqlite", results["segflow sqlite"], args.rows)
-    if args.postgres:
-        schema, url = _pg_schema(args.postgres)
-        try:
-            results["segflow postgres"] = _run_worker("segflow", url, path)
-        finally:
-            _drop_pg_schema(args.postgres, schema)
-        _report("segflow postgres", results["segflow postgres"], args.rows)
-    if not args.skip_seed:
-        results["seed layout"] = _run_worker("seed", str(work / "seed.db"), path)
-        _report("seed layout", results["seed layout"], args.rows)
-    if not args.skip_duckdb:
-        results["duckdb"] = _run_worker("duckdb", str(work / "duck.db"), path)
-        _report("duckdb", results["duckdb"], args.rows)
-    results["bare loader"] = _run_worker("bare", str(work / "bare.db"), path)
-    _report("bare loader", results["bare loader"], args.rows)
+    def measure(name: str, kind: str, target: str) -> None:
+        result = _run_worker(kind, target, path)
+        rounds.setdefault(name, []).append(result)
+        _report(name, result, args.rows)
+
+    for round_ in range(args.repeat):
+        if args.repeat > 1:
+            print(f"round {round_ + 1} of {args.repeat}:", flush=True)
+        for old in work.iterdir():
+            old.unlink()
+        measure("segflow sqlite", "segflow", f"sqlite:///{work / 'segflow.db'}")
+        if args.postgres:
+            schema, url = _pg_schema(args.postgres)
+            try:
+                measure("segflow postgres", "segflow", url)
+            finally:
+                _drop_pg_schema(args.postgres, schema)
+        if not args.skip_seed:
+            measure("seed layout", "seed", str(work / "seed.db"))
+        if not args.skip_duckdb:
+            measure("duckdb", "duckdb", str(work / "duck.db"))
+        measure("bare loader", "bare", str(work / "bare.db"))
+    results = {name: _median(runs) for name, runs in rounds.items()}
+    if args.repeat > 1:
+        print(f"\nmedians of {args.repeat} rounds (peak RSS: the largest):")
+        for name, result in results.items():
+            _report(name, result, args.rows)
+        if "seed layout" in rounds:
+            each = [
+                f"{a['first'] / b['first']:.2f}"
+                for a, b in zip(rounds["segflow sqlite"], rounds["seed layout"], strict=True)
+            ]
+            print(f"segflow sqlite / seed layout, round by round: {', '.join(each)}")
 
     ours = results["segflow sqlite"]
     print("\nratios (targets from the foundation issue):")
@@ -318,6 +342,15 @@ def main() -> None:
                 f"  {name} peak RSS {rss:,.0f} MB, its check helper {helper:,.0f} MB "
                 f"(target < 300 MB each): {_ok(rss < 300 and helper < 300)}"
             )
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each time's median over the rounds, and the largest memory."""
+    merged: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        merged[key] = max(values) if key.endswith("rss_mb") else statistics.median(values)
+    return merged
 
 
 def _report(name: str, r: dict[str, Any], rows: int) -> None:
