@@ -168,3 +168,20 @@ def test_counting_over_threads_sees_every_record_once(db: Database) -> None:
         assert segments.count_matching(db, "many", ca, NOW, workers=workers) == 3
         assert segments.count_matching(db, "many", empty, NOW, workers=workers) == 0
         assert segments.count_matching(db, "none", empty, NOW, workers=workers) == 0
+
+
+def test_a_cell_of_spaces_is_a_text_value_in_sql_and_in_the_evaluator(db: Database) -> None:
+    # " " is stored and compared as written, and is_empty also on text of
+    # only spaces (see segflow.rules).
+    do_import(db, b"id,t\n1,\n2, \n3,ca\n", dataset="spaces")
+    fields = engine.fields_of(datasets.get_dataset(db, "spaces"))
+    cases = {"equals": ({"value": " "}, {"2"}), "is_empty": ({}, {"1", "2"})}
+    for operator, (value, keys) in cases.items():
+        raw = {"logic": "AND", "conditions": [{"field": "t", "operator": operator, **value}]}
+        rule = rules.parse(raw, fields)
+        expected = {
+            key
+            for key, record in reference_records(db, "spaces").items()
+            if rules.evaluate(rule, record, NOW)
+        }
+        assert _sql_keys(db, "spaces", rule) == expected == keys, operator

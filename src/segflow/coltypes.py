@@ -173,8 +173,11 @@ def parse_value(kind: str, raw: str | None) -> object:
 
     Used by tests and by the rule evaluator; the import itself converts in SQL.
     """
-    if raw is None:
+    if raw is None or raw == "":
         return None
+    if kind == TEXT:
+        # Text is kept as written: a cell of spaces is a value, as stored.
+        return raw
     value = raw.strip(" ")
     if value == "":
         return None
