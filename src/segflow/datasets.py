@@ -284,9 +284,10 @@ class _Staging:
     def key_col(self) -> str:
         return f"s{self.key_index}"
 
-    def cell(self, index: int, alias: str = "s") -> str:
-        """SQL for a staged cell as records store it: NULL when empty."""
-        column = f"{alias}.s{int(index)}"
+    def cell(self, index: int) -> str:
+        """SQL for a staged cell (of the staged rows as ``s``) as records
+        store it: NULL when empty."""
+        column = f"s.s{int(index)}"
         # A NULLIF a cell is a third of comparing a large file with stored records.
         return column if self.nulls else f"NULLIF({column}, '')"
 
