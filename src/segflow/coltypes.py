@@ -113,6 +113,12 @@ def _calendar_ok(kind: str, values: Sequence[str]) -> bool:
     return True
 
 
+def few_distinct(values: Sequence[str]) -> bool:
+    """Whether a sample of a batch suggests few distinct values (flags,
+    codes, names), so that checking each distinct value once pays off."""
+    return len(set(values[:_SAMPLE])) * 4 <= _SAMPLE
+
+
 def _plain_integers(values: Sequence[str], joined: str) -> bool:
     """Whether every value is empty or ASCII digits without a leading zero,
     at most 18 of them: integers, found with string methods that run in C."""
@@ -145,7 +151,7 @@ def batch_type(current: str, values: Sequence[str]) -> str:
     """The column's type after also seeing ``values`` (a batch of raw cells)."""
     if current == TEXT:
         return TEXT
-    if len(set(values[:_SAMPLE])) * 4 <= _SAMPLE:
+    if few_distinct(values):
         # Few distinct values (flags, codes): the type depends on each once.
         values = list(set(values))
     joined = "\x00".join(values)

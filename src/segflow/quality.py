@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from segflow.coltypes import few_distinct
+
 EMAIL = "email"
 PHONE = "phone"
 FIRST_NAME = "first_name"
@@ -66,8 +68,6 @@ _SHAPES = {
 }
 
 
-#: Values looked at to guess whether a batch has few distinct ones.
-_SAMPLE = 256
 #: Up to this many distinct invalid values are counted with a scan each.
 _FEW = 8
 
@@ -125,7 +125,7 @@ class QualityCounter:
         # Countries, names, shapes: few distinct values, so check each once
         # and count only the invalid ones, which are few; a sample tells them
         # from emails, where the set would be wasted.
-        distinct = set(values) if len(set(values[:_SAMPLE])) * 4 <= _SAMPLE else None
+        distinct = set(values) if few_distinct(values) else None
         if distinct is not None and len(distinct) * 4 <= len(values):
             check = _SINGLE[column.kind].fullmatch
             invalid = [value for value in distinct if not check(value)]
