@@ -49,7 +49,7 @@ def _helper_rss_mb(path: str) -> float:
     Not ``RUSAGE_CHILDREN``: a child's figure includes the parent's memory
     from before it replaced itself with a new Python.
     """
-    from segflow import checks
+    from segflow.ingest import checks
 
     with open(path, "rb") as stream:
         key_index = stream.readline().decode().rstrip("\r\n").split(",").index("id")

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from segflow import checks, csvreader, datasets, demo
+from segflow import datasets, demo
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.errors import ImportFailed
+from segflow.ingest import checks, csvreader
 from tests.helpers import FIXTURES, NOW, do_import, live
 from tests.sync_helpers import csv_bytes
 from tests.test_csv_fixtures import BAD_FILES, GOOD_FILES, SEED

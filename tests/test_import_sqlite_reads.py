@@ -23,12 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import checks, csvtable, datasets, demo
+from segflow import datasets, demo
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.records import ident, typed_col
 from segflow.errors import ImportFailed
+from segflow.ingest import checks, csvtable
 from segflow.progress import Progress
 from tests.helpers import FIXTURES, NOW, all_rows, do_import, live, snapshot
 from tests.sync_helpers import csv_bytes

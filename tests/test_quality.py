@@ -8,7 +8,7 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segflow.quality import _SINGLE, QualityCounter, detect_kind
+from segflow.ingest.quality import _SINGLE, QualityCounter, detect_kind
 
 HEADER = ["email", "phone", "first_name", "last_name", "country", "zip"]
 

@@ -39,20 +39,21 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes, csvtable
+from segflow import coltypes
 from segflow.activation.links import refuse_if_linked
-from segflow.checks import ColumnChecks, Helper, Job
-from segflow.checks import merge as checks_merge
 from segflow.config import Settings
-from segflow.csvreader import CsvReader, Reject
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.records import ident
 from segflow.db.schema import change_sequence, dataset_columns, datasets, imports, segments
 from segflow.db.scope import owned, workspace_of
 from segflow.errors import ImportFailed, InvalidInput, NotFound
+from segflow.ingest import csvtable
+from segflow.ingest.checks import ColumnChecks, Helper, Job
+from segflow.ingest.checks import merge as checks_merge
+from segflow.ingest.csvreader import CsvReader, Reject
+from segflow.ingest.quality import QualityCounter
 from segflow.progress import APPLYING, DONE, READING, Progress, ProgressFn
-from segflow.quality import QualityCounter
 
 UPSERT = "upsert"
 REPLACE = "replace"

@@ -457,3 +457,52 @@ def resume(db: Database, segment_name: str, destination_name: str, *, retry_fail
                 .values(rejected=None, pending=1)
             )
     return Link(row.id, segment.id, segment.name, destination.id, destination.name)
+
+
+def destinations_of(db: Database, segment_ids: list[int]) -> dict[int, list[str]]:
+    """Names of the destinations each of these segments feeds, in a read of its own."""
+    with db.read() as conn:
+        return linked_destinations(conn, segment_ids)
+
+
+def live_states(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Every link's sync state by link id, with its workspace: what live pages show.
+
+    Reads across all workspaces (the broadcaster routes each state to its own
+    workspace's streams), in one small query.
+    """
+    from segflow.db.schema import destinations
+
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                links.c.id,
+                links.c.segment_id,
+                destinations.c.workspace_id,
+                destinations.c.name,
+                links.c.paused_reason,
+                links.c.last_success_at,
+                links.c.last_error,
+                links.c.next_attempt_at,
+            ).join(destinations, destinations.c.id == links.c.destination_id)
+        ).all()
+    return {
+        r.id: (
+            r.workspace_id,
+            {
+                "link_id": r.id,
+                "segment_id": r.segment_id,
+                "destination": r.name,
+                "paused": r.paused_reason is not None,
+                "paused_reason": r.paused_reason,
+                "last_success_at": _iso(r.last_success_at),
+                "last_error": r.last_error,
+                "next_attempt_at": _iso(r.next_attempt_at),
+            },
+        )
+        for r in rows
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -15,13 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import quality
 from segflow.activation import links
 from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
 from segflow.datasets import Dataset, load_dataset
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
 from segflow.errors import InvalidInput, NotFound
+from segflow.ingest import quality
 
 _KIND_TO_FIELD = {
     quality.EMAIL: "email",

@@ -27,8 +27,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from segflow.activation import links
 from segflow.db.engine import CHANGES_CHANNEL, Database
-from segflow.db.schema import destinations, links, segments
+from segflow.db.schema import segments
 
 #: Ends a subscriber's stream.
 CLOSED = None
@@ -177,18 +178,7 @@ class Broadcaster:
                     segments.c.error,
                 )
             ).all()
-            link_rows = conn.execute(
-                sa.select(
-                    links.c.id,
-                    links.c.segment_id,
-                    destinations.c.workspace_id,
-                    destinations.c.name,
-                    links.c.paused_reason,
-                    links.c.last_success_at,
-                    links.c.last_error,
-                    links.c.next_attempt_at,
-                ).join(destinations, destinations.c.id == links.c.destination_id)
-            ).all()
+        new_links = links.live_states(self.db)
         self.reads += 2
         new_segments = {
             r.id: (
@@ -202,22 +192,6 @@ class Broadcaster:
                 },
             )
             for r in seg_rows
-        }
-        new_links = {
-            r.id: (
-                r.workspace_id,
-                {
-                    "link_id": r.id,
-                    "segment_id": r.segment_id,
-                    "destination": r.name,
-                    "paused": r.paused_reason is not None,
-                    "paused_reason": r.paused_reason,
-                    "last_success_at": _iso(r.last_success_at),
-                    "last_error": r.last_error,
-                    "next_attempt_at": _iso(r.next_attempt_at),
-                },
-            )
-            for r in link_rows
         }
         events: list[Event] = []
         with self._lock:

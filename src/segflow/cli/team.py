@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from segflow import auth
-from segflow.cli_output import emit_json
+from segflow.cli.output import emit_json
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segflow import cli_output as show
 from segflow.activation import destinations, links, mapping, sync
 from segflow.activation.identifiers import MAPPED_COLUMNS
-from segflow.cli_output import emit_json, plural
+from segflow.cli import output as show
+from segflow.cli.output import emit_json, plural
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow

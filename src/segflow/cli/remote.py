@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from segflow import cli_output as show
+from segflow.cli import output as show
 from segflow.errors import (
     Conflict,
     Forbidden,
@@ -141,7 +141,7 @@ def remote_datasets_delete(args: argparse.Namespace, remote: Remote) -> int:
 
 
 def remote_segments_create(args: argparse.Namespace, remote: Remote) -> int:
-    from segflow.cli import _rules_arg
+    from segflow.cli.main import _rules_arg
 
     body = {"name": args.name, "dataset": args.dataset, "rules": _rules_arg(args.rules)}
     show.created_segment(remote.call("POST", "/api/segments", json=body), args.json)
@@ -149,7 +149,7 @@ def remote_segments_create(args: argparse.Namespace, remote: Remote) -> int:
 
 
 def remote_segments_edit(args: argparse.Namespace, remote: Remote) -> int:
-    from segflow.cli import _rules_arg
+    from segflow.cli.main import _rules_arg
 
     if args.rules is None and args.rename is None:
         raise InvalidInput("nothing to change: give --rules and/or --rename")

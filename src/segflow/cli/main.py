@@ -22,20 +22,13 @@ from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
-from segflow import (
-    __version__,
-    auth,
-    cli_activation,
-    cli_remote,
-    cli_team,
-    datasets,
-    demo,
-    engine,
-    segments,
-)
-from segflow import cli_output as show
+from segflow import __version__, auth, datasets, demo, engine, segments
 from segflow.activation import destinations, links, sync
-from segflow.cli_output import emit_json as _emit_json
+from segflow.cli import activation as cli_activation
+from segflow.cli import output as show
+from segflow.cli import remote as cli_remote
+from segflow.cli import team as cli_team
+from segflow.cli.output import emit_json as _emit_json
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import lost_connection, utcnow
@@ -641,7 +634,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if db is not None:
             db.dispose()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

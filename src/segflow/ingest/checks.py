@@ -13,7 +13,7 @@ checks itself over the rows it staged, which are what it will store; where
 the file cannot be reopened (standard input from a pipe, a stream in memory)
 it checks the rows as it reads them.
 
-    python -m segflow.checks   (started by the importer; reads its job from stdin)
+    python -m segflow.ingest.checks   (started by the importer; reads its job from stdin)
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from segflow import coltypes
-from segflow.csvreader import CsvReader
-from segflow.quality import QualityCounter
+from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.quality import QualityCounter
 
 BATCH_ROWS = 10_000
 #: Niceness of the helpers that check the halves of a file SQLite copies.
@@ -204,7 +204,7 @@ class Helper:
             return None
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "segflow.checks", str(fd)],
+                [sys.executable, "-m", "segflow.ingest.checks", str(fd)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

@@ -1,0 +1,1 @@
+"""The CSV import stage: reading, checking and storing one file into a dataset."""
