@@ -156,15 +156,24 @@ def find_dataset(db: Database, name: str) -> Dataset | None:
 
 
 def get_dataset(db: Database, name: str) -> Dataset:
-    dataset = find_dataset(db, name)
+    with db.read() as conn:
+        return require(conn, name)
+
+
+def require(conn: Connection, name: str, *, lock: bool = False) -> Dataset:
+    """The dataset of this name in the connection's workspace, or NotFound naming the others."""
+    dataset = load_dataset(conn, name, lock=lock)
     if dataset is None:
-        raise NotFound(f"no dataset named {name!r}{_known_names(db)}")
+        names = (
+            conn.execute(
+                sa.select(datasets.c.name).where(owned(conn, datasets)).order_by(datasets.c.name)
+            )
+            .scalars()
+            .all()
+        )
+        known = f" (datasets: {', '.join(names)})" if names else " (there are no datasets yet)"
+        raise NotFound(f"no dataset named {name!r}{known}")
     return dataset
-
-
-def _known_names(db: Database) -> str:
-    names = [d.name for d in list_datasets(db)]
-    return f" (datasets: {', '.join(names)})" if names else " (there are no datasets yet)"
 
 
 def list_datasets(db: Database) -> list[Dataset]:
