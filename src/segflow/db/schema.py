@@ -143,11 +143,18 @@ datasets = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("key_column", sa.Text, nullable=False),
-    sa.Column("records_table", sa.Text, nullable=False),
+    sa.Column("records_table", sa.Text, nullable=False, unique=True),
     sa.Column("record_count", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    # DEFAULT 1: rows made before workspaces existed belong to the first one.
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id"),
+        nullable=False,
+        server_default="1",
+    ),
     sa.UniqueConstraint("workspace_id", "name"),
 )
 
@@ -180,6 +187,7 @@ imports = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=False),
     sa.Column("summary", sa.JSON, nullable=False),
+    sa.Index("sf_imports_dataset", "dataset_id", "id"),
 )
 
 segments = sa.Table(
@@ -207,9 +215,17 @@ segments = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    # Always the dataset's workspace; kept here so names are unique per workspace.
-    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    # Always the dataset's workspace; kept here so names are unique per
+    # workspace. DEFAULT 1: rows made before workspaces existed belong to the first one.
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id"),
+        nullable=False,
+        server_default="1",
+    ),
     sa.UniqueConstraint("workspace_id", "name"),
+    sa.Index("sf_segments_dataset", "dataset_id"),
 )
 
 members = sa.Table(
@@ -240,6 +256,7 @@ segment_events = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("sf_segment_events_segment", "segment_id", "id"),
 )
 
 destinations = sa.Table(
@@ -254,7 +271,14 @@ destinations = sa.Table(
     sa.Column("secret", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.Column("workspace_id", sa.Integer, sa.ForeignKey("sf_workspaces.id"), nullable=False),
+    # DEFAULT 1: rows made before workspaces existed belong to the first one.
+    sa.Column(
+        "workspace_id",
+        sa.Integer,
+        sa.ForeignKey("sf_workspaces.id"),
+        nullable=False,
+        server_default="1",
+    ),
     sa.UniqueConstraint("workspace_id", "name"),
 )
 
@@ -295,6 +319,7 @@ links = sa.Table(
     # Whoever holds an unexpired lease is the only sender to this list.
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", UTCDateTime),
+    sa.Index("sf_links_segment", "segment_id"),
 )
 
 # Per link and record: what the list should hold (want), what it has
@@ -321,6 +346,8 @@ link_members = sa.Table(
     # still hold after the record's email or phone changed: each is removed
     # before the new set is added.
     sa.Column("stale", sa.Text),
+    sa.Index("sf_link_members_pending", "link_id", "pending", "want", "rid"),
+    sa.Index("sf_link_members_acked", "link_id", "have", "acked_at"),
 )
 
 sync_log = sa.Table(
@@ -340,4 +367,5 @@ sync_log = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Index("sf_sync_log_link", "link_id", "id"),
 )
