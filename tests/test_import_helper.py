@@ -1,7 +1,7 @@
 """The column checks on a second process give exactly what one process gives.
 
 Large files have their types and identifier quality worked out by a helper
-process that reads the same file (``segflow.checks``). These tests force the
+process that reads the same file (``segflow.ingest.checks``). These tests force the
 helper for small files and compare every result with an import that checks
 in-process: summaries, stored records, errors; and that an answer the
 importer cannot trust is never used.

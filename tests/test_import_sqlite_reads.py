@@ -1,7 +1,7 @@
 """SQLite reading a plain file itself gives exactly what segflow's reader gives.
 
 On SQLite a file that the helper process finds plain is read by SQLite
-(``segflow.csvtable``): straight into a new dataset's records, or into the
+(``segflow.ingest.csvtable``): straight into a new dataset's records, or into the
 staging table of an existing one. These tests import each file twice, once
 with SQLite reading it and once checked in one process with segflow's reader,
 and compare summaries, stored records and typed values. They also check which

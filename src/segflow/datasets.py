@@ -189,6 +189,8 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
 
 
 def delete_dataset(db: Database, name: str) -> Dataset:
+    """Drop a dataset, its records and (by cascade) its segments; refused while
+    one of its segments feeds a destination."""
     with db.write() as conn:
         dataset = require(conn, name, lock=True, name_others=False)
         segment_ids = conn.execute(

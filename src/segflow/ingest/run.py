@@ -39,36 +39,6 @@ from segflow.progress import APPLYING, DONE, Progress, ProgressFn
 log = logging.getLogger(__name__)
 
 
-def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
-    folded = [h.casefold() for h in header]
-    if existing is not None:
-        if key is not None and key.casefold() != existing.key_column.casefold():
-            raise ImportFailed(
-                f"dataset {existing.name!r} is keyed by {existing.key_column!r}; its key "
-                f"cannot change to {key!r}",
-                file=source,
-            )
-        wanted = existing.key_column
-    elif key is not None:
-        wanted = key
-    else:
-        found = next((k for k in DEFAULT_KEYS if k in folded), None)
-        if found is None:
-            raise ImportFailed(
-                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present; "
-                "choose one with --key (columns: " + ", ".join(header) + ")",
-                file=source,
-            )
-        wanted = found
-    if wanted.casefold() not in folded:
-        raise ImportFailed(
-            f"the key column {wanted!r} is not in the file (columns: {', '.join(header)})",
-            file=source,
-            line=1,
-        )
-    return folded.index(wanted.casefold())
-
-
 def import_csv(
     db: Database,
     stream: BinaryIO,
@@ -118,6 +88,38 @@ def import_csv(
     finally:
         if helper is not None:
             helper.cancel()
+
+
+def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
+    """The key column's index in the header: the dataset's key, the one asked
+    for, or the first of ``DEFAULT_KEYS`` the file has."""
+    folded = [h.casefold() for h in header]
+    if existing is not None:
+        if key is not None and key.casefold() != existing.key_column.casefold():
+            raise ImportFailed(
+                f"dataset {existing.name!r} is keyed by {existing.key_column!r}; its key "
+                f"cannot change to {key!r}",
+                file=source,
+            )
+        wanted = existing.key_column
+    elif key is not None:
+        wanted = key
+    else:
+        found = next((k for k in DEFAULT_KEYS if k in folded), None)
+        if found is None:
+            raise ImportFailed(
+                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present; "
+                "choose one with --key (columns: " + ", ".join(header) + ")",
+                file=source,
+            )
+        wanted = found
+    if wanted.casefold() not in folded:
+        raise ImportFailed(
+            f"the key column {wanted!r} is not in the file (columns: {', '.join(header)})",
+            file=source,
+            line=1,
+        )
+    return folded.index(wanted.casefold())
 
 
 def _open_reader(
