@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema, bench_parser, ensure_csv
-from segflow import datasets, demo, engine, segments
+from segflow import datasets, demo, engine, ingest, segments
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 
@@ -53,10 +53,10 @@ def _best(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 
 def _import(db: Database, data: bytes, name: str, mode: str = "upsert") -> None:
-    datasets.import_csv(
+    ingest.import_csv(
         db,
         io.BytesIO(data),
-        datasets.ImportOptions(name, key="id", mode=mode),
+        ingest.ImportOptions(name, key="id", mode=mode),
         source=name,
         now=NOW,
     )
@@ -97,8 +97,8 @@ def bench_engine(label: str, url: str, csv_path: Path, rows: int) -> dict[str, A
     out: dict[str, Any] = {}
     print(f"[{label}] loading {rows:,} rows ...", flush=True)
     with csv_path.open("rb") as f:
-        datasets.import_csv(
-            db, f, datasets.ImportOptions("big", key="id"), source=str(csv_path), now=NOW
+        ingest.import_csv(
+            db, f, ingest.ImportOptions("big", key="id"), source=str(csv_path), now=NOW
         )
     found = datasets.get_dataset(db, "big")
 

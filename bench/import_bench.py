@@ -67,7 +67,7 @@ def _helper_rss_mb(path: str) -> float:
 def work_segflow(db_url: str, path: str) -> dict[str, Any]:
     import datetime as dt
 
-    from segflow import datasets
+    from segflow import ingest
     from segflow.db import Database
     from segflow.db.migrations import upgrade
 
@@ -77,10 +77,10 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
     for _ in range(2):
         started = time.perf_counter()
         with open(path, "rb") as stream:
-            summary = datasets.import_csv(
+            summary = ingest.import_csv(
                 db,
                 stream,
-                datasets.ImportOptions(dataset="bench", key="id"),
+                ingest.ImportOptions(dataset="bench", key="id"),
                 source=path,
                 now=dt.datetime.now(dt.UTC),
             )

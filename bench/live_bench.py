@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, ensure_csv
-from segflow import datasets, demo, segments
+from segflow import demo, ingest, segments
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import upgrade
@@ -181,8 +181,8 @@ def main() -> None:
     db = Database(f"sqlite:///{db_path}")
     upgrade(db)
     with path.open("rb") as stream:
-        datasets.import_csv(
-            db, stream, datasets.ImportOptions("customers", key="id"), source="bench", now=NOW
+        ingest.import_csv(
+            db, stream, ingest.ImportOptions("customers", key="id"), source="bench", now=NOW
         )
     segments.create_segment(db, name="big", dataset="customers", rules_json=RULE, now=NOW)
     rows = list(demo.rows(args.rows, seed=42))

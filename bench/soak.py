@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema
-from segflow import datasets, demo, engine, rules, segments
+from segflow import datasets, demo, engine, ingest, rules, segments
 from segflow.activation import destinations, links
 from segflow.db import Database, records
 from segflow.db.migrations import upgrade
@@ -142,8 +142,8 @@ def setup(url: str, rows: int, count: int) -> None:
     db = Database(url)
     upgrade(db)
     data = _csv(list(demo.rows(rows, seed=42)))
-    datasets.import_csv(
-        db, io.BytesIO(data), datasets.ImportOptions("customers", key="id"), source="soak", now=NOW
+    ingest.import_csv(
+        db, io.BytesIO(data), ingest.ImportOptions("customers", key="id"), source="soak", now=NOW
     )
     rng = random.Random(1)
     for i in range(count):

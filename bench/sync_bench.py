@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema, ensure_csv
-from segflow import datasets, segments
+from segflow import datasets, ingest, segments
 from segflow.activation import destinations, links, mapping
 from segflow.activation import identifiers as ids
 from segflow.activation.sync import sync
@@ -72,8 +72,8 @@ def run(url: str, label: str, path: Path, rows: int) -> None:
     db = Database(url)
     upgrade(db)
     with path.open("rb") as stream:
-        datasets.import_csv(
-            db, stream, datasets.ImportOptions("customers", key="id"), source=str(path), now=NOW
+        ingest.import_csv(
+            db, stream, ingest.ImportOptions("customers", key="id"), source=str(path), now=NOW
         )
     segments.create_segment(db, name="everyone", dataset="customers", rules_json=EVERYONE, now=NOW)
     fake, address = _start_fake()

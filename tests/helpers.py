@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from segflow import coltypes, datasets
+from segflow import coltypes, datasets, ingest
 from segflow.config import Settings
 from segflow.db import Database, records
 from segflow.db.records import ident
@@ -32,10 +32,10 @@ def do_import(
         raw, source = data.read_bytes(), source or str(data)
     else:
         raw, source = data, source or "test.csv"
-    return datasets.import_csv(
+    return ingest.import_csv(
         db,
         io.BytesIO(raw),
-        datasets.ImportOptions(dataset=dataset, **options),
+        ingest.ImportOptions(dataset=dataset, **options),
         source=source,
         now=NOW,
         settings=settings,

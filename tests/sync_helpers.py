@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from segflow import datasets, demo, engine, segments
+from segflow import datasets, demo, engine, ingest, segments
 from segflow.activation import destinations, links, mapping
 from segflow.activation import identifiers as ids
 from segflow.activation.fake import FakeDataManager
@@ -55,10 +55,10 @@ def csv_bytes(rows: list[tuple[str, ...]], header: tuple[str, ...] = demo.HEADER
 
 
 def import_rows(db: Database, rows: list[tuple[str, ...]], when: dt.datetime = NOW) -> None:
-    datasets.import_csv(
+    ingest.import_csv(
         db,
         io.BytesIO(csv_bytes(rows)),
-        datasets.ImportOptions(dataset="customers", key="id"),
+        ingest.ImportOptions(dataset="customers", key="id"),
         source="customers.csv",
         now=when,
     )

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import datasets, engine, rules, segments
+from segflow import datasets, engine, ingest, rules, segments
 from segflow.db import Database
 from segflow.db.schema import segment_events
 from tests.helpers import reference_records
@@ -30,8 +30,8 @@ def _csv(rows: list[dict[str, str]], header: list[str] = HEADER) -> bytes:
 
 
 def _import(db: Database, data: bytes, now: dt.datetime, mode: str = "upsert") -> None:
-    datasets.import_csv(
-        db, io.BytesIO(data), datasets.ImportOptions("people", mode=mode), source="t", now=now
+    ingest.import_csv(
+        db, io.BytesIO(data), ingest.ImportOptions("people", mode=mode), source="t", now=now
     )
 
 

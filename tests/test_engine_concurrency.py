@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from segflow import datasets, demo, engine, segments
+from segflow import datasets, demo, engine, ingest, segments
 from segflow.activation import links
 from segflow.activation.fake import FakeDataManager
 from segflow.config import Settings
@@ -33,10 +33,10 @@ RULES = {
 
 
 def _load(db: Database, rows: int, seed: int) -> None:
-    datasets.import_csv(
+    ingest.import_csv(
         db,
         io.BytesIO(demo.csv_bytes(rows, seed=seed)),
-        datasets.ImportOptions("customers"),
+        ingest.ImportOptions("customers"),
         source="demo",
         now=T0,
     )

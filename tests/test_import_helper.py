@@ -1,7 +1,7 @@
 """The column checks on a second process give exactly what one process gives.
 
 Large files have their types and identifier quality worked out by a helper
-process that reads the same file (``segflow.checks``). These tests force the
+process that reads the same file (``segflow.ingest.checks``). These tests force the
 helper for small files and compare every result with an import that checks
 in-process: summaries, stored records, errors; and that an answer the
 importer cannot trust is never used.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from segflow import datasets, demo
+from segflow import demo, ingest
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.errors import ImportFailed
@@ -52,10 +52,10 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any] | None]:
 
 def _import(db: Database, path: Path, dataset: str, settings: Settings, **options: Any) -> Any:
     with path.open("rb") as stream:
-        return datasets.import_csv(
+        return ingest.import_csv(
             db,
             stream,
-            datasets.ImportOptions(dataset=dataset, **options),
+            ingest.ImportOptions(dataset=dataset, **options),
             source=str(path),
             now=NOW,
             settings=settings,
@@ -155,10 +155,10 @@ def test_a_stream_that_cannot_be_reopened_is_checked_in_process(
     import io
 
     data = (FIXTURES / "quoting.csv").read_bytes()
-    summary = datasets.import_csv(
+    summary = ingest.import_csv(
         db,
         io.BytesIO(data),
-        datasets.ImportOptions(dataset="people"),
+        ingest.ImportOptions(dataset="people"),
         source="memory",
         now=NOW,
         settings=HELPER,
@@ -177,7 +177,7 @@ def test_the_halves_of_a_file_merge_into_the_answer_for_the_whole(
     path = tmp_path / fixture
     path.write_bytes(header + b"\n" + body * 7)  # long enough to have a middle
     with path.open("rb") as stream:
-        reader = datasets.CsvReader(stream, source="x")
+        reader = csvreader.CsvReader(stream, source="x")
         job = checks.Job(0, "utf-8", reader.delimiter, 100, 0)
         whole = checks.check(job, stream)
         parts = job.split(stream.fileno(), path.stat().st_size, reader.header)
@@ -246,8 +246,8 @@ def test_the_checks_read_the_rows_the_import_accepts(
     # middle (small chunks) and with fields over the limit (12 characters).
     data = (header + "\n" + body).encode()
 
-    def reader() -> datasets.CsvReader:
-        return datasets.CsvReader(io.BytesIO(data), source="x", max_field_chars=12)
+    def reader() -> csvreader.CsvReader:
+        return csvreader.CsvReader(io.BytesIO(data), source="x", max_field_chars=12)
 
     with mock.patch.object(csvreader, "CHUNK_BYTES", chunk):
         expected: Any

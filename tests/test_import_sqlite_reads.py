@@ -1,7 +1,7 @@
 """SQLite reading a plain file itself gives exactly what segflow's reader gives.
 
 On SQLite a file that the helper process finds plain is read by SQLite
-(``segflow.csvtable``): straight into a new dataset's records, or into the
+(``segflow.ingest.csvtable``): straight into a new dataset's records, or into the
 staging table of an existing one. These tests import each file twice, once
 with SQLite reading it and once checked in one process with segflow's reader,
 and compare summaries, stored records and typed values. They also check which
@@ -23,13 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import datasets, demo
+from segflow import datasets, demo, ingest
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.records import ident, typed_col
 from segflow.errors import ImportFailed
 from segflow.ingest import checks, csvtable
+from segflow.ingest.options import BATCH_ROWS
 from segflow.progress import Progress
 from tests.helpers import FIXTURES, NOW, all_rows, do_import, live, snapshot
 from tests.sync_helpers import csv_bytes
@@ -80,10 +81,10 @@ def _import(
     raw = data.read_bytes() if isinstance(data, Path) else data
     # A real file: SQLite reads it by its descriptor, as it does an upload.
     with open(_write(raw), "rb") as stream:
-        return datasets.import_csv(
+        return ingest.import_csv(
             db,
             stream,
-            datasets.ImportOptions(dataset=dataset, **options),
+            ingest.ImportOptions(dataset=dataset, **options),
             source="file.csv",
             now=NOW,
             settings=settings,
@@ -211,7 +212,7 @@ def _wide_file(first_rows: int, later: dict[str, str]) -> bytes:
     """More rows than one batch; after ``first_rows`` rows, columns change type."""
     header = ("id", "late", "count", "day", "flag", "note")
     rows = []
-    for i in range(datasets.BATCH_ROWS + 500):
+    for i in range(BATCH_ROWS + 500):
         row = {"id": str(i + 1), "late": "", "count": str(i % 97), "day": "2026-01-02"}
         row |= {"flag": "yes" if i % 2 else "no", "note": f"n{i}"}
         if i >= first_rows:
@@ -233,7 +234,7 @@ def _wide_file(first_rows: int, later: dict[str, str]) -> bytes:
 def test_a_new_dataset_gets_the_whole_files_types_not_its_first_rows(
     db: Database, later: dict[str, str], ways: list[str]
 ) -> None:
-    data = _wide_file(datasets.BATCH_ROWS + 100, later)
+    data = _wide_file(BATCH_ROWS + 100, later)
     alone = _import(db, data, "alone", ALONE)
     fast = _import(db, data, "fast", SQLITE_READS)
     _same(db, fast, alone, "fast", "alone")
@@ -309,10 +310,10 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
 
     def run(data: bytes, progress: Callable[[Progress], None]) -> None:
         with open(_write(data), "rb") as stream:
-            datasets.import_csv(
+            ingest.import_csv(
                 db,
                 stream,
-                datasets.ImportOptions(dataset="people"),
+                ingest.ImportOptions(dataset="people"),
                 source="file.csv",
                 now=NOW,
                 settings=SQLITE_READS,
@@ -489,10 +490,10 @@ def test_a_file_touched_while_the_helpers_still_read_is_read_again_by_segflow(
 
     monkeypatch.setattr(checks.Helper, "report", touch_then_report)
     with open(path, "rb") as stream:
-        fast = datasets.import_csv(
+        fast = ingest.import_csv(
             db,
             stream,
-            datasets.ImportOptions(dataset="fast"),
+            ingest.ImportOptions(dataset="fast"),
             source="file.csv",
             now=NOW,
             settings=SQLITE_READS,

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from segflow import auth, datasets, demo, segments
+from segflow import auth, datasets, demo, ingest, segments
 from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.db import Database
@@ -90,8 +90,8 @@ def team(db: Database, tmp_path: Path) -> Team:
 
 
 def _import(db: Database, name: str, rows: list[tuple[str, ...]]) -> None:
-    datasets.import_csv(
-        db, io.BytesIO(csv_bytes(rows)), datasets.ImportOptions(dataset=name, key="id"),
+    ingest.import_csv(
+        db, io.BytesIO(csv_bytes(rows)), ingest.ImportOptions(dataset=name, key="id"),
         source="t.csv", now=NOW,
     )  # fmt: skip
     segments_of = datasets.find_dataset(db, name)

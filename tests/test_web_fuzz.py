@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from segflow import auth, datasets, demo, segments
+from segflow import auth, demo, ingest, segments
 from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.db import Database
@@ -23,8 +23,8 @@ from tests.sync_helpers import NOW
 def api_schema(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     # Real objects behind the ids the generator will try (1, 2, ...).
     data = demo.csv_bytes(50, seed=3)
-    datasets.import_csv(
-        db, io.BytesIO(data), datasets.ImportOptions("customers", key="id"), source="c", now=NOW
+    ingest.import_csv(
+        db, io.BytesIO(data), ingest.ImportOptions("customers", key="id"), source="c", now=NOW
     )
     rule = {"conditions": [{"field": "state", "operator": "equals", "value": "CA"}]}
     segments.create_segment(db, name="ca", dataset="customers", rules_json=rule, now=NOW)
@@ -36,8 +36,8 @@ def api_schema(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> 
     if team:
         # The generator's ids also hit another workspace's objects: 404s.
         other = db.in_workspace(auth.add_workspace(db, "other", NOW))
-        datasets.import_csv(
-            other, io.BytesIO(data), datasets.ImportOptions("theirs", key="id"), source="c", now=NOW
+        ingest.import_csv(
+            other, io.BytesIO(data), ingest.ImportOptions("theirs", key="id"), source="c", now=NOW
         )
         segments.create_segment(other, name="theirs", dataset="theirs", rules_json=rule, now=NOW)
         auth.add_user(db, "fuzz", "fuzzing password", NOW, member_of=["default"])

@@ -26,11 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from segflow import engine
-from segflow.datasets import load_dataset
-from segflow.db import records
+from segflow.datasets import require
+from segflow.db import records, sequence
 from segflow.db.engine import Database
 from segflow.db.schema import (
-    change_sequence,
     datasets,
     destinations,
     imports,
@@ -61,55 +60,19 @@ class Forgotten:
 
 
 def forget(db: Database, dataset_name: str, key: str, now: dt.datetime) -> Forgotten:
+    """Remove the record with this key from the dataset and everywhere segflow keeps it."""
     report = Forgotten(dataset_name)
     placeholder = f"forgotten:{uuid.uuid4().hex}"
-    with db.write() as conn:
-        if db.dialect == "sqlite":
-            conn.exec_driver_sql("PRAGMA secure_delete=ON")
-        dataset = load_dataset(conn, dataset_name, lock=True)
-        if dataset is None:
-            raise NotFound(f"no dataset named {dataset_name!r}")
-        table = records.table(dataset.records_table, dataset.columns)
-        row = conn.execute(
-            sa.select(table.c.rid, table.c.deleted).where(table.c.key == key)
-        ).first()
-        if row is None:
-            raise NotFound(f"no record with key {key!r} in dataset {dataset.name!r}")
-        seq_query = sa.select(change_sequence.c.value).where(change_sequence.c.id == 1)
-        if db.is_postgres:
-            seq_query = seq_query.with_for_update()
-        seq = int(conn.execute(seq_query).scalar_one()) + 1
-        blank: dict[str, Any] = {}
-        for column in dataset.columns:
-            blank[records.raw_col(column.position)] = sa.null()
-            if records.has_typed(column.type):
-                blank[records.typed_col(column.position)] = sa.null()
-        conn.execute(
-            sa.update(table)
-            .where(table.c.rid == row.rid)
-            .values(key=placeholder, deleted=True, seq=seq, **blank)
-        )
-        if db.dialect == "sqlite":
-            # Zeroing freed space slows every write: only for this one.
-            conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-        conn.execute(sa.update(change_sequence).where(change_sequence.c.id == 1).values(value=seq))
-        conn.execute(
-            sa.update(datasets)
-            .where(datasets.c.id == dataset.id)
-            .values(
-                record_count=datasets.c.record_count - (0 if row.deleted else 1), updated_at=now
-            )
-        )
-        rid = int(row.rid)
+    dataset_id, rid, seq = _tombstone(db, dataset_name, key, placeholder, now)
     # Exits (and the removes they queue) are written by the engine, as for any delete.
-    engine.tick(db, now, dataset_ids=[dataset.id])
+    engine.tick(db, now, dataset_ids=[dataset_id])
     with db.write() as conn:
         if db.dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA secure_delete=ON")
         left = conn.execute(
             sa.select(segments.c.name)
             .join(segment_events, segment_events.c.segment_id == segments.c.id)
-            .where(segment_events.c.rid == rid, segments.c.dataset_id == dataset.id)
+            .where(segment_events.c.rid == rid, segments.c.dataset_id == dataset_id)
             .where(segment_events.c.kind == "exit", segment_events.c.seq == seq)
             .distinct()
         ).scalars()
@@ -119,7 +82,7 @@ def forget(db: Database, dataset_name: str, key: str, now: dt.datetime) -> Forgo
             .join(links, links.c.destination_id == destinations.c.id)
             .join(link_members, link_members.c.link_id == links.c.id)
             .join(segments, segments.c.id == links.c.segment_id)
-            .where(link_members.c.rid == rid, segments.c.dataset_id == dataset.id)
+            .where(link_members.c.rid == rid, segments.c.dataset_id == dataset_id)
             .where(link_members.c.want == 0, link_members.c.pending == 1)
         ).scalars()
         report.removes_queued = sorted(queued)
@@ -128,13 +91,13 @@ def forget(db: Database, dataset_name: str, key: str, now: dt.datetime) -> Forgo
             .where(
                 segment_events.c.rid == rid,
                 segment_events.c.segment_id.in_(
-                    sa.select(segments.c.id).where(segments.c.dataset_id == dataset.id)
+                    sa.select(segments.c.id).where(segments.c.dataset_id == dataset_id)
                 ),
             )
             .values(record_key=placeholder)
         )
         report.events_scrubbed = int(scrubbed.rowcount or 0)
-        report.import_details_scrubbed = _scrub_imports(conn, dataset.id, key)
+        report.import_details_scrubbed = _scrub_imports(conn, dataset_id, key)
         if db.dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     if db.dialect == "sqlite":
@@ -142,6 +105,46 @@ def forget(db: Database, dataset_name: str, key: str, now: dt.datetime) -> Forgo
         with db.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return report
+
+
+def _tombstone(
+    db: Database, dataset_name: str, key: str, placeholder: str, now: dt.datetime
+) -> tuple[int, int, int]:
+    """Make the record a tombstone under a placeholder key: (dataset id, rid, its seq)."""
+    with db.write() as conn:
+        if db.dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        dataset = require(conn, dataset_name, lock=True, name_others=False)
+        table = records.table(dataset.records_table, dataset.columns)
+        row = conn.execute(
+            sa.select(table.c.rid, table.c.deleted).where(table.c.key == key)
+        ).first()
+        if row is None:
+            raise NotFound(f"no record with key {key!r} in dataset {dataset.name!r}")
+        numbers = sequence.take(conn)
+        seq = numbers.base + 1
+        mark = "?" if db.dialect == "sqlite" else "%s"
+        records.tombstone(
+            conn,
+            dataset.records_table,
+            dataset.columns,
+            seq=mark,
+            key=mark,
+            where=f"WHERE rid = {mark}",
+            params=(seq, placeholder, int(row.rid)),
+        )
+        if db.dialect == "sqlite":
+            # Zeroing freed space slows every write: only for this one.
+            conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        numbers.use(1)
+        conn.execute(
+            sa.update(datasets)
+            .where(datasets.c.id == dataset.id)
+            .values(
+                record_count=datasets.c.record_count - (0 if row.deleted else 1), updated_at=now
+            )
+        )
+        return dataset.id, int(row.rid), seq
 
 
 def _scrub_imports(conn: Any, dataset_id: int, key: str) -> int:

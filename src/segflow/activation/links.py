@@ -31,9 +31,11 @@ from sqlalchemy.engine import Connection
 
 from segflow.activation.destinations import Destination, _load
 from segflow.db.engine import Database
+from segflow.db.linked import linked_destinations as linked_destinations
+from segflow.db.linked import refuse_if_linked as refuse_if_linked
 from segflow.db.schema import link_members, links, members, segments, sync_log
 from segflow.db.scope import owned
-from segflow.errors import Conflict, InvalidInput, NotFound
+from segflow.errors import Conflict, NotFound
 
 #: Customer Match lists with fewer active members are not served.
 MIN_SERVING_MEMBERS = 100
@@ -170,24 +172,6 @@ def unlink(db: Database, segment_name: str, destination_name: str) -> tuple[Link
     return Link(row.id, segment.id, segment.name, destination.id, destination.name), int(held)
 
 
-def linked_destinations(conn: Connection, segment_ids: list[int]) -> dict[int, list[str]]:
-    """Names of the destinations each of these segments feeds."""
-    from segflow.db.schema import destinations
-
-    out: dict[int, list[str]] = {}
-    if not segment_ids:
-        return out
-    rows = conn.execute(
-        sa.select(links.c.segment_id, destinations.c.name)
-        .join(destinations, destinations.c.id == links.c.destination_id)
-        .where(links.c.segment_id.in_(segment_ids))
-        .order_by(destinations.c.name)
-    ).all()
-    for segment_id, name in rows:
-        out.setdefault(int(segment_id), []).append(name)
-    return out
-
-
 def _add_wanted(
     conn: Connection, link_id: int, rid: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
 ) -> None:
@@ -204,16 +188,6 @@ def _add_wanted(
             ).where(where),
         )
     )
-
-
-def refuse_if_linked(conn: Connection, segment_ids: list[int], what: str) -> None:
-    linked = linked_destinations(conn, segment_ids)
-    if linked:
-        names = sorted({n for names in linked.values() for n in names})
-        raise InvalidInput(
-            f"{what} feeds destination(s) {', '.join(repr(n) for n in names)}; "
-            "unlink first (segflow unlink SEGMENT DESTINATION)"
-        )
 
 
 def lock_in_order(conn: Connection, link_id: int, which: sa.ColumnElement[bool]) -> None:

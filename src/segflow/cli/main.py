@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
-from segflow import __version__, auth, datasets, demo, engine, segments
+from segflow import __version__, auth, datasets, demo, engine, ingest, segments
 from segflow.activation import destinations, links, sync
 from segflow.cli import activation as cli_activation
 from segflow.cli import output as show
@@ -88,7 +88,7 @@ def _delimiter(value: str) -> str:
 
 
 def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    options = datasets.ImportOptions(
+    options = ingest.ImportOptions(
         dataset=args.dataset,
         key=args.key,
         mode=args.mode,
@@ -107,7 +107,7 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
     on_terminal = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = TerminalProgress(f"importing {source}", live=None) if on_terminal else None
     try:
-        summary = datasets.import_csv(
+        summary = ingest.import_csv(
             db,
             stream,
             options,
@@ -199,10 +199,10 @@ def cmd_demo(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     """Import the synthetic demo customers and create the demo segments (idempotent)."""
     data = demo.csv_bytes(args.rows, seed=args.seed)
     now = utcnow()
-    summary = datasets.import_csv(
+    summary = ingest.import_csv(
         db,
         io.BytesIO(data),
-        datasets.ImportOptions(dataset=args.dataset, key="id"),
+        ingest.ImportOptions(dataset=args.dataset, key="id"),
         source=f"demo ({args.rows:,} synthetic customers)",
         now=now,
         total_bytes=len(data),
@@ -487,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--mode",
-        choices=datasets.MODES,
-        default=datasets.UPSERT,
+        choices=ingest.MODES,
+        default=ingest.UPSERT,
         help="upsert (default) keeps records absent from the file; replace deletes them",
     )
     imp.add_argument(

@@ -234,3 +234,34 @@ def retype_column(conn: Connection, dialect: str, table: str, position: int, new
             f"ALTER TABLE {t} ALTER COLUMN {typed} TYPE {sql_type(dialect, new)} "
             f"USING {convert(dialect, new, raw)}"
         )
+
+
+def tombstone(
+    conn: Connection,
+    table: str,
+    columns: Iterable[ColumnInfo],
+    *,
+    seq: str,
+    where: str,
+    params: tuple[Any, ...],
+    key: str | None = None,
+) -> None:
+    """Make records tombstones: deleted, every value emptied, with a new sequence number.
+
+    The row stays (with its rid) so that the engine sees the delete by its
+    sequence number. ``seq`` is the SQL of that number, ``where`` the clause
+    choosing the records (``FROM ... WHERE ...`` or ``WHERE ...``) and ``key``,
+    if given, the SQL of a key replacing the record's; ``params`` fill their
+    placeholders in that order.
+    """
+    sets = [f"seq = {seq}", "deleted = TRUE"]
+    if key is not None:
+        sets.append(f"key = {key}")
+    for column in columns:
+        sets.append(f"{ident(raw_col(column.position))} = NULL")
+        if has_typed(column.type):
+            sets.append(f"{ident(typed_col(column.position))} = NULL")
+    conn.exec_driver_sql(
+        f"UPDATE {ident(table)} SET {', '.join(sets)} {where}",  # noqa: S608 - generated
+        params,
+    )

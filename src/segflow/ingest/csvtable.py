@@ -8,7 +8,7 @@ only for a *plain* file, where the two parsers cannot disagree: UTF-8, read
 from its start, no quote character anywhere, lines ending in LF or CRLF, and
 every line after the header one record with exactly the header's fields and
 a key. Whether the file was plain is the helper process's finding
-(``segflow.checks``): it reads the same bytes with segflow's own reader. When
+(``segflow.ingest.checks``): it reads the same bytes with segflow's own reader. When
 the finding is anything else, or the file changed on disk meanwhile, the
 import throws these rows away and stages the file from Python.
 """

@@ -18,7 +18,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from segflow import datasets, engine, rules, segments
+from segflow import datasets, engine, ingest, rules, segments
 from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, NotFound
@@ -129,10 +129,10 @@ def import_file(
             )
         )
 
-    summary = datasets.import_csv(
+    summary = ingest.import_csv(
         db,
         file.file,
-        datasets.ImportOptions(dataset=name, key=key or None, mode=mode),
+        ingest.ImportOptions(dataset=name, key=key or None, mode=mode),
         source=source,
         now=utcnow(),
         total_bytes=total,

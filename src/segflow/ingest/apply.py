@@ -1,0 +1,277 @@
+"""The apply step: staged rows into a dataset, in one write transaction.
+
+Under the write lock the step takes the change sequence, finds or creates the
+dataset, compares staged rows with stored records in SQL, fits the dataset's
+columns to the file, and writes inserts, real changes and (in replace mode)
+deletes, each with its own next sequence number. Changed records are numbered
+in record order and new ones after them in key order, so the writes walk the
+records table and its key index front to back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow.datasets import Column, load_dataset
+from segflow.db import records, sequence
+from segflow.db.records import ident
+from segflow.db.schema import datasets
+from segflow.errors import ImportFailed
+from segflow.ingest import columns
+from segflow.ingest.options import REPLACE, ImportOptions
+from segflow.ingest.staging import Staging
+
+
+@dataclass
+class Outcome:
+    """What an import wrote into its dataset."""
+
+    dataset_id: int
+    created: bool
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
+
+
+def apply(
+    conn: Connection,
+    staging: Staging,
+    options: ImportOptions,
+    header: list[str],
+    file_types: Callable[[], list[str]],
+    now: dt.datetime,
+    guessed_types: list[str] | None = None,
+) -> Outcome:
+    """Write the staged rows into the dataset, under the write lock.
+
+    ``file_types`` may wait for the helper process, so it is asked as late as
+    possible: after staged rows are compared with stored ones, and for a new
+    dataset with ``guessed_types`` (from the file's first rows) after its
+    records are written with those, which are then corrected where the whole
+    file says otherwise.
+    """
+    numbers = sequence.take(conn)
+    target = _target(conn, options.dataset, header[staging.key_index], now)
+    write = _Writes(conn, staging, target.table, numbers.base)
+    outcome = Outcome(dataset_id=target.dataset_id, created=target.created)
+
+    empty = write.records_empty()
+    total = fresh = revived = 0
+    if not empty:
+        total, fresh, revived = write.compare(header, target.existing)
+
+    guessing = target.created and guessed_types is not None
+    types = guessed_types if guessed_types is not None and guessing else file_types()
+    mapping = columns.fit_columns(
+        conn,
+        target.dataset_id,
+        target.table,
+        header,
+        types,
+        target.existing,
+        created=target.created,
+        changes=outcome.schema_changes,
+    )
+    outcome.columns = sorted(target.existing.values(), key=lambda c: c.position)
+
+    if empty:
+        # A new or emptied dataset: every staged row is an insert, no comparison needed.
+        total = fresh = staging.count
+        revived = 0
+        numbered = write.insert_all(mapping)
+        if target.created:
+            records.create_indexes(conn, target.table)
+        if guessing:
+            columns.correct_guesses(conn, target.dataset_id, target.table, mapping, file_types())
+            outcome.columns = sorted(mapping, key=lambda c: c.position)
+    else:
+        numbered = total
+        write.write_compared(mapping, fresh=fresh, total=total)
+    outcome.inserted = fresh + revived
+    outcome.updated = total - fresh - revived
+    outcome.unchanged = staging.count - total
+
+    if options.mode == REPLACE:
+        outcome.deleted = write.delete_missing(outcome.columns, after=numbered)
+
+    used = numbered + outcome.deleted
+    if used:
+        outcome.first_seq, outcome.last_seq = numbers.base + 1, numbers.use(used)
+    if used or target.created or outcome.schema_changes:
+        conn.execute(
+            sa.update(datasets)
+            .where(datasets.c.id == target.dataset_id)
+            .values(
+                record_count=target.record_count + outcome.inserted - outcome.deleted,
+                updated_at=now,
+            )
+        )
+    return outcome
+
+
+@dataclass
+class _Target:
+    """The dataset an import writes into, as its write transaction found or made it."""
+
+    dataset_id: int
+    table: str
+    record_count: int
+    created: bool
+    #: Its columns by folded name, which the file's columns then add to.
+    existing: dict[str, Column]
+
+
+def _target(conn: Connection, name: str, key_name: str, now: dt.datetime) -> _Target:
+    """The dataset, locked; created (with no columns yet) if it does not exist."""
+    dataset = load_dataset(conn, name, lock=True)
+    if dataset is None:
+        dataset_id, table = columns.create_dataset(conn, name, key_name, now)
+        return _Target(dataset_id, table, 0, created=True, existing={})
+    if dataset.key_column.casefold() != key_name.casefold():
+        raise ImportFailed(
+            f"dataset {dataset.name!r} was created meanwhile with key "
+            f"{dataset.key_column!r}; import again",
+            file=None,
+        )
+    existing = {c.name.casefold(): c for c in dataset.columns}
+    return _Target(dataset.id, dataset.records_table, dataset.record_count, False, existing)
+
+
+class _Writes:
+    """The statements of one apply step, over the records table (``rec``) and
+    the staged rows (``s``); sequence numbers are ``base`` + a row number."""
+
+    def __init__(self, conn: Connection, staging: Staging, table: str, base: int) -> None:
+        self.conn = conn
+        self.staging = staging
+        self.table = table
+        self.base = base
+        self.dialect = conn.dialect.name
+        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        self.r, self.s, self.k = ident(table), ident(staging.rows), staging.key_col()
+
+    def records_empty(self) -> bool:
+        found = self.conn.exec_driver_sql(f"SELECT 1 FROM {self.r} LIMIT 1").first()  # noqa: S608
+        return found is None
+
+    def compare(self, header: list[str], existing: dict[str, Column]) -> tuple[int, int, int]:
+        """Number the staged rows that differ from their stored records (new,
+        changed or revived) into ``staging.changes``; (all, new, revived)."""
+        r, s, k = self.r, self.s, self.k
+        staged = self.staging.cell
+        differs = []
+        for i, name in enumerate(header):
+            stored = existing.get(name.casefold())
+            if i == self.staging.key_index:
+                continue
+            if stored is None:  # a new column: stored records have no value in it
+                differs.append(f"{staged(i)} IS NOT NULL")
+            else:
+                raw = ident(records.raw_col(stored.position))
+                differs.append(f"rec.{raw} IS DISTINCT FROM {staged(i)}")
+        changed = " OR ".join(["rec.rid IS NULL", "rec.deleted", *differs])
+        chg = ident(self.staging.changes)
+        # Changed records are numbered in record order, so the update walks
+        # the records table front to back; new ones after them in key order,
+        # which keeps their writes into the key index local.
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {chg} AS SELECT s.n AS sn, rec.rid AS rid, "  # noqa: S608
+            "CASE WHEN rec.deleted THEN 1 ELSE 0 END AS revived, "
+            f"ROW_NUMBER() OVER (ORDER BY rec.rid IS NULL, rec.rid, s.{k}) AS n "
+            f"FROM {s} s LEFT JOIN {r} rec ON rec.key = s.{k} WHERE {changed}"
+        )
+        total, fresh, revived = (
+            int(v)
+            for v in self.conn.exec_driver_sql(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rid IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
+                f"COALESCE(SUM(revived), 0) FROM {chg}"
+            ).one()
+        )
+        return total, fresh, revived
+
+    def _record_values(self, mapping: list[Column]) -> tuple[list[str], list[str], list[str]]:
+        """A record's columns, their values from a staged row (``seq``'s left
+        empty) and the same as assignments, for the dataset's columns ``mapping``."""
+        staged = self.staging.cell
+        names, values, sets = ["key", "seq", "deleted"], [f"s.{self.k}", "", "FALSE"], []
+        for i, col in enumerate(mapping):
+            raw = ident(records.raw_col(col.position))
+            names.append(raw)
+            values.append(staged(i))
+            sets.append(f"{raw} = {staged(i)}")
+            if records.has_typed(col.type):
+                typed = ident(records.typed_col(col.position))
+                conversion = records.convert(self.dialect, col.type, f"s.s{i}")
+                names.append(typed)
+                values.append(conversion)
+                sets.append(f"{typed} = {conversion}")
+        return names, values, sets
+
+    def _insert(self, mapping: list[Column], seq: str, source: str) -> None:
+        names, values, _sets = self._record_values(mapping)
+        values[1] = seq
+        self.conn.exec_driver_sql(
+            f"INSERT INTO {self.r} ({', '.join(names)}) SELECT {', '.join(values)} {source}",
+            (self.base,),
+        )
+
+    def insert_all(self, mapping: list[Column]) -> int:
+        """Insert every staged row; the sequence numbers this used.
+
+        Numbers of duplicate rows dropped from the file stay unused.
+        """
+        if not self.staging.count:
+            return 0
+        self._insert(mapping, f"{self.mark} + s.n", f"FROM {self.s} s")
+        return self.staging.max_n()
+
+    def write_compared(self, mapping: list[Column], *, fresh: int, total: int) -> None:
+        """Write the compared rows: ``fresh`` inserts, the rest of ``total`` updates."""
+        r, s, mark, chg = self.r, self.s, self.mark, ident(self.staging.changes)
+        if fresh:
+            self._insert(
+                mapping,
+                f"{mark} + c.n",
+                f"FROM {chg} c JOIN {s} s ON s.n = c.sn WHERE c.rid IS NULL ORDER BY c.n",
+            )
+        if total - fresh:
+            _names, _values, sets = self._record_values(mapping)
+            self.conn.exec_driver_sql(
+                f"UPDATE {r} SET seq = {mark} + c.n, deleted = FALSE, {', '.join(sets)} "  # noqa: S608
+                f"FROM {chg} c JOIN {s} s ON s.n = c.sn WHERE {r}.rid = c.rid",
+                (self.base,),
+            )
+
+    def delete_missing(self, dataset_columns: list[Column], *, after: int) -> int:
+        """Replace mode: tombstone the live records the file does not have,
+        numbered after the ``after`` numbers already used; how many."""
+        r, s, k = self.r, self.s, self.k
+        keep, dels = ident(self.staging.keep), ident(self.staging.deletes)
+        self.conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {dels} AS SELECT rec.rid AS rid, "  # noqa: S608
+            f"ROW_NUMBER() OVER (ORDER BY rec.key) AS n FROM {r} rec "
+            f"WHERE NOT rec.deleted AND NOT EXISTS (SELECT 1 FROM {s} s WHERE s.{k} = rec.key) "
+            f"AND NOT EXISTS (SELECT 1 FROM {keep} kk WHERE kk.key = rec.key)"
+        )
+        deleted = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {dels}").scalar_one())  # noqa: S608
+        if deleted:
+            records.tombstone(
+                self.conn,
+                self.table,
+                dataset_columns,
+                seq=f"{self.mark} + d.n",
+                where=f"FROM {dels} d WHERE {r}.rid = d.rid",
+                params=(self.base + after,),
+            )
+        return deleted

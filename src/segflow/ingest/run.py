@@ -1,0 +1,355 @@
+"""One import of one CSV file: :func:`import_csv`.
+
+It resolves the key, picks where the rows come from (``sources``), and runs
+the two phases (see ``segflow.ingest``): staging on the import's own
+connection, then the apply step (``apply``) under the write lock. A new
+dataset on SQLite, read by SQLite itself, skips staging: its records are
+copied from the file inside the write transaction. The summary it returns is
+also kept in the dataset's import history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow import coltypes
+from segflow.config import Settings
+from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
+from segflow.db import records, sequence
+from segflow.db.engine import Database
+from segflow.db.schema import datasets, imports
+from segflow.errors import ImportFailed, InvalidInput
+from segflow.ingest import columns
+from segflow.ingest.apply import Outcome, apply
+from segflow.ingest.checks import Helper, Job
+from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.options import DEFAULT_KEYS, MODES, STORED_REJECTS, ImportOptions
+from segflow.ingest.quality import QualityCounter
+from segflow.ingest.sources import NotPlain, PythonRows, Rows, SqliteRows
+from segflow.ingest.staging import RejectLog, Staging
+from segflow.progress import APPLYING, DONE, Progress, ProgressFn
+
+log = logging.getLogger(__name__)
+
+
+def import_csv(
+    db: Database,
+    stream: BinaryIO,
+    options: ImportOptions,
+    *,
+    source: str,
+    now: dt.datetime,
+    total_bytes: int | None = None,
+    progress: ProgressFn | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Import one CSV stream into a dataset; return the import summary.
+
+    Raises :class:`ImportFailed` for a file that cannot be imported at all,
+    in which case nothing was stored.
+    """
+    settings = settings or Settings()
+    started = time.monotonic()
+    validate_dataset_name(options.dataset)
+    if options.mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    offset = _position(stream)
+    reader = _open_reader(stream, options, source, settings)
+    header = reader.header
+    key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
+    run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
+    run.report = progress or run.report
+    job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
+    helper = plain = None
+    if offset is not None and _worth_a_helper(stream, total_bytes, settings):
+        if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
+            plain = SqliteRows.start(stream, reader, job, header)
+        if plain is None:
+            helper = Helper.start(stream, job)
+    try:
+        if plain is not None:
+            try:
+                return run.execute(plain)
+            except NotPlain as exc:
+                log.debug("%s: staging from Python: %s", source, exc)
+            finally:
+                plain.cancel()
+            stream.seek(0)  # SQLite reads only files it is given from their start
+            reader = _open_reader(stream, options, source, settings)
+            helper = Helper.start(stream, job)
+        return run.execute(PythonRows(reader, helper, header))
+    finally:
+        if helper is not None:
+            helper.cancel()
+
+
+def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
+    """The key column's index in the header: the dataset's key, the one asked
+    for, or the first of ``DEFAULT_KEYS`` the file has."""
+    folded = [h.casefold() for h in header]
+    if existing is not None:
+        if key is not None and key.casefold() != existing.key_column.casefold():
+            raise ImportFailed(
+                f"dataset {existing.name!r} is keyed by {existing.key_column!r}; its key "
+                f"cannot change to {key!r}",
+                file=source,
+            )
+        wanted = existing.key_column
+    elif key is not None:
+        wanted = key
+    else:
+        found = next((k for k in DEFAULT_KEYS if k in folded), None)
+        if found is None:
+            raise ImportFailed(
+                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present; "
+                "choose one with --key (columns: " + ", ".join(header) + ")",
+                file=source,
+            )
+        wanted = found
+    if wanted.casefold() not in folded:
+        raise ImportFailed(
+            f"the key column {wanted!r} is not in the file (columns: {', '.join(header)})",
+            file=source,
+            line=1,
+        )
+    return folded.index(wanted.casefold())
+
+
+def _open_reader(
+    stream: BinaryIO, options: ImportOptions, source: str, settings: Settings
+) -> CsvReader:
+    return CsvReader(
+        stream,
+        source=source,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        max_field_chars=settings.max_field_chars,
+    )
+
+
+class _Run:
+    """One import of one file, whichever way its rows are read."""
+
+    def __init__(
+        self,
+        db: Database,
+        options: ImportOptions,
+        source: str,
+        now: dt.datetime,
+        header: list[str],
+        key_index: int,
+        settings: Settings,
+        started: float,
+        total_bytes: int | None,
+    ) -> None:
+        self.db = db
+        self.options = options
+        self.source = source
+        self.now = now
+        self.header = header
+        self.key_index = key_index
+        self.settings = settings
+        self.started = started
+        self.total_bytes = total_bytes
+        self.rejects = RejectLog(settings.max_reject_details)
+        self.report: ProgressFn = lambda _p: None
+
+    def execute(self, rows: Rows) -> dict[str, Any]:
+        if isinstance(rows, SqliteRows) and find_dataset(self.db, self.options.dataset) is None:
+            try:
+                return self._load_new(rows)
+            except _Retry as exc:
+                log.debug("%s: staging the file: %s", self.source, exc)
+        return self._stage_and_apply(rows)
+
+    def _stage_and_apply(self, rows: Rows) -> dict[str, Any]:
+        self.rejects = RejectLog(self.settings.max_reject_details)
+        # The connection is closed afterwards, which drops the temporary
+        # tables at once (much faster than dropping a large one page by page).
+        with self.db.import_connection() as conn:
+            staging = Staging(conn, len(self.header), self.key_index)
+            with conn.begin():
+                staging.create()
+                rows.stage(staging, self)
+                duplicates = staging.remove_duplicates()
+                for line, key, first in duplicates:
+                    why = f"duplicate key {key!r} (first seen on line {first})"
+                    self.rejects.add(line, why)
+            self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
+            with self.db.writing(conn):
+                outcome = apply(
+                    conn,
+                    staging,
+                    self.options,
+                    self.header,
+                    lambda: rows.finish_checks(staging).types,
+                    self.now,
+                    rows.guessed_types,
+                )
+                quality = rows.finish_checks(staging).quality
+                summary = self._record(conn, rows, outcome, quality, len(duplicates))
+        self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
+        return summary
+
+    def _load_new(self, rows: SqliteRows) -> dict[str, Any]:
+        """Load a new dataset's records straight from the file, with no staging.
+
+        Raises ``_Retry`` (nothing written) where the file has duplicate
+        keys, which staging reports line by line, or the dataset appeared
+        meanwhile; ``NotPlain`` where SQLite's reading cannot be used.
+        """
+        self.rejects = RejectLog(self.settings.max_reject_details)
+        options, header = self.options, self.header
+        assert rows.guessed_types is not None
+        with self.db.import_connection() as conn, self.db.writing(conn):
+            dialect = conn.dialect.name
+            if load_dataset(conn, options.dataset, lock=True) is not None:
+                raise _Retry("the dataset was created meanwhile")
+            numbers = sequence.take(conn)
+            base = numbers.base
+            dataset_id, table = columns.create_dataset(
+                conn, options.dataset, header[self.key_index], self.now
+            )
+            mapping: list[Column] = []
+            # No rid: SQLite numbers the rows of the new table 1, 2, ... itself,
+            # appending without the seek that a given rowid costs (a third of
+            # the copy's time). Empty fields come as NULL (``nulls``), which is
+            # how raw cells store them, saving a NULLIF a cell.
+            names, values = ["key", "seq"], [f"IFNULL(c{self.key_index}, '')", "? + rowid"]
+            for index, name in enumerate(header):
+                guess = rows.guessed_types[index]
+                column = Column(index, name, coltypes.column_type(guess))
+                columns.add_column(conn, dataset_id, table, column)
+                mapping.append(column)
+                names.append(records.raw_col(index))
+                values.append(f"c{index}")
+                if records.has_typed(column.type):
+                    names.append(records.typed_col(index))
+                    values.append(records.convert(dialect, column.type, f"c{index}"))
+            count = rows.copy(
+                conn, self, into=table, columns=names, values=values, params=(base,), nulls=True
+            )
+            self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, count))
+            try:
+                records.create_indexes(conn, table)
+            except sa.exc.IntegrityError:
+                rows.finish_checks()  # first, whether SQLite's rows can be used at all
+                raise _Retry("the file has duplicate keys") from None
+            checks = rows.finish_checks()
+            columns.correct_guesses(conn, dataset_id, table, mapping, checks.types)
+            outcome = Outcome(dataset_id=dataset_id, created=True, inserted=count)
+            outcome.columns = mapping
+            if count:
+                outcome.first_seq, outcome.last_seq = base + 1, numbers.use(count)
+            conn.execute(
+                sa.update(datasets).where(datasets.c.id == dataset_id).values(record_count=count)
+            )
+            summary = self._record(conn, rows, outcome, checks.quality, 0)
+        self.report(Progress(DONE, rows.bytes_read, self.total_bytes, count))
+        return summary
+
+    def _record(
+        self,
+        conn: Connection,
+        rows: Rows,
+        outcome: Outcome,
+        quality: QualityCounter,
+        duplicates: int,
+    ) -> dict[str, Any]:
+        """The import's summary, also kept in the dataset's import history."""
+        summary = _summary(
+            self.options,
+            self.source,
+            rows,
+            self.header,
+            outcome,
+            self.rejects,
+            quality,
+            self.key_index,
+            duplicates,
+            self.started,
+        )
+        conn.execute(
+            imports.insert().values(
+                dataset_id=outcome.dataset_id,
+                source=self.source,
+                mode=self.options.mode,
+                started_at=self.now,
+                finished_at=self.now + dt.timedelta(seconds=summary["duration_s"]),
+                summary=dict(summary, rejects=summary["rejects"][:STORED_REJECTS]),
+            )
+        )
+        return summary
+
+
+class _Retry(Exception):
+    """Loading straight into a new dataset did not work out; stage the file instead."""
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Where a seekable stream stands (the import reads from there), else None."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _worth_a_helper(stream: BinaryIO, total_bytes: int | None, settings: Settings) -> bool:
+    """Whether the column checks should run on a second process."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.fstat(stream.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            return False
+    if total_bytes < settings.checks_process_bytes:
+        return False
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) > 1
+    return (os.cpu_count() or 1) > 1
+
+
+def _summary(
+    options: ImportOptions,
+    source: str,
+    reader: Rows,
+    header: list[str],
+    outcome: Outcome,
+    rejects: RejectLog,
+    quality: QualityCounter,
+    key_index: int,
+    duplicates: int,
+    started: float,
+) -> dict[str, Any]:
+    by_name = {c.name.casefold(): c for c in outcome.columns}
+    details = sorted(rejects.details, key=lambda r: r.line)
+    return {
+        "dataset": options.dataset,
+        "source": source,
+        "mode": options.mode,
+        "created": outcome.created,
+        "key": header[key_index],
+        "delimiter": reader.delimiter,
+        "rows": outcome.inserted + outcome.updated + outcome.unchanged + rejects.count,
+        "inserted": outcome.inserted,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
+        "deleted": outcome.deleted,
+        "rejected": rejects.count,
+        "rejects": [r.as_dict() for r in details],
+        "rejects_truncated": rejects.count > len(details),
+        "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
+        "schema_changes": outcome.schema_changes,
+        "identifiers": quality.summary(),
+        "duplicate_keys": duplicates,
+        "first_seq": outcome.first_seq,
+        "last_seq": outcome.last_seq,
+        "bytes": reader.bytes_read,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
