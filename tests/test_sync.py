@@ -20,7 +20,7 @@ from segflow.activation.fake import Failure, FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.schema import sync_log
-from segflow.errors import InvalidInput
+from segflow.errors import InvalidInput, NotFound
 from tests.sync_helpers import (
     LIST_ID,
     NOW,
@@ -412,6 +412,41 @@ def test_linked_segments_and_destinations_cannot_be_deleted_from_under_a_list(
     links.unlink(db, "big spenders", "ads")
     segments.delete_segment(db, "big spenders")
     destinations.delete_destination(db, "ads")
+
+
+def test_links_and_destinations_are_found_by_id_or_name(db: Database) -> None:
+    made = setup_link(db, customers(20))
+    segment_id, destination_id = made.segment_id, made.destination_id
+    assert destinations.get_destination(db, destination_id).name == "ads"
+    assert destinations.get_destination(db, "ads").id == destination_id
+    with pytest.raises(NotFound, match="no destination with id 999$"):
+        destinations.get_destination(db, 999)
+    with pytest.raises(NotFound, match="no destination named 'nope'"):
+        destinations.get_destination(db, "nope")
+    changed = destinations.update_destination(db, destination_id, {"validate_only": True}, NOW)
+    assert changed.validate_only
+    google_destination(db, "other", list_id="2")
+    (by_id,) = links.status(db, segment_id)
+    (by_name,) = links.status(db, "big spenders")
+    assert by_id.link == by_name.link == made
+    assert [s.link for s in links.status(db)] == [made]
+    with pytest.raises(NotFound, match="no segment with id 999$"):
+        links.status(db, 999)
+    with pytest.raises(NotFound, match="no segment with id 999$"):
+        links.link(db, 999, destination_id, NOW)
+    with pytest.raises(NotFound, match="no destination with id 999$"):
+        links.link(db, segment_id, 999, NOW)
+    with pytest.raises(NotFound, match="segment 'big spenders' is not linked to 'other'"):
+        links.unlink(db, segment_id, "other")
+    assert links.resume(db, segment_id, destination_id, retry_failed=True) == made
+    gone, _ = links.unlink(db, segment_id, destination_id)
+    assert gone == made and links.status(db, segment_id) == []
+    relinked = links.link(db, "big spenders", "other", NOW)
+    assert relinked.destination == "other"
+    links.unlink(db, "big spenders", "other")
+    assert destinations.delete_destination(db, destination_id).name == "ads"
+    with pytest.raises(NotFound, match="no destination with id"):
+        destinations.delete_destination(db, destination_id)
 
 
 def test_deleted_records_are_removed_with_the_identifiers_that_were_sent(
