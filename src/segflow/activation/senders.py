@@ -72,6 +72,8 @@ class OutMember:
 
 
 class Sender(Protocol):
+    """Delivers batches to one destination; the sync pass builds one per link turn."""
+
     def send(self, operation: str, members: Sequence[OutMember]) -> str:
         """Deliver one batch; return the platform's request id."""
 
@@ -81,6 +83,7 @@ class Sender(Protocol):
 def build_sender(
     destination: Destination, secret: dict[str, Any] | None, settings: Settings
 ) -> Sender:
+    """The sender for this destination's kind; ``secret`` is its opened credentials."""
     if destination.kind == FILE:
         return FileSender(destination)
     return GoogleAdsSender(destination, secret, settings)
@@ -368,4 +371,5 @@ def _retry_delay(exc: Any) -> float | None:
 
 
 def monotonic_ms(start: float) -> int:
+    """Milliseconds since ``start``, a ``time.monotonic()`` reading."""
     return int((time.monotonic() - start) * 1000)
