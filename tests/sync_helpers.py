@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from segflow import datasets, demo, engine, ingest, segments
-from segflow.activation import destinations, links, mapping
+from segflow.activation import destinations, links, mapping, senders
 from segflow.activation import identifiers as ids
 from segflow.activation.fake import FakeDataManager
 from segflow.activation.sync import SyncReport, sync
@@ -179,11 +179,11 @@ class DyingSender:
     (``"any"``: whichever comes first)."""
 
     def __init__(
-        self, inner: destinations.Sender, *, before: str | None = None, after: str | None = None
+        self, inner: senders.Sender, *, before: str | None = None, after: str | None = None
     ) -> None:
         self.inner, self.before, self.after = inner, before, after
 
-    def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+    def send(self, operation: str, members: list[senders.OutMember]) -> str:
         if self.before in (operation, "any"):
             raise Crash
         answer = self.inner.send(operation, members)
@@ -197,6 +197,4 @@ class DyingSender:
 
 def dying(*, before: str | None = None, after: str | None = None) -> Any:
     """``senders=`` for a sync pass whose process dies around one operation."""
-    return lambda d, s, st: DyingSender(
-        destinations.build_sender(d, s, st), before=before, after=after
-    )
+    return lambda d, s, st: DyingSender(senders.build_sender(d, s, st), before=before, after=after)

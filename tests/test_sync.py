@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import segments
-from segflow.activation import destinations, links, mapping
+from segflow.activation import destinations, links, mapping, senders
 from segflow.activation.fake import Failure, FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.schema import sync_log
-from segflow.errors import InvalidInput
+from segflow.errors import InvalidInput, NotFound
 from tests.sync_helpers import (
     LIST_ID,
     NOW,
@@ -294,22 +294,22 @@ def test_a_member_leaving_while_its_add_is_in_flight_is_removed_afterwards(
     class ExitMidFlight:
         """Delivers, but the member leaves while the request is out."""
 
-        def __init__(self, inner: destinations.Sender) -> None:
+        def __init__(self, inner: senders.Sender) -> None:
             self.inner = inner
 
-        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+        def send(self, operation: str, members: list[senders.OutMember]) -> str:
             request_id = self.inner.send(operation, members)
-            if operation == destinations.INGEST:
+            if operation == senders.INGEST:
                 import_rows(db, [with_spend(leaver, 0)], NOW + dt.timedelta(minutes=1))
             return request_id
 
         def close(self) -> None:
             self.inner.close()
 
-    def senders(d: destinations.Destination, secret: object, s: Settings) -> ExitMidFlight:
-        return ExitMidFlight(destinations.build_sender(d, None, s))
+    def make_sender(d: destinations.Destination, secret: object, s: Settings) -> ExitMidFlight:
+        return ExitMidFlight(senders.build_sender(d, None, s))
 
-    report = run_sync(db, settings, senders=senders)
+    report = run_sync(db, settings, senders=make_sender)
     # The add landed after the exit was recorded; the same pass removes it.
     assert report.outcomes[0].removed == 1
     assert fake.received[-1].method == "RemoveAudienceMembers"
@@ -412,6 +412,41 @@ def test_linked_segments_and_destinations_cannot_be_deleted_from_under_a_list(
     links.unlink(db, "big spenders", "ads")
     segments.delete_segment(db, "big spenders")
     destinations.delete_destination(db, "ads")
+
+
+def test_links_and_destinations_are_found_by_id_or_name(db: Database) -> None:
+    made = setup_link(db, customers(20))
+    segment_id, destination_id = made.segment_id, made.destination_id
+    assert destinations.get_destination(db, destination_id).name == "ads"
+    assert destinations.get_destination(db, "ads").id == destination_id
+    with pytest.raises(NotFound, match="no destination with id 999$"):
+        destinations.get_destination(db, 999)
+    with pytest.raises(NotFound, match="no destination named 'nope'"):
+        destinations.get_destination(db, "nope")
+    changed = destinations.update_destination(db, destination_id, {"validate_only": True}, NOW)
+    assert changed.validate_only
+    google_destination(db, "other", list_id="2")
+    (by_id,) = links.status(db, segment_id)
+    (by_name,) = links.status(db, "big spenders")
+    assert by_id.link == by_name.link == made
+    assert [s.link for s in links.status(db)] == [made]
+    with pytest.raises(NotFound, match="no segment with id 999$"):
+        links.status(db, 999)
+    with pytest.raises(NotFound, match="no segment with id 999$"):
+        links.link(db, 999, destination_id, NOW)
+    with pytest.raises(NotFound, match="no destination with id 999$"):
+        links.link(db, segment_id, 999, NOW)
+    with pytest.raises(NotFound, match="segment 'big spenders' is not linked to 'other'"):
+        links.unlink(db, segment_id, "other")
+    assert links.resume(db, segment_id, destination_id, retry_failed=True) == made
+    gone, _ = links.unlink(db, segment_id, destination_id)
+    assert gone == made and links.status(db, segment_id) == []
+    relinked = links.link(db, "big spenders", "other", NOW)
+    assert relinked.destination == "other"
+    links.unlink(db, "big spenders", "other")
+    assert destinations.delete_destination(db, destination_id).name == "ads"
+    with pytest.raises(NotFound, match="no destination with id"):
+        destinations.delete_destination(db, destination_id)
 
 
 def test_deleted_records_are_removed_with_the_identifiers_that_were_sent(
@@ -609,7 +644,7 @@ def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(
     import_rows(db, [_with_email(member, "moved@example.org")], NOW + dt.timedelta(minutes=1))
 
     with pytest.raises(Crash):
-        run_sync(db, settings, owner="dies", senders=dying(before=destinations.INGEST))
+        run_sync(db, settings, owner="dies", senders=dying(before=senders.INGEST))
     assert not converged(db, fake)  # the old identifiers are gone, the new not yet there
     clock = Clock()
     clock.advance(seconds=settings.lease_seconds + 1)
@@ -630,7 +665,7 @@ def test_a_crash_after_a_remove_then_a_re_entry_adds_the_member_back(
 
     clock = Clock()
     with pytest.raises(Crash):
-        run_sync(db, settings, clock, owner="dies", senders=dying(after=destinations.REMOVE))
+        run_sync(db, settings, clock, owner="dies", senders=dying(after=senders.REMOVE))
     import_rows(db, [with_spend(member, 900.0)], NOW + dt.timedelta(minutes=2))  # back again
     clock.advance(seconds=settings.lease_seconds + 1)
     run_sync(db, settings, clock)
@@ -649,10 +684,10 @@ def test_an_answer_that_arrives_after_the_lease_ran_out_is_not_recorded(
     clock = Clock()
 
     class SlowToRecord:
-        def __init__(self, inner: destinations.Sender) -> None:
+        def __init__(self, inner: senders.Sender) -> None:
             self.inner = inner
 
-        def send(self, operation: str, members: list[destinations.OutMember]) -> str:
+        def send(self, operation: str, members: list[senders.OutMember]) -> str:
             answer = self.inner.send(operation, members)
             clock.advance(seconds=settings.lease_seconds + 1)  # the outage
             # Meanwhile another worker takes the list over and syncs it.
@@ -667,7 +702,7 @@ def test_an_answer_that_arrives_after_the_lease_ran_out_is_not_recorded(
         settings,
         clock,
         owner="slow",
-        senders=lambda d, s, st: SlowToRecord(destinations.build_sender(d, s, st)),
+        senders=lambda d, s, st: SlowToRecord(senders.build_sender(d, s, st)),
     )
     assert report.outcomes[0].error == "another worker took over this link (lease expired)"
     assert report.outcomes[0].added == 0  # its late answer was not recorded

@@ -9,12 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from segflow.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from segflow.secrets import Cipher
+from segflow.secrets import Cipher
 
 DEFAULT_DATABASE_URL = "sqlite:///segflow.db"
 
@@ -95,8 +92,6 @@ class Settings:
 
     @property
     def cipher(self) -> Cipher:
-        from segflow.secrets import Cipher
-
         return Cipher.from_values(self.secret_key, self.secret_key_file)
 
     @property
@@ -108,10 +103,22 @@ class Settings:
 def _endpoint(raw: str) -> str:
     if not raw:
         return ""
-    # Imported here: config is read by every command, the check rarely runs.
-    from segflow.activation.destinations import check_endpoint
-
     return check_endpoint(raw.strip())
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``SEGFLOW_DATAMANAGER_ENDPOINT`` must point at this machine."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidInput(
+            f"SEGFLOW_DATAMANAGER_ENDPOINT must be HOST:PORT on this machine, got {endpoint!r}"
+        )
+    if host not in ("127.0.0.1", "localhost", "[::1]"):
+        raise InvalidInput(
+            "SEGFLOW_DATAMANAGER_ENDPOINT sends requests without TLS, so it may only name a "
+            f"loopback address (127.0.0.1, [::1] or localhost), got {endpoint!r}"
+        )
+    return endpoint
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:

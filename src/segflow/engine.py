@@ -34,8 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from segflow import rules
-from segflow.activation import links
+from segflow import outbox, rules
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database, retryable_conflict
@@ -250,7 +249,7 @@ def _tick_dataset(
                     )
 
         counts = _apply(conn, diff, now)
-        links.refresh_changed(
+        outbox.refresh_changed(
             conn,
             rec,
             {int(p.row.id): int(p.row.watermark) for p in plans if p.rule is not None},
@@ -422,7 +421,7 @@ def _apply(conn: Connection, diff: sa.TableClause, now: dt.datetime) -> dict[int
             ).order_by(diff.c.segment_id, diff.c.seq, diff.c.kind),
         )
     )
-    links.record_changes(conn, diff, list(counts))
+    outbox.record_changes(conn, diff, list(counts))
     return counts
 
 

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import engine, rules
-from segflow.activation import links
 from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
+from segflow.db.linked import refuse_if_linked
 from segflow.db.schema import datasets, members, segment_events, segments
 from segflow.db.scope import owned, workspace_of
 from segflow.errors import Conflict, InvalidInput, NotFound
@@ -216,7 +216,7 @@ def edit_segment(
 def delete_segment(db: Database, name: str) -> Segment:
     with db.write() as conn:
         segment = _find(conn, name)
-        links.refuse_if_linked(conn, [segment.id], f"segment {segment.name!r}")
+        refuse_if_linked(conn, [segment.id], f"segment {segment.name!r}")
         conn.execute(sa.delete(segments).where(segments.c.id == segment.id))
     return segment
 

@@ -1,19 +1,17 @@
-"""Destinations: where a segment's members go, and how a batch is sent there.
+"""The destination catalog: where a segment's members go.
 
 Two kinds:
 
 * ``google_ads``: a Customer Match user list, written through Google's Data
-  Manager API (``IngestAudienceMembers`` / ``RemoveAudienceMembers``) with
-  the official ``google-ads-datamanager`` client;
+  Manager API;
 * ``file``: every batch that would be sent, appended as one JSON line to a
   local file. A dry run a user can read, and the demo's destination.
 
-A destination's ``config`` is shown freely; its credentials (``secret``) are
-stored apart and never leave this module except to build a client. Senders
-turn the platform's failures into three kinds the sync worker acts on:
-:class:`TransientError` (retry later), :class:`RequestRejected` (the request
-is invalid; split it to find the bad members) and :class:`LinkBroken`
-(credentials or permissions: pause the link until a person fixes it).
+This module validates a destination's settings, stores, changes, finds and
+deletes destinations, and keeps their credentials: a destination's
+``config`` is shown freely, its credentials (``secret``) are stored apart,
+encrypted, and leave this module only to build a client (see
+:mod:`segflow.activation.senders`, which sends batches).
 """
 
 from __future__ import annotations
@@ -22,17 +20,14 @@ import datetime as dt
 import json
 import os
 import re
-import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
 from segflow.db.scope import owned, workspace_of
@@ -43,34 +38,15 @@ GOOGLE_ADS = "google_ads"
 FILE = "file"
 KINDS = (GOOGLE_ADS, FILE)
 
-INGEST = "ingest"
-REMOVE = "remove"
-
 GRANTED = "granted"
 DENIED = "denied"
 
-#: Google's limits per request.
-MAX_MEMBERS_PER_REQUEST = 10_000
-MAX_IDENTIFIERS_PER_MEMBER = 10
+#: What Google credentials are asked for, and where OAuth tokens are refreshed.
+OAUTH_SCOPE = "https://www.googleapis.com/auth/datamanager"
+OAUTH_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 _ACCOUNT_ID = re.compile(r"^\d{1,20}$")
 _NAME = re.compile(r"^[\w.@+ -]{1,100}$")
-
-
-class TransientError(Exception):
-    """Worth retrying later; ``retry_after`` is the server's requested delay."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RequestRejected(Exception):
-    """The platform refused the request as invalid (some member in it, usually)."""
-
-
-class LinkBroken(Exception):
-    """Needs a person: credentials, permissions, terms or a missing list."""
 
 
 @dataclass(frozen=True)
@@ -108,17 +84,6 @@ class Destination:
     @property
     def validate_only(self) -> bool:
         return bool(self.config.get("validate_only", False))
-
-
-@dataclass(frozen=True)
-class OutMember:
-    """One audience member as it will be sent: identifier codes and consent."""
-
-    rid: int
-    codes: tuple[str, ...]
-    #: (ad_user_data, ad_personalization) from the record, each None for
-    #: "the destination's default".
-    consent: tuple[str | None, str | None] = (None, None)
 
 
 # ---------------------------------------------------------------- validation
@@ -214,10 +179,12 @@ def check_credentials(secret: dict[str, Any]) -> str:
         if not isinstance(info, dict):
             raise InvalidInput("the service-account key must be a JSON object")
         try:
-            sa_creds = service_account.Credentials.from_service_account_info(info, scopes=[_SCOPE])
+            sa_creds = service_account.Credentials.from_service_account_info(
+                info, scopes=[OAUTH_SCOPE]
+            )
         except (ValueError, KeyError) as exc:
             raise InvalidInput(
-                f"the service-account key cannot be loaded: {_scrub(str(exc), secret)}"
+                f"the service-account key cannot be loaded: {scrub(str(exc), secret)}"
             ) from None
         return f"service account {sa_creds.service_account_email}"
     if kind == "oauth":
@@ -229,15 +196,11 @@ def check_credentials(secret: dict[str, Any]) -> str:
             refresh_token=secret["refresh_token"],
             client_id=secret["client_id"],
             client_secret=secret["client_secret"],
-            token_uri=_TOKEN_URI,
-            scopes=[_SCOPE],
+            token_uri=OAUTH_TOKEN_URI,
+            scopes=[OAUTH_SCOPE],
         )
         return "OAuth refresh token"
     raise InvalidInput("credentials must be a service-account key or OAuth client and token")
-
-
-_SCOPE = "https://www.googleapis.com/auth/datamanager"
-_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
 def _secret_values(secret: Any) -> Iterable[str]:
@@ -251,7 +214,7 @@ def _secret_values(secret: Any) -> Iterable[str]:
         yield secret
 
 
-def _scrub(message: str, secret: Any) -> str:
+def scrub(message: str, secret: Any) -> str:
     """Remove any credential value that an error message might have echoed."""
     for value in sorted(_secret_values(secret), key=len, reverse=True):
         message = message.replace(value, "[redacted]")
@@ -261,7 +224,8 @@ def _scrub(message: str, secret: Any) -> str:
 # ---------------------------------------------------------------- storage
 
 
-def _from_row(row: sa.Row[Any]) -> Destination:
+def destination_from_row(row: sa.Row[Any]) -> Destination:
+    """A :class:`Destination` from a full row of ``sf_destinations``."""
     return Destination(
         id=row.id,
         name=row.name,
@@ -324,19 +288,36 @@ def add_destination(
             .returning(destinations.c.id)
         ).scalar_one()
         row = conn.execute(sa.select(destinations).where(destinations.c.id == new_id)).one()
-    return _from_row(row)
+    return destination_from_row(row)
+
+
+def load_destination(conn: Connection, ref: int | str) -> Destination:
+    """The destination with this id (int) or name (str), in the caller's workspace.
+
+    Raises NotFound: ``no destination with id N`` or ``no destination named 'x'``.
+    """
+    if isinstance(ref, int):
+        where = destinations.c.id == ref
+    else:
+        where = destinations.c.name == ref
+    row = conn.execute(sa.select(destinations).where(where, owned(conn, destinations))).first()
+    if row is None:
+        if isinstance(ref, int):
+            raise NotFound(f"no destination with id {ref}")
+        raise NotFound(f"no destination named {ref!r}")
+    return destination_from_row(row)
 
 
 def update_destination(
-    db: Database, name: str, changes: dict[str, Any], now: dt.datetime
+    db: Database, ref: int | str, changes: dict[str, Any], now: dt.datetime
 ) -> Destination:
-    """Change settings of a destination (not its kind or credentials).
+    """Change settings of a destination, by id or name (not its kind or credentials).
 
     Turning ``validate_only`` off makes every member of its link due again:
     nothing sent while validating was applied at Google.
     """
     with db.write() as conn:
-        current = _load(conn, name)
+        current = load_destination(conn, ref)
         merged = {k: v for k, v in current.config.items() if k != "credentials"}
         merged.update(changes)
         clean = _google_ads_config(merged) if current.kind == GOOGLE_ADS else _file_config(merged)
@@ -350,10 +331,11 @@ def update_destination(
         if current.validate_only and not clean.get("validate_only", False):
             _resend_everything(conn, current.id)
         row = conn.execute(sa.select(destinations).where(destinations.c.id == current.id)).one()
-    return _from_row(row)
+    return destination_from_row(row)
 
 
 def _resend_everything(conn: Connection, destination_id: int) -> None:
+    """Every member of the destination's links is due again, as if never sent."""
     link_ids = sa.select(links.c.id).where(links.c.destination_id == destination_id)
     conn.execute(
         sa.delete(link_members).where(
@@ -367,37 +349,32 @@ def _resend_everything(conn: Connection, destination_id: int) -> None:
     )
 
 
-def _load(conn: Connection, name: str) -> Destination:
-    row = conn.execute(
-        sa.select(destinations).where(destinations.c.name == name, owned(conn, destinations))
-    ).first()
-    if row is None:
-        raise NotFound(f"no destination named {name!r}")
-    return _from_row(row)
-
-
-def get_destination(db: Database, name: str) -> Destination:
+def get_destination(db: Database, ref: int | str) -> Destination:
+    """The destination with this id (int) or name (str)."""
     with db.read() as conn:
-        return _load(conn, name)
+        return load_destination(conn, ref)
 
 
 def list_destinations(db: Database) -> list[Destination]:
+    """The workspace's destinations, by name."""
     with db.read() as conn:
         rows = conn.execute(
             sa.select(destinations).where(owned(conn, destinations)).order_by(destinations.c.name)
         ).all()
-    return [_from_row(r) for r in rows]
+    return [destination_from_row(r) for r in rows]
 
 
-def delete_destination(db: Database, name: str) -> Destination:
+def delete_destination(db: Database, ref: int | str) -> Destination:
+    """Delete a destination, by id or name; refused while a segment is linked to it."""
     with db.write() as conn:
-        destination = _load(conn, name)
+        destination = load_destination(conn, ref)
         linked = conn.execute(
             sa.select(links.c.id).where(links.c.destination_id == destination.id)
         ).first()
         if linked is not None:
             raise InvalidInput(
-                f"destination {name!r} is linked to a segment; unlink it first (segflow unlink)"
+                f"destination {destination.name!r} is linked to a segment; "
+                "unlink it first (segflow unlink)"
             )
         conn.execute(sa.delete(destinations).where(destinations.c.id == destination.id))
     return destination
@@ -412,6 +389,7 @@ def stored_secret(conn: Connection, destination_id: int) -> str | None:
 
 
 def open_secret(stored: str | None, cipher: Cipher) -> dict[str, Any] | None:
+    """Decrypt credentials read by :func:`stored_secret` (None stays None)."""
     if stored is None:
         return None
     data: dict[str, Any] = json.loads(cipher.decrypt(stored))
@@ -438,321 +416,3 @@ def rotate_key(db: Database, cipher: Cipher) -> tuple[int, Path | None, str]:
                 .values(secret=cipher.reencrypt(row.secret, new_key))
             )
     return len(rows), cipher.finish_rotation(new_key), new_key
-
-
-# ---------------------------------------------------------------- senders
-
-
-class Sender(Protocol):
-    def send(self, operation: str, members: Sequence[OutMember]) -> str:
-        """Deliver one batch; return the platform's request id."""
-
-    def close(self) -> None: ...
-
-
-def build_sender(
-    destination: Destination, secret: dict[str, Any] | None, settings: Settings
-) -> Sender:
-    if destination.kind == FILE:
-        return FileSender(destination)
-    return GoogleAdsSender(destination, secret, settings)
-
-
-class FileSender:
-    """Appends each batch as one JSON line; the request id is a fresh UUID."""
-
-    def __init__(self, destination: Destination) -> None:
-        self.destination = destination
-        self.path = Path(destination.config["path"])
-
-    def send(self, operation: str, members: Sequence[OutMember]) -> str:
-        request_id = uuid.uuid4().hex
-        line: dict[str, Any] = {
-            "request_id": request_id,
-            "destination": self.destination.name,
-            "operation": operation,
-            "encoding": "HEX",
-        }
-        default_user_data, default_personalization = self.destination.consent
-        if operation == INGEST:
-            line["consent"] = {
-                "ad_user_data": default_user_data,
-                "ad_personalization": default_personalization,
-            }
-            line["terms_of_service"] = "accepted"
-        line["members"] = [_member_json(m, operation == INGEST) for m in members]
-        data = json.dumps(line, separators=(",", ":")) + "\n"
-        try:
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            raise TransientError(f"cannot append to {self.path}: {exc.strerror}") from None
-        return request_id
-
-    def close(self) -> None:
-        pass
-
-
-def _member_json(member: OutMember, with_consent: bool) -> dict[str, Any]:
-    identifiers: list[dict[str, Any]] = []
-    for code in member.codes:
-        kind, _, rest = code.partition(":")
-        if kind == "e":
-            identifiers.append({"email_address": rest})
-        elif kind == "p":
-            identifiers.append({"phone_number": rest})
-        else:
-            given, family, region, postal = rest.split(":", 3)
-            identifiers.append(
-                {
-                    "address": {
-                        "given_name": given,
-                        "family_name": family,
-                        "region_code": region,
-                        "postal_code": postal,
-                    }
-                }
-            )
-    out: dict[str, Any] = {"user_identifiers": identifiers}
-    if with_consent and member.consent != (None, None):
-        out["consent"] = {
-            k: v
-            for k, v in zip(("ad_user_data", "ad_personalization"), member.consent, strict=True)
-            if v is not None
-        }
-    return out
-
-
-def check_endpoint(endpoint: str) -> str:
-    """``SEGFLOW_DATAMANAGER_ENDPOINT`` must point at this machine."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidInput(
-            f"SEGFLOW_DATAMANAGER_ENDPOINT must be HOST:PORT on this machine, got {endpoint!r}"
-        )
-    if host not in ("127.0.0.1", "localhost", "[::1]"):
-        raise InvalidInput(
-            "SEGFLOW_DATAMANAGER_ENDPOINT sends requests without TLS, so it may only name a "
-            f"loopback address (127.0.0.1, [::1] or localhost), got {endpoint!r}"
-        )
-    return endpoint
-
-
-class GoogleAdsSender:
-    """One Customer Match list through the Data Manager API.
-
-    Requests are built as raw protobuf messages (the generated proto-plus
-    wrappers cost several microseconds a field) and wrapped without a copy.
-    The client's own retry is turned off: the sync worker owns retries, so
-    that each one is recorded, honours the link's backoff and survives a
-    restart; the timeout is ours too (the client's default waits 120 s).
-    """
-
-    def __init__(
-        self, destination: Destination, secret: dict[str, Any] | None, settings: Settings
-    ) -> None:
-        self.destination = destination
-        self.secret = secret
-        self.timeout = float(settings.sync_timeout)
-        self.endpoint = settings.datamanager_endpoint
-        self._client: Any = None
-        self._channel: Any = None
-
-    def _credentials(self) -> Any:
-        from google.oauth2 import credentials as oauth2
-        from google.oauth2 import service_account
-
-        secret = self.secret
-        if secret is None:
-            return None  # Application Default Credentials
-        try:
-            if secret.get("type") == "service_account":
-                return service_account.Credentials.from_service_account_info(
-                    secret["info"], scopes=[_SCOPE]
-                )
-            return oauth2.Credentials(
-                token=None,
-                refresh_token=secret["refresh_token"],
-                client_id=secret["client_id"],
-                client_secret=secret["client_secret"],
-                token_uri=_TOKEN_URI,
-                scopes=[_SCOPE],
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LinkBroken(f"invalid credentials: {_scrub(str(exc), secret)}") from None
-
-    def _get_client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        import grpc
-        from google.ads import datamanager_v1
-        from google.ads.datamanager_v1.services.ingestion_service.transports import (
-            IngestionServiceGrpcTransport,
-        )
-
-        credentials = self._credentials()
-        if self.endpoint:
-            options = [
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ]
-            self._channel = grpc.insecure_channel(check_endpoint(self.endpoint), options=options)
-            transport = IngestionServiceGrpcTransport(channel=self._channel)
-            self._client = datamanager_v1.IngestionServiceClient(transport=transport)
-        else:
-            self._client = datamanager_v1.IngestionServiceClient(credentials=credentials)
-        return self._client
-
-    def _destination_pb(self) -> Any:
-        from google.ads.datamanager_v1.types import destination as d
-
-        config = self.destination.config
-        dest = d.Destination.pb()(product_destination_id=config["product_destination_id"])
-        account_type = d.ProductAccount.AccountType.GOOGLE_ADS
-        dest.operating_account.account_type = account_type
-        dest.operating_account.account_id = config["operating_account_id"]
-        if config.get("login_account_id"):
-            dest.login_account.account_type = account_type
-            dest.login_account.account_id = config["login_account_id"]
-        return dest
-
-    def build(self, operation: str, members: Sequence[OutMember]) -> Any:
-        """The request for one batch, as a proto-plus message."""
-        from google.ads.datamanager_v1.types import audience, consent, ingestion_service
-        from google.ads.datamanager_v1.types import terms_of_service as tos
-        from google.ads.datamanager_v1.types import user_data as ud
-
-        member_pb = audience.AudienceMember.pb()
-        identifier_pb = ud.UserIdentifier.pb()
-        address_pb = ud.AddressInfo.pb()
-        status = {
-            GRANTED: consent.ConsentStatus.CONSENT_GRANTED,
-            DENIED: consent.ConsentStatus.CONSENT_DENIED,
-        }
-        ingest = operation == INGEST
-        built = []
-        for m in members:
-            ids = []
-            for code in m.codes[:MAX_IDENTIFIERS_PER_MEMBER]:
-                kind, _, rest = code.partition(":")
-                if kind == "e":
-                    ids.append(identifier_pb(email_address=rest))
-                elif kind == "p":
-                    ids.append(identifier_pb(phone_number=rest))
-                else:
-                    given, family, region, postal = rest.split(":", 3)
-                    ids.append(
-                        identifier_pb(
-                            address=address_pb(
-                                given_name=given,
-                                family_name=family,
-                                region_code=region,
-                                postal_code=postal,
-                            )
-                        )
-                    )
-            member = member_pb()
-            member.user_data.user_identifiers.extend(ids)
-            if ingest and m.consent != (None, None):
-                user_data, personalization = m.consent
-                if user_data is not None:
-                    member.consent.ad_user_data = status[user_data]
-                if personalization is not None:
-                    member.consent.ad_personalization = status[personalization]
-            built.append(member)
-        request_type = (
-            ingestion_service.IngestAudienceMembersRequest
-            if ingest
-            else ingestion_service.RemoveAudienceMembersRequest
-        )
-        request = request_type.pb()(
-            validate_only=self.destination.validate_only,
-            encoding=ingestion_service.Encoding.HEX,
-        )
-        request.destinations.append(self._destination_pb())
-        request.audience_members.extend(built)
-        if ingest:
-            default_user_data, default_personalization = self.destination.consent
-            request.consent.ad_user_data = status[default_user_data]
-            request.consent.ad_personalization = status[default_personalization]
-            request.terms_of_service.customer_match_terms_of_service_status = (
-                tos.TermsOfServiceStatus.ACCEPTED
-            )
-        return request_type.wrap(request)
-
-    def send(self, operation: str, members: Sequence[OutMember]) -> str:
-        if not self.destination.terms_accepted:
-            raise LinkBroken(
-                "the Customer Match terms of service are not accepted for this destination "
-                "(segflow destinations update NAME --terms-accepted)"
-            )
-        client = self._get_client()
-        request = self.build(operation, members)
-        call = (
-            client.ingest_audience_members
-            if operation == INGEST
-            else client.remove_audience_members
-        )
-        try:
-            response = call(request=request, retry=None, timeout=self.timeout)
-        except Exception as exc:
-            raise classify(exc, self.secret) from None
-        return str(response.request_id)
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        self._client = self._channel = None
-
-
-def classify(exc: BaseException, secret: Any = None) -> Exception:
-    """Map a client or auth failure to what the sync worker should do."""
-    from google.api_core import exceptions as core
-    from google.auth import exceptions as auth
-
-    message = _scrub(_describe(exc), secret)
-    if isinstance(exc, auth.RefreshError | auth.DefaultCredentialsError):
-        return LinkBroken(f"credentials rejected: {message}")
-    if isinstance(exc, auth.TransportError):
-        return TransientError(message)
-    if isinstance(exc, core.InvalidArgument | core.BadRequest):
-        return RequestRejected(message)
-    if isinstance(
-        exc,
-        core.PermissionDenied
-        | core.Forbidden
-        | core.Unauthenticated
-        | core.Unauthorized
-        | core.NotFound
-        | core.FailedPrecondition,
-    ):
-        return LinkBroken(message)
-    if isinstance(exc, core.GoogleAPIError):
-        return TransientError(message, _retry_delay(exc))
-    # Anything else (a bug in a transport, a closed channel) is retried
-    # rather than losing the batch; the log keeps the reason.
-    return TransientError(message)
-
-
-def _describe(exc: BaseException) -> str:
-    from google.api_core import exceptions as core
-
-    if isinstance(exc, core.GoogleAPIError) and hasattr(exc, "grpc_status_code"):
-        code = getattr(exc, "grpc_status_code", None)
-        name = code.name if code is not None else type(exc).__name__
-        return f"{name}: {getattr(exc, 'message', str(exc))}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _retry_delay(exc: Any) -> float | None:
-    for detail in getattr(exc, "details", None) or []:
-        delay = getattr(detail, "retry_delay", None)
-        if delay is not None and hasattr(delay, "seconds"):
-            return float(delay.seconds) + float(delay.nanos) / 1e9
-    return None
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)

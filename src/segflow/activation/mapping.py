@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow.activation import links
+from segflow import outbox
 from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
 from segflow.datasets import Dataset, load_dataset
 from segflow.db.engine import Database
@@ -108,7 +108,7 @@ def set_mapping(
                 )
             setattr(mapping, name, column.name)
         if mapping.as_dict() != before:
-            links.mapping_changed(conn, dataset.id)
+            outbox.mapping_changed(conn, dataset.id)
         values = {"mapping": mapping.as_dict(), "updated_at": now}
         updated = conn.execute(
             sa.update(identifier_maps)

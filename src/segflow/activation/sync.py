@@ -37,48 +37,36 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow import outbox
 from segflow.activation import identifiers as ids
+from segflow.activation import outgoing
 from segflow.activation.destinations import (
+    Destination,
+    destination_from_row,
+    open_secret,
+    stored_secret,
+)
+from segflow.activation.links import Link
+from segflow.activation.mapping import mapping_for
+from segflow.activation.retry import RetryPolicy
+from segflow.activation.senders import (
     INGEST,
     REMOVE,
-    Destination,
     LinkBroken,
     OutMember,
     RequestRejected,
     Sender,
     TransientError,
-    _from_row,
     build_sender,
-    open_secret,
-    stored_secret,
 )
-from segflow.activation.links import Link, lock_in_order
-from segflow.activation.mapping import mapping_for
-from segflow.activation.retry import RetryPolicy
 from segflow.config import Settings
 from segflow.datasets import Dataset, load_dataset_by_id
-from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.schema import UTCDateTime, destinations, link_members, links, segments, sync_log
 from segflow.errors import SegflowError
 
 Clock = Callable[[], dt.datetime]
 SenderFactory = Callable[[Destination, dict[str, Any] | None, Settings], Sender]
-
-_CONSENT_VALUES = {
-    "granted": "granted",
-    "true": "granted",
-    "yes": "granted",
-    "y": "granted",
-    "t": "granted",
-    "1": "granted",
-    "denied": "denied",
-    "false": "denied",
-    "no": "denied",
-    "n": "denied",
-    "f": "denied",
-    "0": "denied",
-}
 
 
 @dataclass
@@ -208,7 +196,7 @@ def _claim(
             .join(destinations, destinations.c.id == links.c.destination_id)
             .where(links.c.id == link_id)
         ).one()
-        destination = _from_row(
+        destination = destination_from_row(
             conn.execute(
                 sa.select(destinations).where(destinations.c.id == row.destination_id)
             ).one()
@@ -419,65 +407,11 @@ class _LinkRun:
         """
         dataset = self.claim.dataset
         mapping, _ = mapping_for(conn, dataset)
-        rec = records.table(dataset.records_table, dataset.columns)
-        mapped = {name: dataset.column(name) for name in mapping.columns()}
-        cols = [
-            rec.c[records.raw_col(c.position)].label(f"c{c.position}")
-            for c in mapped.values()
-            if c is not None
-        ]
-        rows = conn.execute(
-            sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_([d.rid for d in due]))
-        ).all()
-        by_rid = {r.rid: r for r in rows}
+        mapped, by_rid = outgoing.read_records(conn, dataset, mapping, [d.rid for d in due])
         recent = self.clock() - dt.timedelta(days=self.settings.resend_days)
-        members: list[OutMember] = []
-        stale: list[OutMember] = []
-        sent: list[dict[str, Any]] = []
-        refused: list[dict[str, Any]] = []
-        settled: list[int] = []
-        for item in due:
-            rid = item.rid
-            row = by_rid.get(rid)
-            if row is None or row.deleted:
-                refused.append({"r": rid, "reason": "the record was deleted"})
-                continue
-            values = row._mapping
-            record = {
-                name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
-            }
-            skipped = ids.Skipped()
-            codes = ids.encode(ids.identifiers_for(record, mapping, skipped))
-            if not codes:
-                refused.append({"r": rid, "reason": _no_identifier_reason(mapping, skipped)})
-                continue
-            old = json.loads(item.sent) if item.sent else None
-            if item.have == 1 and old == codes and item.acked_at and item.acked_at >= recent:
-                settled.append(rid)  # the record changed, its identifiers did not
-                continue
-            # Earlier identifier sets the list may hold, each removed whole
-            # (a remove names a member the way its ingest did).
-            gone: list[list[str]] = json.loads(item.stale) if item.stale else []
-            if old is not None and old != codes and old not in gone:
-                gone.append(old)
-            gone = [g for g in gone if g != codes]
-            stale.extend(OutMember(rid, tuple(g)) for g in gone)
-            consent = (
-                _consent(record.get(mapping.consent_ad_user_data or "")),
-                _consent(record.get(mapping.consent_ad_personalization or "")),
-            )
-            members.append(OutMember(rid, tuple(codes), consent))
-            sent.append(
-                {
-                    "r": rid,
-                    "s": json.dumps(codes),
-                    "g": json.dumps(gone) if gone else None,
-                    # Replaced identifiers: the list no longer holds this member as sent.
-                    "h": 0 if gone else item.have,
-                }
-            )
+        plan = outgoing.plan_adds(due, by_rid, mapped, mapping, recent)
         lm = link_members
-        if sent:
+        if plan.sent:
             conn.execute(
                 sa.update(lm)
                 .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
@@ -487,23 +421,23 @@ class _LinkRun:
                     have=sa.bindparam("h"),
                     norm_version=ids.NORMALISATION_VERSION,
                 ),
-                sent,
+                plan.sent,
             )
-        if settled:
+        if plan.settled:
             conn.execute(
                 sa.update(lm)
-                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(settled))
+                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(plan.settled))
                 .values(pending=0)
             )
-        if refused:
+        if plan.refused:
             conn.execute(
                 sa.update(lm)
                 .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
                 .values(rejected=sa.bindparam("reason"), pending=0),
-                refused,
+                plan.refused,
             )
-            self.outcome.rejected += len(refused)
-        return members, stale
+            self.outcome.rejected += len(plan.refused)
+        return plan.members, plan.stale
 
     def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
         lm = link_members
@@ -571,7 +505,7 @@ class _LinkRun:
             # database outage, say), another worker may have sent since, and
             # this older answer must not overwrite what it recorded.
             self._hold(conn, now)
-            lock_in_order(conn, self.link_id, lm.c.rid.in_(rids))
+            outbox.lock_in_order(conn, self.link_id, lm.c.rid.in_(rids))
             if replaced:
                 # Old identifiers of members that stay: only they are settled.
                 conn.execute(sa.update(lm).where(mine).values(stale=None))
@@ -634,21 +568,6 @@ class _LinkRun:
                     .values(**values)
                 )
                 self.outcome.rejected += 1
-
-
-def _consent(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    return _CONSENT_VALUES.get(raw.strip().lower())
-
-
-def _no_identifier_reason(mapping: ids.Mapping, skipped: ids.Skipped) -> str:
-    if not (mapping.email or mapping.phone or mapping.first_name):
-        return "the dataset has no identifier columns mapped (segflow datasets identifiers)"
-    invalid = sorted(skipped.counts)
-    if invalid:
-        return f"no usable identifier ({', '.join(invalid)} invalid, the rest empty)"
-    return "no usable identifier (email, phone and address are empty)"
 
 
 def next_due(db: Database) -> dt.datetime | None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from segflow import datasets, engine, ingest, rules, segments
 from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
-from segflow.errors import InvalidInput, NotFound
+from segflow.errors import InvalidInput
 from segflow.progress import Progress
 from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
@@ -230,8 +230,8 @@ def _segment(request: Request, segment_id: int) -> segments.Segment:
 
 def _segment_json(request: Request, segment: segments.Segment) -> dict[str, Any]:
     out = segment.as_dict()
-    with workspace_db(request).read() as conn:
-        out["destinations"] = links.linked_destinations(conn, [segment.id]).get(segment.id, [])
+    linked = links.destinations_of(workspace_db(request), [segment.id])
+    out["destinations"] = linked.get(segment.id, [])
     return out
 
 
@@ -250,8 +250,7 @@ def create_segment(request: Request, body: SegmentIn) -> dict[str, Any]:
 def list_segments(request: Request, dataset: str | None = None) -> list[dict[str, Any]]:
     db = workspace_db(request)
     found = segments.list_segments(db, dataset=dataset)
-    with db.read() as conn:
-        linked = links.linked_destinations(conn, [s.id for s in found])
+    linked = links.destinations_of(db, [s.id for s in found])
     return [{**s.as_dict(), "destinations": linked.get(s.id, [])} for s in found]
 
 
@@ -398,13 +397,6 @@ class LinkIn(BaseModel):
     destination_id: int = Field(ge=1, le=MAX_ID)
 
 
-def _destination_by_id(request: Request, destination_id: int) -> destinations.Destination:
-    for d in destinations.list_destinations(workspace_db(request)):
-        if d.id == destination_id:
-            return d
-    raise NotFound(f"no destination with id {destination_id}")
-
-
 @router.post("/api/destinations", status_code=201, tags=["destinations"])
 def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
     state = _state(request)
@@ -433,24 +425,18 @@ def list_destinations(request: Request) -> list[dict[str, Any]]:
 
 @router.delete("/api/destinations/{destination_id}", status_code=204, tags=["destinations"])
 def delete_destination(request: Request, destination_id: DestinationId) -> Response:
-    found = _destination_by_id(request, destination_id)
-    destinations.delete_destination(workspace_db(request), found.name)
+    destinations.delete_destination(workspace_db(request), destination_id)
     return Response(status_code=204)
 
 
 def _link_statuses(request: Request, segment_id: int) -> list[dict[str, Any]]:
-    return [
-        s.as_dict() for s in links.status(workspace_db(request)) if s.link.segment_id == segment_id
-    ]
+    return [s.as_dict() for s in links.status(workspace_db(request), segment_id)]
 
 
 @router.post("/api/segments/{segment_id}/links", status_code=201, tags=["destinations"])
 def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str, Any]:
     state = _state(request)
-    db = workspace_db(request)
-    segment = _segment(request, segment_id)
-    destination = _destination_by_id(request, body.destination_id)
-    made = links.link(db, segment.name, destination.name, utcnow())
+    made = links.link(workspace_db(request), segment_id, body.destination_id, utcnow())
     state.broadcaster.changed()
     state.wake()
     return next(s for s in _link_statuses(request, segment_id) if s["id"] == made.id)
@@ -458,7 +444,6 @@ def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str,
 
 @router.get("/api/segments/{segment_id}/links", tags=["destinations"])
 def segment_links(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
-    _segment(request, segment_id)
     return _link_statuses(request, segment_id)
 
 
@@ -467,10 +452,7 @@ def segment_links(request: Request, segment_id: SegmentId) -> list[dict[str, Any
 )
 def remove_link(request: Request, segment_id: SegmentId, destination_id: DestinationId) -> Response:
     state = _state(request)
-    db = workspace_db(request)
-    segment = _segment(request, segment_id)
-    destination = _destination_by_id(request, destination_id)
-    links.unlink(db, segment.name, destination.name)
+    links.unlink(workspace_db(request), segment_id, destination_id)
     state.broadcaster.changed()
     return Response(status_code=204)
 

@@ -1,0 +1,148 @@
+"""What the sync pass sends for each due add: identifiers and consent from the record.
+
+The sync pass reads a batch of due adds and, for each, the record's current
+values in the mapped columns. :func:`plan_adds` decides, member by member,
+whether it is sent (with the identifier sets it replaces, to remove first),
+settled without a request (its identifiers did not change), or refused
+(deleted, or no usable identifier). It does no I/O: the sync pass writes what
+it decides in the same transaction that read the batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow.activation import identifiers as ids
+from segflow.activation.senders import OutMember
+from segflow.datasets import Column, Dataset
+from segflow.db import records
+
+_CONSENT_VALUES = {
+    "granted": "granted",
+    "true": "granted",
+    "yes": "granted",
+    "y": "granted",
+    "t": "granted",
+    "1": "granted",
+    "denied": "denied",
+    "false": "denied",
+    "no": "denied",
+    "n": "denied",
+    "f": "denied",
+    "0": "denied",
+}
+
+
+@dataclass
+class AddPlan:
+    """What to do with one batch of due adds."""
+
+    #: Members to add.
+    members: list[OutMember] = field(default_factory=list)
+    #: Identifier sets the list may hold that were replaced: removed first.
+    stale: list[OutMember] = field(default_factory=list)
+    #: ``sent``/``stale``/``have`` to write for the members added, keyed r, s, g, h.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    #: Members refused before any request, keyed r, reason.
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    #: Record ids whose identifiers did not change: no longer pending.
+    settled: list[int] = field(default_factory=list)
+
+
+def read_records(
+    conn: Connection, dataset: Dataset, mapping: ids.Mapping, rids: list[int]
+) -> tuple[dict[str, Column | None], dict[int, sa.Row[Any]]]:
+    """The mapped columns by mapping name, and these records' rows by rid."""
+    rec = records.table(dataset.records_table, dataset.columns)
+    mapped = {name: dataset.column(name) for name in mapping.columns()}
+    cols = [
+        rec.c[records.raw_col(c.position)].label(f"c{c.position}")
+        for c in mapped.values()
+        if c is not None
+    ]
+    rows = conn.execute(sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_(rids))).all()
+    return mapped, {r.rid: r for r in rows}
+
+
+def plan_adds(
+    due: Sequence[sa.Row[Any]],
+    by_rid: dict[int, sa.Row[Any]],
+    mapped: dict[str, Column | None],
+    mapping: ids.Mapping,
+    recent: dt.datetime,
+) -> AddPlan:
+    """Decide each due add: send, settle or refuse (see the module docstring).
+
+    ``due`` rows carry the member's ``rid``, ``sent``, ``have``, ``acked_at``
+    and ``stale``; a member acknowledged at or after ``recent`` whose
+    identifiers are unchanged is settled.
+    """
+    plan = AddPlan()
+    for item in due:
+        rid = item.rid
+        row = by_rid.get(rid)
+        if row is None or row.deleted:
+            plan.refused.append({"r": rid, "reason": "the record was deleted"})
+            continue
+        values = row._mapping
+        record = {
+            name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
+        }
+        skipped = ids.Skipped()
+        codes = ids.encode(ids.identifiers_for(record, mapping, skipped))
+        if not codes:
+            plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
+            continue
+        old = json.loads(item.sent) if item.sent else None
+        if item.have == 1 and old == codes and item.acked_at and item.acked_at >= recent:
+            plan.settled.append(rid)  # the record changed, its identifiers did not
+            continue
+        # Earlier identifier sets the list may hold, each removed whole
+        # (a remove names a member the way its ingest did).
+        gone: list[list[str]] = json.loads(item.stale) if item.stale else []
+        if old is not None and old != codes and old not in gone:
+            gone.append(old)
+        gone = [g for g in gone if g != codes]
+        plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
+        consent = (
+            consent_value(record.get(mapping.consent_ad_user_data or "")),
+            consent_value(record.get(mapping.consent_ad_personalization or "")),
+        )
+        plan.members.append(OutMember(rid, tuple(codes), consent))
+        plan.sent.append(
+            {
+                "r": rid,
+                "s": json.dumps(codes),
+                "g": json.dumps(gone) if gone else None,
+                # Replaced identifiers: the list no longer holds this member as sent.
+                "h": 0 if gone else item.have,
+            }
+        )
+    return plan
+
+
+def consent_value(raw: str | None) -> str | None:
+    """A record's consent cell as ``granted`` or ``denied``.
+
+    None, meaning "the destination's default", when the cell is empty or unclear.
+    """
+    if raw is None:
+        return None
+    return _CONSENT_VALUES.get(raw.strip().lower())
+
+
+def no_identifier_reason(mapping: ids.Mapping, skipped: ids.Skipped) -> str:
+    """Why a member has no identifier to send, for its ``rejected`` reason."""
+    if not (mapping.email or mapping.phone or mapping.first_name):
+        return "the dataset has no identifier columns mapped (segflow datasets identifiers)"
+    invalid = sorted(skipped.counts)
+    if invalid:
+        return f"no usable identifier ({', '.join(invalid)} invalid, the rest empty)"
+    return "no usable identifier (email, phone and address are empty)"
