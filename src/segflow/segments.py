@@ -2,11 +2,16 @@
 
 Creating or editing a segment stores its validated rules and runs the engine
 on it at once, so the answer is a segment with its members already counted.
+
+Functions acting on one segment take it as an ``int`` (its id, what the API
+has) or a ``str`` (its name, what the CLI has) and look it up once.
+:func:`live_counts` is what the server's live pages show of every segment.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import engine, rules
-from segflow.datasets import Dataset, load_dataset, load_dataset_by_id
+from segflow.datasets import Dataset, require
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.linked import refuse_if_linked
@@ -102,7 +107,14 @@ def list_segments(db: Database, *, dataset: str | None = None) -> list[Segment]:
         return [_row_to_segment(r) for r in conn.execute(query)]
 
 
-def _find(conn: Connection, name: str) -> Segment:
+def _find(conn: Connection, segment: int | str) -> Segment:
+    """The segment with this id (an int) or name (a str) in the connection's workspace."""
+    if isinstance(segment, int):
+        row = conn.execute(_select(conn).where(segments.c.id == segment)).first()
+        if row is None:
+            raise NotFound(f"no segment with id {segment}")
+        return _row_to_segment(row)
+    name = segment
     row = conn.execute(_select(conn).where(segments.c.name == name)).first()
     if row is None:
         names = (
@@ -117,24 +129,10 @@ def _find(conn: Connection, name: str) -> Segment:
     return _row_to_segment(row)
 
 
-def get_segment(db: Database, name: str) -> Segment:
+def get_segment(db: Database, segment: int | str) -> Segment:
+    """The segment with this id or name."""
     with db.read() as conn:
-        return _find(conn, name)
-
-
-def get_segment_by_id(db: Database, segment_id: int) -> Segment:
-    with db.read() as conn:
-        row = conn.execute(_select(conn).where(segments.c.id == segment_id)).first()
-    if row is None:
-        raise NotFound(f"no segment with id {segment_id}")
-    return _row_to_segment(row)
-
-
-def _dataset(conn: Connection, name: str) -> Dataset:
-    dataset = load_dataset(conn, name)
-    if dataset is None:
-        raise NotFound(f"no dataset named {name!r}")
-    return dataset
+        return _find(conn, segment)
 
 
 def _validated(dataset: Dataset, raw_rules: Any) -> tuple[rules.Group, dict[str, Any]]:
@@ -155,7 +153,7 @@ def create_segment(
     """Store a new segment and evaluate it fully."""
     name = validate_segment_name(name)
     with db.write() as conn:
-        ds = _dataset(conn, dataset)
+        ds = require(conn, dataset)
         parsed, canonical = _validated(ds, rules_json)
         taken = sa.select(segments.c.id).where(segments.c.name == name, owned(conn, segments))
         if conn.execute(taken).first():
@@ -178,12 +176,12 @@ def create_segment(
         ).scalar_one()
         _index_time_columns(conn, ds, parsed)
     engine.tick(db, now, segment_ids=[segment_id])
-    return get_segment_by_id(db, segment_id)
+    return get_segment(db, segment_id)
 
 
 def edit_segment(
     db: Database,
-    name: str,
+    segment: int | str,
     *,
     now: dt.datetime,
     rules_json: Any = None,
@@ -191,7 +189,7 @@ def edit_segment(
 ) -> Segment:
     """Change a segment's rules and/or name; new rules are evaluated fully at once."""
     with db.write() as conn:
-        current = _find(conn, name)
+        current = _find(conn, segment)
         values: dict[str, Any] = {"updated_at": now}
         if new_name is not None and new_name.strip() != current.name:
             new_name = validate_segment_name(new_name)
@@ -202,7 +200,7 @@ def edit_segment(
                 raise Conflict(f"a segment named {new_name!r} already exists")
             values["name"] = new_name
         if rules_json is not None:
-            ds = _dataset(conn, current.dataset)
+            ds = require(conn, current.dataset)
             parsed, canonical = _validated(ds, rules_json)
             values["rules"] = canonical
             values["rules_version"] = segments.c.rules_version + 1
@@ -210,19 +208,20 @@ def edit_segment(
         conn.execute(sa.update(segments).where(segments.c.id == current.id).values(**values))
     if rules_json is not None:
         engine.tick(db, now, segment_ids=[current.id])
-    return get_segment_by_id(db, current.id)
+    return get_segment(db, current.id)
 
 
-def delete_segment(db: Database, name: str) -> Segment:
+def delete_segment(db: Database, segment: int | str) -> Segment:
+    """Delete a segment (refused while it feeds a destination); the segment as it was."""
     with db.write() as conn:
-        segment = _find(conn, name)
-        refuse_if_linked(conn, [segment.id], f"segment {segment.name!r}")
-        conn.execute(sa.delete(segments).where(segments.c.id == segment.id))
-    return segment
+        found = _find(conn, segment)
+        refuse_if_linked(conn, [found.id], f"segment {found.name!r}")
+        conn.execute(sa.delete(segments).where(segments.c.id == found.id))
+    return found
 
 
 def _records_of(conn: Connection, segment: Segment) -> tuple[Dataset, sa.TableClause]:
-    dataset = _dataset(conn, segment.dataset)
+    dataset = require(conn, segment.dataset)
     return dataset, records.table(dataset.records_table, dataset.columns)
 
 
@@ -232,37 +231,78 @@ def _record_dict(dataset: Dataset, row: sa.Row[Any]) -> dict[str, Any]:
 
 
 def list_members(
-    db: Database, name: str, *, limit: int = 100, after: int | None = None
+    db: Database, segment: int | str, *, limit: int = 100, after: int | None = None
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of members in record order, raw values as imported; and the next cursor."""
     with db.read() as conn:
-        segment = _find(conn, name)
-        dataset, rec = _records_of(conn, segment)
-        raw = [rec.c[records.raw_col(c.position)] for c in dataset.columns]
-        query = (
-            sa.select(rec.c.rid, rec.c.key, *raw)
-            .select_from(members.join(rec, rec.c.rid == members.c.rid))
-            .where(members.c.segment_id == segment.id)
-            .order_by(members.c.rid)
-            .limit(limit + 1)
-        )
-        if after is not None:
-            query = query.where(members.c.rid > after)
-        rows = conn.execute(query).all()
+        found = _find(conn, segment)
+        dataset, rec = _records_of(conn, found)
+        return _members_page(conn, found.id, dataset, rec, limit, after)
+
+
+def _members_page(
+    conn: Connection,
+    segment_id: int,
+    dataset: Dataset,
+    rec: sa.TableClause,
+    limit: int,
+    after: int | None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    raw = [rec.c[records.raw_col(c.position)] for c in dataset.columns]
+    query = (
+        sa.select(rec.c.rid, rec.c.key, *raw)
+        .select_from(members.join(rec, rec.c.rid == members.c.rid))
+        .where(members.c.segment_id == segment_id)
+        .order_by(members.c.rid)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(members.c.rid > after)
+    rows = conn.execute(query).all()
     page = [{"key": r.key, "record": _record_dict(dataset, r)} for r in rows[:limit]]
     cursor = int(rows[limit - 1].rid) if len(rows) > limit else None
     return page, cursor
 
 
+@dataclass(frozen=True)
+class MemberPages:
+    """Every member of a segment, page by page (for an export)."""
+
+    segment: Segment
+    #: The dataset's column names, the keys of each member's ``record``.
+    columns: list[str]
+    #: Pages of ``{"key", "record"}``, each read on a connection of its own
+    #: when iterated; the first is yielded even when empty.
+    pages: Iterator[list[dict[str, Any]]]
+
+
+def member_pages(db: Database, segment: int | str, *, size: int = 1000) -> MemberPages:
+    """Look the segment and its dataset up once, then read its members ``size`` at a time."""
+    with db.read() as conn:
+        found = _find(conn, segment)
+        dataset, rec = _records_of(conn, found)
+
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        cursor: int | None = None
+        while True:
+            with db.read() as conn:
+                page, cursor = _members_page(conn, found.id, dataset, rec, size, cursor)
+            yield page
+            if cursor is None:
+                return
+
+    return MemberPages(found, [c.name for c in dataset.columns], pages())
+
+
 def list_events(
-    db: Database, name: str, *, limit: int = 100, before: int | None = None
+    db: Database, segment: int | str, *, limit: int = 100, before: int | None = None
 ) -> tuple[list[dict[str, Any]], int | None]:
     """A page of enter/exit events, newest first; and the cursor for older ones."""
     with db.read() as conn:
-        segment = _find(conn, name)
+        found = _find(conn, segment)
         query = (
             sa.select(segment_events)
-            .where(segment_events.c.segment_id == segment.id)
+            .where(segment_events.c.segment_id == found.id)
             .order_by(segment_events.c.id.desc())
             .limit(limit + 1)
         )
@@ -289,7 +329,7 @@ def count_matching(
     the two states, which is fine for a preview and never used for members.
     """
     with db.read() as conn:
-        ds = _dataset(conn, dataset)
+        ds = require(conn, dataset)
         parsed = rules.parse(rules_json, engine.fields_of(ds))
         table = records.table(ds.records_table, ds.columns)
         where = engine.live_matches(rules.Compiler(conn.dialect.name, table, now), parsed, table)
@@ -317,12 +357,12 @@ def count_matching(
         return sum(pool.map(part, bounds))
 
 
-def explain(db: Database, name: str, key: str, now: dt.datetime) -> dict[str, Any]:
+def explain(db: Database, segment: int | str, key: str, now: dt.datetime) -> dict[str, Any]:
     """Which conditions a record passes, evaluated by the same SQL the engine runs."""
     with db.read() as conn:
-        segment = _find(conn, name)
-        dataset, rec = _records_of(conn, segment)
-        parsed = rules.parse(segment.rules, engine.fields_of(dataset))
+        found = _find(conn, segment)
+        dataset, rec = _records_of(conn, found)
+        parsed = rules.parse(found.rules, engine.fields_of(dataset))
         compiler = rules.Compiler(conn.dialect.name, rec, now)
         nodes = _walk(parsed)
         checks = [
@@ -337,13 +377,13 @@ def explain(db: Database, name: str, key: str, now: dt.datetime) -> dict[str, An
             raise NotFound(f"no record with key {key!r} in dataset {dataset.name!r}")
         member = conn.execute(
             sa.select(members.c.rid).where(
-                members.c.segment_id == segment.id, members.c.rid == row.rid
+                members.c.segment_id == found.id, members.c.rid == row.rid
             )
         ).first()
     values = _record_dict(dataset, row)
     results = {id(node): bool(row._mapping[f"n{i}"]) for i, node in enumerate(nodes)}
     return {
-        "segment": segment.name,
+        "segment": found.name,
         "key": key,
         "matches": results[id(parsed)],
         "member": member is not None,
@@ -370,23 +410,15 @@ def _explain_node(
     return out
 
 
-def member_keys(db: Database, segment_id: int) -> set[str]:
+def member_keys(db: Database, segment: int | str) -> set[str]:
     """Every member's key (for tests and small exports)."""
     with db.read() as conn:
-        segment_row = conn.execute(
-            sa.select(segments.c.dataset_id).where(
-                segments.c.id == segment_id, owned(conn, segments)
-            )
-        ).first()
-        if segment_row is None:
-            raise NotFound(f"no segment with id {segment_id}")
-        dataset = load_dataset_by_id(conn, segment_row.dataset_id)
-        assert dataset is not None
-        rec = records.table(dataset.records_table, dataset.columns)
+        found = _find(conn, segment)
+        _, rec = _records_of(conn, found)
         rows = conn.execute(
             sa.select(rec.c.key)
             .select_from(members.join(rec, rec.c.rid == members.c.rid))
-            .where(members.c.segment_id == segment_id)
+            .where(members.c.segment_id == found.id)
         )
         return {r[0] for r in rows}
 
@@ -404,7 +436,7 @@ def preview(
     saved segment how many would enter and leave if it took these rules."""
     count = count_matching(db, dataset, rules_json, now)
     with db.read() as conn:
-        ds = _dataset(conn, dataset)
+        ds = require(conn, dataset)
         parsed = rules.parse(rules_json, engine.fields_of(ds))
         rec = records.table(ds.records_table, ds.columns)
         where = engine.live_matches(rules.Compiler(conn.dialect.name, rec, now), parsed, rec)
@@ -447,17 +479,15 @@ def preview(
     return out
 
 
-def history(db: Database, segment_id: int, *, points: int = 500) -> list[dict[str, Any]]:
+def history(db: Database, segment: int | str, *, points: int = 500) -> list[dict[str, Any]]:
     """Membership over time, rebuilt from the enter/exit events (one point per
     tick that changed something; the oldest are merged beyond ``points``)."""
     delta = sa.func.sum(sa.case((segment_events.c.kind == "enter", 1), else_=-1))
     with db.read() as conn:
-        visible = sa.select(segments.c.id).where(segments.c.id == segment_id, owned(conn, segments))
-        if conn.execute(visible).first() is None:
-            raise NotFound(f"no segment with id {segment_id}")
+        found = _find(conn, segment)
         rows = conn.execute(
             sa.select(segment_events.c.at, delta)
-            .where(segment_events.c.segment_id == segment_id)
+            .where(segment_events.c.segment_id == found.id)
             .group_by(segment_events.c.at)
             .order_by(segment_events.c.at)
         ).all()
@@ -470,3 +500,33 @@ def history(db: Database, segment_id: int, *, points: int = 500) -> list[dict[st
         step = len(series) / points
         series = [series[int(i * step)] for i in range(points - 1)] + [series[-1]]
     return series
+
+
+def live_counts(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Every segment's count and state by segment id, with its workspace: what
+    live pages show. Reads across all workspaces (the broadcaster routes each
+    to its own workspace's streams), in one small query."""
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                segments.c.id,
+                segments.c.workspace_id,
+                segments.c.name,
+                segments.c.member_count,
+                segments.c.last_processed_at,
+                segments.c.error,
+            )
+        ).all()
+    return {
+        r.id: (
+            r.workspace_id,
+            {
+                "id": r.id,
+                "name": r.name,
+                "member_count": int(r.member_count),
+                "last_processed_at": _iso(r.last_processed_at),
+                "error": r.error,
+            },
+        )
+        for r in rows
+    }

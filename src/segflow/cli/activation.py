@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from segflow import forget
 from segflow.activation import destinations, links, mapping, sync
 from segflow.activation.identifiers import MAPPED_COLUMNS
 from segflow.cli import output as show
@@ -285,9 +286,7 @@ def cmd_secrets_rotate(args: argparse.Namespace, db: Database, settings: Setting
 
 
 def cmd_records_forget(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    from segflow.forget import forget
-
-    report = forget(db, args.dataset, args.key, utcnow())
+    report = forget.forget(db, args.dataset, args.key, utcnow())
     show.forgotten(report.as_dict(), args.key, args.json)
     return 0
 

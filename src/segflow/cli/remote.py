@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from segflow.cli import output as show
+from segflow.cli.args import rules_arg
 from segflow.errors import (
     Conflict,
     Forbidden,
@@ -141,22 +142,18 @@ def remote_datasets_delete(args: argparse.Namespace, remote: Remote) -> int:
 
 
 def remote_segments_create(args: argparse.Namespace, remote: Remote) -> int:
-    from segflow.cli.main import _rules_arg
-
-    body = {"name": args.name, "dataset": args.dataset, "rules": _rules_arg(args.rules)}
+    body = {"name": args.name, "dataset": args.dataset, "rules": rules_arg(args.rules)}
     show.created_segment(remote.call("POST", "/api/segments", json=body), args.json)
     return 0
 
 
 def remote_segments_edit(args: argparse.Namespace, remote: Remote) -> int:
-    from segflow.cli.main import _rules_arg
-
     if args.rules is None and args.rename is None:
         raise InvalidInput("nothing to change: give --rules and/or --rename")
     before = remote.segment(args.name)
     body: dict[str, Any] = {}
     if args.rules is not None:
-        body["rules"] = _rules_arg(args.rules)
+        body["rules"] = rules_arg(args.rules)
     if args.rename is not None:
         body["name"] = args.rename
     edited = remote.call("PATCH", f"/api/segments/{before['id']}", json=body)

@@ -1,12 +1,13 @@
 """The JSON API: thin routes over the library.
 
 Errors leave as ``{"error": {"code", "message", "details"}}`` (see
-``app.py``). Routes are plain functions, so FastAPI runs them on its thread
+``errors.py``). Routes are plain functions, so FastAPI runs them on its thread
 pool: the library's database work never blocks the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -15,46 +16,19 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from segflow import datasets, engine, ingest, rules, segments
+from segflow import datasets, forget, ingest, rules, segments, worker
 from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput
 from segflow.progress import Progress
 from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
+from segflow.web.errors import ERRORS
 from segflow.web.state import AppState
 
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorOut(BaseModel):
-    """Every error segflow answers, whatever the status."""
-
-    error: ErrorDetail
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": description}
-    for status, description in (
-        (400, "input segflow refuses (invalid_input, invalid_rules, import_failed)"),
-        (401, "unauthenticated: team mode, and no valid session or bearer token"),
-        (403, "forbidden: a session's request without its X-CSRF-Token"),
-        (404, "not_found"),
-        (409, "conflict: a taken name, a second link"),
-        (413, "too_large: the body is over SEGFLOW_MAX_UPLOAD_BYTES"),
-        (422, "invalid_request: malformed JSON, form or parameters"),
-        (429, "throttled: too many failed sign-ins for this name"),
-        (500, "internal: details are in the server's log"),
-        (503, "unavailable: the database connection was lost; send the request again"),
-    )
-}
 router = APIRouter(responses=ERRORS)
 
 #: Segment and destination ids are 32-bit, record and event cursors 64-bit, on
@@ -129,20 +103,16 @@ def import_file(
             )
         )
 
-    summary = ingest.import_csv(
+    summary = worker.import_and_tick(
         db,
         file.file,
         ingest.ImportOptions(dataset=name, key=key or None, mode=mode),
         source=source,
-        now=utcnow(),
+        clock=utcnow,
         total_bytes=total,
         progress=progress,
         settings=state.settings,
     )
-    dataset = datasets.get_dataset(db, name)
-    processed = engine.tick_imported(db, dataset.id, utcnow())
-    summary["segments"] = processed["segments"]
-    summary["segments_deferred"] = processed["deferred"]
     state.broadcaster.changed()
     state.wake()
     return summary
@@ -185,11 +155,9 @@ def dataset_records(
 @router.delete("/api/datasets/{name}/records/{key}", tags=["datasets"])
 def forget_record(request: Request, name: str, key: str) -> dict[str, Any]:
     """Forget a person: erase the record everywhere and queue removes for destinations."""
-    from segflow.forget import forget
-
     state = _state(request)
     db = workspace_db(request)
-    report = forget(db, name, key, utcnow())
+    report = forget.forget(db, name, key, utcnow())
     state.broadcaster.changed()
     state.wake()
     return report.as_dict()
@@ -225,14 +193,12 @@ class PreviewIn(BaseModel):
 
 
 def _segment(request: Request, segment_id: int) -> segments.Segment:
-    return segments.get_segment_by_id(workspace_db(request), segment_id)
+    return segments.get_segment(workspace_db(request), segment_id)
 
 
 def _segment_json(request: Request, segment: segments.Segment) -> dict[str, Any]:
-    out = segment.as_dict()
     linked = links.destinations_of(workspace_db(request), [segment.id])
-    out["destinations"] = linked.get(segment.id, [])
-    return out
+    return {**segment.as_dict(), "destinations": linked.get(segment.id, [])}
 
 
 @router.post("/api/segments", status_code=201, tags=["segments"])
@@ -271,11 +237,11 @@ def get_segment(request: Request, segment_id: SegmentId) -> dict[str, Any]:
 def edit_segment(request: Request, segment_id: SegmentId, body: SegmentPatch) -> dict[str, Any]:
     state = _state(request)
     db = workspace_db(request)
-    current = _segment(request, segment_id)
     if body.name is None and body.rules is None:
+        _segment(request, segment_id)  # a missing segment is a 404 before an empty patch
         raise InvalidInput("nothing to change: give name and/or rules")
     edited = segments.edit_segment(
-        db, current.name, now=utcnow(), rules_json=body.rules, new_name=body.name
+        db, segment_id, now=utcnow(), rules_json=body.rules, new_name=body.name
     )
     state.broadcaster.changed()
     state.wake()
@@ -285,8 +251,7 @@ def edit_segment(request: Request, segment_id: SegmentId, body: SegmentPatch) ->
 @router.delete("/api/segments/{segment_id}", status_code=204, tags=["segments"])
 def delete_segment(request: Request, segment_id: SegmentId) -> Response:
     state = _state(request)
-    db = workspace_db(request)
-    segments.delete_segment(db, _segment(request, segment_id).name)
+    segments.delete_segment(workspace_db(request), segment_id)
     state.broadcaster.changed()
     return Response(status_code=204)
 
@@ -295,9 +260,8 @@ def delete_segment(request: Request, segment_id: SegmentId) -> Response:
 def segment_members(
     request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
-    name = _segment(request, segment_id).name
     items, next_cursor = segments.list_members(
-        workspace_db(request), name, limit=limit, after=cursor
+        workspace_db(request), segment_id, limit=limit, after=cursor
     )
     return _page(items, next_cursor)
 
@@ -324,25 +288,19 @@ def _safe_cell(value: Any) -> str:
 )
 def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse:
     """Every member as CSV, raw values as imported, formula-like cells neutralised."""
-    db = workspace_db(request)
-    segment = _segment(request, segment_id)
-    dataset = datasets.get_dataset(db, segment.dataset)
-    names = [c.name for c in dataset.columns]
+    export = segments.member_pages(workspace_db(request), segment_id, size=1000)
+    segment, names = export.segment, export.columns
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow([_safe_cell(n) for n in names])
-        cursor: int | None = None
-        while True:
-            page, cursor = segments.list_members(db, segment.name, limit=1000, after=cursor)
+        for page in export.pages:
             for item in page:
                 writer.writerow([_safe_cell(item["record"].get(n)) for n in names])
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-            if cursor is None:
-                return
 
     filename = "".join(c if c.isalnum() else "-" for c in segment.name).strip("-") or "segment"
     return StreamingResponse(
@@ -359,9 +317,8 @@ def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse
 def segment_events(
     request: Request, segment_id: SegmentId, limit: Limit = 50, cursor: Cursor = None
 ) -> dict[str, Any]:
-    name = _segment(request, segment_id).name
     items, next_cursor = segments.list_events(
-        workspace_db(request), name, limit=limit, before=cursor
+        workspace_db(request), segment_id, limit=limit, before=cursor
     )
     return _page(items, next_cursor)
 
@@ -369,14 +326,12 @@ def segment_events(
 @router.get("/api/segments/{segment_id}/history", tags=["segments"])
 def segment_history(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
     """Member count over time, rebuilt from the enter/exit events."""
-    _segment(request, segment_id)
     return segments.history(workspace_db(request), segment_id)
 
 
 @router.get("/api/segments/{segment_id}/explain/{key}", tags=["segments"])
 def explain(request: Request, segment_id: SegmentId, key: str) -> dict[str, Any]:
-    name = _segment(request, segment_id).name
-    return segments.explain(workspace_db(request), name, key, utcnow())
+    return segments.explain(workspace_db(request), segment_id, key, utcnow())
 
 
 # ---------------------------------------------------------------- destinations
@@ -476,8 +431,6 @@ async def stream(request: Request) -> StreamingResponse:
     In team mode the stream ends within ``RECHECK_SECONDS`` of its token being
     revoked, its session ending or its user leaving the workspace.
     """
-    import asyncio
-
     broadcaster = _state(request).broadcaster
     sub, snapshot = broadcaster.subscribe(principal_of(request).workspace_id)
 
@@ -519,10 +472,4 @@ async def stream(request: Request) -> StreamingResponse:
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "details": details}}, status_code=status
     )

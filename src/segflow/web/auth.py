@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from segflow import auth
 from segflow.db.engine import Database, utcnow
 from segflow.errors import Forbidden, InvalidInput, NotAuthenticated
+from segflow.web.errors import error_response
 from segflow.web.state import AppState
 
 SESSION_COOKIE = "segflow_session"
@@ -74,7 +75,7 @@ class Authenticate:
         principal = await run_in_threadpool(identify, self.state, headers)
         if principal is None:
             if path.startswith("/api/"):
-                response: Response = _error(
+                response: Response = error_response(
                     401, "unauthenticated", "sign in or send a bearer token"
                 )
                 response.headers["WWW-Authenticate"] = 'Bearer realm="segflow"'
@@ -85,7 +86,7 @@ class Authenticate:
         method = scope["method"]
         if principal.via == "session" and method not in _SAFE_METHODS:
             if not auth.csrf_matches(principal, headers.get(CSRF_HEADER)):
-                await _error(
+                await error_response(
                     403, "forbidden", "missing or wrong X-CSRF-Token header for this session"
                 )(scope, receive, send)
                 return
@@ -122,12 +123,6 @@ def _cookie(header: str, name: str) -> str | None:
         if key == name and value:
             return value
     return None
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    from segflow.web.api import error_response
-
-    return error_response(status, code, message)
 
 
 # ---------------------------------------------------------------- routes

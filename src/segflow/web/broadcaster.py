@@ -1,14 +1,15 @@
 """One broadcaster per server process: learns of changes once, fans them out.
 
-A thread reads the segments' counts and the links' sync state in two small
-queries whenever a change may have happened: something in this process says
-so (an import, a tick, a sync), or, on PostgreSQL, any process's committed
-write sends ``NOTIFY segflow_changes``, which a listening connection turns
-into a wake-up. A timer (once a second) is the safety net, and how SQLite
-learns of work done by other processes (a CLI import, a separate worker). It
-diffs what it read against what it last saw and puts one event per change
-on every subscriber's queue. The database work per change is those two
-queries whatever the number of open streams; :attr:`reads` counts them.
+A thread reads the segments' counts (``segments.live_counts``) and the links'
+sync state (``links.live_states``) in two small queries whenever a change may
+have happened: something in this process says so (an import, a tick, a sync),
+or, on PostgreSQL, any process's committed write sends ``NOTIFY
+segflow_changes``, which a listening connection turns into a wake-up. A timer
+(once a second) is the safety net, and how SQLite learns of work done by other
+processes (a CLI import, a separate worker). It diffs what it read against
+what it last saw and puts one event per change on every subscriber's queue.
+The database work per change is those two queries whatever the number of open
+streams; :attr:`reads` counts them.
 
 Import progress never touches the database: the import route publishes it
 directly.
@@ -20,16 +21,13 @@ that workspace: a stream never carries another workspace's names or counts.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
+from segflow import segments
 from segflow.activation import links
 from segflow.db.engine import CHANGES_CHANNEL, Database
-from segflow.db.schema import segments
 
 #: Ends a subscriber's stream.
 CLOSED = None
@@ -47,10 +45,6 @@ class _Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Event | None]
     workspace_id: int
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @dataclass
@@ -167,32 +161,9 @@ class Broadcaster:
                 continue
 
     def _read(self) -> None:
-        with self.db.read() as conn:
-            seg_rows = conn.execute(
-                sa.select(
-                    segments.c.id,
-                    segments.c.workspace_id,
-                    segments.c.name,
-                    segments.c.member_count,
-                    segments.c.last_processed_at,
-                    segments.c.error,
-                )
-            ).all()
+        new_segments = segments.live_counts(self.db)
         new_links = links.live_states(self.db)
         self.reads += 2
-        new_segments = {
-            r.id: (
-                r.workspace_id,
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "member_count": int(r.member_count),
-                    "last_processed_at": _iso(r.last_processed_at),
-                    "error": r.error,
-                },
-            )
-            for r in seg_rows
-        }
         events: list[Event] = []
         with self._lock:
             for kind, id_key, old, new in (

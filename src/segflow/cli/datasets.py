@@ -1,0 +1,128 @@
+"""CLI commands for datasets: ``import``, ``datasets list|show|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, BinaryIO
+
+from segflow import datasets, ingest, segments, worker
+from segflow.cli import output as show
+from segflow.cli.args import delimiter_arg
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.db.engine import utcnow
+from segflow.errors import SegflowError
+from segflow.progress import TerminalProgress
+
+
+def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    options = ingest.ImportOptions(
+        dataset=args.dataset,
+        key=args.key,
+        mode=args.mode,
+        delimiter=delimiter_arg(args.delimiter) if args.delimiter else None,
+        encoding=args.encoding,
+    )
+    stream: BinaryIO
+    if args.path == "-":
+        stream, source, total = sys.stdin.buffer, "<stdin>", None
+    else:
+        try:
+            stream = open(args.path, "rb")
+        except OSError as exc:
+            raise SegflowError(f"cannot open {args.path}: {exc.strerror}") from None
+        source, total = args.path, os.fstat(stream.fileno()).st_size
+    on_terminal = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = TerminalProgress(f"importing {source}", live=None) if on_terminal else None
+    try:
+        summary = worker.import_and_tick(
+            db,
+            stream,
+            options,
+            source=source,
+            clock=utcnow,
+            total_bytes=total,
+            progress=progress,
+            settings=settings,
+        )
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if args.json:
+        show.emit_json(summary)
+    else:
+        show.import_summary(summary)
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    show.datasets([datasets.dataset_summary(d) for d in datasets.list_datasets(db)], args.json)
+    return 0
+
+
+def cmd_datasets_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    info = datasets.describe_dataset(db, args.name)
+    if args.sample:
+        info["sample"] = datasets.read_records(db, args.name, limit=args.sample)
+    show.dataset(info, args.json)
+    return 0
+
+
+def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    gone = segments.list_segments(db, dataset=args.name)
+    dataset = datasets.delete_dataset(db, args.name)
+    also = f", and its {len(gone)} segment{'s' if len(gone) != 1 else ''}" if gone else ""
+    print(f"deleted dataset {dataset.name!r} ({dataset.record_count:,} records{also})")
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    imp = sub.add_parser(
+        "import",
+        parents=[common, as_json],
+        help="import a CSV file into a dataset (creates it on first import)",
+        description="Import a CSV file into a dataset. The first import creates the dataset "
+        "and fixes its key column; later imports upsert by key.",
+    )
+    imp.add_argument("path", metavar="PATH", help="CSV file, or - for standard input")
+    imp.add_argument("--dataset", required=True, metavar="NAME", help="dataset to import into")
+    imp.add_argument(
+        "--key",
+        metavar="COLUMN",
+        help="key column (first import only; default: id, customer_id or email if present)",
+    )
+    imp.add_argument(
+        "--mode",
+        choices=ingest.MODES,
+        default=ingest.UPSERT,
+        help="upsert (default) keeps records absent from the file; replace deletes them",
+    )
+    imp.add_argument(
+        "--delimiter", metavar="C", help="field delimiter (default: detected; 'tab' for tabs)"
+    )
+    imp.add_argument("--encoding", default="utf-8", metavar="E", help="text encoding (utf-8)")
+    imp.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr (default: only on a terminal)",
+    )
+    imp.set_defaults(func=cmd_import)
+
+    ds = sub.add_parser("datasets", help="list, show or delete datasets")
+    ds_sub = ds.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ds_list = ds_sub.add_parser("list", parents=[common, as_json], help="list datasets")
+    ds_list.set_defaults(func=cmd_datasets_list)
+    ds_show = ds_sub.add_parser(
+        "show", parents=[common, as_json], help="schema, counts and last import of a dataset"
+    )
+    ds_show.add_argument("name", metavar="NAME")
+    ds_show.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="also print the first N records"
+    )
+    ds_show.set_defaults(func=cmd_datasets_show)
+    ds_delete = ds_sub.add_parser("delete", parents=[common], help="delete a dataset")
+    ds_delete.add_argument("name", metavar="NAME")
+    ds_delete.set_defaults(func=cmd_datasets_delete)
