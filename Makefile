@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11, git and make:
 #   make run    creates .venv, loads the demo data and serves segflow at http://127.0.0.1:8000
-#   make test   creates .venv and runs lint, type checks and the whole test suite
+#   make test   creates .venv and runs lint, type checks, the import layering and the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest
