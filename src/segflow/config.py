@@ -27,7 +27,7 @@ class Settings:
     #: process while the importing one stores the rows (on two or more cores).
     checks_process_bytes: int = 8 * 1024**2
     #: Whether SQLite may read a plain file itself while the second process
-    #: checks it (see ``segflow.csvtable``); off makes every import parse in Python.
+    #: checks it (see ``segflow.ingest.csvtable``); off makes every import parse in Python.
     sqlite_reads_csv: bool = True
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60

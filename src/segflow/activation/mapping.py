@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
-from segflow.datasets import Dataset, load_dataset
+from segflow.datasets import Dataset, require
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
-from segflow.errors import InvalidInput, NotFound
+from segflow.errors import InvalidInput
 from segflow.ingest import quality
 
 _KIND_TO_FIELD = {
@@ -80,9 +80,7 @@ def set_mapping(
     detected), so the first change also freezes the detected rest.
     """
     with db.write() as conn:
-        dataset = load_dataset(conn, dataset_name)
-        if dataset is None:
-            raise NotFound(f"no dataset named {dataset_name!r}")
+        dataset = require(conn, dataset_name, name_others=False)
         mapping, _ = mapping_for(conn, dataset)
         before = mapping.as_dict()
         for name, value in changes.items():
@@ -122,7 +120,5 @@ def set_mapping(
 
 def show_mapping(db: Database, dataset_name: str) -> tuple[Mapping, bool]:
     with db.read() as conn:
-        dataset = load_dataset(conn, dataset_name)
-        if dataset is None:
-            raise NotFound(f"no dataset named {dataset_name!r}")
+        dataset = require(conn, dataset_name, name_others=False)
         return mapping_for(conn, dataset)

@@ -166,7 +166,7 @@ class Database:
         """A connection of its own for one import, closed afterwards.
 
         On SQLite it can read CSV files itself (sqlean's ``vsv`` module, see
-        ``segflow.csvtable``). That module reads any file it is named, so
+        ``segflow.ingest.csvtable``). That module reads any file it is named, so
         only these connections have it: they are opened for the import, not
         taken from the pool, and closed after it. On PostgreSQL an import's
         temporary tables stay in memory up to ``IMPORT_TEMP_BUFFERS``, which
@@ -225,6 +225,11 @@ class Database:
                     conn.exec_driver_sql(f"NOTIFY {CHANGES_CHANNEL}")
         finally:
             conn.execution_options(**{_WRITE_OPTION: False})
+
+    def ping(self) -> None:
+        """One round trip to the database (touching no workspace's data), or its error."""
+        with self.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -58,8 +58,7 @@ def _page(items: list[dict[str, Any]], cursor: int | None) -> dict[str, Any]:
 @router.get("/healthz", tags=["health"])
 def healthz(request: Request) -> dict[str, Any]:
     state = _state(request)
-    with state.db.read() as conn:  # touches no workspace's data
-        conn.exec_driver_sql("SELECT 1")
+    state.db.ping()
     return {"status": "ok", "database": state.db.dialect}
 
 
