@@ -172,3 +172,19 @@ def test_demo_loads_customers_and_segments_and_a_rerun_changes_nothing(
     again = json.loads(out)
     assert (again["unchanged"], again["first_seq"], again["created_segments"]) == (400, None, [])
     assert [(s["entered"], s["exited"]) for s in again["segments"]] == [(0, 0)] * 3
+
+
+def test_python_dash_m_segflow_is_the_segflow_command(tmp_path: Path) -> None:
+    env = dict(os.environ, SEGFLOW_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}")
+    ran = [
+        subprocess.run(
+            [sys.executable, "-m", module, "datasets", "list"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for module in ("segflow", "segflow.cli")
+    ]
+    assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
+    assert ran[0].stdout == ran[1].stdout and "no datasets" in ran[0].stdout.lower()
