@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from segflow import auth, datasets, demo, ingest, segments
+from segflow import auth, datasets, demo, ingest, passwords, segments
 from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.db import Database
@@ -446,14 +446,14 @@ def test_a_user_of_two_workspaces_switches_between_them(team: Team, app_client: 
 
 
 def test_sign_in_is_throttled_after_repeated_failures(team: Team, app_client: TestClient) -> None:
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(passwords.MAX_FAILURES):
         wrong = _login(app_client, password="not the password")
         assert wrong.status_code == 401
         assert wrong.json()["error"]["message"] == "wrong name or password"
     locked = _login(app_client)  # even the right password, for now
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
     # An unknown name is throttled the same way: failures reveal nothing.
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(passwords.MAX_FAILURES):
         assert _login(app_client, name="nobody").status_code == 401
     assert _login(app_client, name="nobody").status_code == 429
     later = NOW.replace(year=2099)
@@ -464,7 +464,7 @@ def test_sign_in_is_throttled_after_repeated_failures(team: Team, app_client: Te
 def test_one_address_cannot_try_a_password_on_many_names(
     team: Team, app_client: TestClient
 ) -> None:
-    for n in range(auth.MAX_CLIENT_FAILURES):
+    for n in range(passwords.MAX_CLIENT_FAILURES):
         assert _login(app_client, name=f"guess{n}", password="Winter2026!").status_code == 401
     locked = _login(app_client)  # bob's right password, from the same address
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
@@ -475,7 +475,7 @@ def test_one_address_cannot_try_a_password_on_many_names(
     # A name no user can have is not a throttle key: the locked address's key,
     # typed as a name elsewhere, is neither locked for that client nor counted.
     with TestClient(app_client.app, base_url=BASE, client=("203.0.113.10", 40000)) as third:
-        for _ in range(auth.MAX_FAILURES + 1):
+        for _ in range(passwords.MAX_FAILURES + 1):
             assert _login(third, name="client:testclient").status_code == 401
         assert _login(third).status_code == 200
 
@@ -750,12 +750,12 @@ def test_failures_older_than_the_window_do_not_count(team: Team) -> None:
         with pytest.raises(NotAuthenticated):
             auth.login(team.db, "bob", "not the password", at, hours=1)
 
-    for _ in range(auth.MAX_FAILURES - 1):
+    for _ in range(passwords.MAX_FAILURES - 1):
         fail(NOW)
-    later = NOW + auth.FAILURE_WINDOW + dt.timedelta(seconds=1)
+    later = NOW + passwords.FAILURE_WINDOW + dt.timedelta(seconds=1)
     fail(later)  # a new window: one failure, not five
     assert auth.login(team.db, "bob", PASSWORD, later, hours=1)[0].user == "bob"
-    for _ in range(auth.MAX_FAILURES):
+    for _ in range(passwords.MAX_FAILURES):
         fail(later)
     with pytest.raises(Throttled):
         auth.login(team.db, "bob", PASSWORD, later + dt.timedelta(minutes=1), hours=1)

@@ -2,11 +2,10 @@
 
 Passwords are kept as argon2id hashes; sessions and API tokens as SHA-256
 hashes of random secrets (high-entropy, so a fast hash is enough), which are
-shown once and never stored. Sign-ins are throttled per name: after
-``MAX_FAILURES`` wrong passwords within ``FAILURE_WINDOW`` the name is locked
-for ``LOCKOUT``, whoever tries it, so guessing costs the same for names that
-exist and names that do not; and per client address, after
-``MAX_CLIENT_FAILURES``, so one address cannot try a password on many names.
+shown once and never stored. Sign-ins are throttled per name, whoever tries
+it, so guessing costs the same for names that exist and names that do not;
+and per client address, so one address cannot try a password on many names
+(the limits, and the bound on concurrent hashing, are in ``segflow.passwords``).
 
 Every function takes the current time; nothing here reads the clock.
 """
@@ -23,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy.engine import Connection
 
+from segflow import passwords
 from segflow.db.engine import DEFAULT_WORKSPACE, Database
 from segflow.db.schema import (
     login_failures,
@@ -42,24 +40,18 @@ from segflow.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
-    Throttled,
 )
+from segflow.passwords import MAX_CLIENT_FAILURES, MAX_FAILURES, Key
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
-MAX_FAILURES = 5
-FAILURE_WINDOW = dt.timedelta(minutes=15)
-LOCKOUT = dt.timedelta(minutes=15)
-#: Failed sign-ins from one address, whatever the names, before it is locked
-#: out for ``LOCKOUT`` (higher than per name: an office may share an address).
-MAX_CLIENT_FAILURES = 30
 TOKEN_PREFIX = "sf_"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_hasher = PasswordHasher()
+# fullmatch: "$" would also accept a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 # Verified against when a name is unknown, so that a wrong name takes as long
 # as a wrong password.
-_DUMMY_HASH = _hasher.hash("segflow-no-such-user")
+_DUMMY_HASH = passwords.hash_password("segflow-no-such-user")
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ def _digest(secret: str) -> str:
 
 
 def _valid_name(kind: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"{kind} name {name!r} is not valid: use 1-64 letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit"
@@ -120,7 +112,7 @@ def add_user(
     _valid_name("user", name)
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidInput(f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters")
-    hashed = _hasher.hash(password)
+    hashed = passwords.hash_password(password)
     with db.write() as conn:
         if conn.execute(sa.select(users.c.id).where(users.c.name == name)).first():
             raise Conflict(f"a user named {name!r} already exists")
@@ -134,18 +126,29 @@ def add_user(
             conn.execute(sa.insert(workspace_members).values(workspace_id=ws, user_id=user_id))
 
 
-def set_password(db: Database, name: str, password: str) -> None:
+def set_password(db: Database, name: str, password: str, now: dt.datetime) -> None:
+    """An operator's password reset: ends the user's sessions and API tokens."""
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidInput(f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    hashed = passwords.hash_password(password)
     with db.write() as conn:
         user_id = _user_id(conn, name)
-        conn.execute(
-            sa.update(users)
-            .where(users.c.id == user_id)
-            .values(password_hash=_hasher.hash(password))
-        )
-        # A new password ends every sign-in made with the old one.
-        conn.execute(sa.delete(sessions).where(sessions.c.user_id == user_id))
+        conn.execute(sa.update(users).where(users.c.id == user_id).values(password_hash=hashed))
+        _end_credentials(conn, user_id, now)
+
+
+def _end_credentials(conn: Connection, user_id: int, now: dt.datetime, keep: str = "") -> None:
+    # A new password ends every sign-in made with the old one, and the API
+    # tokens too: a password is changed because it may be known to someone,
+    # who may have used it to create a token.
+    conn.execute(
+        sa.delete(sessions).where(sessions.c.user_id == user_id, sessions.c.token_hash != keep)
+    )
+    conn.execute(
+        sa.update(tokens)
+        .where(tokens.c.user_id == user_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 def change_password(
@@ -154,26 +157,21 @@ def change_password(
     """A signed-in user's own password change: the current password first.
 
     A wrong current password counts as a failed sign-in (so it is throttled
-    the same way); a change ends the user's other sessions, not this one.
+    the same way); a change ends the user's API tokens and other sessions,
+    not this one.
     """
-    with db.read() as conn:
-        locked = _locked_until(conn, name)
-        row = _password_row(conn, name)
-    _refuse_if_locked(locked, now, f"for {name!r}")
-    if row is None or not _password_matches(row.password_hash, current):
-        _record_failure(db, name, now)
-        raise Forbidden("the current password is wrong")
     if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
         raise InvalidInput(f"a password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    keys = [Key(name, MAX_FAILURES, f"for {name!r}")]
+    passwords.count_attempt(db, keys, now)
+    with db.read() as conn:
+        row = _password_row(conn, name)
+    if row is None or not passwords.check_password(db, keys, row.password_hash, current):
+        raise Forbidden("the current password is wrong")
+    hashed = passwords.hash_password(new)
     with db.write() as conn:
-        conn.execute(
-            sa.update(users).where(users.c.id == row.id).values(password_hash=_hasher.hash(new))
-        )
-        conn.execute(
-            sa.delete(sessions).where(
-                sessions.c.user_id == row.id, sessions.c.token_hash != _digest(keep_session)
-            )
-        )
+        conn.execute(sa.update(users).where(users.c.id == row.id).values(password_hash=hashed))
+        _end_credentials(conn, int(row.id), now, keep=_digest(keep_session))
         conn.execute(sa.delete(login_failures).where(login_failures.c.name == name))
 
 
@@ -292,19 +290,6 @@ def _client_key(client: str) -> str:
     return f"client:{client}"
 
 
-def _locked_until(conn: Connection, key: str) -> dt.datetime | None:
-    value = conn.execute(
-        sa.select(login_failures.c.locked_until).where(login_failures.c.name == key)
-    ).scalar()
-    return value if isinstance(value, dt.datetime) else None
-
-
-def _refuse_if_locked(until: dt.datetime | None, now: dt.datetime, whose: str) -> None:
-    if until is not None and until > now:
-        wait = int((until - now).total_seconds()) + 1
-        raise Throttled(f"too many failed sign-ins {whose}; try again in {wait} s", wait)
-
-
 def _password_row(conn: Connection, name: str) -> sa.Row[Any] | None:
     return conn.execute(
         sa.select(users.c.id, users.c.password_hash).where(users.c.name == name)
@@ -327,22 +312,23 @@ def login(
     ``client`` is the address the attempt came from: besides each name, each
     address is throttled, so one address cannot try a password on many names.
     """
-    plausible = bool(_NAME.match(name))
+    by_client = (
+        [Key(_client_key(client), MAX_CLIENT_FAILURES, "from this address")] if client else []
+    )
+    # A name no user can have is not counted under that name: it could be
+    # another throttle's key.
+    by_name = [Key(name, MAX_FAILURES, f"for {name!r}")] if _NAME.fullmatch(name) else []
+    keys = by_client + by_name
+    passwords.count_attempt(db, keys, now)
     with db.read() as conn:
-        by_client = _locked_until(conn, _client_key(client)) if client else None
-        by_name = _locked_until(conn, name) if plausible else None
         row = _password_row(conn, name)
-    _refuse_if_locked(by_client, now, "from this address")
-    _refuse_if_locked(by_name, now, f"for {name!r}")
-    if not _password_matches(row.password_hash if row else _DUMMY_HASH, password) or row is None:
-        # A name no user can have is not counted under that name: it could be
-        # another throttle's key.
-        if plausible:
-            _record_failure(db, name, now)
-        if client:
-            _record_failure(db, _client_key(client), now, limit=MAX_CLIENT_FAILURES)
+    # An unknown name is checked against a dummy hash, so that a wrong name
+    # takes as long as a wrong password.
+    hashed = row.password_hash if row else _DUMMY_HASH
+    if not passwords.check_password(db, keys, hashed, password) or row is None:
         raise NotAuthenticated("wrong name or password")
     with db.write() as conn:
+        passwords.refund(conn, by_client)  # a right password is no failure
         conn.execute(sa.delete(login_failures).where(login_failures.c.name == name))
         member = _memberships(conn, int(row.id))
         if not member:
@@ -367,47 +353,6 @@ def login(
         )
         conn.execute(sa.delete(sessions).where(sessions.c.expires_at <= now))
     return Principal(int(row.id), name, chosen[0], chosen[1], "session", csrf), secret
-
-
-def _password_matches(hashed: str, password: str) -> bool:
-    try:
-        return bool(_hasher.verify(hashed, password))
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-
-
-def _record_failure(
-    db: Database, name: str, now: dt.datetime, *, limit: int = MAX_FAILURES
-) -> None:
-    def current(conn: Connection) -> sa.Row[Any] | None:
-        query = sa.select(login_failures).where(login_failures.c.name == name)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        return conn.execute(query).first()
-
-    with db.write() as conn:
-        row = current(conn)
-        if row is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        sa.insert(login_failures).values(name=name, failures=1, first_at=now)
-                    )
-                return
-            except sa.exc.IntegrityError:  # another server's failure for this name, just now
-                row = current(conn)
-                assert row is not None
-        restart = now - row.first_at > FAILURE_WINDOW
-        failures = 1 if restart else int(row.failures) + 1
-        conn.execute(
-            sa.update(login_failures)
-            .where(login_failures.c.name == name)
-            .values(
-                failures=failures,
-                first_at=now if restart else row.first_at,
-                locked_until=now + LOCKOUT if failures >= limit else None,
-            )
-        )
 
 
 def session_principal(db: Database, secret: str, now: dt.datetime) -> Principal | None:

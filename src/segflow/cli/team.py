@@ -40,8 +40,8 @@ def cmd_users_add(args: argparse.Namespace, db: Database, settings: Settings) ->
 
 
 def cmd_users_password(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    auth.set_password(db, args.name, _read_password(args))
-    print(f"Changed the password of {args.name!r}; their sessions have ended.")
+    auth.set_password(db, args.name, _read_password(args), utcnow())
+    print(f"Changed the password of {args.name!r}; their sessions and API tokens have ended.")
     return 0
 
 
