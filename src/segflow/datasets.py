@@ -24,7 +24,8 @@ from segflow.db.schema import dataset_columns, datasets, imports, segments
 from segflow.db.scope import owned
 from segflow.errors import InvalidInput, NotFound
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch: "$" would also accept a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Dataset:
 
 
 def validate_dataset_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"dataset name {name!r} is not valid: use 1-64 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"

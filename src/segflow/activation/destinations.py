@@ -45,8 +45,9 @@ DENIED = "denied"
 OAUTH_SCOPE = "https://www.googleapis.com/auth/datamanager"
 OAUTH_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
-_ACCOUNT_ID = re.compile(r"^\d{1,20}$")
-_NAME = re.compile(r"^[\w.@+ -]{1,100}$")
+# Both fullmatch: "$" would also accept a trailing newline.
+_ACCOUNT_ID = re.compile(r"\d{1,20}", re.ASCII)
+_NAME = re.compile(r"[\w.@+ -]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _consent_value(name: str, value: Any) -> str:
 def _account_id(name: str, value: Any) -> str:
     # Google Ads shows customer ids as 123-456-7890; the API wants digits.
     text = str(value).strip().replace("-", "")
-    if not _ACCOUNT_ID.match(text):
+    if not _ACCOUNT_ID.fullmatch(text):
         raise InvalidInput(f"{name} must be a numeric id such as 123-456-7890, got {value!r}")
     return text
 
@@ -247,7 +248,7 @@ def add_destination(
     cipher: Cipher | None = None,
 ) -> Destination:
     """Store a destination; credentials (``secret``) are encrypted with ``cipher``."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"destination name {name!r} must be 1-100 letters, digits, spaces or . @ + - _"
         )

@@ -25,12 +25,13 @@ from sqlalchemy.engine import Connection
 
 from segflow import coltypes
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+# fullmatch: "$" would also accept a trailing newline.
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def ident(name: str) -> str:
     """Quote a generated identifier, refusing anything that was not generated."""
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"refusing unsafe SQL identifier {name!r}")
     return f'"{name}"'
 
