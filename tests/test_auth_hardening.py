@@ -70,6 +70,7 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> Checks:
     # Waiting for a slot must not refuse anyone here: the counts below would
     # then depend on how fast this machine hashes.
     monkeypatch.setattr(passwords, "CHECK_WAIT", 600.0)
+    monkeypatch.setattr(passwords, "MAX_WAITING", 1_000)
     return seen
 
 
@@ -178,6 +179,38 @@ def test_a_sign_in_with_no_free_slot_gets_429_and_is_not_counted(
     assert checks.most == passwords.MAX_CONCURRENT_CHECKS
     assert "bob" not in _failures(team) and "client:10.3.3.3" not in _failures(team)
     assert auth.login(team, "bob", PASSWORD, NOW, hours=1)[0].user == "bob"
+
+
+def test_past_max_waiting_a_sign_in_is_refused_at_once_and_not_counted(
+    team: Database, checks: Checks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(passwords, "MAX_WAITING", 3)
+    checks.hold.set()
+    threads = [
+        threading.Thread(target=_try, args=(team, f"queued{i}"))
+        for i in range(passwords.MAX_CONCURRENT_CHECKS + passwords.MAX_WAITING)
+    ]
+    for t in threads:
+        t.start()
+    for _ in range(passwords.MAX_CONCURRENT_CHECKS):  # every slot is taken, and held
+        assert checks.entered.acquire(timeout=60)
+    while passwords.waiting() < passwords.MAX_WAITING:  # the rest queue for a slot
+        threading.Event().wait(0.01)
+    # CHECK_WAIT is 600 s here: only the cap on waiters can refuse this one.
+    # Were it to queue instead, the held slots free after 60 s and it signs in.
+    unblock = threading.Timer(60, checks.release.set)
+    unblock.start()
+    try:
+        with pytest.raises(Throttled, match="busy checking other passwords"):
+            auth.login(team, "bob", PASSWORD, NOW, hours=1, client="10.4.4.4")
+    finally:
+        unblock.cancel()
+    checks.release.set()
+    checks.hold.clear()
+    for t in threads:
+        t.join()
+    assert passwords.waiting() == 0
+    assert "bob" not in _failures(team) and "client:10.4.4.4" not in _failures(team)
 
 
 def _try(db: Database, name: str) -> None:

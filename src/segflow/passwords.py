@@ -45,9 +45,20 @@ MAX_CONCURRENT_CHECKS = 2
 #: Seconds a sign-in waits for a free slot before it is refused with 429 (and
 #: not counted as a failure). About ten checks' time on one core.
 CHECK_WAIT = 2.0
+#: Sign-ins that may wait for a slot at once. Each waiter holds one of the
+#: server's request threads, so past this a burst is refused at once instead
+#: of queueing and slowing every other user's requests.
+MAX_WAITING = 8
 
 _hasher = PasswordHasher()
 _SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
+_waiting_lock = threading.Lock()
+_waiting = 0
+
+
+def waiting() -> int:
+    """How many password checks wait for a free slot right now."""
+    return _waiting
 
 
 @dataclass(frozen=True)
@@ -62,9 +73,21 @@ class Key:
 
 @contextmanager
 def _slot() -> Iterator[None]:
-    # Module state read at call time, so a test can shorten the wait.
-    if not _SLOTS.acquire(timeout=CHECK_WAIT):
-        raise Throttled("the server is busy checking other passwords; try again in 1 s", 1)
+    global _waiting
+    busy = Throttled("the server is busy checking other passwords; try again in 1 s", 1)
+    if not _SLOTS.acquire(blocking=False):
+        with _waiting_lock:
+            if _waiting >= MAX_WAITING:
+                raise busy
+            _waiting += 1
+        try:
+            # Module state read at call time, so a test can lengthen the wait.
+            got = _SLOTS.acquire(timeout=CHECK_WAIT)
+        finally:
+            with _waiting_lock:
+                _waiting -= 1
+        if not got:
+            raise busy
     try:
         yield
     finally:
