@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from segflow import auth, segments
 from segflow.config import Settings
 from segflow.db import Database
-from segflow.web.app import create_app
 from segflow.web import pages
+from segflow.web.app import create_app
 from segflow.web.server import live_server
 from tests.sync_helpers import NOW, csv_bytes
 
