@@ -8,8 +8,12 @@ skipped and say so; ``.ci/run`` installs it.
 from __future__ import annotations
 
 import csv
+import http.server
+import json
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ from segflow import demo, segments
 from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
-from segflow.web.server import LiveServer, live_server
+from segflow.web.server import LiveServer, free_port, live_server
 from tests.sync_helpers import NOW, csv_bytes
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,9 +63,16 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Whatever the Content-Security-Policy blocks on the app's own pages.
+    opened.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     yield opened
     context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+    assert errors == [], f"JavaScript errors or CSP violations: {errors}"
 
 
 def _shot(page: Any, name: str, request: pytest.FixtureRequest) -> None:
@@ -315,3 +326,120 @@ def test_team_mode_sign_in_workspace_isolation_and_csrf_from_the_pages(
     assert "alpha-secrets" in [
         d.name for d in __import__("segflow.datasets").datasets.list_datasets(alpha)
     ]
+
+
+# ---------------------------------------------------------------- hostile pages
+
+
+@contextmanager
+def _other_site(html: str) -> Iterator[str]:
+    """A page of another origin (another local port), as any site the user opens."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/"
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+ATTACK = """<!doctype html><html><body><script>
+const target = %s;
+async function attack() {
+  const out = {};
+  const form = new FormData();
+  const file = new Blob(["id,email\\nevil,evil@example.com\\n"], {type: "text/csv"});
+  form.append("file", file, "x.csv");
+  form.append("key", "id");
+  form.append("mode", "replace");
+  const imports = target + "/api/datasets/customers/imports";
+  try {
+    await fetch(imports, {method: "POST", mode: "no-cors", body: form});
+    out.replace = "sent";
+  } catch (e) { out.replace = "failed: " + e; }
+  try {
+    const answer = await fetch(target + "/api/datasets/customers/records");
+    out.records = await answer.text();
+  } catch (e) { out.records = "failed: " + e; }
+  window.result = out;
+}
+attack();
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_can_neither_change_nor_read_anything(
+    server: LiveServer, browser: Any, db: Database
+) -> None:
+    _import(server, list(demo.rows(40, seed=3)), key="id")
+    before = {r["key"] for r in _records(server)}
+    context = browser.new_context()
+    attacker = context.new_page()
+    answers: dict[str, int] = {}
+    attacker.on(
+        "response",
+        lambda r: (
+            answers.__setitem__(f"{r.request.method} {r.url}", r.status)
+            if r.url.startswith(server.url)
+            else None
+        ),
+    )
+    with _other_site(ATTACK % json.dumps(server.url)) as url:
+        attacker.goto(url)
+        attacker.wait_for_function("window.result !== undefined")
+        result = attacker.evaluate("window.result")
+    context.close()
+    # The browser sent the replace (no-cors hides the answer from the page);
+    # the server refused it.
+    assert result["replace"] == "sent"
+    assert answers[f"POST {server.url}/api/datasets/customers/imports"] == 403
+    # Reading is CORS's part: no Access-Control-Allow-Origin, so no body.
+    assert result["records"].startswith("failed: TypeError")
+    assert get_dataset(db, "customers").record_count == 40
+    assert {r["key"] for r in _records(server)} == before
+
+
+def _records(server: LiveServer) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{server.url}/api/datasets/customers/records?limit=1000")
+    assert answer.status_code == 200, answer.text
+    return answer.json()["items"]  # type: ignore[no-any-return]
+
+
+def test_a_page_of_the_app_does_not_render_in_another_origins_frame(
+    server: LiveServer, browser: Any
+) -> None:
+    context = browser.new_context()
+    framing = context.new_page()
+    refused: list[str] = []
+    framing.on("console", lambda m: refused.append(m.text) if "frame-ancestors" in m.text else None)
+    html = f'<!doctype html><iframe id="app" src="{server.url}/segments"></iframe>'
+    with _other_site(html) as url:
+        framing.goto(url)
+        framing.wait_for_load_state("load")
+        frames = [f for f in framing.frames if f is not framing.main_frame]
+        assert len(frames) == 1
+        # Chromium shows its error page instead of the app's.
+        assert frames[0].query_selector("body[data-page]") is None
+    context.close()
+    assert refused, "Chromium did not report refusing the frame"
+
+
+def test_a_dataset_address_with_html_in_it_still_loads_the_app(
+    server: LiveServer, page: Any
+) -> None:
+    # "<!--<script>" inside a script element would swallow the next one.
+    _ready(page, f"{server.url}/datasets/%3C!--%3Cscript%3E")
+    assert page.text_content("#title") == "Dataset <!--<script>"

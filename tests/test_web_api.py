@@ -401,8 +401,9 @@ def _wait(predicate: Any, timeout: float = 15) -> None:
 def test_the_stream_sends_current_state_then_changes_and_reads_once_per_change(
     db: Database,
 ) -> None:
+    # 41 streams at once, over the default cap of 20 per user.
     with (
-        live_server(db, poll_interval=30) as server,
+        live_server(db, Settings(max_streams=100), poll_interval=30) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
         http.post(

@@ -46,6 +46,10 @@ class Settings:
     secret_key_file: str = "segflow.key"
     #: Largest request body (CSV upload) the web app accepts.
     max_upload_bytes: int = 2 * 1024**3
+    #: Largest body of any other request (JSON): a rule, a sign-in, a destination.
+    max_json_bytes: int = 1024**2
+    #: Event streams one principal (a user; the local mode's one user) may hold open.
+    max_streams: int = 20
     #: Seconds a sync worker owns a list before another may take it over
     #: (0: twice the timeout plus 30 s). Must outlast one batch.
     sync_lease: int = 0
@@ -81,6 +85,8 @@ class Settings:
             secret_key=env.get("SEGFLOW_SECRET_KEY") or "",
             secret_key_file=env.get("SEGFLOW_SECRET_KEY_FILE") or cls.secret_key_file,
             max_upload_bytes=_int(env, "SEGFLOW_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_json_bytes=_int(env, "SEGFLOW_MAX_JSON_BYTES", cls.max_json_bytes),
+            max_streams=_int(env, "SEGFLOW_MAX_STREAMS", cls.max_streams),
             sync_lease=_int(env, "SEGFLOW_SYNC_LEASE", 0) if env.get("SEGFLOW_SYNC_LEASE") else 0,
             auth=_switch(env, "SEGFLOW_AUTH", cls.auth),
             cookie_secure=_switch(env, "SEGFLOW_COOKIE_SECURE", cls.cookie_secure),

@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
     from segflow.web.app import create_app
 
     _check_exposure(args, db, settings)
-    app = create_app(db, settings)
+    app = create_app(db, settings, address=(args.host, args.port))
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

@@ -11,18 +11,21 @@ import asyncio
 import csv
 import io
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from segflow import datasets, forget, ingest, rules, segments, worker
 from segflow.activation import destinations, links, mapping
 from segflow.db.engine import utcnow
-from segflow.errors import InvalidInput
+from segflow.errors import InvalidInput, Throttled
 from segflow.progress import Progress
 from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
@@ -63,6 +66,11 @@ def healthz(request: Request) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- datasets
+
+
+#: The routes that take a file upload (``SEGFLOW_MAX_UPLOAD_BYTES``); every
+#: other request body is JSON, limited to ``SEGFLOW_MAX_JSON_BYTES``.
+UPLOAD_PATHS = re.compile(r"/api/datasets/[^/]+/imports")
 
 
 @router.post("/api/datasets/{name}/imports", status_code=201, tags=["datasets"])
@@ -268,15 +276,26 @@ def segment_members(
 #: Cells a spreadsheet would read as a formula (OWASP's CSV injection list).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_NOTE = (
-    "cells starting with = + - @ tab or carriage return are prefixed with a single quote so "
-    "spreadsheets do not run them as formulas; phone numbers such as +14155550100 keep every "
-    "digit behind that quote"
+    "cells starting with = + - @ tab or carriage return, after any spaces, are prefixed with "
+    "a single quote so spreadsheets do not run them as formulas; phone numbers such as "
+    "+14155550100 keep every digit behind that quote"
 )
 
 
 def _safe_cell(value: Any) -> str:
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    # Spreadsheets skip leading spaces before reading a formula: " =1" runs too.
+    risky = text.startswith(_FORMULA_START) or text.lstrip().startswith(_FORMULA_START)
+    return "'" + text if risky else text
+
+
+def attachment(name: str, extension: str) -> str:
+    """A ``Content-Disposition`` for any file name (RFC 6266): UTF-8 in
+    ``filename*`` (RFC 5987), which browsers prefer, and an ASCII approximation
+    in ``filename`` (header values are Latin-1; ``München`` would not encode)."""
+    plain = "".join(c if c.isascii() and c.isalnum() else "-" for c in name).strip("-")
+    encoded = quote(name + extension, safe="")
+    return f"attachment; filename=\"{plain or 'segment'}{extension}\"; filename*=UTF-8''{encoded}"
 
 
 @router.get(
@@ -301,12 +320,11 @@ def export_members(request: Request, segment_id: SegmentId) -> StreamingResponse
             buffer.seek(0)
             buffer.truncate()
 
-    filename = "".join(c if c.isalnum() else "-" for c in segment.name).strip("-") or "segment"
     return StreamingResponse(
         rows(),
         media_type="text/csv; charset=utf-8",
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "Content-Disposition": attachment(segment.name, ".csv"),
             "X-Segflow-Export-Note": EXPORT_NOTE,
         },
     )
@@ -430,45 +448,81 @@ async def stream(request: Request) -> StreamingResponse:
     In team mode the stream ends within ``RECHECK_SECONDS`` of its token being
     revoked, its session ending or its user leaving the workspace.
     """
-    broadcaster = _state(request).broadcaster
-    sub, snapshot = broadcaster.subscribe(principal_of(request).workspace_id)
+    state = _state(request)
+    broadcaster, slots = state.broadcaster, state.streams
+    principal = principal_of(request)
+    holder = principal.user_id
+    if not slots.take(holder):
+        raise Throttled(
+            f"{slots.open(holder)} event streams are already open for "
+            f"{principal.user or 'the local user'}, the most one user may hold "
+            f"(SEGFLOW_MAX_STREAMS={slots.limit}); close one first",
+            # A client gone without a word is noticed at the next heartbeat.
+            retry_after=int(HEARTBEAT_SECONDS),
+        )
+    try:
+        sub, snapshot = broadcaster.subscribe(principal.workspace_id)
+    except BaseException:
+        slots.give_back(holder)
+        raise
+
+    def closed() -> None:
+        broadcaster.unsubscribe(sub)
+        slots.give_back(holder)
 
     def frame(event: Event) -> str:
         return f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n"
 
     async def events() -> Any:
-        try:
-            yield "retry: 2000\n\n"
-            for current in snapshot:
-                yield frame(current)
-            wake = min(HEARTBEAT_SECONDS, RECHECK_SECONDS)
-            checked = written = time.monotonic()
-            while True:
-                try:
-                    event: Event | None = await asyncio.wait_for(sub.queue.get(), wake)
-                except TimeoutError:
-                    event = None
-                else:
-                    if event is None:  # the broadcaster is shutting down
-                        return
-                now = time.monotonic()
-                # Checked by time, not per event: a stream costs one read per
-                # interval however many changes there are.
-                if now - checked >= RECHECK_SECONDS:
-                    if not await still_signed_in(request):
-                        return
-                    checked = now
-                if event is not None:
-                    yield frame(event)
-                    written = now
-                elif now - written >= HEARTBEAT_SECONDS:
-                    yield ": heartbeat\n\n"
-                    written = now
-        finally:
-            broadcaster.unsubscribe(sub)
+        yield "retry: 2000\n\n"
+        for current in snapshot:
+            yield frame(current)
+        wake = min(HEARTBEAT_SECONDS, RECHECK_SECONDS)
+        checked = written = time.monotonic()
+        while True:
+            try:
+                event: Event | None = await asyncio.wait_for(sub.queue.get(), wake)
+            except TimeoutError:
+                event = None
+            else:
+                if event is None:  # the broadcaster is shutting down
+                    return
+            now = time.monotonic()
+            # Checked by time, not per event: a stream costs one read per
+            # interval however many changes there are.
+            if now - checked >= RECHECK_SECONDS:
+                if not await still_signed_in(request):
+                    return
+                checked = now
+            if event is not None:
+                yield frame(event)
+                written = now
+            elif now - written >= HEARTBEAT_SECONDS:
+                yield ": heartbeat\n\n"
+                written = now
 
-    return StreamingResponse(
+    # The subscription and the slot are given back by _Stream, however it ends.
+    return _Stream(
         events(),
+        closed,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _Stream(StreamingResponse):
+    """A streaming answer that runs ``closed`` once it ends, however it ends.
+
+    The generator's own ``finally`` does not run when the client leaves before
+    the first chunk is asked for; this wrapper runs whenever the answer was sent.
+    """
+
+    def __init__(self, content: Any, closed: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._closed = closed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._closed()

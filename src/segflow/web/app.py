@@ -14,7 +14,8 @@ from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.web import api, auth, errors, pages
 from segflow.web.broadcaster import Broadcaster
-from segflow.web.middleware import RefuseNul, UploadLimit
+from segflow.web.headers import SecurityHeaders
+from segflow.web.middleware import BodyLimit, LocalGuard, RefuseNul, local_hosts
 from segflow.web.runtime import Runtime
 from segflow.web.state import AppState
 
@@ -45,9 +46,19 @@ def _lifespan(
 
 
 def create_app(
-    db: Database, settings: Settings, *, background: bool = True, poll_interval: float = 1.0
+    db: Database,
+    settings: Settings,
+    *,
+    background: bool = True,
+    poll_interval: float = 1.0,
+    address: tuple[str, int] | None = None,
 ) -> FastAPI:
-    """The app; with ``background`` it also runs engine ticks and sync while it serves."""
+    """The app; with ``background`` it also runs engine ticks and sync while it serves.
+
+    ``address`` is the host and port the server listens on: in the local mode
+    only requests naming it (or localhost) by ``Host`` are answered. None, for
+    an app not served on a socket of its own, checks no ``Host``.
+    """
     broadcaster = Broadcaster(db, interval=poll_interval)
     state = AppState(db=db, settings=settings, broadcaster=broadcaster)
     app = FastAPI(
@@ -65,8 +76,20 @@ def create_app(
     app.include_router(auth.router, responses=errors.ERRORS)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Outermost last: NUL check, then who is asking, then the body's size.
-    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+    # Outermost last: the headers every answer has, then (local mode) other
+    # sites' pages, the NUL check, who is asking, and the body's size.
+    app.add_middleware(
+        BodyLimit,
+        upload_limit=settings.max_upload_bytes,
+        json_limit=settings.max_json_bytes,
+        upload_paths=api.UPLOAD_PATHS,
+    )
     app.add_middleware(auth.Authenticate, state=state)
     app.add_middleware(RefuseNul)
+    if not settings.auth:
+        # Team mode needs no such guard: every request there carries a sign-in
+        # that another site's page cannot use (see the README's Team mode).
+        hosts = local_hosts(*address) if address is not None else None
+        app.add_middleware(LocalGuard, hosts=hosts)
+    app.add_middleware(SecurityHeaders)
     return app

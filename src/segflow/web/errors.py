@@ -29,6 +29,7 @@ from segflow.errors import (
     Throttled,
     describe_failure,
 )
+from segflow.web.headers import headers_for
 
 log = logging.getLogger("segflow.web")
 
@@ -51,12 +52,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "input segflow refuses (invalid_input, invalid_rules, import_failed)"),
         (401, "unauthenticated: team mode, and no valid session or bearer token"),
-        (403, "forbidden: a session's request without its X-CSRF-Token"),
+        (
+            403,
+            "forbidden: a session's request without its X-CSRF-Token; cross_origin: in the "
+            "local mode, a change sent by another web site's page",
+        ),
         (404, "not_found"),
         (409, "conflict: a taken name, a second link"),
-        (413, "too_large: the body is over SEGFLOW_MAX_UPLOAD_BYTES"),
+        (
+            413,
+            "too_large: an upload over SEGFLOW_MAX_UPLOAD_BYTES, any other body over "
+            "SEGFLOW_MAX_JSON_BYTES",
+        ),
+        (421, "wrong_host: in the local mode, a Host header that does not name this server"),
         (422, "invalid_request: malformed JSON, form or parameters"),
-        (429, "throttled: too many failed sign-ins for this name"),
+        (429, "throttled: too many failed sign-ins, or event streams open, for this name"),
         (500, "internal: details are in the server's log"),
         (503, "unavailable: the database connection was lost; send the request again"),
     )
@@ -111,7 +121,9 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.status_code, "http_error"
+    )
     return error_response(exc.status_code, code, str(exc.detail))
 
 
@@ -140,11 +152,26 @@ async def database_error(request: Request, exc: sa.exc.DBAPIError) -> JSONRespon
     return await unexpected(request, exc)
 
 
+#: Characters of a RecursionError's message that reach the log.
+LOGGED_MESSAGE_CHARS = 200
+
+
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the server's log; the client never sees the
     # exception's text, which could carry values or paths.
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal", "internal error; see the server log")
+    if isinstance(exc, RecursionError):
+        # Its traceback is thousands of identical frames per request: one
+        # line says as much, and a flood of such requests cannot fill the log.
+        text = str(exc)[:LOGGED_MESSAGE_CHARS]
+        log.error(
+            "%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, text
+        )
+    else:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    response = error_response(500, "internal", "internal error; see the server log")
+    # This answer leaves outside the middleware that adds them to every other.
+    response.headers.update(headers_for(request.url.path))
+    return response
 
 
 def register(app: FastAPI) -> None:

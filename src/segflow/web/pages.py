@@ -24,10 +24,21 @@ _NAV = (
 )
 
 
+def page_data(data: dict[str, Any]) -> str:
+    """``data`` as JSON to put inside a ``<script type="application/json">``.
+
+    With no ``<``, ``>`` or ``&`` left (JSON's ``\\u003c`` escapes mean the
+    same), no value can end the element (``</script>``) or put the HTML parser
+    in its script-escape states (``<!--<script>``), which would swallow the
+    app's own script element after it.
+    """
+    text = json.dumps(data)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _layout(title: str, page: str, body: str, data: dict[str, Any] | None = None) -> HTMLResponse:
     nav = "".join(f'<a href="{href}">{label}</a>' for href, label in _NAV)
-    # "</" cannot end the script element from inside a JSON string.
-    payload = json.dumps(data or {}).replace("</", "<\\/")
+    payload = page_data(data or {})
     document = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -89,7 +100,7 @@ def segment_page(segment_id: int) -> HTMLResponse:
 <section><h2>Membership over time</h2><div id="chart" class="chart"></div></section>
 <section><h2>Members</h2>
 <p><a class="button" id="export" href="/api/segments/{segment_id}/members.csv">Export CSV</a>
-<small>Cells starting with = + - @ are prefixed with ' so spreadsheets do not run them;
+<small>Cells starting with = + - @ (after any spaces) are prefixed with ' so spreadsheets do not run them;
 phone numbers keep every digit.</small></p>
 <table id="members"><thead></thead><tbody></tbody></table>
 <p><button id="more-members" type="button" hidden>More members</button></p></section>

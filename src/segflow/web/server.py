@@ -35,8 +35,10 @@ def live_server(
     db: Database, settings: Settings | None = None, *, poll_interval: float = 0.2
 ) -> Iterator[LiveServer]:
     """segflow's app with its background work, on 127.0.0.1 and a free port."""
-    app = create_app(db, settings or Settings(), poll_interval=poll_interval)
     port = free_port()
+    app = create_app(
+        db, settings or Settings(), poll_interval=poll_interval, address=("127.0.0.1", port)
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
