@@ -4,7 +4,9 @@ Google's rules for the Data Manager API: email trimmed and lower-cased, and
 for gmail.com / googlemail.com the dots and any ``+suffix`` of the local part
 removed; phone numbers in E.164 with a country code (parsed with
 ``phonenumbers`` using the dataset's default region, since Google's own
-formatter adds none); given and family names trimmed and lower-cased; region
+formatter adds none), and only numbers phonenumbers calls valid (the rule
+lives in ``segflow.ingest.phones``, which the import's quality summary
+counts with too); given and family names trimmed and lower-cased; region
 code (ISO 3166-1 alpha-2, upper case) and postal code trimmed and sent in
 clear. Each hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
 
@@ -22,7 +24,9 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-NORMALISATION_VERSION = 1
+from segflow.ingest.phones import DEFAULT_REGION, normalise_phone
+
+NORMALISATION_VERSION = 2  # 2: only valid phones, "+" retry, NFC, ISO countries
 
 _GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
@@ -48,39 +52,6 @@ def normalise_email(raw: str | None) -> str | None:
         if not local:
             return None
     return f"{local}@{domain}"
-
-
-# North American numbers written in the usual ways, without letters or
-# extensions: for these phonenumbers' parse, possibility check and E.164
-# format reduce to "+1" and the ten digits (the test suite holds this fast
-# path to phonenumbers on generated numbers). Everything else goes through
-# phonenumbers, which costs about 25 us a number.
-_SEPARATORS = re.compile(r"[ ().-]")
-_NANP_E164 = re.compile(r"^\+1[2-9][0-9]{9}$")
-_NANP_NATIONAL = re.compile(r"^[2-9][0-9]{9}$")
-_NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
-
-
-def normalise_phone(raw: str | None, default_region: str) -> str | None:
-    """E.164 (``+14155550100``), or None when the number cannot be one."""
-    if raw is None or not raw.strip():
-        return None
-    compact = _SEPARATORS.sub("", raw)
-    if _NANP_E164.match(compact):
-        return compact
-    if _NANP_NATIONAL.match(compact) and default_region.upper() in _NANP_REGIONS:
-        return "+1" + compact
-    return _normalise_phone_slow(raw, default_region)
-
-
-def _normalise_phone_slow(raw: str, default_region: str) -> str | None:
-    try:
-        number = phonenumbers.parse(raw, default_region.upper())
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
 def normalise_name(raw: str | None) -> str | None:
@@ -148,7 +119,7 @@ class Mapping:
     country: str | None = None
     postal_code: str | None = None
     #: Region assumed for phone numbers written without a country code.
-    default_region: str = "US"
+    default_region: str = DEFAULT_REGION
     #: Optional per-record consent; empty cells take the destination's default.
     consent_ad_user_data: str | None = None
     consent_ad_personalization: str | None = None

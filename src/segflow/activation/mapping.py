@@ -21,7 +21,7 @@ from segflow.datasets import Dataset, require
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
 from segflow.errors import InvalidInput
-from segflow.ingest import quality
+from segflow.ingest import phones, quality
 
 _KIND_TO_FIELD = {
     quality.EMAIL: "email",
@@ -57,7 +57,7 @@ def mapping_for(conn: Connection, dataset: Dataset) -> tuple[Mapping, bool]:
 
 
 def _from_json(dataset: Dataset, data: dict[str, Any]) -> Mapping:
-    mapping = Mapping(default_region=str(data.get("default_region") or "US"))
+    mapping = Mapping(default_region=str(data.get("default_region") or phones.DEFAULT_REGION))
     for name in MAPPED_COLUMNS:
         value = data.get(name)
         if value is not None:
