@@ -31,6 +31,29 @@ def test_google_published_vectors() -> None:
     )
 
 
+def test_text_typed_two_unicode_ways_hashes_alike() -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    assert nfc != nfd
+    record = {"email": f"{nfd}@example.com", "first": nfd, "last": "Mu\u0308ller"}
+    record |= {"country": "u\u0073", "zip": "94043"}
+    nfd_ids = identifiers_for(record, MAPPING)
+    nfc_ids = identifiers_for(
+        {
+            "email": f"{nfc}@example.com",
+            "first": nfc,
+            "last": "M\u00fcller",
+            "country": "US",
+            "zip": "94043",
+        },
+        MAPPING,
+    )
+    assert nfd_ids == nfc_ids
+    assert nfd_ids.email_sha256 == sha256_hex("jos\u00e9@example.com")
+    assert nfd_ids.address is not None
+    assert nfd_ids.address.given_name_sha256 == sha256_hex("jos\u00e9")
+    assert nfd_ids.address.family_name_sha256 == sha256_hex("m\u00fcller")
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -8,7 +8,9 @@ formatter adds none), and only numbers phonenumbers calls valid (the rule
 lives in ``segflow.ingest.phones``, which the import's quality summary
 counts with too); given and family names trimmed and lower-cased; region
 code (ISO 3166-1 alpha-2, upper case) and postal code trimmed and sent in
-clear. Each hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
+clear. Every text value is put in Unicode NFC first, so a name typed with a
+combining accent hashes as the same name typed with a precomposed one. Each
+hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
 
 An invalid value is skipped for that identifier alone and counted; it never
 fails the record. ``NORMALISATION_VERSION`` is stored beside every hash sent,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -40,10 +43,16 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def _nfc(raw: str) -> str:
+    # "José" typed with a combined "é" (NFC) or "e" and a combining accent
+    # (NFD) is one name: hash one form of it.
+    return unicodedata.normalize("NFC", raw)
+
+
 def normalise_email(raw: str | None) -> str | None:
     if raw is None:
         return None
-    email = raw.strip().lower()
+    email = _nfc(raw).strip().lower()
     if not _EMAIL.match(email):
         return None
     local, domain = email.rsplit("@", 1)
@@ -57,21 +66,21 @@ def normalise_email(raw: str | None) -> str | None:
 def normalise_name(raw: str | None) -> str | None:
     if raw is None:
         return None
-    name = raw.strip().lower()
+    name = _nfc(raw).strip().lower()
     return name or None
 
 
 def normalise_region(raw: str | None) -> str | None:
     if raw is None:
         return None
-    region = raw.strip().upper()
+    region = _nfc(raw).strip().upper()
     return region if region in _REGIONS else None
 
 
 def normalise_postal_code(raw: str | None) -> str | None:
     if raw is None:
         return None
-    code = raw.strip()
+    code = _nfc(raw).strip()
     return code if _POSTAL.match(code) else None
 
 
