@@ -100,7 +100,7 @@ def test_phone_normalisation_adds_the_country_code(
 
 def test_regions_and_postal_codes_are_checked_and_sent_in_clear() -> None:
     assert normalise_region(" us ") == "US"
-    assert normalise_region("USA") is None
+    assert normalise_region("USA") == "US"
     assert normalise_region("XX") is None
     assert normalise_postal_code(" 94043 ") == "94043"
     assert normalise_postal_code("SW1A 1AA") == "SW1A 1AA"

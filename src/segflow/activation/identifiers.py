@@ -19,13 +19,16 @@ so that a change to these rules can re-send what it affects.
 
 from __future__ import annotations
 
+import functools
+import gettext
 import hashlib
+import os
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-import phonenumbers
+import pycountry
 
 from segflow.ingest.phones import DEFAULT_REGION, normalise_phone
 
@@ -33,9 +36,10 @@ NORMALISATION_VERSION = 2  # 2: only valid phones, "+" retry, NFC, ISO countries
 
 _GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
-_REGIONS = frozenset(
-    r for regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.values() for r in regions
-) - {"001"}
+#: ISO 3166-1 alpha-2, from pycountry's copy of the standard (iso-codes).
+_ISO_ALPHA_2 = frozenset(c.alpha_2 for c in pycountry.countries)
+#: Not ISO 3166-1 but what people write for the United Kingdom.
+_ALIASES = {"UK": "GB"}
 _POSTAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?$")
 
 
@@ -71,10 +75,51 @@ def normalise_name(raw: str | None) -> str | None:
 
 
 def normalise_region(raw: str | None) -> str | None:
+    """The ISO 3166-1 alpha-2 code of a country written as a code or a name, or None.
+
+    Accepts alpha-2 (``us``), ``UK`` for GB, alpha-3 and numeric codes and the
+    English names pycountry knows (``United States``, ``Germany``), then
+    names in the languages pycountry's translations hold (``Deutschland``).
+    """
     if raw is None:
         return None
-    region = _nfc(raw).strip().upper()
-    return region if region in _REGIONS else None
+    return _region(_nfc(raw).strip())
+
+
+@functools.lru_cache(maxsize=4096)  # a dataset holds few distinct country values
+def _region(value: str) -> str | None:
+    code = value.upper()
+    code = _ALIASES.get(code, code)
+    if code in _ISO_ALPHA_2:
+        return code
+    if len(value) < 3:
+        return None
+    try:
+        return str(pycountry.countries.lookup(value).alpha_2)
+    except LookupError:
+        return _translated_names().get(value.casefold())
+
+
+@functools.cache
+def _translated_names() -> dict[str, str]:
+    """Country names in every language pycountry ships, to alpha-2 (built once, ~1 s).
+
+    A name that stands for two countries in different languages (pycountry's
+    translations hold a few) is left out rather than guessed.
+    """
+    found: dict[str, set[str]] = {}
+    for language in sorted(os.listdir(pycountry.LOCALES_DIR)):
+        try:
+            catalog = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, [language])
+        except OSError:
+            continue
+        for country in pycountry.countries:
+            for attr in ("name", "official_name", "common_name"):
+                english = getattr(country, attr, None)
+                if english:
+                    local = _nfc(catalog.gettext(english)).strip().casefold()
+                    found.setdefault(local, set()).add(country.alpha_2)
+    return {name: codes.pop() for name, codes in found.items() if len(codes) == 1}
 
 
 def normalise_postal_code(raw: str | None) -> str | None:
