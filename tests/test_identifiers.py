@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from segflow.activation.identifiers import (
     normalise_region,
     sha256_hex,
 )
+from segflow.ingest.phones import normalise_phone_slow
 
 
 def test_google_published_vectors() -> None:
@@ -27,6 +29,29 @@ def test_google_published_vectors() -> None:
     assert sha256_hex(normalise_phone("+18005550100", "US") or "") == (
         "fb4f73a6ec5fdb7077d564cdd22c3554b43ce49168550c3b12c547b78c517b30"
     )
+
+
+def test_text_typed_two_unicode_ways_hashes_alike() -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    assert nfc != nfd
+    record = {"email": f"{nfd}@example.com", "first": nfd, "last": "Mu\u0308ller"}
+    record |= {"country": "u\u0073", "zip": "94043"}
+    nfd_ids = identifiers_for(record, MAPPING)
+    nfc_ids = identifiers_for(
+        {
+            "email": f"{nfc}@example.com",
+            "first": nfc,
+            "last": "M\u00fcller",
+            "country": "US",
+            "zip": "94043",
+        },
+        MAPPING,
+    )
+    assert nfd_ids == nfc_ids
+    assert nfd_ids.email_sha256 == sha256_hex("jos\u00e9@example.com")
+    assert nfd_ids.address is not None
+    assert nfd_ids.address.given_name_sha256 == sha256_hex("jos\u00e9")
+    assert nfd_ids.address.family_name_sha256 == sha256_hex("m\u00fcller")
 
 
 @pytest.mark.parametrize(
@@ -56,6 +81,14 @@ def test_email_normalisation(raw: str, expected: str | None) -> None:
         ("020 7946 0958", "GB", "+442079460958"),
         ("12345", "US", None),
         ("call me", "US", None),
+        # Possible but not valid: a hash that could never match (issue 16).
+        ("555-0100", "US", None),
+        ("+1 555 0100", "US", None),
+        ("+1 555 0100", "GB", None),
+        # Written with the country code but no "+" (one of Google's formatter cases).
+        ("441134960987", "US", "+441134960987"),
+        ("18005550100", "GB", "+18005550100"),
+        ("44 113 496 0987", "us", "+441134960987"),
         ("", "US", None),
     ],
 )
@@ -67,7 +100,7 @@ def test_phone_normalisation_adds_the_country_code(
 
 def test_regions_and_postal_codes_are_checked_and_sent_in_clear() -> None:
     assert normalise_region(" us ") == "US"
-    assert normalise_region("USA") is None
+    assert normalise_region("USA") == "US"
     assert normalise_region("XX") is None
     assert normalise_postal_code(" 94043 ") == "94043"
     assert normalise_postal_code("SW1A 1AA") == "SW1A 1AA"
@@ -150,8 +183,40 @@ def _written_phone(draw: st.DrawFn) -> str:
     return "".join(out)
 
 
-@given(_written_phone(), st.sampled_from(["US", "CA", "GB", "DE", "us"]))
-def test_the_phone_fast_path_agrees_with_phonenumbers(raw: str, region: str) -> None:
-    from segflow.activation.identifiers import _normalise_phone_slow
+def _phonenumbers_rule(raw: str, region: str) -> str | None:
+    """The rule by phonenumbers alone, spelled out here apart from the code under test."""
+    for text, default in ((raw, region.upper()), ("+" + raw.strip(), None)):
+        if default is None and "+" in raw:
+            break
+        try:
+            number = phonenumbers.parse(text, default)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return None
 
-    assert normalise_phone(raw, region) == _normalise_phone_slow(raw, region)
+
+@given(
+    _written_phone(),
+    st.sampled_from(["US", "CA", "GB", "DE", "us", "JM", "PR", "BM", "AG", "DO"]),
+)
+def test_the_phone_fast_path_agrees_with_phonenumbers(raw: str, region: str) -> None:
+    """Fast path, slow path and phonenumbers' own validity agree on every number."""
+    result = normalise_phone(raw, region)
+    assert result == normalise_phone_slow(raw, region) == _phonenumbers_rule(raw, region)
+    if result is not None:
+        assert phonenumbers.is_valid_number(phonenumbers.parse(result))
+
+
+_NANP_AREAS = ["201", "212", "268", "441", "555", "787", "800", "809", "876", "900", "939"]
+
+
+@given(st.sampled_from(_NANP_AREAS) | st.from_regex(r"[2-9][0-9]{2}", fullmatch=True))
+def test_the_north_american_validity_pattern_is_phonenumbers(area: str) -> None:
+    """Every exchange of an area code (Caribbean ones have their own region rules)."""
+    for exchange in range(200, 1000, 7):
+        national = f"{area}{exchange}0123"
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
+        expected = "+1" + national if phonenumbers.is_valid_number(number) else None
+        assert normalise_phone("+1" + national, "GB") == expected

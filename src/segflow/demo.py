@@ -39,6 +39,13 @@ _LAST = (
     "Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee O'Brien Nguyen Müller"
 ).split()
 _STATES = ("CA", "CA", "CA", "TX", "TX", "NY", "NY", "FL", "WA", "IL", "MA", "OR", "CO", "GA")
+# Area codes phonenumbers calls valid with any 555 number, so that only the
+# deliberately malformed share of the demo's phones is invalid.
+_AREA_CODES = (
+    201, 202, 203, 205, 206, 207, 208, 209, 210, 212, 213, 214, 215, 216, 217, 218, 219,
+    224, 225, 228, 229, 231, 234, 239, 240, 248, 251, 252, 253, 254, 256, 260, 262, 267,
+    269, 270, 276, 281, 301, 302, 303, 304, 305,
+)  # fmt: skip
 _DOMAINS = ("gmail.com", "gmail.com", "yahoo.com", "outlook.com", "example.com", "icloud.com")
 
 
@@ -49,7 +56,8 @@ def rows(count: int, *, seed: int = 7, start_id: int = 1) -> Iterator[tuple[str,
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         local = f"{first}.{last}{n}".lower().replace("'", "")
         email = "" if rng.random() < 0.01 else f"{local}@{rng.choice(_DOMAINS)}"
-        digits = f"{rng.randint(201, 989)}555{rng.randint(0, 9999):04d}"
+        area = _AREA_CODES[rng.randint(201, 989) % len(_AREA_CODES)]  # the draws of old
+        digits = f"{area}555{rng.randint(0, 9999):04d}"
         style = rng.random()
         if style < 0.4:
             phone = f"+1{digits}"

@@ -4,9 +4,13 @@ Google's rules for the Data Manager API: email trimmed and lower-cased, and
 for gmail.com / googlemail.com the dots and any ``+suffix`` of the local part
 removed; phone numbers in E.164 with a country code (parsed with
 ``phonenumbers`` using the dataset's default region, since Google's own
-formatter adds none); given and family names trimmed and lower-cased; region
+formatter adds none), and only numbers phonenumbers calls valid (the rule
+lives in ``segflow.ingest.phones``, which the import's quality summary
+counts with too); given and family names trimmed and lower-cased; region
 code (ISO 3166-1 alpha-2, upper case) and postal code trimmed and sent in
-clear. Each hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
+clear. Every text value is put in Unicode NFC first, so a name typed with a
+combining accent hashes as the same name typed with a precomposed one. Each
+hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
 
 An invalid value is skipped for that identifier alone and counted; it never
 fails the record. ``NORMALISATION_VERSION`` is stored beside every hash sent,
@@ -15,20 +19,27 @@ so that a change to these rules can re-send what it affects.
 
 from __future__ import annotations
 
+import functools
+import gettext
 import hashlib
+import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-import phonenumbers
+import pycountry
 
-NORMALISATION_VERSION = 1
+from segflow.ingest.phones import DEFAULT_REGION, normalise_phone
+
+NORMALISATION_VERSION = 2  # 2: only valid phones, "+" retry, NFC, ISO countries
 
 _GMAIL_DOMAINS = {"gmail.com", "googlemail.com"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
-_REGIONS = frozenset(
-    r for regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.values() for r in regions
-) - {"001"}
+#: ISO 3166-1 alpha-2, from pycountry's copy of the standard (iso-codes).
+_ISO_ALPHA_2 = frozenset(c.alpha_2 for c in pycountry.countries)
+#: Not ISO 3166-1 but what people write for the United Kingdom.
+_ALIASES = {"UK": "GB"}
 _POSTAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?$")
 
 
@@ -36,10 +47,16 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def _nfc(raw: str) -> str:
+    # "José" typed with a combined "é" (NFC) or "e" and a combining accent
+    # (NFD) is one name: hash one form of it.
+    return unicodedata.normalize("NFC", raw)
+
+
 def normalise_email(raw: str | None) -> str | None:
     if raw is None:
         return None
-    email = raw.strip().lower()
+    email = _nfc(raw).strip().lower()
     if not _EMAIL.match(email):
         return None
     local, domain = email.rsplit("@", 1)
@@ -50,57 +67,65 @@ def normalise_email(raw: str | None) -> str | None:
     return f"{local}@{domain}"
 
 
-# North American numbers written in the usual ways, without letters or
-# extensions: for these phonenumbers' parse, possibility check and E.164
-# format reduce to "+1" and the ten digits (the test suite holds this fast
-# path to phonenumbers on generated numbers). Everything else goes through
-# phonenumbers, which costs about 25 us a number.
-_SEPARATORS = re.compile(r"[ ().-]")
-_NANP_E164 = re.compile(r"^\+1[2-9][0-9]{9}$")
-_NANP_NATIONAL = re.compile(r"^[2-9][0-9]{9}$")
-_NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
-
-
-def normalise_phone(raw: str | None, default_region: str) -> str | None:
-    """E.164 (``+14155550100``), or None when the number cannot be one."""
-    if raw is None or not raw.strip():
-        return None
-    compact = _SEPARATORS.sub("", raw)
-    if _NANP_E164.match(compact):
-        return compact
-    if _NANP_NATIONAL.match(compact) and default_region.upper() in _NANP_REGIONS:
-        return "+1" + compact
-    return _normalise_phone_slow(raw, default_region)
-
-
-def _normalise_phone_slow(raw: str, default_region: str) -> str | None:
-    try:
-        number = phonenumbers.parse(raw, default_region.upper())
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
 def normalise_name(raw: str | None) -> str | None:
     if raw is None:
         return None
-    name = raw.strip().lower()
+    name = _nfc(raw).strip().lower()
     return name or None
 
 
 def normalise_region(raw: str | None) -> str | None:
+    """The ISO 3166-1 alpha-2 code of a country written as a code or a name, or None.
+
+    Accepts alpha-2 (``us``), ``UK`` for GB, alpha-3 and numeric codes and the
+    English names pycountry knows (``United States``, ``Germany``), then
+    names in the languages pycountry's translations hold (``Deutschland``).
+    """
     if raw is None:
         return None
-    region = raw.strip().upper()
-    return region if region in _REGIONS else None
+    return _region(_nfc(raw).strip())
+
+
+@functools.lru_cache(maxsize=4096)  # a dataset holds few distinct country values
+def _region(value: str) -> str | None:
+    code = value.upper()
+    code = _ALIASES.get(code, code)
+    if code in _ISO_ALPHA_2:
+        return code
+    if len(value) < 3:
+        return None
+    try:
+        return str(pycountry.countries.lookup(value).alpha_2)
+    except LookupError:
+        return _translated_names().get(value.casefold())
+
+
+@functools.cache
+def _translated_names() -> dict[str, str]:
+    """Country names in every language pycountry ships, to alpha-2 (built once, ~1 s).
+
+    A name that stands for two countries in different languages (pycountry's
+    translations hold a few) is left out rather than guessed.
+    """
+    found: dict[str, set[str]] = {}
+    for language in sorted(os.listdir(pycountry.LOCALES_DIR)):
+        try:
+            catalog = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, [language])
+        except OSError:
+            continue
+        for country in pycountry.countries:
+            for attr in ("name", "official_name", "common_name"):
+                english = getattr(country, attr, None)
+                if english:
+                    local = _nfc(catalog.gettext(english)).strip().casefold()
+                    found.setdefault(local, set()).add(country.alpha_2)
+    return {name: codes.pop() for name, codes in found.items() if len(codes) == 1}
 
 
 def normalise_postal_code(raw: str | None) -> str | None:
     if raw is None:
         return None
-    code = raw.strip()
+    code = _nfc(raw).strip()
     return code if _POSTAL.match(code) else None
 
 
@@ -148,7 +173,7 @@ class Mapping:
     country: str | None = None
     postal_code: str | None = None
     #: Region assumed for phone numbers written without a country code.
-    default_region: str = "US"
+    default_region: str = DEFAULT_REGION
     #: Optional per-record consent; empty cells take the destination's default.
     consent_ad_user_data: str | None = None
     consent_ad_personalization: str | None = None

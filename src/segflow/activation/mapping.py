@@ -21,7 +21,7 @@ from segflow.datasets import Dataset, require
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
 from segflow.errors import InvalidInput
-from segflow.ingest import quality
+from segflow.ingest import phones, quality
 
 _KIND_TO_FIELD = {
     quality.EMAIL: "email",
@@ -57,7 +57,7 @@ def mapping_for(conn: Connection, dataset: Dataset) -> tuple[Mapping, bool]:
 
 
 def _from_json(dataset: Dataset, data: dict[str, Any]) -> Mapping:
-    mapping = Mapping(default_region=str(data.get("default_region") or "US"))
+    mapping = Mapping(default_region=str(data.get("default_region") or phones.DEFAULT_REGION))
     for name in MAPPED_COLUMNS:
         value = data.get(name)
         if value is not None:
@@ -85,13 +85,7 @@ def set_mapping(
         before = mapping.as_dict()
         for name, value in changes.items():
             if name == "default_region":
-                region = normalise_region(value or "")
-                if region is None:
-                    raise InvalidInput(
-                        f"default region must be an ISO 3166-1 alpha-2 code such as US or GB, "
-                        f"got {value!r}"
-                    )
-                mapping.default_region = region
+                mapping.default_region = _phone_region(value)
                 continue
             if name not in MAPPED_COLUMNS:
                 raise InvalidInput(f"unknown mapping entry {name!r}")
@@ -116,6 +110,22 @@ def set_mapping(
         if updated.rowcount == 0:
             conn.execute(sa.insert(identifier_maps).values(dataset_id=dataset.id, **values))
     return mapping
+
+
+def _phone_region(value: str | None) -> str:
+    """A default phone region: a country (code or name) with a phone numbering plan."""
+    region = normalise_region(value or "")
+    if region is None:
+        raise InvalidInput(
+            f"default region must be a country: an ISO 3166-1 alpha-2 code such as US or GB, "
+            f"or its name, got {value!r}"
+        )
+    if region not in phones.PHONE_REGIONS:
+        raise InvalidInput(
+            f"default region {region} has no telephone numbering plan of its own "
+            f"(phonenumbers knows none): choose the country whose numbers its phones use"
+        )
+    return region
 
 
 def show_mapping(db: Database, dataset_name: str) -> tuple[Mapping, bool]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from segflow import coltypes
+from segflow.ingest import phones
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.quality import QualityCounter
 
@@ -38,9 +39,9 @@ HALF_NICENESS = 10
 class ColumnChecks:
     """Column types and identifier counts, accumulated batch by batch."""
 
-    def __init__(self, header: Sequence[str]) -> None:
+    def __init__(self, header: Sequence[str], phone_region: str = phones.DEFAULT_REGION) -> None:
         self.types = [coltypes.EMPTY] * len(header)
-        self.quality = QualityCounter(header)
+        self.quality = QualityCounter(header, phone_region)
         #: Accepted rows checked, and rows the reader rejected meanwhile (``scan``).
         self.rows = 0
         self.rejected = 0
@@ -88,6 +89,8 @@ class Job:
     #: Added to the helper's niceness: helpers that share the cores with an
     #: importer copying in SQLite should not slow it down.
     nice: int = 0
+    #: Region the quality summary assumes for phones without a country code.
+    phone_region: str = phones.DEFAULT_REGION
 
     def reader(self, stream: BinaryIO, source: str) -> CsvReader:
         stream.seek(self.offset)
@@ -161,10 +164,13 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
 
 
 def scan(
-    reader: CsvReader, key_index: int, keep_going: Callable[[], bool] = lambda: True
+    reader: CsvReader,
+    key_index: int,
+    keep_going: Callable[[], bool] = lambda: True,
+    phone_region: str = phones.DEFAULT_REGION,
 ) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
-    checks = ColumnChecks(reader.header)
+    checks = ColumnChecks(reader.header, phone_region)
     for columns, rows, rejected in reader.accepted(BATCH_ROWS, key_index):
         if not keep_going():
             raise SystemExit(1)
@@ -280,7 +286,7 @@ def check(
 ) -> dict[str, Any]:
     """The helper's answer for its job: the checks and what its reader saw."""
     reader = job.reader(stream, "helper")
-    checks = scan(reader, job.key_index, keep_going)
+    checks = scan(reader, job.key_index, keep_going, job.phone_region)
     answer = checks.as_dict()
     answer.update(
         bytes=reader.bytes_read,

@@ -26,7 +26,7 @@ from segflow.db import records, sequence
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, imports
 from segflow.errors import ImportFailed, InvalidInput
-from segflow.ingest import columns
+from segflow.ingest import columns, phones
 from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
 from segflow.ingest.csvreader import CsvReader
@@ -63,10 +63,19 @@ def import_csv(
     offset = _position(stream)
     reader = _open_reader(stream, options, source, settings)
     header = reader.header
-    key_index = _resolve_key(header, find_dataset(db, options.dataset), options.key, source)
+    existing = find_dataset(db, options.dataset)
+    key_index = _resolve_key(header, existing, options.key, source)
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
-    job = Job(offset or 0, options.encoding, reader.delimiter, settings.max_field_chars, key_index)
+    region = phones.dataset_region(db, existing.id if existing else None)
+    job = Job(
+        offset or 0,
+        options.encoding,
+        reader.delimiter,
+        settings.max_field_chars,
+        key_index,
+        phone_region=region,
+    )
     helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
         if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
@@ -84,7 +93,7 @@ def import_csv(
             stream.seek(0)  # SQLite reads only files it is given from their start
             reader = _open_reader(stream, options, source, settings)
             helper = Helper.start(stream, job)
-        return run.execute(PythonRows(reader, helper, header))
+        return run.execute(PythonRows(reader, helper, header, job.phone_region))
     finally:
         if helper is not None:
             helper.cancel()

@@ -87,11 +87,13 @@ class NotPlain(Exception):
 class PythonRows:
     """The file's rows as segflow's reader parses them, in this process."""
 
-    def __init__(self, reader: CsvReader, helper: Helper | None, header: list[str]) -> None:
+    def __init__(
+        self, reader: CsvReader, helper: Helper | None, header: list[str], phone_region: str
+    ) -> None:
         self.reader = reader
         self.delimiter = reader.delimiter
         self.helper = helper
-        self.checks = ColumnChecks(header)
+        self.checks = ColumnChecks(header, phone_region)
         self._checked = helper is None  # checked while staging
         self.guessed_types: list[str] | None = None
 
