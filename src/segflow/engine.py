@@ -119,21 +119,41 @@ def tick(
         if (chosen is None or dataset_id in chosen) and (wanted is None or segment_id in wanted):
             by_dataset.setdefault(dataset_id, []).append(segment_id)
     report = TickReport()
+    failures: list[Exception] = []
     for dataset_id, ids in sorted(by_dataset.items()):
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            part = TickReport()
-            try:
-                _tick_dataset(db, dataset_id, ids, now, part, full_minimum)
-            except sa.exc.DBAPIError as exc:
-                # PostgreSQL ended it to break a deadlock with a sync pass
-                # writing the same sync rows: it rolled back whole, so again.
-                if not retryable_conflict(exc) or attempt == DEADLOCK_ATTEMPTS:
-                    raise
-                continue
-            report.outcomes.extend(part.outcomes)
-            report.skipped.extend(part.skipped)
-            break
+        # One dataset's failure (a lost connection, say; a segment's own SQL
+        # failing only marks that segment) does not hold up the others, in
+        # this workspace or another: the tick goes on and raises at the end.
+        try:
+            _tick_with_retries(db, dataset_id, ids, now, report, full_minimum)
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
     return report
+
+
+def _tick_with_retries(
+    db: Database,
+    dataset_id: int,
+    ids: Sequence[int],
+    now: dt.datetime,
+    report: TickReport,
+    full_minimum: int,
+) -> None:
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        part = TickReport()
+        try:
+            _tick_dataset(db, dataset_id, ids, now, part, full_minimum)
+        except sa.exc.DBAPIError as exc:
+            # PostgreSQL ended it to break a deadlock with a sync pass
+            # writing the same sync rows: it rolled back whole, so again.
+            if not retryable_conflict(exc) or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            continue
+        report.outcomes.extend(part.outcomes)
+        report.skipped.extend(part.skipped)
+        return
 
 
 #: Times a dataset's tick is tried when PostgreSQL breaks a deadlock with it.
@@ -233,32 +253,110 @@ def _tick_dataset(
             chg = records.table(chg_name, dataset.columns)
 
         for plan in plans:
-            if plan.rule is None:
-                continue
-            sid = int(plan.row.id)
-            if plan.strategy == FULL:
-                _changed(conn, diff, rec, sid, plan.rule, now, sa.true())
-            elif plan.strategy == INCREMENTAL:
-                assert chg is not None
-                wm = int(plan.row.watermark)
-                _changed(conn, diff, chg, sid, plan.rule, now, chg.c.seq > wm)
-                if rules.is_time_relative(plan.rule):
-                    crossed = _crossing(conn, plan.rule, plan.row.clock_at or now, now, rec)
-                    _changed(
-                        conn, diff, rec, sid, plan.rule, now, sa.and_(rec.c.seq <= wm, crossed)
-                    )
+            if plan.rule is not None and plan.strategy in (FULL, INCREMENTAL):
+                _evaluate_isolated(conn, plan, diff, rec, chg, now)
 
         counts = _apply(conn, diff, now)
         outbox.refresh_changed(
             conn,
             rec,
-            {int(p.row.id): int(p.row.watermark) for p in plans if p.rule is not None},
+            {int(p.row.id): int(p.row.watermark) for p in plans if p.strategy != ERROR},
             hi,
         )
         for plan in plans:
             report.outcomes.append(_finish(conn, plan, counts, hi, now))
         for name in (diff_name, chg_name):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(name)}")
+
+
+def _evaluate_isolated(
+    conn: Connection,
+    plan: _Plan,
+    diff: sa.TableClause,
+    rec: sa.TableClause,
+    chg: sa.TableClause | None,
+    now: dt.datetime,
+) -> None:
+    """Diff one segment inside a savepoint: when the database cannot run its
+    rules (a rule stored before the bounds, say), the segment is marked with
+    the error and skipped, and the dataset's other segments go on."""
+    try:
+        with conn.begin_nested():
+            _evaluate(conn, plan, diff, rec, chg, now)
+    except Exception as exc:
+        if isinstance(exc, sa.exc.DBAPIError) and (
+            exc.connection_invalidated or retryable_conflict(exc) or not _still_open(conn)
+        ):
+            raise  # not this segment's fault: the whole dataset is tried again
+        plan.strategy = ERROR
+        plan.error = f"the database cannot evaluate these rules: {rule_failure(exc)}"
+
+
+def _still_open(conn: Connection) -> bool:
+    """Whether the tick's transaction survived: SQLite ends it whole on some
+    errors (a full disk, say), and the tick must not go on outside it."""
+    if conn.dialect.name != "sqlite":
+        return True  # PostgreSQL's savepoint rollback either worked or raised
+    return bool(getattr(conn.connection.dbapi_connection, "in_transaction", True))
+
+
+def _evaluate(
+    conn: Connection,
+    plan: _Plan,
+    diff: sa.TableClause,
+    rec: sa.TableClause,
+    chg: sa.TableClause | None,
+    now: dt.datetime,
+) -> None:
+    assert plan.rule is not None
+    sid = int(plan.row.id)
+    if plan.strategy == FULL:
+        _changed(conn, diff, rec, sid, plan.rule, now, sa.true())
+        return
+    assert chg is not None
+    wm = int(plan.row.watermark)
+    _changed(conn, diff, chg, sid, plan.rule, now, chg.c.seq > wm)
+    if rules.is_time_relative(plan.rule):
+        crossed = _crossing(conn, plan.rule, plan.row.clock_at or now, now, rec)
+        _changed(conn, diff, rec, sid, plan.rule, now, sa.and_(rec.c.seq <= wm, crossed))
+
+
+def rule_failure(exc: BaseException) -> str:
+    """What the database (or the compiler) said about a rule it cannot run.
+
+    The driver's own first line names the limit ("Expression tree is too
+    large", "LIKE or GLOB pattern too complex"); it quotes the statement's
+    shape, never its bound values, which :func:`describe_failure` guards.
+    """
+    if isinstance(exc, RecursionError):
+        return "the rule is nested too deeply to compile"
+    orig = getattr(exc, "orig", None)
+    if orig is not None and str(orig).strip():
+        first = str(orig).strip().splitlines()[0]
+        return first if len(first) <= 200 else first[:197] + "..."
+    return describe_failure(exc)
+
+
+def check_runs(conn: Connection, dataset: Dataset, rule: rules.Group, now: dt.datetime) -> None:
+    """Run the statements a tick runs for ``rule`` once, on at most one record.
+
+    Creating or editing a segment calls this inside its transaction, so rules
+    the database cannot run are refused (a RuleError) and nothing is saved.
+    """
+    rec = records.table(dataset.records_table, dataset.columns)
+    one = sa.select(rec).limit(1).subquery("sf_probe")
+    compiler = rules.Compiler(conn.dialect.name, one, now)
+    try:
+        enters = live_matches(compiler, rule, one)
+        exits = sa.or_(sa.not_(_live(one)), sa.not_(compiler.compile(rule)))
+        for where in (enters, exits):
+            conn.execute(sa.select(sa.func.count()).select_from(one).where(where))
+    except (sa.exc.DBAPIError, RecursionError) as exc:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            raise
+        raise rules.RuleError(
+            "rules", f"the database cannot run this rule: {rule_failure(exc)}"
+        ) from None
 
 
 def _plan(
@@ -273,7 +371,7 @@ def _plan(
         rule = rules.parse(row.rules, fields)
     except rules.RuleError as exc:
         # A later import can widen a column's type under a saved rule.
-        return _Plan(row, None, ERROR, f"rules no longer fit the dataset: {exc}")
+        return _Plan(row, None, ERROR, f"rules cannot be used with this dataset: {exc}")
     if row.evaluated_version < row.rules_version:
         return _Plan(row, rule, FULL)
     wm = int(row.watermark)
@@ -284,12 +382,12 @@ def _plan(
     return _Plan(row, rule, FULL if changed > threshold else INCREMENTAL)
 
 
-def _live(table: sa.TableClause) -> ColumnElement[bool]:
+def _live(table: sa.FromClause) -> ColumnElement[bool]:
     return table.c.deleted == sa.false()
 
 
 def live_matches(
-    compiler: rules.Compiler, rule: rules.Group, table: sa.TableClause
+    compiler: rules.Compiler, rule: rules.Group, table: sa.FromClause
 ) -> ColumnElement[bool]:
     """WHERE clause for the live records a rule matches, as cheap as it can be.
 

@@ -84,6 +84,25 @@ NO_VALUE = {"is_empty", "is_not_empty"}
 TIME_RELATIVE = {"within_last", "not_within_last"}
 MAX_DAYS = 36_600
 
+# Bounds on one rule, checked before anything else is parsed. Each is far past
+# what a person builds by hand, and together they keep every statement a rule
+# compiles to runnable on both engines: SQLite refuses an expression tree
+# deeper than 1,000 (an OR of N conditions is N deep, and each nested group
+# adds its own), more than 32,766 bound values in one statement, and a LIKE
+# pattern over 50,000 bytes (a value of 1,000 characters escapes to at most
+# 2,002, times 4 bytes in UTF-8). ``test_rule_bounds`` runs the largest rule
+# they allow on both engines.
+#: Conditions in a whole rule, however they are grouped.
+MAX_CONDITIONS = 500
+#: Levels of groups, the outermost one included.
+MAX_DEPTH = 20
+#: Values in one ``in`` / ``not_in`` list.
+MAX_LIST_ITEMS = 10_000
+#: Values in a whole rule: every one is a bound parameter of the same statement.
+MAX_VALUES = 20_000
+#: Characters in one text value.
+MAX_TEXT = 1_000
+
 
 class RuleError(InvalidInput):
     """A rule tree that cannot be used, with the path to the offending part."""
@@ -126,15 +145,95 @@ Node = Condition | Group
 
 def parse(raw: Any, fields: Sequence[Field]) -> Group:
     """Validate a rule tree (the seed's flat shape included) against a dataset's fields."""
+    check_size(measure(raw))
     by_name = {f.name.casefold(): f for f in fields}
     names = ", ".join(f.name for f in fields)
     return _parse_group(raw, "rules", by_name, names)
 
 
+@dataclass(frozen=True)
+class Size:
+    """How big a raw rule tree is, measured without recursion."""
+
+    conditions: int
+    values: int
+    depth: int
+    #: The path of the first group nested deeper than ``MAX_DEPTH``, if any.
+    too_deep: str | None
+    #: The path and length of the first list longer than ``MAX_LIST_ITEMS``, if any.
+    too_long: tuple[str, int] | None = None
+
+
+def measure(raw: Any) -> Size:
+    """Count a raw tree's conditions, values and levels with an explicit stack.
+
+    It runs before the recursive parser, so a tree of any depth (a stored one
+    from before the bounds, say) is refused with a RuleError, never a
+    RecursionError, and the parser never recurses past ``MAX_DEPTH``.
+    """
+    count = values = depth = 0
+    too_deep: str | None = None
+    too_long: tuple[str, int] | None = None
+    stack: list[tuple[Any, str, int]] = [(raw, "rules", 1)]
+    while stack:
+        node, path, level = stack.pop()
+        if not isinstance(node, dict) or not isinstance(node.get("conditions"), list):
+            continue  # the parser says what is wrong with it
+        depth = max(depth, level)
+        if level > MAX_DEPTH and too_deep is None:
+            too_deep = path
+        groups = []
+        for index, item in enumerate(node["conditions"]):
+            if isinstance(item, dict) and "conditions" in item:
+                groups.append((item, f"{path}.conditions[{index}]", level + 1))
+            else:
+                count += 1
+                value = item.get("value") if isinstance(item, dict) else None
+                values += len(value) if isinstance(value, list) else 1
+                if isinstance(value, list) and len(value) > MAX_LIST_ITEMS and too_long is None:
+                    too_long = (f"{path}.conditions[{index}].value", len(value))
+        stack.extend(reversed(groups))  # visited in order, so "first" means first
+    return Size(count, values, depth, too_deep, too_long)
+
+
+def check_size(size: Size) -> None:
+    """Refuse a tree past any of the bounds, naming the bound and where."""
+    if size.too_deep is not None:
+        raise RuleError(
+            size.too_deep,
+            f"at most {MAX_DEPTH} levels of nested groups (this rule has {size.depth:,})",
+        )
+    if size.conditions > MAX_CONDITIONS:
+        raise RuleError(
+            "rules", f"at most {MAX_CONDITIONS:,} conditions (this rule has {size.conditions:,})"
+        )
+    if size.too_long is not None:
+        path, length = size.too_long
+        raise RuleError(
+            path, f"at most {MAX_LIST_ITEMS:,} values in a list (this one has {length:,})"
+        )
+    if size.values > MAX_VALUES:
+        raise RuleError(
+            "rules", f"at most {MAX_VALUES:,} values in all (this rule has {size.values:,})"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short: a message never echoes a megabyte."""
+    if not isinstance(value, str | int | float | None):
+        return f"a {type(value).__name__}"  # a nested list's repr could recurse too deep
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _known_keys(raw: dict[str, Any], allowed: tuple[str, ...], what: str, path: str) -> None:
     unknown = set(raw) - set(allowed)
     if unknown:
-        raise RuleError(path, f"unknown keys {sorted(unknown)} ({what} has {', '.join(allowed)})")
+        keys = _cut(repr(sorted(unknown)))  # JSON keys are strings: a safe repr
+        raise RuleError(path, f"unknown keys {keys} ({what} has {', '.join(allowed)})")
 
 
 def _parse_group(raw: Any, path: str, fields: Mapping[str, Field], names: str) -> Group:
@@ -143,10 +242,10 @@ def _parse_group(raw: Any, path: str, fields: Mapping[str, Field], names: str) -
     _known_keys(raw, ("logic", "conditions", "not"), "a group", path)
     logic = raw.get("logic", AND)
     if not isinstance(logic, str) or logic.upper() not in (AND, OR):
-        raise RuleError(f"{path}.logic", f"must be AND or OR, got {logic!r}")
+        raise RuleError(f"{path}.logic", f"must be AND or OR, got {_shown(logic)}")
     negate = raw.get("not", False)
     if not isinstance(negate, bool):
-        raise RuleError(f"{path}.not", f"must be true or false, got {negate!r}")
+        raise RuleError(f"{path}.not", f"must be true or false, got {_shown(negate)}")
     items = raw.get("conditions")
     if not isinstance(items, list):
         raise RuleError(f"{path}.conditions", "must be a list")
@@ -171,13 +270,15 @@ def _parse_condition(raw: Any, path: str, fields: Mapping[str, Field], names: st
         raise RuleError(f"{path}.field", "must be a column name")
     field = fields.get(name.casefold())
     if field is None:
-        raise RuleError(f"{path}.field", f"no column {name!r} in this dataset (columns: {names})")
+        raise RuleError(
+            f"{path}.field", f"no column {_shown(name)} in this dataset (columns: {names})"
+        )
     operator = raw.get("operator")
     allowed = OPERATORS[field.type]
     if operator not in allowed:
         raise RuleError(
             f"{path}.operator",
-            f"{operator!r} does not apply to {field.type} column {field.name!r} "
+            f"{_shown(operator)} does not apply to {field.type} column {field.name!r} "
             f"(use one of: {', '.join(allowed)})",
         )
     value = _parse_value(field, operator, raw.get("value"), "value" in raw, f"{path}.value")
@@ -198,6 +299,10 @@ def _parse_value(field: Field, operator: str, value: Any, present: bool, path: s
     if operator in ("in", "not_in"):
         if not isinstance(value, list) or not value:
             raise RuleError(path, f"{operator} needs a non-empty list of values")
+        if len(value) > MAX_LIST_ITEMS:
+            raise RuleError(
+                path, f"at most {MAX_LIST_ITEMS:,} values in a list (this one has {len(value):,})"
+            )
         return tuple(_scalar(field, v, f"{path}[{i}]") for i, v in enumerate(value))
     if operator == "between":
         if not isinstance(value, list) or len(value) != 2:
@@ -216,6 +321,10 @@ def _scalar(field: Field, value: Any, path: str) -> Any:
             raise RuleError(path, f"column {field.name!r} is text; give the value as a string")
         if "\x00" in value:
             raise RuleError(path, "contains a NUL character, which no stored value can")
+        if len(value) > MAX_TEXT:
+            raise RuleError(
+                path, f"at most {MAX_TEXT:,} characters in a value (this one has {len(value):,})"
+            )
         return value
     if kind in (coltypes.INTEGER, coltypes.NUMBER):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -239,7 +348,7 @@ def _scalar(field: Field, value: Any, path: str) -> Any:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         example = "2024-01-31" if kind == coltypes.DATE else "2024-01-31T09:30:00Z"
-        raise RuleError(path, f"{value!r} is not a valid {kind} (e.g. {example})") from None
+        raise RuleError(path, f"{_shown(value)} is not a valid {kind} (e.g. {example})") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)

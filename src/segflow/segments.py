@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,13 +43,17 @@ class Segment:
     updated_at: dt.datetime
     watermark: int
     error: str | None
+    #: False for stored rules nested past ``rules.MAX_DEPTH`` (saved before the
+    #: bounds existed): too deep to serialise as JSON, so ``as_dict`` leaves
+    #: them out and ``error`` says why.
+    rules_shown: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
             "dataset": self.dataset,
-            "rules": self.rules,
+            "rules": self.rules if self.rules_shown else None,
             "member_count": self.member_count,
             "last_processed_at": _iso(self.last_processed_at),
             "created_at": _iso(self.created_at),
@@ -96,7 +100,19 @@ def _select(conn: Connection) -> sa.Select[Any]:
 
 
 def _row_to_segment(row: sa.Row[Any]) -> Segment:
-    return Segment(**row._mapping)
+    segment = Segment(**row._mapping)
+    size = rules.measure(segment.rules)
+    try:
+        rules.check_size(size)
+    except rules.RuleError as exc:
+        # A rule stored before the bounds existed: list it, saying what is
+        # wrong, rather than fail the whole list.
+        return replace(
+            segment,
+            error=segment.error or f"rules cannot be used: {exc}",
+            rules_shown=size.too_deep is None,
+        )
+    return segment
 
 
 def list_segments(db: Database, *, dataset: str | None = None) -> list[Segment]:
@@ -175,6 +191,7 @@ def create_segment(
             .returning(segments.c.id)
         ).scalar_one()
         _index_time_columns(conn, ds, parsed)
+        engine.check_runs(conn, ds, parsed, now)
     engine.tick(db, now, segment_ids=[segment_id])
     return get_segment(db, segment_id)
 
@@ -205,6 +222,7 @@ def edit_segment(
             values["rules"] = canonical
             values["rules_version"] = segments.c.rules_version + 1
             _index_time_columns(conn, ds, parsed)
+            engine.check_runs(conn, ds, parsed, now)
         conn.execute(sa.update(segments).where(segments.c.id == current.id).values(**values))
     if rules_json is not None:
         engine.tick(db, now, segment_ids=[current.id])
@@ -364,10 +382,13 @@ def explain(db: Database, segment: int | str, key: str, now: dt.datetime) -> dic
         dataset, rec = _records_of(conn, found)
         parsed = rules.parse(found.rules, engine.fields_of(dataset))
         compiler = rules.Compiler(conn.dialect.name, rec, now)
-        nodes = _walk(parsed)
+        # Each condition once in SQL (its values are bound once, so the
+        # statement stays within the bound-value limits the rules bounds
+        # keep); groups are combined from them below, as the engine's SQL does.
+        leaves = rules.conditions(parsed)
         checks = [
             sa.case((compiler.compile(node), 1), else_=0).label(f"n{i}")
-            for i, node in enumerate(nodes)
+            for i, node in enumerate(leaves)
         ]
         raw = [rec.c[records.raw_col(c.position)] for c in dataset.columns]
         row = conn.execute(
@@ -381,7 +402,8 @@ def explain(db: Database, segment: int | str, key: str, now: dt.datetime) -> dic
             )
         ).first()
     values = _record_dict(dataset, row)
-    results = {id(node): bool(row._mapping[f"n{i}"]) for i, node in enumerate(nodes)}
+    results = {id(node): bool(row._mapping[f"n{i}"]) for i, node in enumerate(leaves)}
+    _combine(parsed, results)
     return {
         "segment": found.name,
         "key": key,
@@ -392,10 +414,15 @@ def explain(db: Database, segment: int | str, key: str, now: dt.datetime) -> dic
     }
 
 
-def _walk(node: rules.Node) -> list[rules.Node]:
+def _combine(node: rules.Node, results: dict[int, bool]) -> bool:
+    """A group's result from its conditions' (every condition is two-valued,
+    so AND, OR and NOT in Python agree with the compiled SQL)."""
     if isinstance(node, rules.Condition):
-        return [node]
-    return [node, *(n for child in node.conditions for n in _walk(child))]
+        return results[id(node)]
+    parts = [_combine(child, results) for child in node.conditions]
+    matched = all(parts) if node.logic == rules.AND else any(parts)
+    results[id(node)] = not matched if node.negate else matched
+    return results[id(node)]
 
 
 def _explain_node(

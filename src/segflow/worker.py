@@ -78,17 +78,29 @@ class Worker:
         self.last_tick: dt.datetime | None = None
 
     def run_pass(self) -> None:
-        """Tick if a tick is due, then sync; ``after_tick`` gets None when none was due."""
+        """Tick if a tick is due, then sync; ``after_tick`` gets None when none was due.
+
+        A tick that raises does not keep the sync from running: members the
+        last good ticks queued are still sent, in every workspace. The tick's
+        failure is raised after the sync, so ``run`` reports it as the pass's.
+        """
         now = self.clock()
         report: engine.TickReport | None = None
+        failure: Exception | None = None
         if self.tick_every_pass or self._tick_due(now):
-            report = engine.tick(self.db, now)
-            self.last_tick = now
-        self.after_tick(report)
+            try:
+                report = engine.tick(self.db, now)
+                self.last_tick = now
+            except Exception as exc:
+                failure = exc
+        if failure is None:
+            self.after_tick(report)
         synced = sync.sync(
             self.db, self.settings, clock=self.clock, owner=self.owner, stop=self.stop
         )
         self.after_sync(synced)
+        if failure is not None:
+            raise failure
 
     def _tick_due(self, now: dt.datetime) -> bool:
         gap = dt.timedelta(seconds=self.interval - 0.05)
