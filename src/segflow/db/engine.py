@@ -280,6 +280,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute("PRAGMA temp_store=FILE")
         cur.execute("PRAGMA temp.cache_size=-65536")
         cur.close()
+        # SQLite's own lower(), LIKE and NOCASE fold ASCII letters only.
+        dbapi_conn.create_function(LOWER_FUNCTION, 1, _sql_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -287,6 +289,31 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+#: The SQL function, on SQLite connections, that lower-cases as :func:`unicode_lower`.
+LOWER_FUNCTION = "segflow_lower"
+#: The PostgreSQL collation under which lower() is :func:`unicode_lower`: glibc's
+#: C.UTF-8 maps each character by Unicode's simple lower-case mapping, whatever
+#: the database's own locale (a tr_TR database would lower I to dotless ı).
+POSTGRES_LOWER_COLLATION = "C.utf8"
+
+
+def unicode_lower(text: str) -> str:
+    """Unicode's simple lower-case mapping, one character to one character.
+
+    The one meaning of "ignoring case" in segflow's rules, shared by the
+    reference evaluator, SQLite (as ``segflow_lower``) and PostgreSQL
+    (``lower()`` under ``POSTGRES_LOWER_COLLATION``). Python's ``str.lower()``
+    applies the full mapping, which differs in exactly two places: it turns
+    İ into i plus a combining dot and a word-final Σ into ς; both are
+    replaced by their simple mappings first.
+    """
+    return text.replace("\u0130", "i").replace("\u03a3", "\u03c3").lower()
+
+
+def _sql_lower(value: Any) -> Any:
+    return unicode_lower(value) if isinstance(value, str) else value
 
 
 #: PostgreSQL channel that every committed write notifies.
