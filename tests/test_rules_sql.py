@@ -30,6 +30,7 @@ CASED = "éÉüÜßẞİIiıΣσςǄǅǆKkSsa"
 # differ in the case of any of them, anywhere.
 _cased = st.text(alphabet=CASED + "%_", min_size=1, max_size=4)
 _text = st.one_of(st.sampled_from(TEXTS), _cased)
+_VALUES = st.one_of(st.sampled_from(TEXTS + ["A", "%", "_", "b"]), _cased)
 
 _cells: dict[str, st.SearchStrategy[str]] = {
     "t": _text,
@@ -44,11 +45,13 @@ _cells: dict[str, st.SearchStrategy[str]] = {
 _row = st.fixed_dictionaries({k: st.one_of(v, st.just("")) for k, v in _cells.items()})
 
 
-def _value(field: rules.Field, operator: str) -> st.SearchStrategy[Any]:
+def _value(
+    field: rules.Field, operator: str, text: st.SearchStrategy[str]
+) -> st.SearchStrategy[Any]:
     if operator in rules.TIME_RELATIVE:
         return st.integers(1, 60)
     single: st.SearchStrategy[Any] = {
-        "text": st.one_of(st.sampled_from(TEXTS + ["A", "%", "_", "b"]), _cased),
+        "text": text,
         "integer": st.one_of(st.integers(-6, 6), st.sampled_from([0.5, -2.5])),
         "number": st.sampled_from([-1.5, 0, 0.25, 2, 99.99, 100]),
         "boolean": st.booleans(),
@@ -65,22 +68,26 @@ def _value(field: rules.Field, operator: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def _condition(draw: st.DrawFn, fields: list[rules.Field]) -> dict[str, Any]:
+def _condition(
+    draw: st.DrawFn, fields: list[rules.Field], text: st.SearchStrategy[str]
+) -> dict[str, Any]:
     field = draw(st.sampled_from(fields))
     operator = draw(st.sampled_from(rules.OPERATORS[field.type]))
     out: dict[str, Any] = {"field": field.name, "operator": operator}
     if operator not in rules.NO_VALUE:
-        out["value"] = draw(_value(field, operator))
+        out["value"] = draw(_value(field, operator, text))
     return out
 
 
-def _tree(fields: list[rules.Field]) -> st.SearchStrategy[dict[str, Any]]:
+def _tree(
+    fields: list[rules.Field], text: st.SearchStrategy[str] = _VALUES
+) -> st.SearchStrategy[dict[str, Any]]:
     return st.recursive(
-        _condition(fields).map(lambda c: {"logic": "AND", "conditions": [c]}),
+        _condition(fields, text).map(lambda c: {"logic": "AND", "conditions": [c]}),
         lambda children: st.builds(
             lambda logic, items, negate: {"logic": logic, "conditions": items, "not": negate},
             st.sampled_from(["AND", "OR"]),
-            st.lists(st.one_of(children, _condition(fields)), min_size=1, max_size=3),
+            st.lists(st.one_of(children, _condition(fields, text)), min_size=1, max_size=3),
             st.booleans(),
         ),
         max_leaves=6,
@@ -129,6 +136,33 @@ def test_sql_matches_the_reference_evaluator(db: Database, data: st.DataObject) 
     assert _sql_keys(db, name, rule) == expected
     workers = data.draw(st.integers(1, 3))
     assert segments.count_matching(db, name, raw, NOW, workers=workers) == len(expected)
+
+
+# Few letters, each in several cases, so that cells and values often differ in
+# case only, and in case outside ASCII.
+_few_cased = st.text(alphabet="éÉßẞİiIıΣσςǄǅǆKk%_", min_size=1, max_size=3)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_text_rules_match_the_reference_in_every_script(db: Database, data: st.DataObject) -> None:
+    rows = data.draw(st.lists(st.tuples(_few_cased, _few_cased), min_size=1, max_size=12))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "t", "u"])
+    writer.writerows([str(n), *row] for n, row in enumerate(rows))
+    name = f"c{uuid.uuid4().hex[:8]}"
+    do_import(db, buffer.getvalue().encode(), dataset=name)
+    fields = [f for f in engine.fields_of(datasets.get_dataset(db, name)) if f.name != "id"]
+    rule = rules.parse(data.draw(_tree(fields, _few_cased)), fields)
+    expected = {
+        key
+        for key, record in reference_records(db, name).items()
+        if rules.evaluate(rule, record, NOW)
+    }
+    assert _sql_keys(db, name, rule) == expected
 
 
 HOSTILE = ["x' OR '1'='1", "%", "_", ";-- DROP TABLE sf_datasets", "$.a", "[0]", 'a"b', "\\", "é"]

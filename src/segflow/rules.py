@@ -380,12 +380,13 @@ class Compiler:
         others = other_cases(lowered)
         if not others:
             return fast
-        # The others are outside ASCII: no character is special in a GLOB or
-        # regular-expression class.
         if self.dialect == "sqlite":
-            holds = col.op("GLOB")(sa.literal(f"*[{others}]*", sa.String))
+            # instr() is a byte loop; GLOB '*[...]*' made the benchmark's whole
+            # evaluation 25% slower, on the rows its other conditions let through.
+            holds = sa.or_(*(sa.func.instr(col, _text(o)) > 0 for o in others))
         else:
-            holds = col.op("~")(sa.literal(f"[{others}]", sa.String))
+            # The others are outside ASCII: none is special in a regex class.
+            holds = col.op("~")(_text(f"[{others}]"))
         return sa.or_(fast, sa.and_(holds, test(full)))
 
     def param_for(self, field: Field, value: Any) -> sa.BindParameter[Any]:

@@ -133,7 +133,7 @@ class Database:
                 hide_parameters=True,
                 **pool,
             )
-            _install_sqlite_hooks(engine)
+            _install_sqlite_hooks(engine, self.url.database)
             return engine
         # Keep any libpq options from the URL (a search_path, say) beside our own.
         options = "-c timezone=UTC"
@@ -244,9 +244,24 @@ _csv_module = threading.local()
 _CONNECTING = threading.Lock()
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def create_private_file(path: str) -> None:
+    """Create an empty database file readable by its owner only, unless it exists.
+
+    SQLite would create it with the umask's mode (0644, usually: readable by
+    every local user), and its -wal and -shm files take the database file's
+    mode. A file that exists already keeps whatever mode its owner gave it.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _install_sqlite_hooks(engine: Engine, path: str | None) -> None:
     @event.listens_for(engine, "do_connect")
     def _open(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        if path and not path.startswith("file:"):
+            create_private_file(path)
         if CSV_MODULE_FLAG is None:
             return dialect.loaded_dbapi.connect(*cargs, **cparams)
         with _CONNECTING:
