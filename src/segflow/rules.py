@@ -362,9 +362,10 @@ class Compiler:
     ) -> ColumnElement[bool]:
         """``test`` (given the lower-cased values) on the Unicode-lower-cased cell.
 
-        Lower-casing every cell in full costs a Python call per row on SQLite
-        and a wide-character conversion on PostgreSQL (both about twice the
-        time of a whole evaluation). Folding only ASCII letters is cheap (SQLite's
+        Lower-casing every cell in full is slow: a Python call per row on SQLite
+        (an equals over 1M names took 0.43 s instead of 0.09 s), a
+        wide-character conversion on PostgreSQL (0.41-0.52 s instead of 0.27 s).
+        Folding only ASCII letters is cheap (SQLite's
         NOCASE and LIKE, PostgreSQL's lower() under "C"), and a match it finds
         is a match: the values are lower-cased already and every character it
         leaves alone is then compared exactly. It misses only cells holding a
@@ -380,13 +381,11 @@ class Compiler:
         others = other_cases(lowered)
         if not others:
             return fast
-        if self.dialect == "sqlite":
-            # instr() is a byte loop; GLOB '*[...]*' made the benchmark's whole
-            # evaluation 25% slower, on the rows its other conditions let through.
-            holds = sa.or_(*(sa.func.instr(col, _text(o)) > 0 for o in others))
-        else:
-            # The others are outside ASCII: none is special in a regex class.
-            holds = col.op("~")(_text(f"[{others}]"))
+        # A substring search per character: GLOB '*[...]*' made the benchmark's
+        # whole evaluation 25% slower on SQLite, and a regular expression class
+        # took PostgreSQL's scan from 0.29 s to 0.52 s.
+        find = sa.func.instr if self.dialect == "sqlite" else sa.func.strpos
+        holds = sa.or_(*(find(col, _text(o)) > 0 for o in others))
         return sa.or_(fast, sa.and_(holds, test(full)))
 
     def param_for(self, field: Field, value: Any) -> sa.BindParameter[Any]:
