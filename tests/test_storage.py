@@ -133,3 +133,12 @@ def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         db.dispose()
+
+
+def test_an_sqlite_file_that_cannot_be_created_is_a_database_error(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/missing/x.db")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="unable to open"):
+            upgrade(db)
+    finally:
+        db.dispose()

@@ -1,4 +1,5 @@
-"""Engine construction and transaction helpers for both supported databases."""
+"""Engine construction and transaction helpers for both supported databases, and
+the lower-casing of text that both (and the rule evaluator) share for rules."""
 
 from __future__ import annotations
 
@@ -253,7 +254,9 @@ def create_private_file(path: str) -> None:
     """
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
+    except OSError:
+        # It exists; or it cannot be made (no such folder, no permission),
+        # which SQLite then reports in its own words as it opens the file.
         pass
 
 
