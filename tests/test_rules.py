@@ -176,7 +176,7 @@ def test_empty_values_follow_the_documented_semantics() -> None:
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def test_text_comparisons_fold_ascii_case_only() -> None:
+def test_text_comparisons_fold_case_beyond_ascii() -> None:
     rule = rules.parse(
         {"conditions": [{"field": "state", "operator": "equals", "value": "ca"}]}, FIELDS
     )
@@ -184,7 +184,8 @@ def test_text_comparisons_fold_ascii_case_only() -> None:
     accent = rules.parse(
         {"conditions": [{"field": "state", "operator": "equals", "value": "é"}]}, FIELDS
     )
-    assert not rules.evaluate(accent, {"state": "É"}, NOW)
+    assert rules.evaluate(accent, {"state": "É"}, NOW)
+    assert not rules.evaluate(accent, {"state": "E"}, NOW)
     like = rules.parse(
         {"conditions": [{"field": "state", "operator": "contains", "value": "a%b_"}]}, FIELDS
     )

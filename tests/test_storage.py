@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -105,3 +108,37 @@ def test_passwords_are_not_displayed() -> None:
     assert "s3cret" not in db.display_url
     assert sa.engine.make_url(db.display_url).password == "***"
     db.dispose()
+
+
+def test_sqlite_files_segflow_creates_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        upgrade(db)
+        do_import(db, b"id,email\n1,a@example.com\n")
+        for suffix in ("", "-wal", "-shm"):
+            assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o600, suffix
+    finally:
+        db.dispose()
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    # The user chose this mode (a group that shares the database, say).
+    path = tmp_path / "shared.db"
+    path.touch()
+    path.chmod(0o640)
+    db = Database(f"sqlite:///{path}")
+    try:
+        upgrade(db)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        db.dispose()
+
+
+def test_an_sqlite_file_that_cannot_be_created_is_a_database_error(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/missing/x.db")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="unable to open"):
+            upgrade(db)
+    finally:
+        db.dispose()

@@ -1,4 +1,5 @@
-"""Engine construction and transaction helpers for both supported databases."""
+"""Engine construction and transaction helpers for both supported databases, and
+the lower-casing of text that both (and the rule evaluator) share for rules."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ class Database:
                 hide_parameters=True,
                 **pool,
             )
-            _install_sqlite_hooks(engine)
+            _install_sqlite_hooks(engine, self.url.database)
             return engine
         # Keep any libpq options from the URL (a search_path, say) beside our own.
         options = "-c timezone=UTC"
@@ -244,9 +245,26 @@ _csv_module = threading.local()
 _CONNECTING = threading.Lock()
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def create_private_file(path: str) -> None:
+    """Create an empty database file readable by its owner only, unless it exists.
+
+    SQLite would create it with the umask's mode (0644, usually: readable by
+    every local user), and its -wal and -shm files take the database file's
+    mode. A file that exists already keeps whatever mode its owner gave it.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        # It exists; or it cannot be made (no such folder, no permission),
+        # which SQLite then reports in its own words as it opens the file.
+        pass
+
+
+def _install_sqlite_hooks(engine: Engine, path: str | None) -> None:
     @event.listens_for(engine, "do_connect")
     def _open(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        if path and not path.startswith("file:"):
+            create_private_file(path)
         if CSV_MODULE_FLAG is None:
             return dialect.loaded_dbapi.connect(*cargs, **cparams)
         with _CONNECTING:
@@ -280,6 +298,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         cur.execute("PRAGMA temp_store=FILE")
         cur.execute("PRAGMA temp.cache_size=-65536")
         cur.close()
+        # SQLite's own lower(), LIKE and NOCASE fold ASCII letters only.
+        dbapi_conn.create_function(LOWER_FUNCTION, 1, _sql_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -287,6 +307,31 @@ def _install_sqlite_hooks(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+#: The SQL function, on SQLite connections, that lower-cases as :func:`unicode_lower`.
+LOWER_FUNCTION = "segflow_lower"
+#: The PostgreSQL collation under which lower() is :func:`unicode_lower`: glibc's
+#: C.UTF-8 maps each character by Unicode's simple lower-case mapping, whatever
+#: the database's own locale (a tr_TR database would lower I to dotless ı).
+POSTGRES_LOWER_COLLATION = "C.utf8"
+
+
+def unicode_lower(text: str) -> str:
+    """Unicode's simple lower-case mapping, one character to one character.
+
+    The one meaning of "ignoring case" in segflow's rules, shared by the
+    reference evaluator, SQLite (as ``segflow_lower``) and PostgreSQL
+    (``lower()`` under ``POSTGRES_LOWER_COLLATION``). Python's ``str.lower()``
+    applies the full mapping, which differs in exactly two places: it turns
+    İ into i plus a combining dot and a word-final Σ into ς; both are
+    replaced by their simple mappings first.
+    """
+    return text.replace("\u0130", "i").replace("\u03a3", "\u03c3").lower()
+
+
+def _sql_lower(value: Any) -> Any:
+    return unicode_lower(value) if isinstance(value, str) else value
 
 
 #: PostgreSQL channel that every committed write notifies.
