@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from import_bench import DATA, _drop_pg_schema, _pg_schema
-from segflow import datasets, demo, engine, ingest, rules, segments
+from segflow import datasets, demo, engine, ingest, rules, rulesql, segments
 from segflow.activation import destinations, links
 from segflow.db import Database, records
 from segflow.db.migrations import upgrade
@@ -190,7 +190,7 @@ def check(url: str) -> tuple[bool, int]:
     with db.read() as conn:
         for segment in segments.list_segments(db):
             rule = rules.parse(segment.rules, engine.fields_of(dataset))
-            where = engine.live_matches(rules.Compiler(db.dialect, table, now), rule, table)
+            where = engine.live_matches(rulesql.Compiler(db.dialect, table, now), rule, table)
             expected = set(conn.execute(sa.select(table.c.rid).where(where)).scalars())
             stored = set(
                 conn.execute(

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import datasets, engine, rules, segments
+from segflow import datasets, engine, rules, rulesql, segments
 from segflow.db import Database, records
 from segflow.db.engine import LOWER_FUNCTION, POSTGRES_LOWER_COLLATION, unicode_lower
 from tests.helpers import do_import, reference_records
@@ -98,7 +98,7 @@ def _sql_keys(db: Database, dataset: str, rule: rules.Group) -> set[str]:
     """Matching keys by the strict form, checked against the filter form and its negation."""
     found = datasets.get_dataset(db, dataset)
     table = records.table(found.records_table, found.columns)
-    compiler = rules.Compiler(db.dialect, table, NOW)
+    compiler = rulesql.Compiler(db.dialect, table, NOW)
     live = table.c.deleted == sa.false()
     with db.read() as conn:
 
@@ -195,7 +195,7 @@ def test_hostile_names_and_values_cannot_change_the_sql(db: Database) -> None:
         {"conditions": [{"field": fields[1].name, "operator": "equals", "value": HOSTILE[0]}]},
         fields,
     )
-    sql = str(rules.Compiler(db.dialect, table, NOW).compile(rule).compile(db.engine))
+    sql = str(rulesql.Compiler(db.dialect, table, NOW).compile(rule).compile(db.engine))
     assert "OR '1'" not in sql and "c0" not in sql
     assert datasets.find_dataset(db, "hostile") is not None
 
@@ -303,7 +303,7 @@ def test_a_list_of_every_cased_letter_runs_on_both_engines(db: Database) -> None
     # the SQL to look for than a chain of ORs SQLite can parse.
     chars = map(chr, range(0x20000))
     letters = sorted({unicode_lower(c) for c in chars if unicode_lower(c) != c})
-    assert len(rules.other_cases(letters)) > 1000
+    assert len(rulesql.other_cases(letters)) > 1000
     do_import(db, "id,t\n1,É\n2,ǅ\n3,xy\n".encode(), dataset="wide")
     found = datasets.get_dataset(db, "wide")
     field = next(f for f in engine.fields_of(found) if f.name == "t")

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from segflow import outbox, rules
+from segflow import outbox, rules, rulesql
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database, retryable_conflict
@@ -345,7 +345,7 @@ def check_runs(conn: Connection, dataset: Dataset, rule: rules.Group, now: dt.da
     """
     rec = records.table(dataset.records_table, dataset.columns)
     one = sa.select(rec).limit(1).subquery("sf_probe")
-    compiler = rules.Compiler(conn.dialect.name, one, now)
+    compiler = rulesql.Compiler(conn.dialect.name, one, now)
     try:
         enters = live_matches(compiler, rule, one)
         exits = sa.or_(sa.not_(_live(one)), sa.not_(compiler.compile(rule)))
@@ -387,7 +387,7 @@ def _live(table: sa.FromClause) -> ColumnElement[bool]:
 
 
 def live_matches(
-    compiler: rules.Compiler, rule: rules.Group, table: sa.FromClause
+    compiler: rulesql.Compiler, rule: rules.Group, table: sa.FromClause
 ) -> ColumnElement[bool]:
     """WHERE clause for the live records a rule matches, as cheap as it can be.
 
@@ -435,7 +435,7 @@ def _changed(
     A full evaluation is this over the whole records table; the join with the
     members is left to the planner, which drives it from the smaller side.
     """
-    compiler = rules.Compiler(conn.dialect.name, source, now)
+    compiler = rulesql.Compiler(conn.dialect.name, source, now)
     match = compiler.compile(rule)
     enters = sa.select(*_diff_rows(source, segment_id, "enter")).where(
         scope, live_matches(compiler, rule, source), sa.not_(_is_member(source, segment_id))
@@ -462,7 +462,7 @@ def _crossing(
     rec: sa.TableClause,
 ) -> ColumnElement[bool]:
     """Records whose date entered or left a ``within_last`` window between two clocks."""
-    compiler = rules.Compiler(conn.dialect.name, rec, now)
+    compiler = rulesql.Compiler(conn.dialect.name, rec, now)
     parts = []
     for condition in rules.conditions(rule):
         if condition.operator not in rules.TIME_RELATIVE:

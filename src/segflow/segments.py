@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import engine, rules
+from segflow import engine, rules, rulesql
 from segflow.datasets import Dataset, require
 from segflow.db import records
 from segflow.db.engine import Database
@@ -350,7 +350,7 @@ def count_matching(
         ds = require(conn, dataset)
         parsed = rules.parse(rules_json, engine.fields_of(ds))
         table = records.table(ds.records_table, ds.columns)
-        where = engine.live_matches(rules.Compiler(conn.dialect.name, table, now), parsed, table)
+        where = engine.live_matches(rulesql.Compiler(conn.dialect.name, table, now), parsed, table)
         if conn.dialect.name != "sqlite" or workers < 2:
             return int(conn.execute(sa.select(sa.func.count()).where(where)).scalar_one())
         # Two scalar subqueries: SQLite answers each from the primary key, but
@@ -381,7 +381,7 @@ def explain(db: Database, segment: int | str, key: str, now: dt.datetime) -> dic
         found = _find(conn, segment)
         dataset, rec = _records_of(conn, found)
         parsed = rules.parse(found.rules, engine.fields_of(dataset))
-        compiler = rules.Compiler(conn.dialect.name, rec, now)
+        compiler = rulesql.Compiler(conn.dialect.name, rec, now)
         # Each condition once in SQL (its values are bound once, so the
         # statement stays within the bound-value limits the rules bounds
         # keep); groups are combined from them below, as the engine's SQL does.
@@ -466,7 +466,7 @@ def preview(
         ds = require(conn, dataset)
         parsed = rules.parse(rules_json, engine.fields_of(ds))
         rec = records.table(ds.records_table, ds.columns)
-        where = engine.live_matches(rules.Compiler(conn.dialect.name, rec, now), parsed, rec)
+        where = engine.live_matches(rulesql.Compiler(conn.dialect.name, rec, now), parsed, rec)
         raw = [rec.c[records.raw_col(c.position)] for c in ds.columns]
         rows = conn.execute(
             sa.select(rec.c.key, *raw).where(where).order_by(rec.c.rid).limit(sample)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segflow import datasets, engine, rules, segments
+from segflow import datasets, engine, rules, rulesql, segments
 from segflow.db import Database
 from segflow.errors import InvalidInput, SegflowError
 from tests.helpers import NOW, do_import, snapshot
@@ -179,7 +179,7 @@ def test_random_rule_json_gives_precise_errors_and_never_sql_from_input(db: Data
         count = segments.count_matching(db, "fuzz", raw, NOW)
         assert 0 <= count <= 3
         assert rules.evaluate(parsed, {}, NOW) in (True, False)
-        compiled = str(rules.Compiler(db.dialect, _table(dataset), NOW).compile(parsed).compile())
+        compiled = str(rulesql.Compiler(db.dialect, _table(dataset), NOW).compile(parsed).compile())
         # A value that is itself one of the SQL's words (NULL, LIKE, a column)
         # is there whatever the input; anything else would be input in SQL.
         words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", compiled))

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from segflow import datasets, engine, rules, segments
+from segflow import datasets, engine, rules, rulesql, segments
 from segflow.activation import links
 from segflow.activation.fake import FakeDataManager
 from segflow.config import Settings
@@ -68,7 +68,7 @@ def recomputed(db: Database, segment: segments.Segment, now: dt.datetime) -> set
     table = records.table(dataset.records_table, dataset.columns)
     with db.read() as conn:
         rule = rules.parse(segment.rules, engine.fields_of(dataset))
-        where = engine.live_matches(rules.Compiler(db.dialect, table, now), rule, table)
+        where = engine.live_matches(rulesql.Compiler(db.dialect, table, now), rule, table)
         return {int(r) for r in conn.execute(sa.select(table.c.rid).where(where)).scalars()}
 
 
