@@ -19,7 +19,7 @@ from segflow.activation.identifiers import (
     normalise_region,
     sha256_hex,
 )
-from segflow.ingest.phones import normalise_phone_slow
+from segflow.ingest.phones import count_valid, normalise_phone_slow
 
 
 def test_google_published_vectors() -> None:
@@ -220,3 +220,18 @@ def test_the_north_american_validity_pattern_is_phonenumbers(area: str) -> None:
         number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
         expected = "+1" + national if phonenumbers.is_valid_number(number) else None
         assert normalise_phone("+1" + national, "GB") == expected
+
+
+@given(
+    st.lists(
+        _written_phone() | st.sampled_from(["", " ", "555-0100", "n/a", "+1\x00212"]) | st.text(),
+        max_size=40,
+    ),
+    st.sampled_from(["US", "CA", "GB", "DE", "JM"]),
+)
+def test_counting_a_batch_of_phones_agrees_with_each_phone(values: list[str], region: str) -> None:
+    # The import's quality summary counts a whole batch at once; it must say
+    # what the sync pass will do with each value.
+    kept = sum(1 for value in values if normalise_phone(value, region) is not None)
+    assert count_valid(values, region) == kept
+    assert count_valid(values + values, region) == 2 * kept
