@@ -235,3 +235,5 @@ def test_counting_a_batch_of_phones_agrees_with_each_phone(values: list[str], re
     kept = sum(1 for value in values if normalise_phone(value, region) is not None)
     assert count_valid(values, region) == kept
     assert count_valid(values + values, region) == 2 * kept
+    remembered: dict[str, bool] = {}  # as one import's batches share it
+    assert [count_valid(values, region, remembered) for _ in range(2)] == [kept, kept]

@@ -138,19 +138,28 @@ _BATCH_E164 = re.compile(rf"\x00\+1(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})")
 _BATCH_NATIONAL = re.compile(rf"\x00(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})")
 
 
-def count_valid(values: Sequence[str], default_region: str) -> int:
+#: Distinct left-over values one import remembers the answer for.
+MAX_REMEMBERED = 100_000
+_DROP_SEPARATORS = str.maketrans("", "", " ().-")
+
+
+def count_valid(
+    values: Sequence[str], default_region: str, memo: dict[str, bool] | None = None
+) -> int:
     """How many of ``values`` :func:`normalise_phone` keeps.
 
     The import counts every phone of every batch with this, so it runs the
     fast path over the whole batch at once (a regex pass instead of a call a
-    value: 1M phones in about 1 s instead of 2.4 s) and sends each distinct
-    remaining value through :func:`normalise_phone` once (exports repeat their
-    broken values: 20,000 left over in the benchmark's file, 10% distinct).
+    value) and sends each distinct remaining value through
+    :func:`normalise_phone` once, remembering the answer in ``memo`` across
+    the batches of one import (exports repeat their broken values: 20,057 left
+    over in the benchmark's 1M phones, 43 distinct). 1M phones: 2.4 s a value
+    at a time, 0.45 s so.
     """
     joined = "\x00" + "\x00".join(values) + "\x00"
     if joined.count("\x00") != len(values) + 1:  # a NUL inside a value
         return sum(1 for value in values if normalise_phone(value, default_region) is not None)
-    compact = _SEPARATORS.sub("", joined)
+    compact = joined.translate(_DROP_SEPARATORS)
     rest = _BATCH_E164.sub("", compact)
     if default_region.upper() in _NANP_REGIONS:
         rest = _BATCH_NATIONAL.sub("", rest)
@@ -159,12 +168,14 @@ def count_valid(values: Sequence[str], default_region: str) -> int:
     # Whether a value matched depends on its compact form alone, so the
     # compact forms left over name exactly the values still to check.
     left = set(rest.split("\x00"))
-    seen: dict[str, bool] = {}
+    seen: dict[str, bool] = {} if memo is None else memo
     for short, raw in zip(compact[1:-1].split("\x00"), values, strict=True):
         if short in left:
             kept = seen.get(raw)
             if kept is None:
-                kept = seen[raw] = normalise_phone(raw, default_region) is not None
+                kept = normalise_phone(raw, default_region) is not None
+                if len(seen) < MAX_REMEMBERED:
+                    seen[raw] = kept
             valid += kept
     return valid
 

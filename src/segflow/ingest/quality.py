@@ -106,6 +106,8 @@ class QualityCounter:
     #: Region assumed for phone numbers without a country code (the dataset's mapping).
     phone_region: str = phones.DEFAULT_REGION
     columns: dict[int, IdentifierColumn] = field(default_factory=dict)
+    #: Answers for phone values the fast path could not decide, kept across batches.
+    _phone_memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         taken: set[str] = set()
@@ -122,7 +124,7 @@ class QualityCounter:
         # Empty cells are stored as NULL; anything else counts as a value.
         column.non_empty += len(values) - values.count("")
         if column.kind == PHONE:
-            column.valid += phones.count_valid(values, self.phone_region)
+            column.valid += phones.count_valid(values, self.phone_region, self._phone_memo)
             return
         shape = _SHAPES.get(column.kind)
         if shape is not None:
