@@ -20,11 +20,7 @@ import re
 from collections.abc import Sequence
 
 import phonenumbers
-import sqlalchemy as sa
 from phonenumbers import PhoneMetadata
-
-from segflow.db.engine import Database
-from segflow.db.schema import identifier_maps
 
 #: The region assumed for numbers without a country code until a mapping says otherwise.
 DEFAULT_REGION = "US"
@@ -178,15 +174,3 @@ def count_valid(
                     seen[raw] = kept
             valid += kept
     return valid
-
-
-def dataset_region(db: Database, dataset_id: int | None) -> str:
-    """The default phone region of a dataset's stored mapping (``DEFAULT_REGION`` without one)."""
-    if dataset_id is None:
-        return DEFAULT_REGION
-    with db.read() as conn:
-        stored = conn.execute(
-            sa.select(identifier_maps.c.mapping).where(identifier_maps.c.dataset_id == dataset_id)
-        ).scalar()
-    region = stored.get("default_region") if isinstance(stored, dict) else None
-    return str(region or DEFAULT_REGION)

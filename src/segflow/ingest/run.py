@@ -24,7 +24,7 @@ from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
 from segflow.db.engine import Database
-from segflow.db.schema import datasets, imports
+from segflow.db.schema import datasets, identifier_maps, imports
 from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest import columns, phones
 from segflow.ingest.apply import Outcome, apply
@@ -67,7 +67,7 @@ def import_csv(
     key_index = _resolve_key(header, existing, options.key, source)
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
-    region = phones.dataset_region(db, existing.id if existing else None)
+    region = _dataset_region(db, existing.id if existing else None)
     job = Job(
         offset or 0,
         options.encoding,
@@ -362,3 +362,15 @@ def _summary(
         "bytes": reader.bytes_read,
         "duration_s": round(time.monotonic() - started, 3),
     }
+
+
+def _dataset_region(db: Database, dataset_id: int | None) -> str:
+    """A dataset's stored default phone region, or ``phones.DEFAULT_REGION``."""
+    if dataset_id is None:
+        return phones.DEFAULT_REGION
+    with db.read() as conn:
+        stored = conn.execute(
+            sa.select(identifier_maps.c.mapping).where(identifier_maps.c.dataset_id == dataset_id)
+        ).scalar()
+    region = stored.get("default_region") if isinstance(stored, dict) else None
+    return str(region or phones.DEFAULT_REGION)
