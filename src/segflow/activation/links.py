@@ -66,9 +66,6 @@ class LinkStatus:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        def iso(value: dt.datetime | None) -> str | None:
-            return value.isoformat() if value is not None else None
-
         return {
             "id": self.link.id,
             "segment": self.link.segment,
@@ -79,10 +76,10 @@ class LinkStatus:
             "pending_adds": self.pending_adds,
             "pending_removes": self.pending_removes,
             "failed": self.failed,
-            "last_success_at": iso(self.last_success_at),
+            "last_success_at": _iso(self.last_success_at),
             "last_error": self.last_error,
-            "last_error_at": iso(self.last_error_at),
-            "next_attempt_at": iso(self.next_attempt_at),
+            "last_error_at": _iso(self.last_error_at),
+            "next_attempt_at": _iso(self.next_attempt_at),
             "paused": self.paused_reason is not None,
             "paused_reason": self.paused_reason,
             "warnings": self.warnings,
