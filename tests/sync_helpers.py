@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from segflow import datasets, demo, engine, ingest, segments
-from segflow.activation import destinations, links, mapping, senders
+from segflow.activation import destinations, links, mapping, senders, transport
 from segflow.activation import identifiers as ids
 from segflow.activation.fake import FakeDataManager
 from segflow.activation.sync import SyncReport, sync
@@ -179,11 +179,11 @@ class DyingSender:
     (``"any"``: whichever comes first)."""
 
     def __init__(
-        self, inner: senders.Sender, *, before: str | None = None, after: str | None = None
+        self, inner: transport.Sender, *, before: str | None = None, after: str | None = None
     ) -> None:
         self.inner, self.before, self.after = inner, before, after
 
-    def send(self, operation: str, members: list[senders.OutMember]) -> str:
+    def send(self, operation: str, members: list[transport.OutMember]) -> str:
         if self.before in (operation, "any"):
             raise Crash
         answer = self.inner.send(operation, members)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from segflow import segments
 from segflow.activation import identifiers as ids
-from segflow.activation import mapping, senders
+from segflow.activation import mapping, transport
+from segflow.activation.google.errors import classify
 from segflow.activation.retry import RetryPolicy
 from segflow.db import Database
 from segflow.errors import InvalidInput, NotFound
@@ -41,28 +42,28 @@ def test_backoff_grows_then_caps_and_honours_the_server() -> None:
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (core.ServiceUnavailable("down"), senders.TransientError),
-        (core.DeadlineExceeded("slow"), senders.TransientError),
-        (core.ResourceExhausted("quota"), senders.TransientError),
-        (core.InternalServerError("oops"), senders.TransientError),
-        (core.TooManyRequests("http 429"), senders.TransientError),
-        (core.InvalidArgument("bad member"), senders.RequestRejected),
-        (core.BadRequest("http 400"), senders.RequestRejected),
-        (core.PermissionDenied("no"), senders.LinkBroken),
-        (core.Unauthenticated("who"), senders.LinkBroken),
-        (core.Forbidden("http 403"), senders.LinkBroken),
-        (core.NotFound("no list"), senders.LinkBroken),
-        (RuntimeError("transport bug"), senders.TransientError),
+        (core.ServiceUnavailable("down"), transport.TransientError),
+        (core.DeadlineExceeded("slow"), transport.TransientError),
+        (core.ResourceExhausted("quota"), transport.TransientError),
+        (core.InternalServerError("oops"), transport.TransientError),
+        (core.TooManyRequests("http 429"), transport.TransientError),
+        (core.InvalidArgument("bad member"), transport.RequestRejected),
+        (core.BadRequest("http 400"), transport.RequestRejected),
+        (core.PermissionDenied("no"), transport.LinkBroken),
+        (core.Unauthenticated("who"), transport.LinkBroken),
+        (core.Forbidden("http 403"), transport.LinkBroken),
+        (core.NotFound("no list"), transport.LinkBroken),
+        (RuntimeError("transport bug"), transport.TransientError),
     ],
 )
 def test_failures_are_classified_for_the_worker(error: Exception, kind: type) -> None:
-    assert isinstance(senders.classify(error), kind)
+    assert isinstance(classify(error), kind)
 
 
 def test_classified_messages_never_echo_credentials() -> None:
     secret = {"type": "oauth", "client_secret": "s3cr3t-value-123", "refresh_token": "1//tok-abc"}
     error = core.PermissionDenied("token 1//tok-abc rejected for s3cr3t-value-123")
-    message = str(senders.classify(error, secret))
+    message = str(classify(error, secret))
     assert "s3cr3t" not in message and "tok-abc" not in message
     assert "[redacted]" in message
 

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import segments
-from segflow.activation import destinations, links, mapping, senders
+from segflow.activation import destinations, links, mapping, senders, transport
 from segflow.activation.fake import Failure, FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
@@ -294,12 +294,12 @@ def test_a_member_leaving_while_its_add_is_in_flight_is_removed_afterwards(
     class ExitMidFlight:
         """Delivers, but the member leaves while the request is out."""
 
-        def __init__(self, inner: senders.Sender) -> None:
+        def __init__(self, inner: transport.Sender) -> None:
             self.inner = inner
 
-        def send(self, operation: str, members: list[senders.OutMember]) -> str:
+        def send(self, operation: str, members: list[transport.OutMember]) -> str:
             request_id = self.inner.send(operation, members)
-            if operation == senders.INGEST:
+            if operation == transport.INGEST:
                 import_rows(db, [with_spend(leaver, 0)], NOW + dt.timedelta(minutes=1))
             return request_id
 
@@ -644,7 +644,7 @@ def test_a_crash_between_removing_old_identifiers_and_adding_new_ones_converges(
     import_rows(db, [_with_email(member, "moved@example.org")], NOW + dt.timedelta(minutes=1))
 
     with pytest.raises(Crash):
-        run_sync(db, settings, owner="dies", senders=dying(before=senders.INGEST))
+        run_sync(db, settings, owner="dies", senders=dying(before=transport.INGEST))
     assert not converged(db, fake)  # the old identifiers are gone, the new not yet there
     clock = Clock()
     clock.advance(seconds=settings.lease_seconds + 1)
@@ -665,7 +665,7 @@ def test_a_crash_after_a_remove_then_a_re_entry_adds_the_member_back(
 
     clock = Clock()
     with pytest.raises(Crash):
-        run_sync(db, settings, clock, owner="dies", senders=dying(after=senders.REMOVE))
+        run_sync(db, settings, clock, owner="dies", senders=dying(after=transport.REMOVE))
     import_rows(db, [with_spend(member, 900.0)], NOW + dt.timedelta(minutes=2))  # back again
     clock.advance(seconds=settings.lease_seconds + 1)
     run_sync(db, settings, clock)
@@ -684,10 +684,10 @@ def test_an_answer_that_arrives_after_the_lease_ran_out_is_not_recorded(
     clock = Clock()
 
     class SlowToRecord:
-        def __init__(self, inner: senders.Sender) -> None:
+        def __init__(self, inner: transport.Sender) -> None:
             self.inner = inner
 
-        def send(self, operation: str, members: list[senders.OutMember]) -> str:
+        def send(self, operation: str, members: list[transport.OutMember]) -> str:
             answer = self.inner.send(operation, members)
             clock.advance(seconds=settings.lease_seconds + 1)  # the outage
             # Meanwhile another worker takes the list over and syncs it.

@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow.activation import credentials
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
 from segflow.db.scope import owned, workspace_of
@@ -40,10 +40,6 @@ KINDS = (GOOGLE_ADS, FILE)
 
 GRANTED = "granted"
 DENIED = "denied"
-
-#: What Google credentials are asked for, and where OAuth tokens are refreshed.
-OAUTH_SCOPE = "https://www.googleapis.com/auth/datamanager"
-OAUTH_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 # Both fullmatch: "$" would also accept a trailing newline.
 _ACCOUNT_ID = re.compile(r"\d{1,20}", re.ASCII)
@@ -166,62 +162,6 @@ def _file_config(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_credentials(secret: dict[str, Any]) -> str:
-    """Load credentials with google-auth; return a short description.
-
-    Raises InvalidInput naming what is wrong, never echoing a secret value.
-    """
-    from google.oauth2 import credentials as oauth2
-    from google.oauth2 import service_account
-
-    kind = secret.get("type")
-    if kind == "service_account":
-        info = secret.get("info")
-        if not isinstance(info, dict):
-            raise InvalidInput("the service-account key must be a JSON object")
-        try:
-            sa_creds = service_account.Credentials.from_service_account_info(
-                info, scopes=[OAUTH_SCOPE]
-            )
-        except (ValueError, KeyError) as exc:
-            raise InvalidInput(
-                f"the service-account key cannot be loaded: {scrub(str(exc), secret)}"
-            ) from None
-        return f"service account {sa_creds.service_account_email}"
-    if kind == "oauth":
-        missing = [k for k in ("client_id", "client_secret", "refresh_token") if not secret.get(k)]
-        if missing:
-            raise InvalidInput(f"OAuth credentials need {', '.join(missing)}")
-        oauth2.Credentials(
-            token=None,
-            refresh_token=secret["refresh_token"],
-            client_id=secret["client_id"],
-            client_secret=secret["client_secret"],
-            token_uri=OAUTH_TOKEN_URI,
-            scopes=[OAUTH_SCOPE],
-        )
-        return "OAuth refresh token"
-    raise InvalidInput("credentials must be a service-account key or OAuth client and token")
-
-
-def _secret_values(secret: Any) -> Iterable[str]:
-    if isinstance(secret, dict):
-        for value in secret.values():
-            yield from _secret_values(value)
-    elif isinstance(secret, list):
-        for value in secret:
-            yield from _secret_values(value)
-    elif isinstance(secret, str) and len(secret) >= 6:
-        yield secret
-
-
-def scrub(message: str, secret: Any) -> str:
-    """Remove any credential value that an error message might have echoed."""
-    for value in sorted(_secret_values(secret), key=len, reverse=True):
-        message = message.replace(value, "[redacted]")
-    return message
-
-
 # ---------------------------------------------------------------- storage
 
 
@@ -255,7 +195,7 @@ def add_destination(
     if kind == GOOGLE_ADS:
         clean = _google_ads_config(config)
         if secret is not None:
-            clean["credentials"] = check_credentials(secret)
+            clean["credentials"] = credentials.describe(secret)
     elif kind == FILE:
         if secret is not None:
             raise InvalidInput("a file destination takes no credentials")

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.activation import identifiers as ids
-from segflow.activation.senders import OutMember
+from segflow.activation.transport import OutMember
 from segflow.datasets import Column, Dataset
 from segflow.db import records
 

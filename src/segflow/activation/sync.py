@@ -49,7 +49,8 @@ from segflow.activation.destinations import (
 from segflow.activation.links import Link
 from segflow.activation.mapping import mapping_for
 from segflow.activation.retry import RetryPolicy
-from segflow.activation.senders import (
+from segflow.activation.senders import build_sender
+from segflow.activation.transport import (
     INGEST,
     REMOVE,
     LinkBroken,
@@ -57,7 +58,6 @@ from segflow.activation.senders import (
     RequestRejected,
     Sender,
     TransientError,
-    build_sender,
 )
 from segflow.config import Settings
 from segflow.datasets import Dataset, load_dataset_by_id

@@ -1,0 +1,1 @@
+"""Google Customer Match through the Data Manager API: connection, sender, errors."""

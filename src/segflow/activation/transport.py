@@ -1,0 +1,78 @@
+"""What every sender shares: the batch a sync pass hands over, and how sending fails.
+
+A :class:`Sender` delivers one batch of :class:`OutMember` (an ingest or a
+remove) to one destination and returns the platform's request id. Senders
+turn a platform's failures into the kinds the sync pass acts on:
+
+* :class:`TransientError`: try again later (``retry_after`` when the
+  platform said how long to wait);
+* :class:`MembersRejected`: the request was refused because of the members
+  it names; the rest are sent again without them;
+* :class:`RequestRejected`: refused as invalid without naming a member; the
+  only failure that justifies splitting a batch to find the bad ones;
+* :class:`LinkBroken`: credentials, permissions, terms, consent or a missing
+  list; nothing can succeed until a person fixes it, so the link pauses.
+
+The platforms' own senders live beside this module (:mod:`.senders` builds
+the one a destination needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+INGEST = "ingest"
+REMOVE = "remove"
+
+#: Google's limits per request.
+MAX_MEMBERS_PER_REQUEST = 10_000
+MAX_IDENTIFIERS_PER_MEMBER = 10
+
+
+class TransientError(Exception):
+    """Worth retrying later; ``retry_after`` is the server's requested delay in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestRejected(Exception):
+    """The platform refused the request as invalid without saying which member."""
+
+
+class MembersRejected(Exception):
+    """The platform refused the request because of the members it named.
+
+    ``reasons`` maps a member's position in the batch to the platform's reason.
+    """
+
+    def __init__(self, message: str, reasons: Mapping[int, str]) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons)
+
+
+class LinkBroken(Exception):
+    """Needs a person: credentials, permissions, terms, consent or a missing list."""
+
+
+@dataclass(frozen=True)
+class OutMember:
+    """One audience member as it will be sent: identifier codes and consent."""
+
+    rid: int
+    codes: tuple[str, ...]
+    #: (ad_user_data, ad_personalization) from the record, each None for
+    #: "the destination's default".
+    consent: tuple[str | None, str | None] = (None, None)
+
+
+class Sender(Protocol):
+    """Delivers batches to one destination."""
+
+    def send(self, operation: str, members: Sequence[OutMember]) -> str:
+        """Deliver one batch; return the platform's request id."""
+
+    def close(self) -> None: ...
