@@ -254,6 +254,8 @@ def test_add_a_destination_and_the_credentials_never_come_back(
     page.select_option("#d-kind", "google_ads")
     page.fill("#d-account", "123-456-7890")
     page.fill("#d-list", "42")
+    page.select_option("#d-aud", "denied")
+    page.select_option("#d-ap", "denied")
     page.click("#destination-form button[type=submit]")
     page.wait_for_selector("#destinations td:text('ads')")
     assert "1234567890" in page.text_content("#destinations")
