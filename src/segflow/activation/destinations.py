@@ -7,6 +7,11 @@ Two kinds:
 * ``file``: every batch that would be sent, appended as one JSON line to a
   local file. A dry run a user can read, and the demo's destination.
 
+Consent (``ad_user_data``, ``ad_personalization``) is a choice a
+google_ads destination is refused without: Google requires it for users in
+the EEA, and a default would send data as granted that nobody agreed to. A
+file destination records what would be sent and may leave it out (granted).
+
 This module validates a destination's settings, stores, changes, finds and
 deletes destinations, and keeps their credentials: a destination's
 ``config`` is shown freely, its credentials (``secret``) are stored apart,
