@@ -540,7 +540,7 @@ def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace
             ):
                 conn.exec_driver_sql(statement)
         monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
-        assert [m.version for m in upgrade(db)] == [5]
+        assert [m.version for m in upgrade(db)] == [m.version for m in MIGRATIONS[4:]]
         with db.read() as conn:
             for table in ("sf_datasets", "sf_segments", "sf_destinations"):
                 owners = conn.exec_driver_sql(f"SELECT workspace_id FROM {table}").scalars().all()
@@ -609,7 +609,8 @@ def test_a_full_team_scenario_logs_and_answers_no_secret_and_no_raw_identifier(
         dest = call("POST", "/api/destinations", json={
             "name": "ads", "kind": "google_ads", "credentials": secret,
             "config": {"operating_account_id": "1234567890", "product_destination_id": "77",
-                       "terms_accepted": True},
+                       "terms_accepted": True, "ad_user_data": "granted",
+                       "ad_personalization": "granted"},
         })  # fmt: skip
         call("POST", f"/api/segments/{seg['id']}/links", json={"destination_id": dest["id"]})
         fake.fail_next(Failure(grpc.StatusCode.UNAVAILABLE, "try later"))

@@ -17,12 +17,15 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation.destinations import load_destination
+from segflow.activation.mapping import mapping_for
+from segflow.datasets import load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database
 from segflow.db.linked import linked_destinations
 from segflow.db.schema import datasets, destinations, link_members, links, segments, sync_log
 from segflow.db.scope import owned
 from segflow.errors import Conflict, NotFound
+from segflow.ingest.consent import UNRECOGNISED, classify
 
 #: Customer Match lists with fewer active members are not served.
 MIN_SERVING_MEMBERS = 100
@@ -52,6 +55,8 @@ class LinkStatus:
     next_attempt_at: dt.datetime | None
     paused_reason: str | None
     validate_only: bool
+    #: Members whose consent cell is not a recognised spelling: sent as denied.
+    consent_unrecognised: int = 0
 
     @property
     def warnings(self) -> list[str]:
@@ -63,6 +68,11 @@ class LinkStatus:
             )
         if self.validate_only:
             out.append("validate_only: requests are checked by Google but change nothing")
+        if self.consent_unrecognised:
+            out.append(
+                f"{self.consent_unrecognised} members have a consent value segflow does not "
+                "recognise: sent with consent denied (see the import's consent summary)"
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +92,7 @@ class LinkStatus:
             "next_attempt_at": _iso(self.next_attempt_at),
             "paused": self.paused_reason is not None,
             "paused_reason": self.paused_reason,
+            "consent_unrecognised": self.consent_unrecognised,
             "warnings": self.warnings,
         }
 
@@ -257,9 +268,44 @@ def status(db: Database, segment: int | str | None = None) -> list[LinkStatus]:
                     next_attempt_at=row.next_attempt_at,
                     paused_reason=row.paused_reason,
                     validate_only=bool(dict(row.config).get("validate_only", False)),
+                    consent_unrecognised=_consent_unrecognised(conn, lk),
                 )
             )
     return out
+
+
+def _consent_unrecognised(conn: Connection, lk: Link) -> int:
+    """Wanted members whose consent cells, read now, are sent as denied for being unclear.
+
+    Counted when asked, from the records: a changed record is due again and
+    sent with what it holds now, so this is what the list gets. A consent
+    column holds a few distinct values, so they are grouped in SQL and read
+    in Python, by the same rule the sync pass sends with.
+    """
+    dataset_id = conn.execute(
+        sa.select(segments.c.dataset_id).where(segments.c.id == lk.segment_id)
+    ).scalar_one()
+    dataset = load_dataset_by_id(conn, dataset_id)
+    if dataset is None:
+        return 0
+    mapping, _ = mapping_for(conn, dataset)
+    mapped = [
+        dataset.column(name)
+        for name in (mapping.consent_ad_user_data, mapping.consent_ad_personalization)
+        if name is not None
+    ]
+    columns = [c for c in mapped if c is not None]
+    if not columns:
+        return 0
+    rec = records.table(dataset.records_table, columns)
+    cells = [rec.c[records.raw_col(c.position)] for c in columns]
+    rows = conn.execute(
+        sa.select(*cells, sa.func.count())
+        .select_from(link_members.join(rec, rec.c.rid == link_members.c.rid))
+        .where(link_members.c.link_id == lk.id, link_members.c.want == 1)
+        .group_by(*cells)
+    ).all()
+    return sum(int(row[-1]) for row in rows if UNRECOGNISED in map(classify, row[:-1]))
 
 
 def failed_members(db: Database, link_id: int, limit: int = 100) -> list[tuple[str, str]]:
