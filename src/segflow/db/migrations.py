@@ -302,12 +302,34 @@ def _m5_workspaces(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
 
 
+def _m9_request_pacing(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    for statement in (
+        # Requests segflow sent to Google per Cloud project and clock minute,
+        # shared by every worker (see activation/pacing.py).
+        f"""CREATE TABLE sf_request_pace (
+            project TEXT NOT NULL,
+            minute {t["ts"]} NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (project, minute)
+        )""",
+        # The field warnings an accepted request carried, as a JSON list of text.
+        "ALTER TABLE sf_sync_log ADD COLUMN warnings TEXT",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
     Migration(3, "destinations, links and sync state", _m3_activation),
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
+    Migration(
+        9,
+        "request pacing per Google Cloud project; warnings of accepted requests",
+        _m9_request_pacing,
+    ),
 )
 
 
