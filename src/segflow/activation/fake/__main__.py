@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     for account, list_id in lists:
         fake.add_account(account)
         fake.add_list(account, list_id)
+    # Before the address is out: a SIGTERM right after it must still report.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     fake.start()
     print(f"fake Data Manager API listening on {fake.address}", flush=True)
     setup: dict[str, object] = {
@@ -100,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
             "refresh_token": refresh_token,
         }
     print(json.dumps(setup), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
