@@ -102,13 +102,19 @@ def describe(
     except auth.RefreshError as exc:
         if not exc.retryable:
             raise InvalidInput(
-                f"Google refused these credentials: {scrub(str(exc), secret)} "
+                f"Google refused these credentials: {scrub(refresh_error(exc), secret)} "
                 "(authorise again and use the new credentials)"
             ) from None
         return f"{described} (not checked yet: the token server said to try later)"
     except auth.TransportError:
         return f"{described} (not checked yet: the token server could not be reached)"
     return f"{described}, checked"
+
+
+def refresh_error(exc: BaseException) -> str:
+    """google-auth's refresh failure as its first line (``invalid_grant: ...``), not a tuple."""
+    first = exc.args[0] if exc.args else ""
+    return first if isinstance(first, str) and first else str(exc)
 
 
 #: The project number an OAuth client id starts with: ``123456789012-abc...``.

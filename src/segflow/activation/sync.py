@@ -216,7 +216,8 @@ def sync(
     seen: set[int] = set()
     own = Connections() if connections is None and senders is None else None
     if senders is None:
-        senders = functools.partial(build_sender, connections=connections or own)
+        pool = connections if connections is not None else own
+        senders = functools.partial(build_sender, connections=pool)
     try:
         while not stop():
             claimed = _claim(db, clock(), owner, settings.lease_seconds, seen, link_ids)

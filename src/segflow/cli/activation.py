@@ -277,6 +277,8 @@ def print_sync_report(report: sync.SyncReport, out: Any = None, *, quiet: bool =
         elif o.error:
             retry = f", retrying at {o.retry_at.isoformat()}" if o.retry_at else ""
             line += f"; {o.error}{retry}"
+        elif o.deferred:
+            line += f"; waiting: {o.deferred}"
         print(line, file=out, flush=True)
 
 

@@ -106,6 +106,12 @@ class GoogleConnection:
         # Google's client sends the token itself, from the same credentials.
         return ()
 
+    def forget_token(self) -> None:
+        """Google refused the access token: fetch a new one before the next call."""
+        with self._lock:
+            if self._credentials is not None:
+                self._credentials.token = None
+
     def _local_channel(self) -> grpc.Channel:
         if self._channel is None:
             options = [

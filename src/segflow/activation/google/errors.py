@@ -37,7 +37,7 @@ from typing import Any
 from google.api_core import exceptions as core
 from google.auth import exceptions as auth
 
-from segflow.activation.credentials import scrub
+from segflow.activation.credentials import refresh_error, scrub
 from segflow.activation.transport import (
     LinkBroken,
     MembersRejected,
@@ -174,12 +174,14 @@ def classify(exc: BaseException, secret: Any = None) -> Exception:
 def _classify(exc: BaseException) -> Exception:
     if isinstance(exc, auth.RefreshError):
         if getattr(exc, "retryable", False):
-            return TransientError(f"Google's token server failed, will try again: {exc}")
-        return LinkBroken(f"{REAUTHORISE}: {exc}")
+            return TransientError(
+                f"Google's token server failed, will try again: {refresh_error(exc)}"
+            )
+        return LinkBroken(f"{REAUTHORISE}: {refresh_error(exc)}")
     if isinstance(exc, auth.DefaultCredentialsError):
         return LinkBroken(f"no usable credentials: {exc}")
     if isinstance(exc, auth.TransportError):
-        return TransientError(f"Google's token server could not be reached: {exc}")
+        return TransientError(f"Google's token server could not be reached: {refresh_error(exc)}")
     if not isinstance(exc, core.GoogleAPIError):
         # A bug in a transport, a closed channel: retried rather than losing
         # the batch; the log keeps the reason.
@@ -191,6 +193,10 @@ def _classify(exc: BaseException) -> Exception:
         # The token plugin's refresh failed inside the call: gRPC reports it
         # as UNAVAILABLE ("Getting metadata from plugin failed").
         return LinkBroken(REAUTHORISE)
+    if isinstance(exc, core.Unauthenticated) and d.reason == "ACCESS_TOKEN_EXPIRED":
+        # The token ran out (or was revoked) after google-auth last checked it:
+        # the next attempt refreshes, and a revoked grant then pauses the link.
+        return TransientError(f"{d.status} {d.reason}: a new access token will be fetched")
     if isinstance(
         exc,
         core.InvalidArgument

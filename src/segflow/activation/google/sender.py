@@ -18,6 +18,7 @@ from google.ads.datamanager_v1.types import audience, consent, ingestion_service
 from google.ads.datamanager_v1.types import destination as d
 from google.ads.datamanager_v1.types import terms_of_service as tos
 from google.ads.datamanager_v1.types import user_data as ud
+from google.api_core import exceptions as core
 
 from segflow.activation import credentials
 from segflow.activation.destinations import DENIED, GRANTED, Destination
@@ -149,6 +150,8 @@ class GoogleAdsSender:
         try:
             response = call(request=request, retry=None, timeout=self.timeout, metadata=metadata)
         except Exception as exc:
+            if isinstance(exc, core.Unauthenticated):
+                self.connection.forget_token()
             raise classify(exc, self.secret) from None
         request_id = str(response.request_id)
         warnings = [
