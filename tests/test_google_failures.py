@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import sqlalchemy as sa
 
+from segflow import cli
 from segflow.activation import destinations, links, pacing, senders, transport
 from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import Connections
@@ -518,3 +520,79 @@ def test_a_token_revoked_while_a_worker_holds_it_pauses_the_link_on_the_next_att
     assert (_status(db).paused_reason or "").startswith("credentials were revoked or expired")
     assert [outcome for _, outcome in auth_fake.tokens.refreshes] == [200, 400]
     worker.close()
+
+
+def test_the_cli_refuses_credentials_google_revoked_when_adding_a_destination(
+    auth_fake: FakeDataManager,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SEGFLOW_DATAMANAGER_ENDPOINT", auth_fake.address)
+    monkeypatch.setenv("SEGFLOW_OAUTH_TOKEN_URI", auth_fake.token_uri)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def add(name: str, secret: dict[str, Any]) -> int:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(secret))
+        return cli.main(
+            ["destinations", "add", "google_ads", name, "--operating-account-id", ACCOUNT,
+             "--list-id", LIST_ID, "--oauth-file", str(path), "--db", url]
+        )  # fmt: skip
+
+    revoked = _oauth(auth_fake)
+    auth_fake.revoke(revoked["refresh_token"])
+    assert add("revoked", revoked) == 1
+    _, err = capsys.readouterr()
+    assert "Google refused these credentials: invalid_grant" in err
+    assert revoked["refresh_token"] not in err and revoked["client_secret"] not in err
+    assert add("good", _oauth(auth_fake)) == 0
+    out, _ = capsys.readouterr()
+    assert "credentials: OAuth refresh token, checked" in out
+
+
+class _Answers:
+    """Stands in for Google's client: answers an ingest with field warnings."""
+
+    def __init__(self) -> None:
+        self.metadata: Any = None
+
+    def ingest_audience_members(self, request: Any, **kwargs: Any) -> Any:
+        from google.ads.datamanager_v1.types import ingestion_service, processing_errors
+
+        region = processing_errors.WarningReason.WARNING_REASON_INVALID_REGION_CODE
+
+        self.metadata = kwargs.get("metadata")
+        return ingestion_service.IngestAudienceMembersResponse(
+            request_id="r-1",
+            field_warnings=[
+                processing_errors.FieldWarning(
+                    reason=region,
+                    field="audience_members.audience_members[3].user_data",
+                    description="an identifier was ignored",
+                )
+            ],
+        )
+
+
+def test_the_sender_returns_and_logs_field_warnings_without_member_data(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segflow.activation.google.sender import GoogleAdsSender
+
+    destination = google_destination(db)
+    sender = GoogleAdsSender(destination, None, Settings(datamanager_endpoint="127.0.0.1:9"))
+    answers = _Answers()
+    sender.connection._ingestion = answers
+    member = transport.OutMember(1, ("e:" + "ab" * 32,))
+    with caplog.at_level("WARNING"):
+        receipt = sender.send(transport.INGEST, [member])
+    assert receipt == "r-1"
+    assert isinstance(receipt, transport.Receipt)
+    assert receipt.warnings == (
+        "WARNING_REASON_INVALID_REGION_CODE (audience_members[3].user_data): "
+        "an identifier was ignored",
+    )
+    assert "1 field warnings: WARNING_REASON_INVALID_REGION_CODE x1" in caplog.text
+    assert "ab" * 32 not in caplog.text
+    assert answers.metadata == ()  # no credentials: no token on the call

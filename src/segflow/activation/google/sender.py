@@ -154,13 +154,14 @@ class GoogleAdsSender:
                 self.connection.forget_token()
             raise classify(exc, self.secret) from None
         request_id = str(response.request_id)
+        found = list(getattr(response, "field_warnings", ()))
         warnings = [
-            f"{w.reason or 'WARNING'} ({display_field(w.field)})"
+            f"{_warning_reason(w)} ({display_field(w.field)})"
             + (f": {w.description}" if w.description else "")
-            for w in getattr(response, "field_warnings", ())
+            for w in found
         ]
         if warnings:
-            reasons = Counter(w.reason or "WARNING" for w in response.field_warnings)
+            reasons = Counter(_warning_reason(w) for w in found)
             log.warning(
                 "Google accepted request %s to %s with %d field warnings: %s",
                 request_id,
@@ -173,3 +174,10 @@ class GoogleAdsSender:
     def close(self) -> None:
         if self._owns_connection:
             self.connection.close()
+
+
+def _warning_reason(warning: Any) -> str:
+    """A ``FieldWarning``'s ``WarningReason`` name (``WARNING_REASON_INVALID_REGION_CODE``)."""
+    reason = warning.reason
+    name = getattr(reason, "name", None) or str(reason or "")
+    return name if name and not name.endswith("UNSPECIFIED") else "WARNING"
