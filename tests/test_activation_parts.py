@@ -130,6 +130,14 @@ def _quota(limit: str, retry: float | None = None) -> Any:
         ),
         (auth.RefreshError("temporarily_unavailable", retryable=True), transport.TransientError),
         (auth.TransportError("connection refused"), transport.TransientError),
+        # A refresh that failed inside the call, as gRPC's token plugin reports it.
+        (
+            core.ServiceUnavailable(
+                "Getting metadata from plugin failed with error: ('invalid_grant: Token has "
+                "been expired or revoked.', {'error': 'invalid_grant'})"
+            ),
+            transport.LinkBroken,
+        ),
         (RuntimeError("transport bug"), transport.TransientError),
     ],
 )

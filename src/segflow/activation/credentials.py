@@ -79,6 +79,29 @@ def load(secret: dict[str, Any], token_uri: str = OAUTH_TOKEN_URI) -> Credential
     raise InvalidInput("credentials must be a service-account key or OAuth client and token")
 
 
+#: Seconds a token server has to answer when credentials are checked.
+CHECK_TIMEOUT = 30.0
+
+
+class TokenRequest(auth_requests.Request):
+    """google-auth's HTTP transport with our timeout (its own default waits 120 s)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return super().__call__(url, method, body, headers, timeout=self.timeout, **kwargs)
+
+
 def describe(
     secret: dict[str, Any], *, check: bool = False, token_uri: str = OAUTH_TOKEN_URI
 ) -> str:
@@ -98,7 +121,11 @@ def describe(
         # A key names Google's token server itself: a local one cannot check it.
         return f"{described} (not checked: a local token server is set)"
     try:
-        loaded.refresh(auth_requests.Request())
+        request = TokenRequest(CHECK_TIMEOUT)
+        try:
+            loaded.refresh(request)
+        finally:
+            request.session.close()
     except auth.RefreshError as exc:
         if not exc.retryable:
             raise InvalidInput(

@@ -33,7 +33,6 @@ from google.ads.datamanager_v1.services.ingestion_service.transports import (
 from google.ads.datamanager_v1.services.user_list_service.transports import (
     UserListServiceGrpcTransport,
 )
-from google.auth.transport import requests as auth_requests
 
 from segflow.activation import credentials
 from segflow.activation.google.errors import classify
@@ -54,7 +53,8 @@ class GoogleConnection:
         self.token_uri = settings.token_uri
         self._lock = threading.Lock()
         self._credentials: Any = None
-        self._auth_request: auth_requests.Request | None = None
+        self._auth_request: credentials.TokenRequest | None = None
+        self.timeout = float(settings.sync_timeout)
         self._channel: grpc.Channel | None = None
         self._ingestion: Any = None
         self._user_lists: Any = None
@@ -94,7 +94,7 @@ class GoogleConnection:
             loaded = self.credentials()
             if not loaded.valid:
                 if self._auth_request is None:
-                    self._auth_request = auth_requests.Request()
+                    self._auth_request = credentials.TokenRequest(self.timeout)
                 try:
                     loaded.refresh(self._auth_request)
                 except Exception as exc:
