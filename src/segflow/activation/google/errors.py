@@ -343,3 +343,8 @@ def describe(exc: BaseException) -> str:
         d = details_of(exc)
         return f"{d.status}: {d.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def retry_delay(exc: BaseException) -> float | None:
+    """The delay a ``RetryInfo`` detail asks for, in seconds, if there is one."""
+    return details_of(exc).retry_after
