@@ -222,8 +222,17 @@ def add_destination(
     now: dt.datetime,
     secret: dict[str, Any] | None = None,
     cipher: Cipher | None = None,
+    *,
+    check_credentials: bool = False,
+    token_uri: str | None = None,
 ) -> Destination:
-    """Store a destination; credentials (``secret``) are encrypted with ``cipher``."""
+    """Store a destination; credentials (``secret``) are encrypted with ``cipher``.
+
+    With ``check_credentials`` (the CLI and the server, see
+    ``Settings.check_credentials``) Google credentials are refreshed once at
+    ``token_uri`` first (None: no token server may be asked, so they are not
+    checked); credentials Google refuses for good are refused here.
+    """
     if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"destination name {name!r} must be 1-100 letters, digits, spaces or . @ + - _"
@@ -231,7 +240,11 @@ def add_destination(
     if kind == GOOGLE_ADS:
         clean = _google_ads_config(config)
         if secret is not None:
-            clean["credentials"] = credentials.describe(secret)
+            clean["credentials"] = credentials.describe(
+                secret,
+                check=check_credentials and token_uri is not None,
+                token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
+            )
     elif kind == FILE:
         if secret is not None:
             raise InvalidInput("a file destination takes no credentials")

@@ -79,7 +79,15 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
             raise InvalidInput(f"{', '.join(google_only)}: only for google_ads destinations")
         config["path"] = args.path
     added = destinations.add_destination(
-        db, args.name, args.kind, config, utcnow(), secret, settings.cipher
+        db,
+        args.name,
+        args.kind,
+        config,
+        utcnow(),
+        secret,
+        settings.cipher,
+        check_credentials=settings.check_credentials,
+        token_uri=settings.token_uri,
     )
     if args.json:
         emit_json(added.public())
@@ -269,6 +277,8 @@ def print_sync_report(report: sync.SyncReport, out: Any = None, *, quiet: bool =
         elif o.error:
             retry = f", retrying at {o.retry_at.isoformat()}" if o.retry_at else ""
             line += f"; {o.error}{retry}"
+        elif o.deferred:
+            line += f"; waiting: {o.deferred}"
         print(line, file=out, flush=True)
 
 

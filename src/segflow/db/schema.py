@@ -367,5 +367,16 @@ sync_log = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("duration_ms", sa.Integer, nullable=False),
+    #: JSON list of the field warnings an accepted request's answer carried.
+    sa.Column("warnings", sa.Text),
     sa.Index("sf_sync_log_link", "link_id", "id"),
+)
+
+#: Requests sent to Google per Cloud project and clock minute (activation/pacing.py).
+request_pace = sa.Table(
+    "sf_request_pace",
+    metadata,
+    sa.Column("project", sa.Text, primary_key=True),
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )
