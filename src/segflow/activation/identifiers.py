@@ -44,6 +44,10 @@ _POSTAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?$")
 
 
 def sha256_hex(value: str) -> str:
+    """Lower-case hex SHA-256 of a normalised value; a blank one is a bug, never a hash."""
+    if not value or value.isspace():
+        # As Google's own formatter refuses: the hash of "" would match no one.
+        raise ValueError("refusing to hash a blank value")
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
