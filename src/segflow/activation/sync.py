@@ -62,10 +62,21 @@ from segflow.activation.senders import (
 from segflow.config import Settings
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db.engine import Database
-from segflow.db.schema import UTCDateTime, destinations, link_members, links, segments, sync_log
+from segflow.db.schema import (
+    UTCDateTime,
+    destinations,
+    link_hashes,
+    link_members,
+    links,
+    segments,
+    sync_log,
+)
 from segflow.errors import SegflowError
 
 Clock = Callable[[], dt.datetime]
+#: Codes looked up a query when a remove leaves out shared ones (under
+#: SQLite's limit of bound parameters).
+_CODES_PER_QUERY = 5_000
 SenderFactory = Callable[[Destination, dict[str, Any] | None, Settings], Sender]
 
 
@@ -76,6 +87,8 @@ class LinkOutcome:
     removed: int = 0
     rejected: int = 0
     requests: int = 0
+    #: Identifiers past Google's 10 a member, not sent (emails, phones, address kept in order).
+    identifiers_left_out: int = 0
     error: str | None = None
     paused: str | None = None
     retry_at: dt.datetime | None = None
@@ -88,6 +101,7 @@ class LinkOutcome:
             "removed": self.removed,
             "rejected": self.rejected,
             "requests": self.requests,
+            "identifiers_left_out": self.identifiers_left_out,
             "error": self.error,
             "paused": self.paused,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
@@ -423,6 +437,20 @@ class _LinkRun:
                 ),
                 plan.sent,
             )
+        if plan.members:
+            self._hold_codes(conn, plan.members)
+        stale = plan.stale
+        if stale:
+            stale = self._without_shared(conn, stale)
+            emptied = {m.rid for m in plan.stale} - {m.rid for m in stale}
+            if emptied:
+                # Nothing of their old sets is left to remove.
+                conn.execute(
+                    sa.update(lm)
+                    .where(lm.c.link_id == self.link_id, lm.c.rid.in_(emptied))
+                    .values(stale=None)
+                )
+        self.outcome.identifiers_left_out += plan.capped.identifiers
         if plan.settled:
             conn.execute(
                 sa.update(lm)
@@ -437,22 +465,79 @@ class _LinkRun:
                 plan.refused,
             )
             self.outcome.rejected += len(plan.refused)
-        return plan.members, plan.stale
+        return plan.members, stale
+
+    def _hold_codes(self, conn: Connection, members: Sequence[OutMember]) -> None:
+        """Record the codes of the sets about to be sent, replacing the members' earlier ones."""
+        lh = link_hashes
+        rids = [m.rid for m in members]
+        conn.execute(sa.delete(lh).where(lh.c.link_id == self.link_id, lh.c.rid.in_(rids)))
+        # In code order: the (link_id, code) index takes them as one pass
+        # instead of a random insert each (hashes arrive in no order).
+        rows = [
+            {"link_id": self.link_id, "rid": rid, "code": code}
+            for code, rid in sorted({(c, m.rid) for m in members for c in m.codes})
+        ]
+        if rows:
+            conn.execute(sa.insert(lh), rows)
+
+    def _without_shared(self, conn: Connection, sets: Sequence[OutMember]) -> list[OutMember]:
+        """``sets`` without the codes another wanted member of the link holds; emptied sets dropped.
+
+        Google removes every user a removed identifier matches, so removing
+        an email two members share would take the other one's match too. A
+        member's own codes stay in its sets: a replaced set is removed whole
+        just before the new one is added.
+        """
+        lh, lm = link_hashes, link_members
+        codes = sorted({code for member in sets for code in member.codes})
+        holders: dict[str, set[int]] = {}
+        for start in range(0, len(codes), _CODES_PER_QUERY):
+            chunk = codes[start : start + _CODES_PER_QUERY]
+            for code, rid in conn.execute(
+                sa.select(lh.c.code, lh.c.rid)
+                .join(lm, sa.and_(lm.c.link_id == lh.c.link_id, lm.c.rid == lh.c.rid))
+                .where(
+                    lh.c.link_id == self.link_id,
+                    lh.c.code.in_(chunk),
+                    lm.c.want == 1,
+                    lm.c.sent.is_not(None),
+                )
+            ):
+                holders.setdefault(code, set()).add(rid)
+        if not holders:
+            return list(sets)
+        out = []
+        for member in sets:
+            kept = tuple(c for c in member.codes if not holders.get(c, set()) - {member.rid})
+            if kept:
+                out.append(OutMember(member.rid, kept, member.consent))
+        return out
 
     def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
-        lm = link_members
+        lm, lh = link_members, link_hashes
         never_sent = [r.rid for r in rows if not r.sent and not r.stale]
-        if never_sent:
-            conn.execute(
-                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
-            )
         out: list[OutMember] = []
         for r in rows:
             sets: list[list[str]] = json.loads(r.stale) if r.stale else []
             if r.sent:
                 sets.append(json.loads(r.sent))
             out.extend(OutMember(r.rid, tuple(codes)) for codes in sets)
-        going = [r.rid for r in rows if r.have == 1 and (r.sent or r.stale)]
+        if out:
+            before = {m.rid for m in out}
+            out = self._without_shared(conn, out)
+            # Everything they hold is held by wanted members too: the list
+            # keeps those, and these members leave without a request.
+            never_sent.extend(before - {m.rid for m in out})
+        if never_sent:
+            conn.execute(
+                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
+            )
+            conn.execute(
+                sa.delete(lh).where(lh.c.link_id == self.link_id, lh.c.rid.in_(never_sent))
+            )
+        leaving = {m.rid for m in out}
+        going = [r.rid for r in rows if r.have == 1 and r.rid in leaving]
         if going:
             # From the moment the remove may leave, the list may no longer hold
             # them: were its acknowledgement lost and the member to re-enter,
@@ -525,6 +610,11 @@ class _LinkRun:
                 self.outcome.added += len(part)
             else:
                 conn.execute(sa.delete(lm).where(mine, lm.c.want == 0))
+                conn.execute(
+                    sa.delete(link_hashes).where(
+                        link_hashes.c.link_id == self.link_id, link_hashes.c.rid.in_(rids)
+                    )
+                )
                 conn.execute(
                     sa.update(lm)
                     .where(mine)

@@ -52,6 +52,9 @@ def import_summary(s: dict[str, Any]) -> None:
             f"  {ident['kind']:<11} column {ident['column']!r}: {ident['valid']:,} valid of "
             f"{ident['non_empty']:,} non-empty"
         )
+    for kind, count in s.get("identifier_members", {}).get("several", {}).items():
+        if count:
+            print(f"  {plural(count, 'record')} with two or more distinct valid {kind} values")
     if s["duplicate_keys"]:
         print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
     outcomes(s.get("segments", []))

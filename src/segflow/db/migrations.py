@@ -7,6 +7,7 @@ migration keeps meaning what it meant when it shipped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -302,12 +303,41 @@ def _m5_workspaces(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
 
 
+def _m8_link_hashes(conn: Connection, dialect: str) -> None:
+    # Which identifier codes each member of a link holds, so that a remove
+    # can leave out the ones another wanted member shares. Filled from the
+    # `sent` sets already recorded.
+    without_rowid = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    conn.exec_driver_sql(
+        f"""CREATE TABLE sf_link_hashes (
+            link_id INTEGER NOT NULL REFERENCES sf_links (id) ON DELETE CASCADE,
+            rid BIGINT NOT NULL,
+            code TEXT NOT NULL,
+            PRIMARY KEY (link_id, rid, code)
+        ){without_rowid}"""
+    )
+    conn.exec_driver_sql("CREATE INDEX sf_link_hashes_code ON sf_link_hashes (link_id, code)")
+    rows = conn.exec_driver_sql(
+        "SELECT link_id, rid, sent FROM sf_link_members WHERE sent IS NOT NULL"
+    )
+    insert = sa.text("INSERT INTO sf_link_hashes (link_id, rid, code) VALUES (:l, :r, :c)")
+    while chunk := rows.fetchmany(10_000):
+        values = [
+            {"l": link_id, "r": rid, "c": code}
+            for link_id, rid, sent in chunk
+            for code in dict.fromkeys(json.loads(sent))
+        ]
+        if values:
+            conn.execute(insert, values)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
     Migration(3, "destinations, links and sync state", _m3_activation),
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
+    Migration(8, "identifier codes held per link member", _m8_link_hashes),
 )
 
 

@@ -350,6 +350,25 @@ link_members = sa.Table(
     sa.Index("sf_link_members_acked", "link_id", "have", "acked_at"),
 )
 
+# Per link: the identifier codes each member's current ``sent`` set holds,
+# one row a code, written with ``sent`` before the request leaves. Members of
+# one list may share an email or a phone, and Google removes every user a
+# removed identifier matches: a remove leaves out the codes a wanted member
+# still uses (looked up by code).
+link_hashes = sa.Table(
+    "sf_link_hashes",
+    metadata,
+    sa.Column(
+        "link_id",
+        sa.Integer,
+        sa.ForeignKey("sf_links.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("rid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("code", sa.Text, primary_key=True),
+    sa.Index("sf_link_hashes_code", "link_id", "code"),
+)
+
 sync_log = sa.Table(
     "sf_sync_log",
     metadata,

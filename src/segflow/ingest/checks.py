@@ -59,11 +59,13 @@ class ColumnChecks:
         for i, values in enumerate(columns):
             self.types[i] = coltypes.batch_type(self.types[i], values)
             self.quality.add(i, values)
+        self.quality.add_members(columns)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "types": self.types,
             "quality": {i: [c.non_empty, c.valid] for i, c in self.quality.columns.items()},
+            "several": dict(self.quality.several),
         }
 
     def load(self, answer: dict[str, Any]) -> None:
@@ -71,6 +73,7 @@ class ColumnChecks:
         for index, (non_empty, valid) in answer["quality"].items():
             column = self.quality.columns[int(index)]
             column.non_empty, column.valid = non_empty, valid
+        self.quality.several.update(answer.get("several", {}))
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         if not whole:
             whole = {k: v for k, v in answer.items() if k not in ("crc", "peak_rss_kb")}
             whole["quality"] = {i: list(pair) for i, pair in answer["quality"].items()}
+            whole["several"] = dict(answer.get("several", {}))
             continue
         whole["types"] = [
             coltypes.widen(a, b) for a, b in zip(whole["types"], answer["types"], strict=True)
@@ -157,6 +161,8 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         for index, (non_empty, valid) in answer["quality"].items():
             whole["quality"][index][0] += non_empty
             whole["quality"][index][1] += valid
+        for kind, several in answer.get("several", {}).items():
+            whole["several"][kind] = whole["several"].get(kind, 0) + several
         for count in ("bytes", "rows", "rejected", "lines"):
             whole[count] += answer[count]
         whole["plain"] = whole["plain"] and answer["plain"]

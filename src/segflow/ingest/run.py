@@ -356,6 +356,7 @@ def _summary(
         "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
         "schema_changes": outcome.schema_changes,
         "identifiers": quality.summary(),
+        "identifier_members": {"several": quality.members_summary()},
         "duplicate_keys": duplicates,
         "first_seq": outcome.first_seq,
         "last_seq": outcome.last_seq,
