@@ -29,6 +29,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,14 +311,46 @@ def identifiers_for(
 # and postal codes letters, digits, spaces and dashes, so ":" never appears
 # inside a part.
 def encode(identifiers: Identifiers) -> list[str]:
-    codes = [f"e:{h}" for h in identifiers.email_hashes]
-    codes.extend(f"p:{h}" for h in identifiers.phone_hashes)
+    codes = ["e:" + h for h in identifiers.email_hashes]
+    if identifiers.phone_hashes:
+        codes += ["p:" + h for h in identifiers.phone_hashes]
     a = identifiers.address
     if a is not None:
         codes.append(
             f"a:{a.given_name_sha256}:{a.family_name_sha256}:{a.region_code}:{a.postal_code}"
         )
     return codes
+
+
+def code_key(code: str) -> int:
+    """A code as a signed 64-bit integer, the key ``sf_link_hashes`` stores it under.
+
+    An email or phone code is already a SHA-256 in hex: its first 16 digits.
+    An address code (two hashes, region and postal code) is hashed whole, the
+    first 8 bytes of its SHA-256. Two codes of one list share a key with
+    probability about n²/2^65 (n codes); the sync pass checks every member a
+    key finds against that member's ``sent`` set, and even without that check
+    a shared key could only leave an identifier out of a remove, never remove
+    a wanted member's match.
+    """
+    return code_keys((code,))[0]
+
+
+def code_keys(codes: Iterable[str]) -> list[int]:
+    """:func:`code_key` of each code, in order (one call for a batch: this runs per code sent)."""
+    out = []
+    sha256 = hashlib.sha256
+    for code in codes:
+        if code[0] == "a":
+            key = int.from_bytes(sha256(code.encode("utf-8")).digest()[:8], "big")
+        else:
+            key = int(code[2:18], 16)
+        out.append(key - _2_64 if key >= _2_63 else key)
+    return out
+
+
+_2_63 = 1 << 63
+_2_64 = 1 << 64
 
 
 def decode(codes: list[str]) -> Identifiers:

@@ -38,8 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import outbox
+from segflow.activation import held, outgoing
 from segflow.activation import identifiers as ids
-from segflow.activation import outgoing
 from segflow.activation.destinations import (
     Destination,
     destination_from_row,
@@ -62,21 +62,10 @@ from segflow.activation.senders import (
 from segflow.config import Settings
 from segflow.datasets import Dataset, load_dataset_by_id
 from segflow.db.engine import Database
-from segflow.db.schema import (
-    UTCDateTime,
-    destinations,
-    link_hashes,
-    link_members,
-    links,
-    segments,
-    sync_log,
-)
+from segflow.db.schema import UTCDateTime, destinations, link_members, links, segments, sync_log
 from segflow.errors import SegflowError
 
 Clock = Callable[[], dt.datetime]
-#: Codes looked up a query when a remove leaves out shared ones (under
-#: SQLite's limit of bound parameters).
-_CODES_PER_QUERY = 5_000
 SenderFactory = Callable[[Destination, dict[str, Any] | None, Settings], Sender]
 
 
@@ -426,19 +415,17 @@ class _LinkRun:
         plan = outgoing.plan_adds(due, by_rid, mapped, mapping, recent)
         lm = link_members
         if plan.sent:
-            conn.execute(
-                sa.update(lm)
-                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
-                .values(
-                    sent=sa.bindparam("s"),
-                    stale=sa.bindparam("g"),
-                    have=sa.bindparam("h"),
-                    norm_version=ids.NORMALISATION_VERSION,
-                ),
-                plan.sent,
-            )
+            self._write_sent(conn, plan.sent, due)
         if plan.members:
-            self._hold_codes(conn, plan.members)
+            old = {d.rid: d.sent for d in due if d.sent}
+            held.replace(
+                conn,
+                self.link_id,
+                [
+                    (m.rid, json.loads(old[m.rid]) if m.rid in old else None, m.codes)
+                    for m in plan.members
+                ],
+            )
         stale = plan.stale
         if stale:
             stale = self._without_shared(conn, stale)
@@ -467,19 +454,48 @@ class _LinkRun:
             self.outcome.rejected += len(plan.refused)
         return plan.members, stale
 
-    def _hold_codes(self, conn: Connection, members: Sequence[OutMember]) -> None:
-        """Record the codes of the sets about to be sent, replacing the members' earlier ones."""
-        lh = link_hashes
-        rids = [m.rid for m in members]
-        conn.execute(sa.delete(lh).where(lh.c.link_id == self.link_id, lh.c.rid.in_(rids)))
-        # In code order: the (link_id, code) index takes them as one pass
-        # instead of a random insert each (hashes arrive in no order).
-        rows = [
-            {"link_id": self.link_id, "rid": rid, "code": code}
-            for code, rid in sorted({(c, m.rid) for m in members for c in m.codes})
-        ]
-        if rows:
-            conn.execute(sa.insert(lh), rows)
+    def _write_sent(
+        self, conn: Connection, sent: Sequence[dict[str, Any]], due: Sequence[sa.Row[Any]]
+    ) -> None:
+        """Write ``sent``/``stale``/``have`` (keyed s, g, h) of members ``r``, as one batch.
+
+        The driver's own batch (SQLite) or one statement over arrays
+        (PostgreSQL): a statement per row through SQLAlchemy costs as much as
+        hashing the identifiers. ``have`` is written only where it changes,
+        since writing it moves the member in an index.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text(
+                    "UPDATE sf_link_members AS m SET sent = t.s, stale = t.g, norm_version = :v"
+                    " FROM unnest(CAST(:r AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:g AS TEXT[]))"
+                    " AS t (r, s, g) WHERE m.link_id = :l AND m.rid = t.r"
+                ),
+                {
+                    "l": self.link_id,
+                    "v": ids.NORMALISATION_VERSION,
+                    **{k: [row[k] for row in sent] for k in ("r", "s", "g")},
+                },
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE sf_link_members SET sent = ?, stale = ?, norm_version = ?"
+                " WHERE link_id = ? AND rid = ?",
+                [
+                    (row["s"], row["g"], ids.NORMALISATION_VERSION, self.link_id, row["r"])
+                    for row in sent
+                ],
+            )
+        had = {d.rid: d.have for d in due}
+        changed = [row for row in sent if row["h"] != had[row["r"]]]
+        if changed:
+            lm = link_members
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+                .values(have=sa.bindparam("h")),
+                [{"r": row["r"], "h": row["h"]} for row in changed],
+            )
 
     def _without_shared(self, conn: Connection, sets: Sequence[OutMember]) -> list[OutMember]:
         """``sets`` without the codes another wanted member of the link holds; emptied sets dropped.
@@ -489,22 +505,7 @@ class _LinkRun:
         member's own codes stay in its sets: a replaced set is removed whole
         just before the new one is added.
         """
-        lh, lm = link_hashes, link_members
-        codes = sorted({code for member in sets for code in member.codes})
-        holders: dict[str, set[int]] = {}
-        for start in range(0, len(codes), _CODES_PER_QUERY):
-            chunk = codes[start : start + _CODES_PER_QUERY]
-            for code, rid in conn.execute(
-                sa.select(lh.c.code, lh.c.rid)
-                .join(lm, sa.and_(lm.c.link_id == lh.c.link_id, lm.c.rid == lh.c.rid))
-                .where(
-                    lh.c.link_id == self.link_id,
-                    lh.c.code.in_(chunk),
-                    lm.c.want == 1,
-                    lm.c.sent.is_not(None),
-                )
-            ):
-                holders.setdefault(code, set()).add(rid)
+        holders = held.holders(conn, self.link_id, (c for m in sets for c in m.codes))
         if not holders:
             return list(sets)
         out = []
@@ -515,7 +516,7 @@ class _LinkRun:
         return out
 
     def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
-        lm, lh = link_members, link_hashes
+        lm = link_members
         never_sent = [r.rid for r in rows if not r.sent and not r.stale]
         out: list[OutMember] = []
         for r in rows:
@@ -530,11 +531,9 @@ class _LinkRun:
             # keeps those, and these members leave without a request.
             never_sent.extend(before - {m.rid for m in out})
         if never_sent:
+            held.forget_sent(conn, self.link_id, never_sent)
             conn.execute(
                 sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
-            )
-            conn.execute(
-                sa.delete(lh).where(lh.c.link_id == self.link_id, lh.c.rid.in_(never_sent))
             )
         leaving = {m.rid for m in out}
         going = [r.rid for r in rows if r.have == 1 and r.rid in leaving]
@@ -609,12 +608,8 @@ class _LinkRun:
                 )
                 self.outcome.added += len(part)
             else:
+                held.forget_sent(conn, self.link_id, rids)
                 conn.execute(sa.delete(lm).where(mine, lm.c.want == 0))
-                conn.execute(
-                    sa.delete(link_hashes).where(
-                        link_hashes.c.link_id == self.link_id, link_hashes.c.rid.in_(rids)
-                    )
-                )
                 conn.execute(
                     sa.update(lm)
                     .where(mine)

@@ -7,6 +7,7 @@ migration keeps meaning what it meant when it shipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -303,32 +304,39 @@ def _m5_workspaces(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
 
 
+def _m8_key(code: str) -> int:
+    # The 64-bit key of an identifier code as migration 8 wrote it (the same
+    # rule as activation.identifiers.code_key, kept here as shipped).
+    if code[0] == "a":
+        key = int.from_bytes(hashlib.sha256(code.encode("utf-8")).digest()[:8], "big")
+    else:
+        key = int(code[2:18], 16)
+    return key - (1 << 64) if key >= 1 << 63 else key
+
+
 def _m8_link_hashes(conn: Connection, dialect: str) -> None:
     # Which identifier codes each member of a link holds, so that a remove
-    # can leave out the ones another wanted member shares. Filled from the
-    # `sent` sets already recorded.
+    # can leave out the ones another wanted member shares: one row a code,
+    # as a 64-bit key (two codes sharing one, about n^2/2^65, could only leave
+    # an identifier out of a remove). Ordered for the lookup by key, in one
+    # B-tree on SQLite. Filled from the `sent` sets already recorded.
     without_rowid = " WITHOUT ROWID" if dialect == "sqlite" else ""
     conn.exec_driver_sql(
         f"""CREATE TABLE sf_link_hashes (
             link_id INTEGER NOT NULL REFERENCES sf_links (id) ON DELETE CASCADE,
+            h BIGINT NOT NULL,
             rid BIGINT NOT NULL,
-            code TEXT NOT NULL,
-            PRIMARY KEY (link_id, rid, code)
+            PRIMARY KEY (link_id, h, rid)
         ){without_rowid}"""
     )
-    conn.exec_driver_sql("CREATE INDEX sf_link_hashes_code ON sf_link_hashes (link_id, code)")
     rows = conn.exec_driver_sql(
         "SELECT link_id, rid, sent FROM sf_link_members WHERE sent IS NOT NULL"
     )
-    insert = sa.text("INSERT INTO sf_link_hashes (link_id, rid, code) VALUES (:l, :r, :c)")
+    insert = sa.text("INSERT INTO sf_link_hashes (link_id, h, rid) VALUES (:l, :h, :r)")
     while chunk := rows.fetchmany(10_000):
-        values = [
-            {"l": link_id, "r": rid, "c": code}
-            for link_id, rid, sent in chunk
-            for code in dict.fromkeys(json.loads(sent))
-        ]
-        if values:
-            conn.execute(insert, values)
+        keys = {(link, _m8_key(c), rid) for link, rid, sent in chunk for c in json.loads(sent)}
+        if keys:
+            conn.execute(insert, [{"l": link, "h": h, "r": rid} for link, h, rid in sorted(keys)])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
