@@ -20,6 +20,7 @@ from segflow.activation import links
 from segflow.activation.fake import FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
+from segflow.db.migrations import upgrade
 from segflow.db.schema import link_hashes, link_members
 from tests.sync_helpers import LIST_ID, NOW, csv_bytes, google_destination, run_sync
 
@@ -164,3 +165,61 @@ def test_once_the_sharer_has_left_the_shared_email_is_removed_with_the_last(
     assert _removed_codes(fake)[-1] == tuple(sorted([_e(SHARED), _p("+14155550102")]))
     assert _as_google_holds(fake) == set()
     assert _codes_held(db) == {}
+
+
+def test_a_code_a_member_no_longer_holds_does_not_keep_a_leaver_on_the_list(
+    db: Database, fake: FakeDataManager
+) -> None:
+    # Member 1's first email is refused with its whole request: its `sent` is
+    # cleared, its rows for that email stay. Once it holds another email, the
+    # old one must not count as its when member 3, who has it, leaves.
+    old, new = "old@example.com", "new@example.com"
+    fake.refuse = {_e(old)}
+    settings = _linked(db, fake, [("1", old, "", "500"), ("2", "two@example.com", "", "500")])
+    with db.read() as conn:
+        (rejected,) = conn.execute(
+            sa.select(link_members.c.rejected).where(link_members.c.rid == 1)
+        ).one()
+    assert rejected is not None
+    fake.refuse = set()
+    _import(db, [("1", new, "", "5"), ("2", "two@example.com", "", "500")])
+    run_sync(db, settings)  # member 1 leaves (nothing was held)...
+    _import(
+        db,
+        [("1", new, "", "500"), ("2", "two@example.com", "", "500"), ("3", old, "", "500")],
+    )
+    run_sync(db, settings)  # ...and comes back with its new email; member 3 has the old one
+    assert (_e(old),) in fake.members(LIST_ID)
+
+    _import(
+        db,
+        [("1", new, "", "500"), ("2", "two@example.com", "", "500"), ("3", old, "", "5")],
+    )
+    run_sync(db, settings)
+
+    assert _removed_codes(fake) == [(_e(old),)]
+    assert _as_google_holds(fake) == {(_e(new),), (_e("two@example.com"),)}
+
+
+def test_members_sent_before_the_upgrade_keep_a_shared_email(
+    db: Database, fake: FakeDataManager
+) -> None:
+    rows = [
+        ("1", SHARED, "(415) 555-0101", "500"),
+        ("2", SHARED, "(415) 555-0102", "500"),
+    ]
+    settings = _linked(db, fake, rows)
+    held_before = _codes_held(db)
+    # As a database whose members were sent before migration 8 existed.
+    with db.write() as conn:
+        conn.exec_driver_sql("DROP TABLE sf_link_hashes")
+        conn.exec_driver_sql("DELETE FROM sf_schema_migrations WHERE version = 8")
+    assert [m.version for m in upgrade(db)] == [8]
+    assert _codes_held(db) == held_before
+
+    _import(db, [("1", SHARED, "(415) 555-0101", "5"), rows[1]])
+    run_sync(db, settings)
+
+    bo = tuple(sorted([_e(SHARED), _p("+14155550102")]))
+    assert _removed_codes(fake) == [(_p("+14155550101"),)]
+    assert _as_google_holds(fake) == {bo}
