@@ -272,8 +272,12 @@ def test_classified_messages_never_echo_credentials() -> None:
 @given(
     st.builds(
         ids.Identifiers,
-        email_sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
-        phone_sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
+        email_hashes=st.lists(
+            st.text("0123456789abcdef", min_size=64, max_size=64), max_size=4, unique=True
+        ).map(tuple),
+        phone_hashes=st.lists(
+            st.text("0123456789abcdef", min_size=64, max_size=64), max_size=4, unique=True
+        ).map(tuple),
         address=st.none()
         | st.builds(
             ids.Address,
@@ -292,7 +296,7 @@ def test_the_mapping_is_detected_then_changed_and_checked(db: Database) -> None:
     import_rows(db, customers(10))
     detected, chosen = mapping.show_mapping(db, "customers")
     assert not chosen
-    assert (detected.email, detected.phone, detected.postal_code) == ("email", "phone", "zip")
+    assert (detected.email, detected.phone, detected.postal_code) == (("email",), ("phone",), "zip")
     assert detected.consent_ad_user_data is None
 
     changed = mapping.set_mapping(
@@ -301,7 +305,7 @@ def test_the_mapping_is_detected_then_changed_and_checked(db: Database) -> None:
         {"phone": "", "default_region": "gb", "consent_ad_user_data": "IS_SUBSCRIBER"},
         NOW,
     )
-    assert changed.phone is None and changed.default_region == "GB"
+    assert changed.phone == () and changed.default_region == "GB"
     assert changed.consent_ad_user_data == "is_subscriber"
     stored, chosen = mapping.show_mapping(db, "customers")
     assert chosen and stored == changed
@@ -326,6 +330,6 @@ def test_the_phone_region_decides_numbers_without_a_country_code(db: Database) -
     )
     m = mapping.set_mapping(db, "customers", {"default_region": "GB"}, NOW)
     found = ids.identifiers_for(
-        {"phone": "020 7946 0018"}, ids.Mapping(phone="phone", default_region=m.default_region)
+        {"phone": "020 7946 0018"}, ids.Mapping(phone=("phone",), default_region=m.default_region)
     )
-    assert found.phone_sha256 == ids.sha256_hex("+442079460018")
+    assert found.phone_hashes == (ids.sha256_hex("+442079460018"),)

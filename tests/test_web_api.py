@@ -145,7 +145,7 @@ def test_datasets_routes(loaded: TestClient) -> None:
     info = loaded.get("/api/datasets/customers").json()
     spend = next(c for c in info["columns"] if c["name"] == "lifetime_spend")
     assert spend["type"] == "number" and "greater_than" in spend["operators"]
-    assert info["identifier_mapping"]["email"] == "email"
+    assert info["identifier_mapping"]["email"] == ["email"]
     assert {q["kind"] for q in info["identifier_quality"]} >= {"email", "phone"}
     first = loaded.get("/api/datasets/customers/records?limit=120").json()
     second = loaded.get(f"/api/datasets/customers/records?limit=500&cursor={first['next_cursor']}")

@@ -12,8 +12,11 @@ clear. Every text value is put in Unicode NFC first, so a name typed with a
 combining accent hashes as the same name typed with a precomposed one. Each
 hash is the lower-case hex SHA-256 of the UTF-8 normalised value.
 
-An invalid value is skipped for that identifier alone and counted; it never
-fails the record. ``NORMALISATION_VERSION`` is stored beside every hash sent,
+A record may carry several emails and phones (the mapping names several
+columns of each kind) and one address: every valid distinct one is sent, at
+most ten in all (Google's limit per member; emails first, then phones, then
+the address). An invalid value is skipped for that identifier alone and
+counted; it never fails the record. ``NORMALISATION_VERSION`` is stored beside every hash sent,
 so that a change to these rules can re-send what it affects.
 """
 
@@ -26,7 +29,9 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pycountry
 
@@ -44,6 +49,10 @@ _POSTAL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?$")
 
 
 def sha256_hex(value: str) -> str:
+    """Lower-case hex SHA-256 of a normalised value; a blank one is a bug, never a hash."""
+    if not value or value.isspace():
+        # As Google's own formatter refuses: the hash of "" would match no one.
+        raise ValueError("refusing to hash a blank value")
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
@@ -139,14 +148,18 @@ class Address:
 
 @dataclass(frozen=True)
 class Identifiers:
-    """What may leave the machine for one record: hashes, region and postal code."""
+    """What may leave the machine for one record: hashes, region and postal code.
 
-    email_sha256: str | None = None
-    phone_sha256: str | None = None
+    A record may carry several emails and phones (one mapping column each);
+    they are kept in mapping order, each distinct hash once.
+    """
+
+    email_hashes: tuple[str, ...] = ()
+    phone_hashes: tuple[str, ...] = ()
     address: Address | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.email_sha256 or self.phone_sha256 or self.address)
+        return bool(self.email_hashes or self.phone_hashes or self.address)
 
 
 #: The columns a mapping can name, in the order they are shown.
@@ -160,14 +173,20 @@ MAPPED_COLUMNS = (
     "consent_ad_user_data",
     "consent_ad_personalization",
 )
+#: The entries that name several columns (each one identifier of the record).
+LISTED_COLUMNS = ("email", "phone")
 
 
 @dataclass
 class Mapping:
-    """Which of a dataset's columns hold which identifier, and consent."""
+    """Which of a dataset's columns hold which identifier, and consent.
 
-    email: str | None = None
-    phone: str | None = None
+    ``email`` and ``phone`` name any number of columns, in the order their
+    values are sent; the address is one set of four columns.
+    """
+
+    email: tuple[str, ...] = ()
+    phone: tuple[str, ...] = ()
     first_name: str | None = None
     last_name: str | None = None
     country: str | None = None
@@ -179,11 +198,20 @@ class Mapping:
     consent_ad_personalization: str | None = None
 
     def columns(self) -> list[str]:
-        """Every dataset column the mapping reads."""
-        return [c for c in (getattr(self, name) for name in MAPPED_COLUMNS) if c is not None]
+        """Every dataset column the mapping reads (each once)."""
+        out: list[str] = []
+        for name in MAPPED_COLUMNS:
+            value = getattr(self, name)
+            for column in value if name in LISTED_COLUMNS else [value]:
+                if column is not None and column not in out:
+                    out.append(column)
+        return out
 
-    def as_dict(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {name: getattr(self, name) for name in MAPPED_COLUMNS}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            name: list(getattr(self, name)) if name in LISTED_COLUMNS else getattr(self, name)
+            for name in MAPPED_COLUMNS
+        }
         out["default_region"] = self.default_region
         return out
 
@@ -205,22 +233,55 @@ def _get(record: dict[str, str | None], column: str | None) -> str | None:
     return value if value is not None and value.strip() else None
 
 
+class Capped:
+    """Identifiers left out of members past Google's limit per member."""
+
+    def __init__(self) -> None:
+        #: Members that had more than ``MAX_IDENTIFIERS`` usable identifiers.
+        self.members = 0
+        #: Identifiers left out of them.
+        self.identifiers = 0
+
+
+#: Google takes at most this many identifiers per audience member.
+MAX_IDENTIFIERS = 10
+
+
 def identifiers_for(
-    record: dict[str, str | None], mapping: Mapping, skipped: Skipped | None = None
+    record: dict[str, str | None],
+    mapping: Mapping,
+    skipped: Skipped | None = None,
+    capped: Capped | None = None,
 ) -> Identifiers:
-    """Normalise and hash one record's identifiers (raw values in, hashes out)."""
+    """Normalise and hash one record's identifiers (raw values in, hashes out).
+
+    Every valid distinct email and phone of the mapped columns is kept, in
+    mapping order; past ``MAX_IDENTIFIERS`` in all (emails, then phones, then
+    the address) the rest are left out and counted in ``capped``.
+    """
     skipped = skipped if skipped is not None else Skipped()
-    email = phone = None
-    raw_email = _get(record, mapping.email)
-    if raw_email is not None:
-        email = normalise_email(raw_email)
-        if email is None:
-            skipped.add("email")
-    raw_phone = _get(record, mapping.phone)
-    if raw_phone is not None:
-        phone = normalise_phone(raw_phone, mapping.default_region)
-        if phone is None:
-            skipped.add("phone")
+    emails: list[str] = []
+    for column in mapping.email:
+        raw = _get(record, column)
+        if raw is not None:
+            email = normalise_email(raw)
+            if email is None:
+                skipped.add("email")
+            else:
+                digest = sha256_hex(email)
+                if digest not in emails:
+                    emails.append(digest)
+    phones: list[str] = []
+    for column in mapping.phone:
+        raw = _get(record, column)
+        if raw is not None:
+            phone = normalise_phone(raw, mapping.default_region)
+            if phone is None:
+                skipped.add("phone")
+            else:
+                digest = sha256_hex(phone)
+                if digest not in phones:
+                    phones.append(digest)
     address = None
     raw_parts = [
         _get(record, c)
@@ -233,11 +294,16 @@ def identifiers_for(
             address = Address(sha256_hex(given), sha256_hex(family), region, postal)
         else:
             skipped.add("address")
-    return Identifiers(
-        email_sha256=sha256_hex(email) if email else None,
-        phone_sha256=sha256_hex(phone) if phone else None,
-        address=address,
-    )
+    total = len(emails) + len(phones) + (address is not None)
+    if total > MAX_IDENTIFIERS:
+        if capped is not None:
+            capped.members += 1
+            capped.identifiers += total - MAX_IDENTIFIERS
+        emails = emails[:MAX_IDENTIFIERS]
+        phones = phones[: MAX_IDENTIFIERS - len(emails)]
+        if len(emails) + len(phones) >= MAX_IDENTIFIERS:
+            address = None
+    return Identifiers(tuple(emails), tuple(phones), address)
 
 
 # Compact codes for what was sent, stored per link member so that a remove
@@ -245,11 +311,9 @@ def identifiers_for(
 # and postal codes letters, digits, spaces and dashes, so ":" never appears
 # inside a part.
 def encode(identifiers: Identifiers) -> list[str]:
-    codes = []
-    if identifiers.email_sha256:
-        codes.append(f"e:{identifiers.email_sha256}")
-    if identifiers.phone_sha256:
-        codes.append(f"p:{identifiers.phone_sha256}")
+    codes = ["e:" + h for h in identifiers.email_hashes]
+    if identifiers.phone_hashes:
+        codes += ["p:" + h for h in identifiers.phone_hashes]
     a = identifiers.address
     if a is not None:
         codes.append(
@@ -258,18 +322,50 @@ def encode(identifiers: Identifiers) -> list[str]:
     return codes
 
 
+def code_key(code: str) -> int:
+    """A code as a signed 64-bit integer, the key ``sf_link_hashes`` stores it under.
+
+    An email or phone code is already a SHA-256 in hex: its first 16 digits.
+    An address code (two hashes, region and postal code) is hashed whole, the
+    first 8 bytes of its SHA-256. Two codes of one list share a key with
+    probability about n²/2^65 (n codes); the sync pass checks every member a
+    key finds against that member's ``sent`` set, and even without that check
+    a shared key could only leave an identifier out of a remove, never remove
+    a wanted member's match.
+    """
+    return code_keys((code,))[0]
+
+
+def code_keys(codes: Iterable[str]) -> list[int]:
+    """:func:`code_key` of each code, in order (one call for a batch: this runs per code sent)."""
+    out = []
+    sha256 = hashlib.sha256
+    for code in codes:
+        if code[0] == "a":
+            key = int.from_bytes(sha256(code.encode("utf-8")).digest()[:8], "big")
+        else:
+            key = int(code[2:18], 16)
+        out.append(key - _2_64 if key >= _2_63 else key)
+    return out
+
+
+_2_63 = 1 << 63
+_2_64 = 1 << 64
+
+
 def decode(codes: list[str]) -> Identifiers:
-    email = phone = None
+    emails: list[str] = []
+    phones: list[str] = []
     address = None
     for code in codes:
         kind, _, rest = code.partition(":")
         if kind == "e":
-            email = rest
+            emails.append(rest)
         elif kind == "p":
-            phone = rest
+            phones.append(rest)
         elif kind == "a":
             given, family, region, postal = rest.split(":", 3)
             address = Address(given, family, region, postal)
         else:
             raise ValueError(f"unknown identifier code {kind!r}")
-    return Identifiers(email, phone, address)
+    return Identifiers(tuple(emails), tuple(phones), address)

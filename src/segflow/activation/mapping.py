@@ -1,7 +1,10 @@
 """Per-dataset identifier mapping: which columns hold email, phone, names...
 
 Until a user sets one, the mapping is detected from the dataset's header
-names (the same detection the import's quality summary uses). A stored
+names (the same detection the import's quality summary uses): every email
+column and every phone column, in header order, and the first column of each
+address part. Stored mappings from before several columns per kind name one
+email and one phone column as a string; they are read as a list of one. A stored
 mapping names columns that must exist in the dataset; it is checked when it
 is set and again when it is used, since columns can only be added, never
 renamed, but a dataset can be deleted and re-created.
@@ -10,14 +13,20 @@ renamed, but a dataset can be deleted and re-created.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import outbox
-from segflow.activation.identifiers import MAPPED_COLUMNS, Mapping, normalise_region
-from segflow.datasets import Dataset, require
+from segflow.activation.identifiers import (
+    LISTED_COLUMNS,
+    MAPPED_COLUMNS,
+    Mapping,
+    normalise_region,
+)
+from segflow.datasets import Column, Dataset, require
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
 from segflow.errors import InvalidInput
@@ -34,14 +43,20 @@ _KIND_TO_FIELD = {
 
 
 def detect(dataset: Dataset) -> Mapping:
-    """The mapping a dataset's header names suggest (first column of each kind)."""
+    """The mapping a dataset's header names suggest.
+
+    Every email and phone column in header order; the first column of each
+    address part.
+    """
     mapping = Mapping()
     for column in dataset.columns:
         kind = quality.detect_kind(column.name)
         if kind is None:
             continue
         name = _KIND_TO_FIELD[kind]
-        if getattr(mapping, name) is None:
+        if name in LISTED_COLUMNS:
+            setattr(mapping, name, (*getattr(mapping, name), column.name))
+        elif getattr(mapping, name) is None:
             setattr(mapping, name, column.name)
     for column in dataset.columns:
         signal = consent.detect_consent(column.name)
@@ -64,24 +79,41 @@ def _from_json(dataset: Dataset, data: dict[str, Any]) -> Mapping:
     mapping = Mapping(default_region=str(data.get("default_region") or phones.DEFAULT_REGION))
     for name in MAPPED_COLUMNS:
         value = data.get(name)
-        if value is not None:
-            column = dataset.column(str(value))
+        if name in LISTED_COLUMNS:
+            # Before several columns per kind: one name, or none.
+            stored = [value] if isinstance(value, str) else list(value or [])
+            found = (dataset.column(str(v)) for v in stored)
             # A column that vanished (dataset re-created) maps to nothing.
+            setattr(mapping, name, tuple(c.name for c in found if c is not None))
+        elif value is not None:
+            column = dataset.column(str(value))
             setattr(mapping, name, column.name if column is not None else None)
     return mapping
+
+
+def column_list(value: str | Sequence[str] | None) -> list[str]:
+    """Columns named as a list or one comma-separated string; blanks dropped."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(p, str) for p in parts):
+        raise InvalidInput(f"columns must be names (text), got {value!r}")
+    return [p.strip() for p in parts if p.strip()]
 
 
 def set_mapping(
     db: Database,
     dataset_name: str,
-    changes: dict[str, str | None],
+    changes: dict[str, str | Sequence[str] | None],
     now: dt.datetime,
 ) -> Mapping:
-    """Change some entries of a dataset's mapping; ``""`` or None clears one.
+    """Change some entries of a dataset's mapping; ``""``, ``[]`` or None clears one.
 
     ``changes`` keys are the names in ``MAPPED_COLUMNS`` plus
-    ``default_region``. Entries not named keep their current value (stored or
-    detected), so the first change also freezes the detected rest.
+    ``default_region``; ``email`` and ``phone`` take several columns, as a
+    list or a comma-separated string. Entries not named keep their current
+    value (stored or detected), so the first change also freezes the
+    detected rest.
     """
     with db.write() as conn:
         dataset = require(conn, dataset_name, name_others=False)
@@ -89,20 +121,19 @@ def set_mapping(
         before = mapping.as_dict()
         for name, value in changes.items():
             if name == "default_region":
+                if value is not None and not isinstance(value, str):
+                    raise InvalidInput(f"default region must be text, got {value!r}")
                 mapping.default_region = _phone_region(value)
                 continue
             if name not in MAPPED_COLUMNS:
                 raise InvalidInput(f"unknown mapping entry {name!r}")
-            if not value:
-                setattr(mapping, name, None)
+            if name in LISTED_COLUMNS:
+                found = [_column(dataset, v).name for v in column_list(value)]
+                setattr(mapping, name, tuple(dict.fromkeys(found)))
                 continue
-            column = dataset.column(value)
-            if column is None:
-                names = ", ".join(c.name for c in dataset.columns)
-                raise InvalidInput(
-                    f"dataset {dataset.name!r} has no column {value!r} (columns: {names})"
-                )
-            setattr(mapping, name, column.name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{name} names one column, got {value!r}")
+            setattr(mapping, name, _column(dataset, value).name if value else None)
         if mapping.as_dict() != before:
             outbox.mapping_changed(conn, dataset.id)
         values = {"mapping": mapping.as_dict(), "updated_at": now}
@@ -114,6 +145,14 @@ def set_mapping(
         if updated.rowcount == 0:
             conn.execute(sa.insert(identifier_maps).values(dataset_id=dataset.id, **values))
     return mapping
+
+
+def _column(dataset: Dataset, name: str) -> Column:
+    column = dataset.column(name)
+    if column is None:
+        names = ", ".join(c.name for c in dataset.columns)
+        raise InvalidInput(f"dataset {dataset.name!r} has no column {name!r} (columns: {names})")
+    return column
 
 
 def _phone_region(value: str | None) -> str:

@@ -40,6 +40,8 @@ class AddPlan:
     refused: list[dict[str, Any]] = field(default_factory=list)
     #: Record ids whose identifiers did not change: no longer pending.
     settled: list[int] = field(default_factory=list)
+    #: Members past Google's limit of identifiers, and how many were left out.
+    capped: ids.Capped = field(default_factory=ids.Capped)
 
 
 def read_records(
@@ -82,7 +84,7 @@ def plan_adds(
             name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
         }
         skipped = ids.Skipped()
-        codes = ids.encode(ids.identifiers_for(record, mapping, skipped))
+        codes = ids.encode(ids.identifiers_for(record, mapping, skipped, plan.capped))
         if not codes:
             plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
             continue

@@ -63,8 +63,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import outbox
+from segflow.activation import held, outgoing, pacing
 from segflow.activation import identifiers as ids
-from segflow.activation import outgoing, pacing
 from segflow.activation.destinations import (
     Destination,
     destination_from_row,
@@ -104,6 +104,8 @@ class LinkOutcome:
     removed: int = 0
     rejected: int = 0
     requests: int = 0
+    #: Identifiers past Google's 10 a member, not sent (emails, phones, address kept in order).
+    identifiers_left_out: int = 0
     error: str | None = None
     paused: str | None = None
     retry_at: dt.datetime | None = None
@@ -118,6 +120,7 @@ class LinkOutcome:
             "removed": self.removed,
             "rejected": self.rejected,
             "requests": self.requests,
+            "identifiers_left_out": self.identifiers_left_out,
             "error": self.error,
             "paused": self.paused,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
@@ -533,17 +536,29 @@ class _LinkRun:
         plan = outgoing.plan_adds(due, by_rid, mapped, mapping, recent)
         lm = link_members
         if plan.sent:
-            conn.execute(
-                sa.update(lm)
-                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
-                .values(
-                    sent=sa.bindparam("s"),
-                    stale=sa.bindparam("g"),
-                    have=sa.bindparam("h"),
-                    norm_version=ids.NORMALISATION_VERSION,
-                ),
-                plan.sent,
+            self._write_sent(conn, plan.sent, due)
+        if plan.members:
+            old = {d.rid: d.sent for d in due if d.sent}
+            held.replace(
+                conn,
+                self.link_id,
+                [
+                    (m.rid, json.loads(old[m.rid]) if m.rid in old else None, m.codes)
+                    for m in plan.members
+                ],
             )
+        stale = plan.stale
+        if stale:
+            stale = self._without_shared(conn, stale)
+            emptied = {m.rid for m in plan.stale} - {m.rid for m in stale}
+            if emptied:
+                # Nothing of their old sets is left to remove.
+                conn.execute(
+                    sa.update(lm)
+                    .where(lm.c.link_id == self.link_id, lm.c.rid.in_(emptied))
+                    .values(stale=None)
+                )
+        self.outcome.identifiers_left_out += plan.capped.identifiers
         if plan.settled:
             conn.execute(
                 sa.update(lm)
@@ -558,22 +573,91 @@ class _LinkRun:
                 plan.refused,
             )
             self.outcome.rejected += len(plan.refused)
-        return plan.members, plan.stale
+        return plan.members, stale
+
+    def _write_sent(
+        self, conn: Connection, sent: Sequence[dict[str, Any]], due: Sequence[sa.Row[Any]]
+    ) -> None:
+        """Write ``sent``/``stale``/``have`` (keyed s, g, h) of members ``r``, as one batch.
+
+        The driver's own batch (SQLite) or one statement over arrays
+        (PostgreSQL): a statement per row through SQLAlchemy costs as much as
+        hashing the identifiers. ``have`` is written only where it changes,
+        since writing it moves the member in an index.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text(
+                    "UPDATE sf_link_members AS m SET sent = t.s, stale = t.g, norm_version = :v"
+                    " FROM unnest(CAST(:r AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:g AS TEXT[]))"
+                    " AS t (r, s, g) WHERE m.link_id = :l AND m.rid = t.r"
+                ),
+                {
+                    "l": self.link_id,
+                    "v": ids.NORMALISATION_VERSION,
+                    **{k: [row[k] for row in sent] for k in ("r", "s", "g")},
+                },
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE sf_link_members SET sent = ?, stale = ?, norm_version = ?"
+                " WHERE link_id = ? AND rid = ?",
+                [
+                    (row["s"], row["g"], ids.NORMALISATION_VERSION, self.link_id, row["r"])
+                    for row in sent
+                ],
+            )
+        had = {d.rid: d.have for d in due}
+        changed = [row for row in sent if row["h"] != had[row["r"]]]
+        if changed:
+            lm = link_members
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+                .values(have=sa.bindparam("h")),
+                [{"r": row["r"], "h": row["h"]} for row in changed],
+            )
+
+    def _without_shared(self, conn: Connection, sets: Sequence[OutMember]) -> list[OutMember]:
+        """``sets`` without the codes another wanted member of the link holds; emptied sets dropped.
+
+        Google removes every user a removed identifier matches, so removing
+        an email two members share would take the other one's match too. A
+        member's own codes stay in its sets: a replaced set is removed whole
+        just before the new one is added.
+        """
+        holders = held.holders(conn, self.link_id, (c for m in sets for c in m.codes))
+        if not holders:
+            return list(sets)
+        out = []
+        for member in sets:
+            kept = tuple(c for c in member.codes if not holders.get(c, set()) - {member.rid})
+            if kept:
+                out.append(OutMember(member.rid, kept, member.consent))
+        return out
 
     def _prepare_removes(self, conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[OutMember]:
         lm = link_members
         never_sent = [r.rid for r in rows if not r.sent and not r.stale]
-        if never_sent:
-            conn.execute(
-                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
-            )
         out: list[OutMember] = []
         for r in rows:
             sets: list[list[str]] = json.loads(r.stale) if r.stale else []
             if r.sent:
                 sets.append(json.loads(r.sent))
             out.extend(OutMember(r.rid, tuple(codes)) for codes in sets)
-        going = [r.rid for r in rows if r.have == 1 and (r.sent or r.stale)]
+        if out:
+            before = {m.rid for m in out}
+            out = self._without_shared(conn, out)
+            # Everything they hold is held by wanted members too: the list
+            # keeps those, and these members leave without a request.
+            never_sent.extend(before - {m.rid for m in out})
+        if never_sent:
+            held.forget_sent(conn, self.link_id, never_sent)
+            conn.execute(
+                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
+            )
+        leaving = {m.rid for m in out}
+        going = [r.rid for r in rows if r.have == 1 and r.rid in leaving]
         if going:
             # From the moment the remove may leave, the list may no longer hold
             # them: were its acknowledgement lost and the member to re-enter,
@@ -678,6 +762,7 @@ class _LinkRun:
                 )
                 self.outcome.added += len(part)
             else:
+                held.forget_sent(conn, self.link_id, rids)
                 conn.execute(sa.delete(lm).where(mine, lm.c.want == 0))
                 conn.execute(
                     sa.update(lm)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from segflow import forget
 from segflow.activation import destinations, links, mapping, sync
-from segflow.activation.identifiers import MAPPED_COLUMNS
+from segflow.activation.identifiers import LISTED_COLUMNS, MAPPED_COLUMNS
 from segflow.cli import output as show
 from segflow.cli.output import emit_json, plural
 from segflow.config import Settings
@@ -153,8 +154,11 @@ def cmd_destinations_delete(args: argparse.Namespace, db: Database, settings: Se
     return 0
 
 
+_LISTED_HELP = {"email": "email addresses", "phone": "phone numbers"}
+
+
 def cmd_identifiers(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    changes: dict[str, str | None] = {
+    changes: dict[str, str | Sequence[str] | None] = {
         name: getattr(args, name) for name in MAPPED_COLUMNS if getattr(args, name) is not None
     }
     if args.phone_region is not None:
@@ -170,7 +174,8 @@ def cmd_identifiers(args: argparse.Namespace, db: Database, settings: Settings) 
     origin = "set by a user" if chosen else "detected from the column names"
     print(f"identifier mapping of dataset {args.name!r} ({origin}):")
     for name, value in current.as_dict().items():
-        print(f"  {name:<27} {value if value is not None else '-'}")
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"  {name:<27} {shown or '-'}")
     return 0
 
 
@@ -387,6 +392,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     )
     idf.add_argument("name", metavar="DATASET")
     for name in MAPPED_COLUMNS:
+        if name in LISTED_COLUMNS:
+            idf.add_argument(
+                "--" + name,
+                dest=name,
+                metavar="COLUMN[,COLUMN...]",
+                help=f"the columns holding {_LISTED_HELP[name]}, in the order sent "
+                "(comma-separated; at most 10 identifiers a member are sent in all)",
+            )
+            continue
         idf.add_argument("--" + name.replace("_", "-"), dest=name, metavar="COLUMN")
     idf.add_argument(
         "--phone-region",

@@ -56,6 +56,9 @@ def import_summary(s: dict[str, Any]) -> None:
         )
     for line in consent.describe(s.get("consent", [])):
         print(f"  consent {line}")
+    for kind, count in s.get("identifier_members", {}).get("several", {}).items():
+        if count:
+            print(f"  {plural(count, 'record')} with two or more distinct valid {kind} values")
     if s["duplicate_keys"]:
         print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
     outcomes(s.get("segments", []))

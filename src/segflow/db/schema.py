@@ -350,6 +350,30 @@ link_members = sa.Table(
     sa.Index("sf_link_members_acked", "link_id", "have", "acked_at"),
 )
 
+# Per link: the identifier codes each member's current ``sent`` set holds,
+# one row a code, written with ``sent`` before the request leaves. Members of
+# one list may share an email or a phone, and Google removes every user a
+# removed identifier matches: a remove leaves out the codes a wanted member
+# still uses, looked up by code. A code is stored as a 64-bit key
+# (``identifiers.code_key``: the hash's first 16 hex digits, or the first 8
+# bytes of the SHA-256 of an address code), so the table is one B-tree of
+# three integers, ordered for that lookup. Two codes may share a key (about
+# n²/2^65 for n codes): a key's members are checked against their ``sent``,
+# and a false match could only leave an identifier out of a remove.
+link_hashes = sa.Table(
+    "sf_link_hashes",
+    metadata,
+    sa.Column(
+        "link_id",
+        sa.Integer,
+        sa.ForeignKey("sf_links.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("h", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("rid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
+)
+
 sync_log = sa.Table(
     "sf_sync_log",
     metadata,

@@ -65,12 +65,14 @@ class ColumnChecks:
         for i, values in enumerate(columns):
             self.types[i] = coltypes.batch_type(self.types[i], values)
             self.quality.add(i, values)
+        self.quality.add_members(columns)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "types": self.types,
             "quality": {i: [c.non_empty, c.valid] for i, c in self.quality.columns.items()},
             "consent": {i: c.as_dict() for i, c in self.quality.consent.items()},
+            "several": dict(self.quality.several),
         }
 
     def load(self, answer: dict[str, Any]) -> None:
@@ -84,6 +86,7 @@ class ColumnChecks:
             signal = ConsentColumn(str(counted["column"]), str(counted["kind"]))
             signal.merge(counted)
             self.quality.consent[int(index)] = signal
+        self.quality.several.update(answer.get("several", {}))
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
             whole = {k: v for k, v in answer.items() if k not in ("crc", "peak_rss_kb")}
             whole["quality"] = {i: list(pair) for i, pair in answer["quality"].items()}
             whole["consent"] = {i: dict(c) for i, c in answer.get("consent", {}).items()}
+            whole["several"] = dict(answer.get("several", {}))
             continue
         whole["types"] = [
             coltypes.widen(a, b) for a, b in zip(whole["types"], answer["types"], strict=True)
@@ -178,6 +182,8 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
             column.merge(whole["consent"][index])
             column.merge(counted)
             whole["consent"][index] = column.as_dict()
+        for kind, several in answer.get("several", {}).items():
+            whole["several"][kind] = whole["several"].get(kind, 0) + several
         for count in ("bytes", "rows", "rejected", "lines"):
             whole[count] += answer[count]
         whole["plain"] = whole["plain"] and answer["plain"]

@@ -1,7 +1,9 @@
 """Identifier-quality summary of an import.
 
-Which columns look like Customer Match identifiers (by their header names),
-and how many of their values would be usable. Counting runs per batch with
+Which columns look like Customer Match identifiers (by their header names):
+every email and phone column (a record may carry several) and the first of
+each address part; how many of their values would be usable, and how many
+records carry two or more distinct valid emails, or phones. Counting runs per batch with
 one regular-expression pass over the column's NUL-joined values.
 
 Phones are counted with the rule the sync pass sends by
@@ -33,12 +35,23 @@ LAST_NAME = "last_name"
 COUNTRY = "country"
 POSTAL_CODE = "postal_code"
 
-# Header names, compared after lower-casing and dropping non-letters.
+#: Kinds a record may carry several of (one column each); the address parts are one each.
+SEVERAL_KINDS = (EMAIL, PHONE)
+
+# Header names, compared after lower-casing and dropping non-letters (so
+# ``email_2`` reads as ``email``). Email and phone columns may say whose or
+# which one they are (``work_email``, ``home_phone``).
+_WHICH = (
+    "(?:work|home|personal|private|business|office|other|alt|alternate|alternative"
+    "|secondary|primary|main|second|third)?"
+)
+# Flags about an identifier (``email_opt_in``, ``phone_verified``) hold no identifier.
+_ABOUT = re.compile(r"(optin|optout|consent|verified|valid|subscribed|status|type|flag|bounce)")
 _NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (EMAIL, re.compile(r"^(e?mail|emailaddress|email\w*)$")),
+    (EMAIL, re.compile(rf"^{_WHICH}(e?mail|emailaddress|email\w*)$")),
     (
         PHONE,
-        re.compile(r"^(phone|phonenumber|mobile|mobilephone|cell|cellphone|tel|telephone)\w*$"),
+        re.compile(rf"^{_WHICH}((phone|mobile|cellphone|telephone)\w*|cell|tel|telno|telnumber)$"),
     ),
     (FIRST_NAME, re.compile(r"^(firstname|givenname|fname|forename|first)$")),
     (LAST_NAME, re.compile(r"^(lastname|familyname|surname|lname|last)$")),
@@ -80,6 +93,8 @@ _FEW = 8
 def detect_kind(column_name: str) -> str | None:
     """The identifier kind a header name suggests, if any."""
     folded = re.sub(r"[^a-z]", "", column_name.lower())
+    if _ABOUT.search(folded):
+        return None
     for kind, pattern in _NAME_PATTERNS:
         if pattern.match(folded):
             return kind
@@ -119,13 +134,17 @@ class QualityCounter:
     #: Answers for phone values the fast path could not decide, kept across batches.
     _phone_memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
+    #: Members with two or more distinct valid values of a kind (email, phone).
+    several: Counter[str] = field(default_factory=Counter)
+
     def __post_init__(self) -> None:
         taken: set[str] = set()
         for index, name in enumerate(self.header):
             kind = detect_kind(name)
-            if kind is not None and kind not in taken:
-                taken.add(kind)
-                self.columns[index] = IdentifierColumn(name, kind)
+            if kind is None or (kind in taken and kind not in SEVERAL_KINDS):
+                continue
+            taken.add(kind)
+            self.columns[index] = IdentifierColumn(name, kind)
         self._find_consent()
 
     def _find_consent(self) -> None:
@@ -140,6 +159,37 @@ class QualityCounter:
             if name.casefold() in folded:
                 index = folded.index(name.casefold())
                 self.consent[index] = ConsentColumn(self.header[index], kind)
+
+    def add_members(self, columns: Sequence[Sequence[str]]) -> None:
+        """Count the members of one batch (``columns`` by header position) that
+        carry two or more distinct valid emails, or phones.
+
+        Only kinds with several columns cost anything: a value at a time, as
+        the sync pass will treat each.
+        """
+        for kind in SEVERAL_KINDS:
+            indexes = [i for i, c in self.columns.items() if c.kind == kind]
+            if len(indexes) < 2:
+                continue
+            rows = zip(*(columns[i] for i in indexes), strict=True)
+            self.several[kind] += sum(len(self._distinct_valid(kind, row)) >= 2 for row in rows)
+
+    def _distinct_valid(self, kind: str, values: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for value in values:
+            if not value:
+                continue
+            if kind == PHONE:
+                phone = phones.normalise_phone(value, self.phone_region)
+                if phone is not None:
+                    found.add(phone)
+            elif _SINGLE[EMAIL].fullmatch(value):
+                found.add(value.strip().lower())
+        return found
+
+    def members_summary(self) -> dict[str, int]:
+        """Members with two or more distinct valid emails, and phones."""
+        return {kind: self.several[kind] for kind in SEVERAL_KINDS}
 
     def add(self, index: int, values: Sequence[str]) -> None:
         consent = self.consent.get(index)

@@ -361,6 +361,7 @@ def _summary(
         "schema_changes": outcome.schema_changes,
         "identifiers": quality.summary(),
         "consent": quality.consent_summary(),
+        "identifier_members": {"several": quality.members_summary()},
         "duplicate_keys": duplicates,
         "first_seq": outcome.first_seq,
         "last_seq": outcome.last_seq,

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from segflow import datasets, forget, ingest, rules, segments, worker
@@ -143,6 +143,42 @@ def get_dataset(request: Request, name: str) -> dict[str, Any]:
     info["identifier_quality"] = last.get("identifiers", [])
     info["consent_quality"] = last.get("consent", [])
     return info
+
+
+class IdentifierMappingPatch(BaseModel):
+    """Entries of a dataset's identifier mapping to change; an empty value clears one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: list[str] | str | None = Field(
+        default=None, description="columns, as a list or comma-separated, in the order sent"
+    )
+    phone: list[str] | str | None = Field(
+        default=None, description="columns, as a list or comma-separated, in the order sent"
+    )
+    first_name: str | None = None
+    last_name: str | None = None
+    country: str | None = None
+    postal_code: str | None = None
+    consent_ad_user_data: str | None = None
+    consent_ad_personalization: str | None = None
+    default_region: str | None = Field(
+        default=None, description="region for phone numbers without a country code"
+    )
+
+
+@router.patch("/api/datasets/{name}/identifiers", tags=["datasets"])
+def set_identifier_mapping(
+    request: Request, name: str, body: IdentifierMappingPatch
+) -> dict[str, Any]:
+    """Change which columns hold which identifier; entries not given keep their value."""
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise InvalidInput("nothing to change: give at least one mapping entry")
+    state = _state(request)
+    changed = mapping.set_mapping(workspace_db(request), name, changes, utcnow())
+    state.wake()
+    return {"set_by_user": True, **changed.as_dict()}
 
 
 def _rule_type(column_type: str) -> str:

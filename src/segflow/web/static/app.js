@@ -547,7 +547,7 @@ async function datasetPage() {
   $("new-segment").href = `/segments/new?dataset=${encodeURIComponent(name)}`;
   $("summary").textContent = `${fmt(info.records)} records, key ${info.key}, updated ${when(info.updated_at)}`;
   const mapping = info.identifier_mapping;
-  const role = (col) => Object.entries(mapping).filter(([k, v]) => v === col && k !== "set_by_user" && k !== "default_region").map(([k]) => k).join(", ");
+  const role = (col) => Object.entries(mapping).filter(([k, v]) => (v === col || (Array.isArray(v) && v.includes(col))) && k !== "set_by_user" && k !== "default_region").map(([k]) => k).join(", ");
   $("columns").tBodies[0].replaceChildren(...info.columns.map((c) => el("tr", {},
     el("td", {}, c.name), el("td", {}, c.type), el("td", { class: "num" }, fmt(c.non_empty)), el("td", {}, role(c.name)))));
   $("quality").tBodies[0].replaceChildren(...info.identifier_quality.map((q) => el("tr", {},
