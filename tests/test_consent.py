@@ -306,9 +306,9 @@ def _import(db: Database, data: bytes, settings: Settings | None = None) -> dict
 
 
 def _email_hash(i: int) -> str:
-    found = ids.identifiers_for({"email": f"p{i}@example.com"}, ids.Mapping(email="email"))
-    assert found.email_sha256 is not None
-    return found.email_sha256
+    found = ids.identifiers_for({"email": f"p{i}@example.com"}, ids.Mapping(email=("email",)))
+    (email,) = found.email_hashes
+    return email
 
 
 def test_an_unrecognised_record_value_reaches_google_as_denied(
