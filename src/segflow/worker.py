@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from segflow import datasets, engine, ingest
-from segflow.activation import sync
+from segflow.activation import sync, uploads
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.progress import ProgressFn
@@ -99,6 +99,7 @@ class Worker:
             self.db, self.settings, clock=self.clock, owner=self.owner, stop=self.stop
         )
         self.after_sync(synced)
+        uploads.poll(self.db, self.settings, clock=self.clock)
         if failure is not None:
             raise failure
 

@@ -302,12 +302,35 @@ def _m5_workspaces(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
 
 
+def _m7_google_diagnostics(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    # What Google answered about each accepted request (RetrieveRequestStatus),
+    # and when to ask again; see activation/uploads.py.
+    for column in (
+        "google_status TEXT",
+        "google_checks INTEGER NOT NULL DEFAULT 0",
+        f"google_checked_at {t['ts']}",
+        f"google_next_check_at {t['ts']}",
+        f"google_errors {t['json']}",
+        f"google_warnings {t['json']}",
+        "google_match_rate TEXT",
+        "google_records BIGINT",
+        "google_error TEXT",
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE sf_sync_log ADD COLUMN {column}")
+    conn.exec_driver_sql("CREATE INDEX sf_sync_log_google ON sf_sync_log (google_status, at)")
+    # The destination list as Google last described it (size, match rate).
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_info {t['json']}")
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_read_at {t['ts']}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
     Migration(3, "destinations, links and sync state", _m3_activation),
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
+    Migration(7, "Google's request statuses and list sizes", _m7_google_diagnostics),
 )
 
 
