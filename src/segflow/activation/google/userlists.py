@@ -118,6 +118,22 @@ def info_of(user_list: Any) -> UserListInfo:
     )
 
 
+def _failure(exc: Exception, secret: Any) -> Exception:
+    """:func:`classify`'s kind, its message naming each field Google objected to and why."""
+    kind = classify(exc, secret)
+    said = []
+    for detail in getattr(exc, "details", None) or []:
+        for violation in getattr(detail, "field_violations", ()):
+            text = f"{violation.field}: {violation.reason or 'invalid'}"
+            if violation.description:
+                text += f" ({violation.description})"
+            if text not in str(kind):
+                said.append(text)
+    if not said or not isinstance(kind, RequestRejected | LinkBroken):
+        return kind
+    return type(kind)(f"{kind}; {'; '.join(said)}")
+
+
 def check_new_list(display_name: str, description: str, membership_days: int | None) -> None:
     """Refuse, before asking Google, what Google would refuse."""
     if not display_name.strip():
@@ -161,7 +177,7 @@ def create_list(
             metadata=_metadata(login_account_id),
         )
     except Exception as exc:
-        raise classify(exc, connection.secret) from None
+        raise _failure(exc, connection.secret) from None
     return info_of(created)
 
 
@@ -182,7 +198,7 @@ def get(
             metadata=_metadata(login_account_id),
         )
     except Exception as exc:
-        raise classify(exc, connection.secret) from None
+        raise _failure(exc, connection.secret) from None
     return info_of(found)
 
 
@@ -208,7 +224,7 @@ def page(
         items = [info_of(u) for u in response.user_lists]
         token = str(response.next_page_token)
     except Exception as exc:
-        raise classify(exc, connection.secret) from None
+        raise _failure(exc, connection.secret) from None
     return items, token
 
 
