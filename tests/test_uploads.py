@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
 from segflow.db.schema import sync_log
+from segflow.web.server import live_server
+from segflow.worker import Worker
 from tests.sync_helpers import (
     ACCOUNT,
     LIST_ID,
@@ -265,3 +268,70 @@ def _log_row(db: Database) -> Any:
         return conn.execute(
             sa.select(sync_log).where(sync_log.c.outcome == "ok").order_by(sync_log.c.id)
         ).first()
+
+
+def test_the_worker_pass_polls_after_it_syncs(
+    db: Database, settings: Settings, google: FakeDataManager
+) -> None:
+    _linked(db)
+    clock = _clock()
+    worker = Worker(db, settings, interval=60, clock=clock)
+    worker.run_pass()
+    [state] = links.status(db, now=clock.now)
+    assert state.synced > 100 and state.uploads[0].status is None
+    assert state.list_size == state.synced
+    for _ in range(2):
+        clock.advance(minutes=31)
+        worker.run_pass()
+    [state] = links.status(db, now=clock.now)
+    assert state.uploads[0].status == "SUCCESS" and state.awaiting_google == 0
+
+
+# ---------------------------------------------------------------- the segment page
+
+_CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(_CHROMIUM).exists(), reason=f"{_CHROMIUM} is not installed")
+def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
+    db: Database, google: FakeDataManager, settings: Settings
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    _linked(db)
+    bad = sorted(expected_members(db))[:3]
+    google.refuse_later = {codes[0] for codes in bad}
+    clock = _clock()
+    run_sync(db, settings, clock)
+    for _ in range(2):
+        clock.advance(minutes=31)
+        uploads.poll(db, settings, clock=clock)
+    [state] = links.status(db, now=clock.now)
+    with (
+        live_server(db, settings, poll_interval=0.2) as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=_CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/segments/{state.link.segment_id}")
+        page.wait_for_selector("body[data-ready=true]")
+        page.wait_for_selector("#links td.google div")
+        google_cell = page.text_content("#links td.google") or ""
+        assert "partial success" in google_cell and "match rate 91-100%" in google_cell
+        assert "Google could not process 3 of" in (page.text_content("#links") or "")
+        page.click("#links details summary")
+        row = page.text_content("table.uploads tbody tr") or ""
+        assert state.uploads[0].request_id in row and "INVALID_FORMAT 3" in row
+
+        page.goto(f"{server.url}/destinations")
+        page.wait_for_selector("body[data-ready=true]")
+        page.click("#lists-form button[type=submit]")
+        page.wait_for_selector("#google-lists td")
+        listed = page.text_content("#google-lists") or ""
+        assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
+        browser.close()
+        assert errors == []

@@ -236,33 +236,37 @@ def poll(
 
 def _claim_requests(db: Database, now: dt.datetime, limit: int, lease: int) -> list[_Due]:
     log = sync_log
-    with db.write() as conn:
-        query = (
-            sa.select(
-                log.c.id,
-                log.c.request_id,
-                log.c.at,
-                log.c.google_checks,
-                links.c.destination_id,
-                destinations.c.config,
-            )
-            .join(links, links.c.id == log.c.link_id)
-            .join(destinations, destinations.c.id == links.c.destination_id)
-            .where(
-                sa.or_(
-                    log.c.google_status.is_(None),
-                    log.c.google_status == google_status.PROCESSING,
-                ),
-                log.c.at > now - GIVE_UP,
-                log.c.at <= now - FIRST_CHECK,
-                log.c.outcome == "ok",
-                log.c.request_id.is_not(None),
-                destinations.c.kind == GOOGLE_ADS,
-                sa.or_(log.c.google_next_check_at.is_(None), log.c.google_next_check_at <= now),
-            )
-            .order_by(log.c.id)
-            .limit(limit)
+    query = (
+        sa.select(
+            log.c.id,
+            log.c.request_id,
+            log.c.at,
+            log.c.google_checks,
+            links.c.destination_id,
+            destinations.c.config,
         )
+        .join(links, links.c.id == log.c.link_id)
+        .join(destinations, destinations.c.id == links.c.destination_id)
+        .where(
+            sa.or_(
+                log.c.google_status.is_(None),
+                log.c.google_status == google_status.PROCESSING,
+            ),
+            log.c.at > now - GIVE_UP,
+            log.c.at <= now - FIRST_CHECK,
+            log.c.outcome == "ok",
+            log.c.request_id.is_not(None),
+            destinations.c.kind == GOOGLE_ADS,
+            sa.or_(log.c.google_next_check_at.is_(None), log.c.google_next_check_at <= now),
+        )
+        .order_by(log.c.id)
+        .limit(limit)
+    )
+    with db.read() as conn:
+        # Most passes find nothing due: they then take no write lock at all.
+        if conn.execute(query.limit(1)).first() is None:
+            return []
+    with db.write() as conn:
         if db.is_postgres:
             query = query.with_for_update(of=log, skip_locked=True)
         rows = conn.execute(query).all()
@@ -402,17 +406,20 @@ def _store_final(db: Database, due: _Due, now: dt.datetime, status: str, reason:
 
 def _claim_lists(db: Database, now: dt.datetime, limit: int) -> list[tuple[int, int]]:
     """Links whose list was not read for :data:`LIST_REFRESH`; marked read now (a lease)."""
-    with db.write() as conn:
-        query = (
-            sa.select(links.c.id, links.c.destination_id)
-            .join(destinations, destinations.c.id == links.c.destination_id)
-            .where(
-                destinations.c.kind == GOOGLE_ADS,
-                sa.or_(links.c.list_read_at.is_(None), links.c.list_read_at <= now - LIST_REFRESH),
-            )
-            .order_by(links.c.list_read_at.is_not(None), links.c.list_read_at, links.c.id)
-            .limit(limit)
+    query = (
+        sa.select(links.c.id, links.c.destination_id)
+        .join(destinations, destinations.c.id == links.c.destination_id)
+        .where(
+            destinations.c.kind == GOOGLE_ADS,
+            sa.or_(links.c.list_read_at.is_(None), links.c.list_read_at <= now - LIST_REFRESH),
         )
+        .order_by(links.c.list_read_at.is_not(None), links.c.list_read_at, links.c.id)
+        .limit(limit)
+    )
+    with db.read() as conn:
+        if conn.execute(query.limit(1)).first() is None:
+            return []
+    with db.write() as conn:
         if db.is_postgres:
             query = query.with_for_update(of=links, skip_locked=True)
         rows = conn.execute(query).all()
