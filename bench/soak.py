@@ -228,7 +228,9 @@ def main() -> None:
     logs = DATA / "soak-logs"
     logs.mkdir(exist_ok=True)
     fake = subprocess.Popen(
-        [sys.executable, "-m", "segflow.activation.fake"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "segflow.activation.fake", "--list", "1:77"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert fake.stdout is not None
     fake_address = fake.stdout.readline().rsplit(" ", 1)[-1].strip()

@@ -39,7 +39,7 @@ EVERYONE = {"conditions": [{"field": "id", "operator": "greater_than", "value": 
 
 def _start_fake() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segflow.activation.fake"],
+        [sys.executable, "-m", "segflow.activation.fake", "--list", "1:2"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from segflow.activation.fake import FakeDataManager
 from segflow.db import Database
 from segflow.db.migrations import upgrade
+from tests.sync_helpers import ACCOUNT, LIST_ID
 
 POSTGRES_URL = os.environ.get("SEGFLOW_TEST_POSTGRES_URL")
 ENGINES = ("sqlite", "postgresql")
@@ -31,8 +32,10 @@ def _pg_schema_url(base: str, schema: str) -> str:
 
 @pytest.fixture
 def fake() -> Iterator[FakeDataManager]:
-    """The local Data Manager API double, on a free port."""
+    """The local Data Manager API double, on a free port, holding the tests' account and list."""
     with FakeDataManager() as server:
+        server.add_account(ACCOUNT)
+        server.add_list(ACCOUNT, LIST_ID)
         yield server
 
 

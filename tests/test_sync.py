@@ -22,6 +22,7 @@ from segflow.db import Database
 from segflow.db.schema import sync_log
 from segflow.errors import InvalidInput, NotFound
 from tests.sync_helpers import (
+    ACCOUNT,
     LIST_ID,
     NOW,
     Clock,
@@ -362,6 +363,7 @@ def test_linking_an_existing_segment_sends_its_current_members(
 ) -> None:
     setup_link(db, customers(200))
     run_sync(db, settings)
+    fake.add_list(ACCOUNT, "7002")
     google_destination(db, "second list", list_id="7002")
     links.link(db, "big spenders", "second list", NOW)
     run_sync(db, settings)

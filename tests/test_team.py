@@ -582,6 +582,7 @@ def test_a_full_team_scenario_logs_and_answers_no_secret_and_no_raw_identifier(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
     settings = Settings(auth=True, datamanager_endpoint=fake.address, sync_timeout=2)
+    fake.add_list("1234567890", "77")  # Google holds only lists that were created
     secret = {
         "type": "oauth",
         "client_id": "client-id-7f3a",

@@ -32,6 +32,8 @@ from segflow.config import Settings
 from segflow.db import Database, records
 from segflow.db.schema import members, segment_events
 from tests.sync_helpers import (
+    ACCOUNT,
+    LIST_ID,
     NOW,
     Clock,
     converged,
@@ -55,6 +57,8 @@ SECOND_RULE = {
 @pytest.fixture
 def fake() -> Iterator[FakeDataManager]:
     with FakeDataManager(latency=0.02) as server:
+        server.add_account(ACCOUNT)
+        server.add_list(ACCOUNT, LIST_ID)
         yield server
 
 

@@ -28,7 +28,14 @@ from segflow.activation.fake import FakeDataManager
 from segflow.db import Database
 from segflow.web.server import free_port
 from tests.faults.test_kill import check_consistent, wait_until_sent
-from tests.sync_helpers import csv_bytes, customers, setup_link, spawn_segflow
+from tests.sync_helpers import (
+    ACCOUNT,
+    LIST_ID,
+    csv_bytes,
+    customers,
+    setup_link,
+    spawn_segflow,
+)
 
 SPEND = 8  # lifetime_spend's position in demo rows
 
@@ -36,6 +43,8 @@ SPEND = 8  # lifetime_spend's position in demo rows
 @pytest.fixture
 def fake() -> Iterator[FakeDataManager]:
     with FakeDataManager(latency=0.02) as server:
+        server.add_account(ACCOUNT)
+        server.add_list(ACCOUNT, LIST_ID)
         yield server
 
 
