@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation import uploads
-from segflow.activation.destinations import load_destination
+from segflow.activation.destinations import GOOGLE_ADS, load_destination
 from segflow.db import records
 from segflow.db.engine import Database, utcnow
 from segflow.db.linked import linked_destinations
@@ -298,6 +298,8 @@ def status(
                     sa.func.count().filter(lm.c.rejected.is_not(None)),
                 ).where(lm.c.link_id == lk.id)
             ).one()
+            google = row.kind == GOOGLE_ADS
+            validate_only = bool(dict(row.config).get("validate_only", False))
             out.append(
                 LinkStatus(
                     link=lk,
@@ -312,9 +314,12 @@ def status(
                     last_error_at=row.last_error_at,
                     next_attempt_at=row.next_attempt_at,
                     paused_reason=row.paused_reason,
-                    validate_only=bool(dict(row.config).get("validate_only", False)),
-                    awaiting_google=uploads.awaiting(conn, lk.id, now),
-                    uploads=uploads.recent_uploads(conn, lk.id, now, recent),
+                    validate_only=validate_only,
+                    # Only Google reports on requests; nothing awaits a validate-only one.
+                    awaiting_google=(
+                        uploads.awaiting(conn, lk.id, now) if google and not validate_only else 0
+                    ),
+                    uploads=uploads.recent_uploads(conn, lk.id, now, recent) if google else [],
                     list_info=dict(row.list_info) if row.list_info is not None else None,
                     list_read_at=row.list_read_at,
                 )
