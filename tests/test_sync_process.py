@@ -21,6 +21,7 @@ from segflow.activation.fake import FakeDataManager
 from segflow.config import Settings
 from segflow.db import Database
 from tests.sync_helpers import (
+    ACCOUNT,
     NOW,
     Clock,
     Crash,
@@ -123,6 +124,7 @@ def test_the_cli_syncs_and_no_raw_identifier_leaves_or_is_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("SEGFLOW_DATAMANAGER_ENDPOINT", fake.address)
+    fake.add_list(ACCOUNT, "77")  # Google holds only lists that were created
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     data = tmp_path / "customers.csv"
     data.write_bytes(demo.csv_bytes(400, seed=3))
