@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import sqlalchemy as sa
 
 from segflow.activation import links, uploads
-from segflow.activation.fake import FakeDataManager
+from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import GoogleConnection
 from segflow.cli.main import main
 from segflow.config import Settings
@@ -245,6 +246,29 @@ def test_googles_list_size_drives_the_small_list_warning_and_is_read_hourly(
     clock.advance(minutes=15)
     uploads.poll(db, settings, clock=clock)
     assert _asked(google, "GetUserList") == 2
+
+
+def test_google_unreachable_costs_one_ask_per_pass_and_the_requests_wait(
+    db: Database, google: FakeDataManager
+) -> None:
+    _linked(db)
+    settings = Settings(datamanager_endpoint=google.address, sync_timeout=5, sync_batch=50)
+    clock = _clock()
+    assert run_sync(db, settings, clock).outcomes[0].requests >= 3
+    clock.advance(minutes=31)
+    google.fail_next(Failure(grpc.StatusCode.UNAVAILABLE, "down for maintenance"))
+    report = uploads.poll(db, settings, clock=clock)
+    assert report.checked == [] and len(report.errors) == 1
+    assert "down for maintenance" in report.errors[0]
+    assert _asked(google) == 1
+    # The failed one waits its backoff; the others were not asked and are due.
+    report = uploads.poll(db, settings, clock=clock)
+    assert len(report.checked) >= 2 and report.errors == []
+    for _ in range(3):
+        clock.advance(minutes=31)
+        uploads.poll(db, settings, clock=clock)
+    [state] = links.status(db, now=clock.now)
+    assert {u.status for u in state.uploads} == {"SUCCESS"}
 
 
 def test_an_unknown_request_id_ends_as_unknown(

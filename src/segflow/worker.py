@@ -99,7 +99,7 @@ class Worker:
             self.db, self.settings, clock=self.clock, owner=self.owner, stop=self.stop
         )
         self.after_sync(synced)
-        uploads.poll(self.db, self.settings, clock=self.clock)
+        uploads.poll(self.db, self.settings, clock=self.clock, stop=self.stop)
         if failure is not None:
             raise failure
 

@@ -11,10 +11,10 @@ When to ask: Google advises waiting about half an hour and keeps a status
 for 24 hours. The first ask is :data:`FIRST_CHECK` after the request was
 sent; while Google answers PROCESSING the wait doubles; once a request is
 :data:`GIVE_UP` old it is UNKNOWN and never asked about again. A pass takes
-at most :data:`CHECKS_PER_PASS` requests. Taking one is a lease: its next
-check moves a lease ahead (under ``FOR UPDATE SKIP LOCKED`` on PostgreSQL)
-before the call, so two workers do not ask about the same request, and a
-worker that dies mid-call leaves it to the next.
+at most :data:`CHECKS_PER_PASS` requests, one at a time. Taking one is a
+lease: its next check moves a lease ahead (under ``FOR UPDATE SKIP LOCKED``
+on PostgreSQL) before the call, so two workers do not ask about the same
+request, and a worker that dies mid-call leaves it to the next.
 
 The same pass reads each Google Ads list's size and match rate
 (``GetUserList``) at most every :data:`LIST_REFRESH`, for the link status.
@@ -215,18 +215,31 @@ def poll(
     clock: Clock,
     connections: ConnectionFactory = GoogleConnection,
     limit: int = CHECKS_PER_PASS,
+    stop: Callable[[], bool] = lambda: False,
 ) -> PollReport:
     """Ask Google about the requests that are due, and refresh stale list sizes.
 
     ``connections`` builds a connection from a destination's opened
     credentials; one is built per destination per pass and closed after it.
+    Requests are taken one at a time, so each lease covers one call, and
+    ``stop`` is asked before each. A destination whose ask failed (Google
+    unreachable, credentials refused) is not asked about again in the pass.
     """
     report = PollReport()
     opened: dict[int, GoogleConnection] = {}
+    failing: set[int] = set()
     try:
-        for due in _claim_requests(db, clock(), limit, settings.lease_seconds):
-            _check(db, settings, clock, due, opened, connections, report)
+        for _ in range(limit):
+            if stop():
+                return report
+            due = _claim_request(db, clock(), settings.lease_seconds, failing)
+            if due is None:
+                break
+            if not _check(db, settings, clock, due, opened, connections, report):
+                failing.add(due.destination_id)
         for link_id, destination_id in _claim_lists(db, clock(), LISTS_PER_PASS):
+            if stop():
+                return report
             _read_list(db, settings, link_id, destination_id, opened, connections, report)
     finally:
         for connection in opened.values():
@@ -234,7 +247,8 @@ def poll(
     return report
 
 
-def _claim_requests(db: Database, now: dt.datetime, limit: int, lease: int) -> list[_Due]:
+def _claim_request(db: Database, now: dt.datetime, lease: int, failing: set[int]) -> _Due | None:
+    """The oldest request due to be asked about, leased for one call; None if none is."""
     log = sync_log
     query = (
         sa.select(
@@ -260,33 +274,33 @@ def _claim_requests(db: Database, now: dt.datetime, limit: int, lease: int) -> l
             sa.or_(log.c.google_next_check_at.is_(None), log.c.google_next_check_at <= now),
         )
         .order_by(log.c.id)
-        .limit(limit)
+        .limit(1)
     )
+    if failing:
+        query = query.where(links.c.destination_id.not_in(failing))
     with db.read() as conn:
         # Most passes find nothing due: they then take no write lock at all.
-        if conn.execute(query.limit(1)).first() is None:
-            return []
+        if conn.execute(query).first() is None:
+            return None
     with db.write() as conn:
         if db.is_postgres:
             query = query.with_for_update(of=log, skip_locked=True)
-        rows = conn.execute(query).all()
-        if rows:
-            conn.execute(
-                sa.update(log)
-                .where(log.c.id.in_([r.id for r in rows]))
-                .values(google_next_check_at=now + dt.timedelta(seconds=lease))
-            )
-    return [
-        _Due(
-            log_id=int(r.id),
-            request_id=str(r.request_id),
-            sent_at=r.at,
-            checks=int(r.google_checks),
-            destination_id=int(r.destination_id),
-            validate_only=bool(dict(r.config).get("validate_only", False)),
+        r = conn.execute(query).first()
+        if r is None:
+            return None
+        conn.execute(
+            sa.update(log)
+            .where(log.c.id == r.id)
+            .values(google_next_check_at=now + dt.timedelta(seconds=lease))
         )
-        for r in rows
-    ]
+    return _Due(
+        log_id=int(r.id),
+        request_id=str(r.request_id),
+        sent_at=r.at,
+        checks=int(r.google_checks),
+        destination_id=int(r.destination_id),
+        validate_only=bool(dict(r.config).get("validate_only", False)),
+    )
 
 
 def _connection(
@@ -317,14 +331,15 @@ def _check(
     opened: dict[int, GoogleConnection],
     connections: ConnectionFactory,
     report: PollReport,
-) -> None:
+) -> bool:
+    """Ask about one request and store the answer; False when the ask itself failed."""
     if due.validate_only:
         # Google checks a validate-only request and keeps nothing to report on.
         _store_final(
             db, due, clock(), google_status.UNKNOWN, "validate_only: Google applied nothing"
         )
         report.checked.append((due.request_id, google_status.UNKNOWN))
-        return
+        return True
     try:
         connection, _ = _connection(db, settings, due.destination_id, opened, connections)
         answer = google_status.retrieve(connection, due.request_id, float(settings.sync_timeout))
@@ -332,13 +347,14 @@ def _check(
         # Google does not know the id (or no longer): nothing more to learn.
         _store_final(db, due, clock(), google_status.UNKNOWN, str(exc))
         report.checked.append((due.request_id, google_status.UNKNOWN))
-        return
+        return True
     except (TransientError, LinkBroken) as exc:
         _store_failed_ask(db, due, clock(), str(exc))
         report.errors.append(f"request {due.request_id}: {exc}")
-        return
+        return False
     _store_answer(db, due, clock(), answer)
     report.checked.append((due.request_id, answer.status))
+    return True
 
 
 def _store_answer(
