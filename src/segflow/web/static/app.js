@@ -606,7 +606,6 @@ async function destinationsPage() {
   };
   kind.addEventListener("change", toggle);
   toggle();
-  await googleLists();
   $("destination-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("d-error").textContent = "";
@@ -638,6 +637,7 @@ async function destinationsPage() {
       $("d-error").textContent = error.message;
     }
   });
+  await googleLists();
 }
 
 // The Customer Match lists of a google_ads destination's account, to pick a list id from.
