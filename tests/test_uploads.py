@@ -96,8 +96,13 @@ def test_processing_then_success_with_match_rate_shown_by_links_show(
     assert uploads.poll(db, settings, clock=clock).checked == []
     assert _asked(google) == 0
 
+    [(_, live)] = links.live_states(db).values()
+    assert live["google_checked_at"] is None
     clock.advance(minutes=21)
     assert uploads.poll(db, settings, clock=clock).checked == [(request_id, "PROCESSING")]
+    # Live pages learn of Google's answer (the segment page reloads its links).
+    [(_, live)] = links.live_states(db).values()
+    assert live["google_checked_at"] is not None and live["list_read_at"] is not None
     [state] = links.status(db, now=clock.now)
     assert state.uploads[0].status == "PROCESSING"
     assert state.awaiting_google == sent

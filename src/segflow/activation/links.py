@@ -391,6 +391,8 @@ def live_states(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
                 links.c.last_success_at,
                 links.c.last_error,
                 links.c.next_attempt_at,
+                links.c.uploads_checked_at,
+                links.c.list_read_at,
             ).join(destinations, destinations.c.id == links.c.destination_id)
         ).all()
     return {
@@ -405,6 +407,9 @@ def live_states(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
                 "last_success_at": _iso(r.last_success_at),
                 "last_error": r.last_error,
                 "next_attempt_at": _iso(r.next_attempt_at),
+                # A new answer from Google about an upload or the list.
+                "google_checked_at": _iso(r.uploads_checked_at),
+                "list_read_at": _iso(r.list_read_at),
             },
         )
         for r in rows

@@ -204,6 +204,7 @@ class _Due:
     request_id: str
     sent_at: dt.datetime
     checks: int
+    link_id: int
     destination_id: int
     validate_only: bool
 
@@ -256,6 +257,7 @@ def _claim_request(db: Database, now: dt.datetime, lease: int, failing: set[int]
             log.c.request_id,
             log.c.at,
             log.c.google_checks,
+            log.c.link_id,
             links.c.destination_id,
             destinations.c.config,
         )
@@ -298,6 +300,7 @@ def _claim_request(db: Database, now: dt.datetime, lease: int, failing: set[int]
         request_id=str(r.request_id),
         sent_at=r.at,
         checks=int(r.google_checks),
+        link_id=int(r.link_id),
         destination_id=int(r.destination_id),
         validate_only=bool(dict(r.config).get("validate_only", False)),
     )
@@ -385,6 +388,7 @@ def _store_answer(
                 google_error=error,
             )
         )
+        _answered(conn, due, now)
 
 
 def _store_failed_ask(db: Database, due: _Due, now: dt.datetime, reason: str) -> None:
@@ -400,6 +404,7 @@ def _store_failed_ask(db: Database, due: _Due, now: dt.datetime, reason: str) ->
         values["google_status"] = google_status.UNKNOWN
     with db.write() as conn:
         conn.execute(sa.update(sync_log).where(sync_log.c.id == due.log_id).values(**values))
+        _answered(conn, due, now)
 
 
 def _store_final(db: Database, due: _Due, now: dt.datetime, status: str, reason: str) -> None:
@@ -415,6 +420,11 @@ def _store_final(db: Database, due: _Due, now: dt.datetime, status: str, reason:
                 google_error=reason,
             )
         )
+        _answered(conn, due, now)
+
+
+def _answered(conn: Connection, due: _Due, now: dt.datetime) -> None:
+    conn.execute(sa.update(links).where(links.c.id == due.link_id).values(uploads_checked_at=now))
 
 
 # ---------------------------------------------------------------- list sizes

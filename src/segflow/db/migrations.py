@@ -322,6 +322,9 @@ def _m7_google_diagnostics(conn: Connection, dialect: str) -> None:
     # The destination list as Google last described it (size, match rate).
     conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_info {t['json']}")
     conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_read_at {t['ts']}")
+    # When Google last answered about one of the link's uploads: live pages
+    # learn of a new answer from this one column.
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN uploads_checked_at {t['ts']}")
 
 
 MIGRATIONS: tuple[Migration, ...] = (

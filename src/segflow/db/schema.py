@@ -323,6 +323,8 @@ links = sa.Table(
     # sizes per network, match rate, name; read at most every hour.
     sa.Column("list_info", sa.JSON),
     sa.Column("list_read_at", UTCDateTime),
+    # When Google last answered about one of its uploads (for live pages).
+    sa.Column("uploads_checked_at", UTCDateTime),
     sa.Index("sf_links_segment", "segment_id"),
 )
 
