@@ -171,7 +171,13 @@ def setup(url: str, rows: int, count: int) -> None:
         db,
         "ads",
         destinations.GOOGLE_ADS,
-        {"operating_account_id": "1", "product_destination_id": "77", "terms_accepted": True},
+        {
+            "operating_account_id": "1",
+            "product_destination_id": "77",
+            "terms_accepted": True,
+            "ad_user_data": "granted",
+            "ad_personalization": "granted",
+        },
         NOW,
     )
     links.link(db, "synced", "ads", NOW)

@@ -83,7 +83,13 @@ def run(url: str, label: str, path: Path, rows: int) -> None:
             db,
             "bench",
             destinations.GOOGLE_ADS,
-            {"operating_account_id": "1", "product_destination_id": "2", "terms_accepted": True},
+            {
+                "operating_account_id": "1",
+                "product_destination_id": "2",
+                "terms_accepted": True,
+                "ad_user_data": "granted",
+                "ad_personalization": "granted",
+            },
             NOW,
         )
         started = time.perf_counter()

@@ -82,6 +82,9 @@ def google_destination(
         "operating_account_id": ACCOUNT,
         "product_destination_id": list_id,
         "terms_accepted": True,
+        # Consent is a required choice; the suite's lists are granted.
+        "ad_user_data": destinations.GRANTED,
+        "ad_personalization": destinations.GRANTED,
     }
     settings.update(config)
     return destinations.add_destination(db, name, destinations.GOOGLE_ADS, settings, NOW)

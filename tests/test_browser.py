@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from segflow import demo, segments
+from segflow.activation import destinations
 from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
@@ -254,6 +255,8 @@ def test_add_a_destination_and_the_credentials_never_come_back(
     page.select_option("#d-kind", "google_ads")
     page.fill("#d-account", "123-456-7890")
     page.fill("#d-list", "42")
+    page.select_option("#d-aud", "denied")
+    page.select_option("#d-ap", "denied")
     page.click("#destination-form button[type=submit]")
     page.wait_for_selector("#destinations td:text('ads')")
     assert "1234567890" in page.text_content("#destinations")
@@ -261,6 +264,26 @@ def test_add_a_destination_and_the_credentials_never_come_back(
     _ready(page, f"{server.url}/docs")
     page.wait_for_selector(".operation")
     _shot(page, "api", request)
+
+
+def test_a_google_ads_destination_needs_its_consent_chosen_on_the_page(
+    server: LiveServer, page: Any, db: Database
+) -> None:
+    _ready(page, f"{server.url}/destinations")
+    assert page.input_value("#d-aud") == "" and page.input_value("#d-ap") == ""
+    page.fill("#d-name", "eu")
+    page.select_option("#d-kind", "google_ads")
+    page.fill("#d-account", "123-456-7890")
+    page.fill("#d-list", "42")
+    page.select_option("#d-aud", "granted")
+    page.click("#destination-form button[type=submit]")
+    page.wait_for_selector("#d-error:text('ad_personalization is missing')")
+    assert destinations.list_destinations(db) == []
+    page.select_option("#d-ap", "denied")
+    page.click("#destination-form button[type=submit]")
+    page.wait_for_selector("#destinations td:text('eu')")
+    (added,) = destinations.list_destinations(db)
+    assert added.consent == ("granted", "denied")
 
 
 def _sign_in(page: Any, name: str, password: str) -> None:

@@ -49,6 +49,8 @@ def _add(db: Database, cipher: Cipher) -> destinations.Destination:
             "operating_account_id": ACCOUNT,
             "product_destination_id": LIST_ID,
             "terms_accepted": True,
+            "ad_user_data": destinations.GRANTED,
+            "ad_personalization": destinations.GRANTED,
         },
         NOW,
         OAUTH,

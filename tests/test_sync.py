@@ -531,7 +531,12 @@ def test_destination_settings_are_validated(db: Database) -> None:
             db,
             "x",
             destinations.GOOGLE_ADS,
-            {"operating_account_id": "1", "product_destination_id": "2", "ad_user_data": "yes"},
+            {
+                "operating_account_id": "1",
+                "product_destination_id": "2",
+                "ad_user_data": "yes",
+                "ad_personalization": "denied",
+            },
             NOW,
         )
     with pytest.raises(InvalidInput, match="does not exist"):
@@ -542,7 +547,12 @@ def test_destination_settings_are_validated(db: Database) -> None:
         db,
         "ads",
         destinations.GOOGLE_ADS,
-        {"operating_account_id": "123-456-7890", "product_destination_id": "42"},
+        {
+            "operating_account_id": "123-456-7890",
+            "product_destination_id": "42",
+            "ad_user_data": "denied",
+            "ad_personalization": "granted",
+        },
         NOW,
     )
     assert added.config["operating_account_id"] == "1234567890"

@@ -158,6 +158,10 @@ def test_the_cli_syncs_and_no_raw_identifier_leaves_or_is_logged(
             "--list-id",
             "77",
             "--terms-accepted",
+            "--ad-user-data",
+            "granted",
+            "--ad-personalization",
+            "granted",
             "--db",
             url,
         )
@@ -212,6 +216,7 @@ def _add_with_key(tmp_path: Path, private_key: str) -> tuple[int, str]:
     code = _run(
         "destinations", "add", "google_ads", "ads", "--operating-account-id", "1",
         "--list-id", "2", "--service-account-key", str(key), "--db", url,
+        "--ad-user-data", "denied", "--ad-personalization", "denied",
     )  # fmt: skip
     return code, url
 

@@ -610,7 +610,8 @@ def test_a_full_team_scenario_logs_and_answers_no_secret_and_no_raw_identifier(
         dest = call("POST", "/api/destinations", json={
             "name": "ads", "kind": "google_ads", "credentials": secret,
             "config": {"operating_account_id": "1234567890", "product_destination_id": "77",
-                       "terms_accepted": True},
+                       "terms_accepted": True, "ad_user_data": "granted",
+                       "ad_personalization": "granted"},
         })  # fmt: skip
         call("POST", f"/api/segments/{seg['id']}/links", json={"destination_id": dest["id"]})
         fake.fail_next(Failure(grpc.StatusCode.UNAVAILABLE, "try later"))

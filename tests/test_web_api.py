@@ -336,7 +336,12 @@ def test_destinations_and_links(loaded: TestClient, tmp_path: Any) -> None:
         json={
             "name": "ads",
             "kind": "google_ads",
-            "config": {"operating_account_id": "1", "product_destination_id": "2"},
+            "config": {
+                "operating_account_id": "1",
+                "product_destination_id": "2",
+                "ad_user_data": "granted",
+                "ad_personalization": "denied",
+            },
             "credentials": secret,
         },
     )

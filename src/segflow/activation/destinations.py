@@ -7,6 +7,11 @@ Two kinds:
 * ``file``: every batch that would be sent, appended as one JSON line to a
   local file. A dry run a user can read, and the demo's destination.
 
+Consent (``ad_user_data``, ``ad_personalization``) is a choice a
+google_ads destination is refused without: Google requires it for users in
+the EEA, and a default would send data as granted that nobody agreed to. A
+file destination records what would be sent and may leave it out (granted).
+
 This module validates a destination's settings, stores, changes, finds and
 deletes destinations, and keeps their credentials: a destination's
 ``config`` is shown freely, its credentials (``secret``) are stored apart,
@@ -70,9 +75,12 @@ class Destination:
 
     @property
     def consent(self) -> tuple[str, str]:
+        """(ad_user_data, ad_personalization): what members without their own consent get."""
+        # Every stored config holds both (validation, and migration 6 for
+        # older ones); a config without them is never read as granted.
         return (
-            str(self.config.get("ad_user_data", GRANTED)),
-            str(self.config.get("ad_personalization", GRANTED)),
+            str(self.config.get("ad_user_data", DENIED)),
+            str(self.config.get("ad_personalization", DENIED)),
         )
 
     @property
@@ -87,11 +95,40 @@ class Destination:
 # ---------------------------------------------------------------- validation
 
 
+#: What each consent setting means, for errors and help.
+CONSENT_MEANING = {
+    "ad_user_data": "whether Google may use the members' data for advertising",
+    "ad_personalization": "whether Google may use the members' data for personalised advertising",
+}
+#: A file destination records what would be sent; nothing leaves the machine,
+#: so its consent may stay unchosen and is then this.
+FILE_DEFAULT_CONSENT = GRANTED
+
+
 def _consent_value(name: str, value: Any) -> str:
     text = str(value).strip().lower()
     if text not in (GRANTED, DENIED):
         raise InvalidInput(f"{name} must be 'granted' or 'denied', got {value!r}")
     return text
+
+
+def _chosen_consent(raw: dict[str, Any]) -> tuple[str, str]:
+    """A google_ads destination's consent, which must be given: there is no default."""
+    missing = [name for name in CONSENT_MEANING if raw.get(name) in (None, "")]
+    if missing:
+        meanings = "; ".join(f"{name}: {CONSENT_MEANING[name]}" for name in CONSENT_MEANING)
+        raise InvalidInput(
+            f"a google_ads destination needs its consent chosen: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing ({meanings}). Each is 'granted' "
+            "or 'denied', as the people in the list agreed; Google requires it for users in "
+            "the EEA, and members with their own consent column keep theirs. Give it with "
+            "--ad-user-data granted|denied --ad-personalization granted|denied (segflow "
+            "destinations add) or config.ad_user_data and config.ad_personalization (API)"
+        )
+    return (
+        _consent_value("ad_user_data", raw["ad_user_data"]),
+        _consent_value("ad_personalization", raw["ad_personalization"]),
+    )
 
 
 def _account_id(name: str, value: Any) -> str:
@@ -123,13 +160,10 @@ def _google_ads_config(raw: dict[str, Any]) -> dict[str, Any]:
         "product_destination_id": _account_id(
             "product_destination_id", raw["product_destination_id"]
         ),
-        "ad_user_data": _consent_value("ad_user_data", raw.get("ad_user_data", GRANTED)),
-        "ad_personalization": _consent_value(
-            "ad_personalization", raw.get("ad_personalization", GRANTED)
-        ),
         "terms_accepted": bool(raw.get("terms_accepted", False)),
         "validate_only": bool(raw.get("validate_only", False)),
     }
+    config["ad_user_data"], config["ad_personalization"] = _chosen_consent(raw)
     if raw.get("login_account_id"):
         config["login_account_id"] = _account_id("login_account_id", raw["login_account_id"])
     return config
@@ -154,9 +188,11 @@ def _file_config(raw: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"cannot write {path}: it is not a regular file")
     return {
         "path": str(path),
-        "ad_user_data": _consent_value("ad_user_data", raw.get("ad_user_data", GRANTED)),
+        "ad_user_data": _consent_value(
+            "ad_user_data", raw.get("ad_user_data") or FILE_DEFAULT_CONSENT
+        ),
         "ad_personalization": _consent_value(
-            "ad_personalization", raw.get("ad_personalization", GRANTED)
+            "ad_personalization", raw.get("ad_personalization") or FILE_DEFAULT_CONSENT
         ),
         # A file records what would be sent; there are no terms to accept.
         "terms_accepted": True,

@@ -18,12 +18,15 @@ from sqlalchemy.engine import Connection
 from segflow import outbox
 from segflow.activation import uploads
 from segflow.activation.destinations import GOOGLE_ADS, load_destination
+from segflow.activation.mapping import mapping_for
+from segflow.datasets import load_dataset_by_id
 from segflow.db import records
 from segflow.db.engine import Database, utcnow
 from segflow.db.linked import linked_destinations
 from segflow.db.schema import datasets, destinations, link_members, links, segments, sync_log
 from segflow.db.scope import owned
 from segflow.errors import Conflict, NotFound
+from segflow.ingest.consent import UNRECOGNISED, classify
 
 #: Customer Match lists with fewer active members are not served.
 MIN_SERVING_MEMBERS = 100
@@ -53,6 +56,8 @@ class LinkStatus:
     next_attempt_at: dt.datetime | None
     paused_reason: str | None
     validate_only: bool
+    #: Members whose consent cell is not a recognised spelling: sent as denied.
+    consent_unrecognised: int = 0
     #: Members in accepted ingests Google has not reported processed yet
     #: (they count in ``synced``, which is what the list should hold).
     awaiting_google: int = 0
@@ -99,6 +104,11 @@ class LinkStatus:
                 out.append(upload.warning)
         if self.validate_only:
             out.append("validate_only: requests are checked by Google but change nothing")
+        if self.consent_unrecognised:
+            out.append(
+                f"{self.consent_unrecognised} members have a consent value segflow does not "
+                "recognise: sent with consent denied (see the import's consent summary)"
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,6 +128,7 @@ class LinkStatus:
             "next_attempt_at": _iso(self.next_attempt_at),
             "paused": self.paused_reason is not None,
             "paused_reason": self.paused_reason,
+            "consent_unrecognised": self.consent_unrecognised,
             "awaiting_google": self.awaiting_google,
             "last_upload": self.uploads[0].as_dict() if self.uploads else None,
             "uploads": [u.as_dict() for u in self.uploads],
@@ -322,6 +333,7 @@ def status(
                     uploads=uploads.recent_uploads(conn, lk.id, now, recent) if google else [],
                     list_info=dict(row.list_info) if row.list_info is not None else None,
                     list_read_at=row.list_read_at,
+                    consent_unrecognised=_consent_unrecognised(conn, lk),
                 )
             )
     return out
@@ -342,6 +354,40 @@ def link_status(
         dest = load_destination(conn, destination)
         link_id = _link_id(conn, seg, dest.id, dest.name)
     return next(s for s in status(db, int(seg.id), now=now, recent=recent) if s.link.id == link_id)
+
+
+def _consent_unrecognised(conn: Connection, lk: Link) -> int:
+    """Wanted members whose consent cells, read now, are sent as denied for being unclear.
+
+    Counted when asked, from the records: a changed record is due again and
+    sent with what it holds now, so this is what the list gets. A consent
+    column holds a few distinct values, so they are grouped in SQL and read
+    in Python, by the same rule the sync pass sends with.
+    """
+    dataset_id = conn.execute(
+        sa.select(segments.c.dataset_id).where(segments.c.id == lk.segment_id)
+    ).scalar_one()
+    dataset = load_dataset_by_id(conn, dataset_id)
+    if dataset is None:
+        return 0
+    mapping, _ = mapping_for(conn, dataset)
+    mapped = [
+        dataset.column(name)
+        for name in (mapping.consent_ad_user_data, mapping.consent_ad_personalization)
+        if name is not None
+    ]
+    columns = [c for c in mapped if c is not None]
+    if not columns:
+        return 0
+    rec = records.table(dataset.records_table, columns)
+    cells = [rec.c[records.raw_col(c.position)] for c in columns]
+    rows = conn.execute(
+        sa.select(*cells, sa.func.count())
+        .select_from(link_members.join(rec, rec.c.rid == link_members.c.rid))
+        .where(link_members.c.link_id == lk.id, link_members.c.want == 1)
+        .group_by(*cells)
+    ).all()
+    return sum(int(row[-1]) for row in rows if UNRECOGNISED in map(classify, row[:-1]))
 
 
 def failed_members(db: Database, link_id: int, limit: int = 100) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from segflow.datasets import Dataset, require
 from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps
 from segflow.errors import InvalidInput
-from segflow.ingest import phones, quality
+from segflow.ingest import consent, phones, quality
 
 _KIND_TO_FIELD = {
     quality.EMAIL: "email",
@@ -43,6 +43,10 @@ def detect(dataset: Dataset) -> Mapping:
         name = _KIND_TO_FIELD[kind]
         if getattr(mapping, name) is None:
             setattr(mapping, name, column.name)
+    for column in dataset.columns:
+        signal = consent.detect_consent(column.name)
+        if signal is not None and getattr(mapping, signal) is None:
+            setattr(mapping, signal, column.name)
     return mapping
 
 

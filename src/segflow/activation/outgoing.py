@@ -23,21 +23,7 @@ from segflow.activation import identifiers as ids
 from segflow.activation.transport import OutMember
 from segflow.datasets import Column, Dataset
 from segflow.db import records
-
-_CONSENT_VALUES = {
-    "granted": "granted",
-    "true": "granted",
-    "yes": "granted",
-    "y": "granted",
-    "t": "granted",
-    "1": "granted",
-    "denied": "denied",
-    "false": "denied",
-    "no": "denied",
-    "n": "denied",
-    "f": "denied",
-    "0": "denied",
-}
+from segflow.ingest.consent import DENIED, EMPTY, GRANTED, classify
 
 
 @dataclass
@@ -129,13 +115,16 @@ def plan_adds(
 
 
 def consent_value(raw: str | None) -> str | None:
-    """A record's consent cell as ``granted`` or ``denied``.
+    """A record's consent cell as ``granted`` or ``denied``; None when it is empty.
 
-    None, meaning "the destination's default", when the cell is empty or unclear.
+    None means "the destination's consent". A value that is not one of the
+    accepted spellings (:mod:`segflow.ingest.consent`) is denied, never the
+    destination's default: ``unknown`` or ``N/A`` must not become granted.
     """
-    if raw is None:
+    meaning = classify(raw)
+    if meaning == EMPTY:
         return None
-    return _CONSENT_VALUES.get(raw.strip().lower())
+    return GRANTED if meaning == GRANTED else DENIED
 
 
 def no_identifier_reason(mapping: ids.Mapping, skipped: ids.Skipped) -> str:

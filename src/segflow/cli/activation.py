@@ -437,7 +437,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         parents=[common, as_json],
         help="add a google_ads or file destination",
         description="Add a destination. google_ads: a Customer Match user list written "
-        "through Google's Data Manager API. file: each batch that would be sent, as JSON lines.",
+        "through Google's Data Manager API. file: each batch that would be sent, as JSON lines. "
+        "A google_ads destination needs its consent chosen, --ad-user-data and "
+        "--ad-personalization, each granted or denied as the people in the list agreed: "
+        "Google requires consent for users in the European Economic Area, and there is no "
+        "default. Members whose records carry their own consent (the identifier mapping's "
+        "consent_ad_user_data and consent_ad_personalization columns) are sent with theirs; "
+        "an empty cell takes the destination's, a value segflow does not recognise is sent "
+        "as denied. A file destination records what would be sent, so its consent may be "
+        f"left out ({destinations.FILE_DEFAULT_CONSENT}).",
     )
     da.add_argument("kind", choices=destinations.KINDS)
     da.add_argument("name", metavar="NAME")
@@ -461,8 +469,17 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     da.add_argument(
         "--validate-only", action="store_true", help="google_ads: Google checks, applies nothing"
     )
-    for flag in ("--ad-user-data", "--ad-personalization"):
-        da.add_argument(flag, choices=("granted", "denied"), help="default consent (granted)")
+    for flag, name in (
+        ("--ad-user-data", "ad_user_data"),
+        ("--ad-personalization", "ad_personalization"),
+    ):
+        da.add_argument(
+            flag,
+            choices=(destinations.GRANTED, destinations.DENIED),
+            help=f"consent: {destinations.CONSENT_MEANING[name]}; required for google_ads, "
+            f"sent for members without their own consent column; file: default "
+            f"{destinations.FILE_DEFAULT_CONSENT}",
+        )
     da.add_argument(
         "--create-list",
         metavar="DISPLAY_NAME",
@@ -495,8 +512,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         default=None,
         help="turning it off sends every member again for real",
     )
-    for flag in ("--ad-user-data", "--ad-personalization"):
-        du.add_argument(flag, choices=("granted", "denied"))
+    for flag, name in (
+        ("--ad-user-data", "ad_user_data"),
+        ("--ad-personalization", "ad_personalization"),
+    ):
+        du.add_argument(
+            flag,
+            choices=(destinations.GRANTED, destinations.DENIED),
+            help=f"consent: {destinations.CONSENT_MEANING[name]}",
+        )
     du.set_defaults(func=cmd_destinations_update)
     dd = dst_sub.add_parser("delete", parents=[common], help="delete an unlinked destination")
     dd.add_argument("name", metavar="NAME")

@@ -40,9 +40,10 @@ def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
     db = Database(args.db or settings.database_url)
     patience = START_PATIENCE_S if getattr(args, "long_running", False) else 0.0
     deadline = time.monotonic() + patience
+    notices: list[str] = []
     while True:
         try:
-            applied = upgrade(db)
+            applied = upgrade(db, notices)
             break
         except sa.exc.OperationalError as exc:
             # A server restarting as a long-running process starts: wait for it.
@@ -61,6 +62,8 @@ def _open_db(args: argparse.Namespace, settings: Settings) -> Database:
             f"({db.display_url})",
             file=sys.stderr,
         )
+    for notice in notices:
+        print(f"segflow: {notice}", file=sys.stderr)
     workspace = getattr(args, "workspace", None) or settings.workspace
     if workspace != "default":
         try:

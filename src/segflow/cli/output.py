@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from segflow.ingest import consent
+
 
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
@@ -52,6 +54,8 @@ def import_summary(s: dict[str, Any]) -> None:
             f"  {ident['kind']:<11} column {ident['column']!r}: {ident['valid']:,} valid of "
             f"{ident['non_empty']:,} non-empty"
         )
+    for line in consent.describe(s.get("consent", [])):
+        print(f"  consent {line}")
     if s["duplicate_keys"]:
         print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
     outcomes(s.get("segments", []))
@@ -97,6 +101,8 @@ def dataset(info: dict[str, Any], as_json: bool) -> None:
                 f"  last import: {ident['kind']} column {ident['column']!r} "
                 f"{ident['valid']:,} valid of {ident['non_empty']:,}"
             )
+        for line in consent.describe(last.get("consent", [])):
+            print(f"  last import: consent {line}")
     for row in info.get("sample", []):
         print("  " + json.dumps(row, ensure_ascii=False))
 

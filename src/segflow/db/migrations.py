@@ -7,10 +7,12 @@ migration keeps meaning what it meant when it shipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from segflow.db.engine import Database, utcnow
@@ -24,7 +26,9 @@ _PG_UPGRADE_LOCK = 7_316_455_001
 class Migration:
     version: int
     name: str
-    apply: Callable[[Connection, str], None]
+    #: Changes the schema; may return notices for the person upgrading
+    #: (what the upgrade decided on their behalf), one line each.
+    apply: Callable[[Connection, str], Sequence[str] | None]
 
 
 def _types(dialect: str) -> dict[str, str]:
@@ -302,6 +306,57 @@ def _m5_workspaces(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("CREATE INDEX sf_segments_dataset ON sf_segments (dataset_id)")
 
 
+def _m6_explicit_consent(conn: Connection, dialect: str) -> list[str]:
+    # Until now a destination's consent defaulted to granted when nobody
+    # chose. It becomes a required choice; existing destinations keep what
+    # they send, written out in their config, and the person upgrading is
+    # told which ones may never have been chosen.
+    config = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    table = sa.table(
+        "sf_destinations",
+        sa.column("id", sa.Integer),
+        sa.column("name", sa.Text),
+        sa.column("kind", sa.Text),
+        sa.column("config", config),
+        sa.column("workspace_id", sa.Integer),
+    )
+    workspaces = sa.table("sf_workspaces", sa.column("id", sa.Integer), sa.column("name", sa.Text))
+    rows = conn.execute(
+        sa.select(table.c.id, table.c.name, table.c.kind, table.c.config, workspaces.c.name)
+        .join(workspaces, workspaces.c.id == table.c.workspace_id)
+        .order_by(workspaces.c.id, table.c.name)
+    ).all()
+    notices = []
+    for row in rows:
+        settings: dict[str, Any] = dict(row.config or {})
+        missing = [k for k in _CONSENT_KEYS if k not in settings]
+        for key in missing:
+            settings[key] = "granted"  # the old default
+        if missing:
+            conn.execute(sa.update(table).where(table.c.id == row.id).values(config=settings))
+        where = f"destination {row[1]!r}" + (
+            f" (workspace {row[4]!r})" if row[4] != "default" else ""
+        )
+        kept = ", ".join(f"{k}={settings[k]}" for k in _CONSENT_KEYS)
+        change = (
+            f"change with segflow destinations update {row[1]!r} "
+            "--ad-user-data granted|denied --ad-personalization granted|denied"
+        )
+        if missing:
+            notices.append(f"{where}: consent was never chosen; kept {kept} as before; {change}")
+        elif row.kind == "google_ads" and "granted" in (settings[k] for k in _CONSENT_KEYS):
+            # Stored values were always written out, chosen or not: granted
+            # may be the old default, which nobody chose.
+            notices.append(
+                f"{where}: consent {kept} may be the old default (granted when not chosen); "
+                f"kept as before; check it for users in the EEA and {change}"
+            )
+    return notices
+
+
+_CONSENT_KEYS = ("ad_user_data", "ad_personalization")
+
+
 def _m7_google_diagnostics(conn: Connection, dialect: str) -> None:
     t = _types(dialect)
     # What Google answered about each accepted request (RetrieveRequestStatus),
@@ -333,6 +388,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "destinations, links and sync state", _m3_activation),
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
+    Migration(6, "explicit consent for every destination", _m6_explicit_consent),
     Migration(7, "Google's request statuses and list sizes", _m7_google_diagnostics),
 )
 
@@ -354,8 +410,12 @@ def current_version(db: Database) -> int:
         return int(value or 0)
 
 
-def upgrade(db: Database) -> list[Migration]:
-    """Bring the schema to the latest version; return the migrations applied."""
+def upgrade(db: Database, notices: list[str] | None = None) -> list[Migration]:
+    """Bring the schema to the latest version; return the migrations applied.
+
+    What the migrations have to tell the person upgrading (settings they
+    made explicit, say) is appended to ``notices`` when it is given.
+    """
     latest = MIGRATIONS[-1].version
     if current_version(db) >= latest:
         return []
@@ -368,22 +428,25 @@ def upgrade(db: Database) -> list[Migration]:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with db.writing(conn):
-                _apply(db, conn, applied)
+                told = _apply(db, conn, applied)
         finally:
             if raw is not None:
                 raw.execute("PRAGMA foreign_keys=ON")
+    if notices is not None:
+        notices.extend(told)
     return applied
 
 
-def _apply(db: Database, conn: Connection, applied: list[Migration]) -> None:
+def _apply(db: Database, conn: Connection, applied: list[Migration]) -> list[str]:
     if db.is_postgres:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_UPGRADE_LOCK})
     _create_ledger(conn, db.dialect)
     done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
+    told: list[str] = []
     for migration in MIGRATIONS:
         if migration.version in done:
             continue
-        migration.apply(conn, db.dialect)
+        told.extend(migration.apply(conn, db.dialect) or ())
         conn.execute(
             schema_migrations.insert().values(
                 version=migration.version, name=migration.name, applied_at=utcnow()
@@ -394,3 +457,4 @@ def _apply(db: Database, conn: Connection, applied: list[Migration]) -> None:
         broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
         if broken is not None:
             raise RuntimeError(f"schema upgrade left a broken reference: {tuple(broken)}")
+    return told

@@ -24,8 +24,8 @@ Modules: ``options`` (what an import is asked), ``run`` (one import),
 ``sources`` (where rows come from), ``staging`` (the temporary tables),
 ``apply`` (the write transaction), ``columns`` (the dataset's columns),
 ``csvreader`` (the parser), ``checks`` (types and identifier quality, also
-as the helper process ``python -m segflow.ingest.checks``), ``quality``
-and ``csvtable`` (SQLite's reading).
+as the helper process ``python -m segflow.ingest.checks``), ``quality``,
+``consent`` (per-record consent cells) and ``csvtable`` (SQLite's reading).
 
 ``import_csv`` is imported on first use: the helper process imports this
 package too, and needs only the reader and the checks, not SQLAlchemy and

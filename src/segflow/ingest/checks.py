@@ -22,12 +22,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, cast
 
 from segflow import coltypes
 from segflow.ingest import phones
+from segflow.ingest.consent import ConsentColumn
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.quality import QualityCounter
 
@@ -39,9 +40,14 @@ HALF_NICENESS = 10
 class ColumnChecks:
     """Column types and identifier counts, accumulated batch by batch."""
 
-    def __init__(self, header: Sequence[str], phone_region: str = phones.DEFAULT_REGION) -> None:
+    def __init__(
+        self,
+        header: Sequence[str],
+        phone_region: str = phones.DEFAULT_REGION,
+        consent_columns: Mapping[str, str] | None = None,
+    ) -> None:
         self.types = [coltypes.EMPTY] * len(header)
-        self.quality = QualityCounter(header, phone_region)
+        self.quality = QualityCounter(header, phone_region, consent_columns=consent_columns)
         #: Accepted rows checked, and rows the reader rejected meanwhile (``scan``).
         self.rows = 0
         self.rejected = 0
@@ -64,6 +70,7 @@ class ColumnChecks:
         return {
             "types": self.types,
             "quality": {i: [c.non_empty, c.valid] for i, c in self.quality.columns.items()},
+            "consent": {i: c.as_dict() for i, c in self.quality.consent.items()},
         }
 
     def load(self, answer: dict[str, Any]) -> None:
@@ -71,6 +78,12 @@ class ColumnChecks:
         for index, (non_empty, valid) in answer["quality"].items():
             column = self.quality.columns[int(index)]
             column.non_empty, column.valid = non_empty, valid
+        # The answer says which columns it counted as consent.
+        self.quality.consent = {}
+        for index, counted in answer.get("consent", {}).items():
+            signal = ConsentColumn(str(counted["column"]), str(counted["kind"]))
+            signal.merge(counted)
+            self.quality.consent[int(index)] = signal
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,8 @@ class Job:
     nice: int = 0
     #: Region the quality summary assumes for phones without a country code.
     phone_region: str = phones.DEFAULT_REGION
+    #: Consent columns a stored mapping names, by mapping entry (None: detect).
+    consent_columns: dict[str, str] | None = None
 
     def reader(self, stream: BinaryIO, source: str) -> CsvReader:
         stream.seek(self.offset)
@@ -150,6 +165,7 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         if not whole:
             whole = {k: v for k, v in answer.items() if k not in ("crc", "peak_rss_kb")}
             whole["quality"] = {i: list(pair) for i, pair in answer["quality"].items()}
+            whole["consent"] = {i: dict(c) for i, c in answer.get("consent", {}).items()}
             continue
         whole["types"] = [
             coltypes.widen(a, b) for a, b in zip(whole["types"], answer["types"], strict=True)
@@ -157,6 +173,11 @@ def merge(answers: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         for index, (non_empty, valid) in answer["quality"].items():
             whole["quality"][index][0] += non_empty
             whole["quality"][index][1] += valid
+        for index, counted in answer.get("consent", {}).items():
+            column = ConsentColumn(counted["column"], counted["kind"])
+            column.merge(whole["consent"][index])
+            column.merge(counted)
+            whole["consent"][index] = column.as_dict()
         for count in ("bytes", "rows", "rejected", "lines"):
             whole[count] += answer[count]
         whole["plain"] = whole["plain"] and answer["plain"]
@@ -168,9 +189,10 @@ def scan(
     key_index: int,
     keep_going: Callable[[], bool] = lambda: True,
     phone_region: str = phones.DEFAULT_REGION,
+    consent_columns: Mapping[str, str] | None = None,
 ) -> ColumnChecks:
     """Run the checks over every accepted row still to come from ``reader``."""
-    checks = ColumnChecks(reader.header, phone_region)
+    checks = ColumnChecks(reader.header, phone_region, consent_columns)
     for columns, rows, rejected in reader.accepted(BATCH_ROWS, key_index):
         if not keep_going():
             raise SystemExit(1)
@@ -286,7 +308,7 @@ def check(
 ) -> dict[str, Any]:
     """The helper's answer for its job: the checks and what its reader saw."""
     reader = job.reader(stream, "helper")
-    checks = scan(reader, job.key_index, keep_going, job.phone_region)
+    checks = scan(reader, job.key_index, keep_going, job.phone_region, job.consent_columns)
     answer = checks.as_dict()
     answer.update(
         bytes=reader.bytes_read,

@@ -9,17 +9,22 @@ Phones are counted with the rule the sync pass sends by
 region): a number phonenumbers does not call valid is invalid here too.
 Most numbers take its regular-expression fast path (about 1.5 us a value);
 the rest cost tens of microseconds each.
+
+Per-record consent columns (the dataset's mapping, else their header names)
+are counted too: how many cells are granted, denied, empty and unrecognised
+(sent as denied), see :mod:`segflow.ingest.consent`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from segflow.coltypes import few_distinct
 from segflow.ingest import phones
+from segflow.ingest.consent import ConsentColumn, detect_consent
 
 EMAIL = "email"
 PHONE = "phone"
@@ -106,6 +111,11 @@ class QualityCounter:
     #: Region assumed for phone numbers without a country code (the dataset's mapping).
     phone_region: str = phones.DEFAULT_REGION
     columns: dict[int, IdentifierColumn] = field(default_factory=dict)
+    #: Consent columns by mapping entry (``consent_ad_user_data``...) as the
+    #: dataset's stored mapping names them; None: detected from the header,
+    #: as the sync pass does for a dataset without a stored mapping.
+    consent_columns: Mapping[str, str] | None = None
+    consent: dict[int, ConsentColumn] = field(default_factory=dict)
     #: Answers for phone values the fast path could not decide, kept across batches.
     _phone_memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
@@ -116,8 +126,25 @@ class QualityCounter:
             if kind is not None and kind not in taken:
                 taken.add(kind)
                 self.columns[index] = IdentifierColumn(name, kind)
+        self._find_consent()
+
+    def _find_consent(self) -> None:
+        if self.consent_columns is None:
+            for index, name in enumerate(self.header):
+                kind = detect_consent(name)
+                if kind is not None and all(c.kind != kind for c in self.consent.values()):
+                    self.consent[index] = ConsentColumn(name, kind)
+            return
+        folded = [name.casefold() for name in self.header]
+        for kind, name in self.consent_columns.items():
+            if name.casefold() in folded:
+                index = folded.index(name.casefold())
+                self.consent[index] = ConsentColumn(self.header[index], kind)
 
     def add(self, index: int, values: Sequence[str]) -> None:
+        consent = self.consent.get(index)
+        if consent is not None:
+            consent.add(values)
         column = self.columns.get(index)
         if column is None:
             return
@@ -147,3 +174,7 @@ class QualityCounter:
 
     def summary(self) -> list[dict[str, object]]:
         return [c.as_dict() for c in self.columns.values()]
+
+    def consent_summary(self) -> list[dict[str, object]]:
+        """Per consent column: granted, denied, empty and unrecognised (sent as denied)."""
+        return [self.consent[i].as_dict() for i in sorted(self.consent)]

@@ -29,6 +29,7 @@ from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest import columns, phones
 from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
+from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.options import DEFAULT_KEYS, MODES, STORED_REJECTS, ImportOptions
 from segflow.ingest.quality import QualityCounter
@@ -67,7 +68,7 @@ def import_csv(
     key_index = _resolve_key(header, existing, options.key, source)
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
-    region = _dataset_region(db, existing.id if existing else None)
+    region, consent_columns = _dataset_region(db, existing.id if existing else None)
     job = Job(
         offset or 0,
         options.encoding,
@@ -75,6 +76,7 @@ def import_csv(
         settings.max_field_chars,
         key_index,
         phone_region=region,
+        consent_columns=consent_columns,
     )
     helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
@@ -93,7 +95,9 @@ def import_csv(
             stream.seek(0)  # SQLite reads only files it is given from their start
             reader = _open_reader(stream, options, source, settings)
             helper = Helper.start(stream, job)
-        return run.execute(PythonRows(reader, helper, header, job.phone_region))
+        return run.execute(
+            PythonRows(reader, helper, header, job.phone_region, job.consent_columns)
+        )
     finally:
         if helper is not None:
             helper.cancel()
@@ -356,6 +360,7 @@ def _summary(
         "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
         "schema_changes": outcome.schema_changes,
         "identifiers": quality.summary(),
+        "consent": quality.consent_summary(),
         "duplicate_keys": duplicates,
         "first_seq": outcome.first_seq,
         "last_seq": outcome.last_seq,
@@ -364,13 +369,18 @@ def _summary(
     }
 
 
-def _dataset_region(db: Database, dataset_id: int | None) -> str:
-    """A dataset's stored default phone region, or ``phones.DEFAULT_REGION``."""
+def _dataset_region(db: Database, dataset_id: int | None) -> tuple[str, dict[str, str] | None]:
+    """A dataset's stored default phone region (else ``phones.DEFAULT_REGION``),
+    and the consent columns its stored mapping names (None: no stored mapping)."""
     if dataset_id is None:
-        return phones.DEFAULT_REGION
+        return phones.DEFAULT_REGION, None
     with db.read() as conn:
         stored = conn.execute(
             sa.select(identifier_maps.c.mapping).where(identifier_maps.c.dataset_id == dataset_id)
         ).scalar()
-    region = stored.get("default_region") if isinstance(stored, dict) else None
-    return str(region or phones.DEFAULT_REGION)
+    if not isinstance(stored, dict):
+        return phones.DEFAULT_REGION, None
+    consent_columns = {
+        kind: str(stored[kind]) for kind in (AD_USER_DATA, AD_PERSONALIZATION) if stored.get(kind)
+    }
+    return str(stored.get("default_region") or phones.DEFAULT_REGION), consent_columns

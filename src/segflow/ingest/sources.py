@@ -88,12 +88,17 @@ class PythonRows:
     """The file's rows as segflow's reader parses them, in this process."""
 
     def __init__(
-        self, reader: CsvReader, helper: Helper | None, header: list[str], phone_region: str
+        self,
+        reader: CsvReader,
+        helper: Helper | None,
+        header: list[str],
+        phone_region: str,
+        consent_columns: dict[str, str] | None = None,
     ) -> None:
         self.reader = reader
         self.delimiter = reader.delimiter
         self.helper = helper
-        self.checks = ColumnChecks(header, phone_region)
+        self.checks = ColumnChecks(header, phone_region, consent_columns)
         self._checked = helper is None  # checked while staging
         self.guessed_types: list[str] | None = None
 

@@ -142,6 +142,7 @@ def get_dataset(request: Request, name: str) -> dict[str, Any]:
     info["identifier_mapping"] = {"set_by_user": chosen, **current.as_dict()}
     last = info.get("last_import") or {}
     info["identifier_quality"] = last.get("identifiers", [])
+    info["consent_quality"] = last.get("consent", [])
     return info
 
 

@@ -152,7 +152,10 @@ def dataset_page(name: str) -> HTMLResponse:
 <th class="num">Non-empty</th><th>Identifier</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Identifier quality (last import)</h2><table id="quality"><thead><tr>
 <th>Kind</th><th>Column</th><th class="num">Valid</th><th class="num">Invalid</th></tr></thead>
-<tbody></tbody></table></section>
+<tbody></tbody></table>
+<table id="consent-quality"><thead><tr><th>Consent</th><th>Column</th><th class="num">Granted</th>
+<th class="num">Denied</th><th class="num">Empty (destination's consent)</th>
+<th class="num">Unrecognised (sent as denied)</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Records</h2><table id="records"><thead></thead><tbody></tbody></table>
 <p><button id="more-records" type="button" hidden>More records</button></p></section>"""
     return _layout(f"Dataset {name}", "dataset", body, {"dataset": name})
@@ -178,9 +181,16 @@ def destinations_page() -> HTMLResponse:
 <textarea id="d-key" rows="3" placeholder="paste the key file; it is never shown again"></textarea></label>
 <label><input id="d-terms" type="checkbox"> Customer Match terms accepted</label>
 <label><input id="d-validate" type="checkbox"> validate only</label></div>
-<div class="row"><label>ad_user_data <select id="d-aud"><option>granted</option><option>denied</option></select></label>
-<label>ad_personalization <select id="d-ap"><option>granted</option><option>denied</option></select></label>
-<button type="submit">Add destination</button> <span id="d-error" class="error"></span></div>
+<p class="hint" id="d-consent-hint">Consent, as the people in the list agreed: <b>ad_user_data</b>,
+whether Google may use their data for advertising; <b>ad_personalization</b>, whether it may be used
+for personalised ads. Google requires it for users in the EEA. A google_ads destination needs both
+chosen; members whose records carry their own consent keep theirs. A file destination records what
+would be sent and takes granted unless chosen.</p>
+<div class="row"><label>ad_user_data <select id="d-aud"><option value="" selected>choose…</option>
+<option value="granted">granted</option><option value="denied">denied</option></select></label>
+<label>ad_personalization <select id="d-ap"><option value="" selected>choose…</option>
+<option value="granted">granted</option><option value="denied">denied</option></select></label>
+<button type="submit">Add destination</button> <span id="d-error" class="error" aria-live="polite"></span></div>
 </form></section>
 <section><h2>Customer Match lists at Google</h2>
 <form id="lists-form"><select id="lists-destination"></select>

@@ -476,6 +476,12 @@ function uploadsTable(items) {
 
 // ------------------------------------------------------------------ datasets
 
+// One consent column of an import summary (see segflow.ingest.consent).
+function consentLine(c) {
+  const unrecognised = c.unrecognised ? `, ${fmt(c.unrecognised)} unrecognised, sent as denied (${c.unrecognised_examples.map((e) => JSON.stringify(e)).join(", ")})` : "";
+  return `consent ${c.column} (${c.kind}): ${fmt(c.granted)} granted, ${fmt(c.denied)} denied, ${fmt(c.empty)} empty (destination's consent)${unrecognised}`;
+}
+
 function showImportSummary(container, s) {
   const rejects = (s.rejects || []).slice(0, 50);
   // replaceChildren would show a null as the text "null": drop the parts that are absent.
@@ -486,6 +492,7 @@ function showImportSummary(container, s) {
     rejects.length ? el("div", {}, el("h4", {}, `Rejected rows (first ${rejects.length} of ${fmt(s.rejected)})`),
       el("ul", { class: "rejects" }, rejects.map((r) => el("li", {}, `line ${r.line}: ${r.reason}`)))) : null,
     s.segments_deferred ? el("p", { class: "deferred" }, s.segments_deferred) : null,
+    (s.consent || []).length ? el("ul", { class: "consent-summary" }, s.consent.map((c) => el("li", {}, consentLine(c)))) : null,
   ].filter((part) => part !== null));
 }
 
@@ -574,6 +581,11 @@ async function datasetPage() {
     el("td", {}, c.name), el("td", {}, c.type), el("td", { class: "num" }, fmt(c.non_empty)), el("td", {}, role(c.name)))));
   $("quality").tBodies[0].replaceChildren(...info.identifier_quality.map((q) => el("tr", {},
     el("td", {}, q.kind), el("td", {}, q.column), el("td", { class: "num" }, fmt(q.valid)), el("td", { class: "num" }, fmt(q.invalid)))));
+  $("consent-quality").hidden = !(info.consent_quality || []).length;
+  $("consent-quality").tBodies[0].replaceChildren(...(info.consent_quality || []).map((c) => el("tr", {},
+    el("td", {}, c.kind), el("td", {}, c.column), el("td", { class: "num" }, fmt(c.granted)), el("td", { class: "num" }, fmt(c.denied)),
+    el("td", { class: "num" }, fmt(c.empty)),
+    el("td", { class: "num", title: c.unrecognised_examples.join(", ") }, c.unrecognised ? `${fmt(c.unrecognised)} (${c.unrecognised_examples.join(", ")})` : "0"))));
   let cursor = null;
   const columns = info.columns.map((c) => c.name);
   const more = async (append) => {
@@ -609,7 +621,10 @@ async function destinationsPage() {
   $("destination-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("d-error").textContent = "";
-    const body = { name: $("d-name").value.trim(), kind: kind.value, config: { ad_user_data: $("d-aud").value, ad_personalization: $("d-ap").value } };
+    const body = { name: $("d-name").value.trim(), kind: kind.value, config: {} };
+    // Consent is sent only when chosen: the API refuses a google_ads destination without it.
+    if ($("d-aud").value) body.config.ad_user_data = $("d-aud").value;
+    if ($("d-ap").value) body.config.ad_personalization = $("d-ap").value;
     if (kind.value === "file") {
       body.config.path = $("d-path").value;
     } else {
