@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 import pytest
 from google.api_core import exceptions as core
+from google.auth import exceptions as auth
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,25 +45,220 @@ def test_backoff_grows_then_caps_and_honours_the_server() -> None:
         policy.delay(1, 1.0)
 
 
+def _bad_request(*violations: tuple[str, str, str], reason: str = "INVALID_ARGUMENT") -> Any:
+    """INVALID_ARGUMENT as Google's samples give it: generic ErrorInfo, specific violations."""
+    return core.InvalidArgument(
+        "There was a problem with the request.",
+        details=[
+            error_details_pb2.ErrorInfo(reason=reason, domain="datamanager.googleapis.com"),
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, reason=r, description=d)
+                    for f, r, d in violations
+                ]
+            ),
+        ],
+    )
+
+
+def _quota(limit: str, retry: float | None = None) -> Any:
+    details: list[Any] = [
+        error_details_pb2.ErrorInfo(
+            reason="RATE_LIMIT_EXCEEDED",
+            domain="googleapis.com",
+            metadata={"quota_limit": limit, "quota_limit_value": "300"},
+        ),
+        error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject="project_number:1", description=f"Quota exceeded for {limit}"
+                )
+            ]
+        ),
+    ]
+    if retry is not None:
+        details.append(
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry)))
+        )
+    return core.ResourceExhausted("Quota exceeded.", details=details)
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
         (core.ServiceUnavailable("down"), transport.TransientError),
         (core.DeadlineExceeded("slow"), transport.TransientError),
-        (core.ResourceExhausted("quota"), transport.TransientError),
+        (core.ResourceExhausted("quota"), transport.QuotaExhausted),
         (core.InternalServerError("oops"), transport.TransientError),
-        (core.TooManyRequests("http 429"), transport.TransientError),
+        (core.TooManyRequests("http 429"), transport.QuotaExhausted),
+        # Naming nothing: the only refusal that may be split.
         (core.InvalidArgument("bad member"), transport.RequestRejected),
         (core.BadRequest("http 400"), transport.RequestRejected),
+        (
+            _bad_request(("audience_members", "TOO_MANY_AUDIENCE_MEMBERS", "at most 10000")),
+            transport.RequestRejected,
+        ),
+        (
+            _bad_request(
+                ("audience_members.audience_members[7].user_data", "INVALID_SHA256_FORMAT", "x")
+            ),
+            transport.MembersRejected,
+        ),
+        (
+            _bad_request(
+                (
+                    "destinations.destinations[0].product_destination_id",
+                    "INVALID_USER_LIST_ID",
+                    "no such list",
+                )
+            ),
+            transport.LinkBroken,
+        ),
+        (
+            _bad_request(("terms_of_service", "TERMS_AND_CONDITIONS_NOT_SIGNED", "")),
+            transport.LinkBroken,
+        ),
+        (_bad_request(("consent", "REQUIRED_FIELD_MISSING", "")), transport.LinkBroken),
+        (_bad_request(reason="OPERATING_ACCOUNT_LOGIN_ACCOUNT_MISMATCH"), transport.LinkBroken),
         (core.PermissionDenied("no"), transport.LinkBroken),
         (core.Unauthenticated("who"), transport.LinkBroken),
         (core.Forbidden("http 403"), transport.LinkBroken),
         (core.NotFound("no list"), transport.LinkBroken),
+        (
+            auth.RefreshError("invalid_grant: Token has been expired or revoked."),
+            transport.LinkBroken,
+        ),
+        (auth.RefreshError("temporarily_unavailable", retryable=True), transport.TransientError),
+        (auth.TransportError("connection refused"), transport.TransientError),
+        # A refresh that failed inside the call, as gRPC's token plugin reports it.
+        (
+            core.ServiceUnavailable(
+                "Getting metadata from plugin failed with error: ('invalid_grant: Token has "
+                "been expired or revoked.', {'error': 'invalid_grant'})"
+            ),
+            transport.LinkBroken,
+        ),
         (RuntimeError("transport bug"), transport.TransientError),
     ],
 )
 def test_failures_are_classified_for_the_worker(error: Exception, kind: type) -> None:
-    assert isinstance(classify(error), kind)
+    assert type(classify(error)) is kind
+
+
+def test_every_member_google_names_is_refused_with_its_own_reason() -> None:
+    error = _bad_request(
+        ("audience_members.audience_members[2].user_data.user_identifiers[0]",
+         "INVALID_SHA256_FORMAT", "Email is not a SHA-256 hash."),
+        ("audience_members[9]", "INVALID_AUDIENCE_MEMBER", "refused"),
+        ("audience_members.audience_members[2].user_data.user_identifiers[1]",
+         "INVALID_HEX_ENCODING", "Phone is not hex encoded."),
+    )  # fmt: skip
+    kind = classify(error)
+    assert isinstance(kind, transport.MembersRejected)
+    assert kind.reasons == {
+        2: "INVALID_SHA256_FORMAT (user_data.user_identifiers[0]): Email is not a SHA-256 hash.; "
+        "INVALID_HEX_ENCODING (user_data.user_identifiers[1]): Phone is not hex encoded.",
+        9: "INVALID_AUDIENCE_MEMBER: refused",
+    }
+
+
+def test_an_error_about_the_list_names_googles_reason_and_field() -> None:
+    error = _bad_request(
+        ("destinations.destinations[0].product_destination_id", "INVALID_USER_LIST_ID",
+         "no user list 99 in account 1"),
+        ("audience_members.audience_members[0]", "INVALID_AUDIENCE_MEMBER", ""),
+    )  # fmt: skip
+    assert str(classify(error)) == (
+        "Google refused the list: INVALID_USER_LIST_ID (destinations[0].product_destination_id): "
+        "no user list 99 in account 1"
+    )
+    login = core.PermissionDenied(
+        "The caller does not have permission",
+        details=[
+            error_details_pb2.ErrorInfo(reason="PERMISSION_DENIED"),
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field="destinations.destinations[0].login_account",
+                        reason="PERMISSION_DENIED",
+                        description="account 5 is not 1 nor one of its managers",
+                    )
+                ]
+            ),
+        ],
+    )
+    assert str(classify(login)).startswith("Google refused the login account: PERMISSION_DENIED")
+
+
+@pytest.mark.parametrize(
+    ("error", "window", "retry_after"),
+    [
+        (_quota("IngestionMutateRequestsPerMinutePerProject", retry=42), "minute", 42.0),
+        (_quota("IngestionMutateRequestsPerDayPerProject"), "day", None),
+        # Nothing structured: the message says which.
+        (core.ResourceExhausted("Quota exceeded: requests per day"), "day", None),
+        (core.ResourceExhausted("Too many requests"), "minute", None),
+    ],
+)
+def test_a_quota_error_says_which_window_ran_out(
+    error: Exception, window: str, retry_after: float | None
+) -> None:
+    kind = classify(error)
+    assert isinstance(kind, transport.QuotaExhausted)
+    assert (kind.window, kind.retry_after) == (window, retry_after)
+    assert str(kind).startswith(f"Google's per-{window} request quota is used up")
+
+
+def test_details_are_read_as_google_api_core_decodes_them_from_a_grpc_status() -> None:
+    status = status_pb2.Status(code=3, message="There was a problem with the request.")
+    for detail in (
+        error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain="datamanager.googleapis.com"),
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="audience_members.audience_members[4]",
+                    reason="INVALID_SHA256_FORMAT",
+                    description="not a hash",
+                )
+            ]
+        ),
+    ):
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+
+    class Call(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+        """What a failed unary call raises, with the status trailer."""
+
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.INVALID_ARGUMENT
+
+        def details(self) -> str:
+            return status.message
+
+        def trailing_metadata(self) -> Any:
+            return (("grpc-status-details-bin", status.SerializeToString()),)
+
+        def initial_metadata(self) -> Any:
+            return ()
+
+        def is_active(self) -> bool:
+            return False
+
+        def time_remaining(self) -> None:
+            return None
+
+        def cancel(self) -> bool:
+            return False
+
+        def add_callback(self, callback: Any) -> bool:
+            return False
+
+    error = core.from_grpc_error(Call())
+    assert error.reason == "INVALID_ARGUMENT"  # generic: the violation says more
+    kind = classify(error)
+    assert isinstance(kind, transport.MembersRejected)
+    assert kind.reasons == {4: "INVALID_SHA256_FORMAT: not a hash"}
 
 
 def test_classified_messages_never_echo_credentials() -> None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from segflow.activation import links, uploads
 from segflow.activation.fake import Failure, FakeDataManager
-from segflow.activation.google.client import GoogleConnection
+from segflow.activation.google.client import Connections, GoogleConnection
 from segflow.cli.main import main
 from segflow.config import Settings
 from segflow.db import Database
@@ -213,12 +213,15 @@ def test_a_request_is_asked_about_by_one_poller_at_a_time(
     clock.advance(minutes=31)
     inner: list[uploads.PollReport] = []
 
-    def connections(secret: Any, s: Settings) -> GoogleConnection:
-        # A second worker polling while this one holds the request.
-        inner.append(uploads.poll(db, settings, clock=clock))
-        return GoogleConnection(secret, s)
+    class Watched(Connections):
+        def get(self, destination_id: int, secret: Any, s: Settings) -> GoogleConnection:
+            # A second worker polling while this one holds the request.
+            inner.append(uploads.poll(db, settings, clock=clock))
+            return super().get(destination_id, secret, s)
 
-    outer = uploads.poll(db, settings, clock=clock, connections=connections)
+    pool = Watched()
+    outer = uploads.poll(db, settings, clock=clock, connections=pool)
+    pool.close()
     assert [status for _, status in outer.checked] == ["PROCESSING"]
     assert inner and all(r.checked == [] for r in inner)
     assert _asked(google) == 1

@@ -152,7 +152,8 @@ def test_an_account_google_refuses_stores_nothing(
     argv = _add(db_url, "ads", "--create-list", "New")
     argv[argv.index(ACCOUNT)] = "5555555555"
     code, out, err = _cli(capsys, *argv)
-    assert code == 1 and "Google refused to create the list: PERMISSION_DENIED" in err
+    assert code == 1 and "Google refused to create the list: " in err
+    assert "PERMISSION_DENIED" in err and "5555555555" in err
     assert destinations.list_destinations(db) == []
 
 

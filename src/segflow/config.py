@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from segflow.errors import InvalidInput
 from segflow.secrets import Cipher
 
 DEFAULT_DATABASE_URL = "sqlite:///segflow.db"
+#: Where Google's OAuth tokens are refreshed.
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,17 @@ class Settings:
     #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
     #: plain gRPC); empty means Google's real endpoint over TLS.
     datamanager_endpoint: str = ""
+    #: ``http://127.0.0.1:PORT/...`` of a local OAuth token server (a fake's)
+    #: that replaces Google's for OAuth credentials; empty: Google's.
+    oauth_token_uri: str = ""
+    #: Whether adding a destination with credentials refreshes them once to
+    #: check them. Off for Settings built in code (tests, embedding: nothing
+    #: reaches Google unasked); the CLI and the server read
+    #: SEGFLOW_CHECK_CREDENTIALS, on unless set to off.
+    check_credentials: bool = False
+    #: Requests a minute segflow sends to Google per Cloud project, across
+    #: all links and workers (Google's limit is 300).
+    google_requests_per_minute: int = 300
     #: Seconds one request to a destination may take before it is retried.
     sync_timeout: int = 60
     #: Members acknowledged this many days ago are sent again, so that they
@@ -79,6 +94,11 @@ class Settings:
             sqlite_reads_csv=_switch(env, "SEGFLOW_SQLITE_READS_CSV", cls.sqlite_reads_csv),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
+            oauth_token_uri=_token_uri(env.get("SEGFLOW_OAUTH_TOKEN_URI") or ""),
+            check_credentials=_switch(env, "SEGFLOW_CHECK_CREDENTIALS", True),
+            google_requests_per_minute=_int(
+                env, "SEGFLOW_GOOGLE_REQUESTS_PER_MINUTE", cls.google_requests_per_minute
+            ),
             sync_timeout=_int(env, "SEGFLOW_SYNC_TIMEOUT", cls.sync_timeout),
             resend_days=_int(env, "SEGFLOW_RESEND_DAYS", cls.resend_days),
             sync_batch=min(_int(env, "SEGFLOW_SYNC_BATCH", cls.sync_batch), 10_000),
@@ -99,6 +119,20 @@ class Settings:
     @property
     def cipher(self) -> Cipher:
         return Cipher.from_values(self.secret_key, self.secret_key_file)
+
+    @property
+    def token_uri(self) -> str | None:
+        """Where OAuth tokens are refreshed; None when no token may be fetched.
+
+        With a local Data Manager endpoint (a test, a trial) tokens come only
+        from a local token server: a real one must not be fetched from Google
+        to be sent in clear text to a double.
+        """
+        if self.oauth_token_uri:
+            return check_token_uri(self.oauth_token_uri)
+        if self.datamanager_endpoint:
+            return None
+        return GOOGLE_TOKEN_URI
 
     @property
     def lease_seconds(self) -> int:
@@ -125,6 +159,28 @@ def check_endpoint(endpoint: str) -> str:
             f"loopback address (127.0.0.1, [::1] or localhost), got {endpoint!r}"
         )
     return endpoint
+
+
+def _token_uri(raw: str) -> str:
+    if not raw:
+        return ""
+    return check_token_uri(raw.strip())
+
+
+def check_token_uri(uri: str) -> str:
+    """``SEGFLOW_OAUTH_TOKEN_URI`` must be a plain-HTTP URL on this machine."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or parts.hostname not in _LOOPBACK or port is None:
+        raise InvalidInput(
+            "SEGFLOW_OAUTH_TOKEN_URI replaces Google's token server for tests and trials, so it "
+            "may only be an http:// URL on a loopback address with a port "
+            f"(http://127.0.0.1:PORT/token), got {uri!r}"
+        )
+    return uri
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:

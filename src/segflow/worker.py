@@ -11,6 +11,10 @@ An import ticks the imported dataset's segments at once, so its summary says
 who entered and left: :func:`import_and_tick` is that step for the CLI, the
 API and the demo alike.
 
+A worker keeps its connections to Google (channels, OAuth tokens) from pass
+to pass, one per destination and credentials, and closes them when its loop
+ends (``segflow worker`` stopping, ``segflow serve`` shutting down).
+
 The current time comes from the ``clock`` the caller gives; nothing here reads
 the system clock on its own.
 """
@@ -23,6 +27,7 @@ from typing import Any, BinaryIO
 
 from segflow import datasets, engine, ingest
 from segflow.activation import sync, uploads
+from segflow.activation.google.client import Connections
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.progress import ProgressFn
@@ -76,6 +81,7 @@ class Worker:
         self.after_sync = after_sync
         self.owner = sync.default_owner()
         self.last_tick: dt.datetime | None = None
+        self.connections = Connections()
 
     def run_pass(self) -> None:
         """Tick if a tick is due, then sync; ``after_tick`` gets None when none was due.
@@ -96,10 +102,17 @@ class Worker:
         if failure is None:
             self.after_tick(report)
         synced = sync.sync(
-            self.db, self.settings, clock=self.clock, owner=self.owner, stop=self.stop
+            self.db,
+            self.settings,
+            clock=self.clock,
+            owner=self.owner,
+            stop=self.stop,
+            connections=self.connections,
         )
         self.after_sync(synced)
-        uploads.poll(self.db, self.settings, clock=self.clock, stop=self.stop)
+        uploads.poll(
+            self.db, self.settings, clock=self.clock, stop=self.stop, connections=self.connections
+        )
         if failure is not None:
             raise failure
 
@@ -129,15 +142,23 @@ class Worker:
         ``sleep`` waits between passes (and may return early to wake the loop);
         ``failed`` reports a pass that raised and says how long to wait before
         the next: the loop outlives a lost connection or a restarting server,
-        and what was not committed is redone.
+        and what was not committed is redone. When it ends, the connections
+        to Google are closed.
         """
-        while not self.stop():
-            try:
-                self.run_pass()
-                wait = self.next_wait()
-            except Exception as exc:
-                wait = failed(exc)
-            sleep(wait)
+        try:
+            while not self.stop():
+                try:
+                    self.run_pass()
+                    wait = self.next_wait()
+                except Exception as exc:
+                    wait = failed(exc)
+                sleep(wait)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connections to Google this worker kept open."""
+        self.connections.close()
 
 
 def import_and_tick(

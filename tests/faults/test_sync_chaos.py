@@ -46,7 +46,7 @@ def test_chaos_converges_to_the_exact_list(db: Database, fake: FakeDataManager, 
     )
     refused = set(rng.sample(sorted(expected_members(db)), 3))
     fake.refuse = {member[0] for member in refused}
-    fake.chaos(seed, rate=0.35, sleep=1.2)
+    fake.chaos(seed, rate=0.5, sleep=1.2)
     clock = Clock()
 
     for round_ in range(12):
@@ -71,7 +71,7 @@ def test_chaos_converges_to_the_exact_list(db: Database, fake: FakeDataManager, 
     assert (status.pending_adds, status.pending_removes) == (0, 0)
     failed = links.failed_members(db, status.link.id)
     assert len(failed) == len(still_refused)
-    assert all("identifier refused" in reason for _, reason in failed)
+    assert all(reason.startswith("INVALID_AUDIENCE_MEMBER: ") for _, reason in failed)
     # The chaos was real: requests failed in each way along the way.
     with db.read() as conn:
         outcomes = dict(
@@ -80,5 +80,6 @@ def test_chaos_converges_to_the_exact_list(db: Database, fake: FakeDataManager, 
             ).all()
         )
     errors = {r.outcome for r in fake.received}
-    assert outcomes.get("retry", 0) >= 2 and outcomes.get("rejected", 0) >= 3, outcomes
+    # Google names refused members: one refused request may carry several.
+    assert outcomes.get("retry", 0) >= 2 and outcomes.get("rejected", 0) >= 1, outcomes
     assert {"UNAVAILABLE", "RESOURCE_EXHAUSTED"} <= errors, errors

@@ -7,21 +7,38 @@ encrypted column by :mod:`.destinations`): either ``{"type":
 place that turns that dict into google-auth credentials, for checking when a
 destination is added and for sending, and the one place that removes any
 credential value an error message might have echoed.
+
+Checking credentials (:func:`describe` with ``check=True``) refreshes them
+once against the token server: a refusal for good (``invalid_grant``, a
+wrong client, a key Google does not know) refuses the destination with
+Google's words; a token server that cannot be reached, or answers "try
+later", does not: the destination is stored and its description says the
+credentials are not checked yet (the first sync will tell).
+
+:func:`project_of` names the Google Cloud project requests are counted
+against, for pacing; :func:`fingerprint` tells two credentials apart without
+keeping either.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from google.auth import exceptions as auth
+from google.auth.transport import requests as auth_requests
 from google.oauth2 import credentials as oauth2
 from google.oauth2 import service_account
 
+from segflow.config import GOOGLE_TOKEN_URI
 from segflow.errors import InvalidInput
 
 #: What Google credentials are asked for, and where OAuth tokens are refreshed.
 OAUTH_SCOPE = "https://www.googleapis.com/auth/datamanager"
-OAUTH_TOKEN_URI = "https://oauth2.googleapis.com/token"
+OAUTH_TOKEN_URI = GOOGLE_TOKEN_URI
 OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
 
 Credentials = oauth2.Credentials | service_account.Credentials
@@ -62,12 +79,98 @@ def load(secret: dict[str, Any], token_uri: str = OAUTH_TOKEN_URI) -> Credential
     raise InvalidInput("credentials must be a service-account key or OAuth client and token")
 
 
-def describe(secret: dict[str, Any]) -> str:
-    """Load credentials (raising InvalidInput if they cannot be); a short description."""
-    loaded = load(secret)
+#: Seconds a token server has to answer when credentials are checked.
+CHECK_TIMEOUT = 30.0
+
+
+class TokenRequest(auth_requests.Request):
+    """google-auth's HTTP transport with our timeout (its own default waits 120 s)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return super().__call__(url, method, body, headers, timeout=self.timeout, **kwargs)
+
+
+def describe(
+    secret: dict[str, Any], *, check: bool = False, token_uri: str = OAUTH_TOKEN_URI
+) -> str:
+    """Load credentials (raising InvalidInput if they cannot be); a short description.
+
+    With ``check``, refresh them once at ``token_uri`` (OAuth; a key uses its
+    own): InvalidInput if the token server refuses them for good.
+    """
+    loaded = load(secret, token_uri)
     if isinstance(loaded, service_account.Credentials):
-        return f"service account {loaded.service_account_email}"
-    return "OAuth refresh token"
+        described = f"service account {loaded.service_account_email}"
+    else:
+        described = "OAuth refresh token"
+    if not check:
+        return described
+    if isinstance(loaded, service_account.Credentials) and token_uri != OAUTH_TOKEN_URI:
+        # A key names Google's token server itself: a local one cannot check it.
+        return f"{described} (not checked: a local token server is set)"
+    try:
+        request = TokenRequest(CHECK_TIMEOUT)
+        try:
+            loaded.refresh(request)
+        finally:
+            request.session.close()
+    except auth.RefreshError as exc:
+        if not exc.retryable:
+            raise InvalidInput(
+                f"Google refused these credentials: {scrub(refresh_error(exc), secret)} "
+                "(authorise again and use the new credentials)"
+            ) from None
+        return f"{described} (not checked yet: the token server said to try later)"
+    except auth.TransportError:
+        return f"{described} (not checked yet: the token server could not be reached)"
+    return f"{described}, checked"
+
+
+def refresh_error(exc: BaseException) -> str:
+    """google-auth's refresh failure as its first line (``invalid_grant: ...``), not a tuple."""
+    first = exc.args[0] if exc.args else ""
+    return first if isinstance(first, str) and first else str(exc)
+
+
+#: The project number an OAuth client id starts with: ``123456789012-abc...``.
+_CLIENT_PROJECT = re.compile(r"^(\d+)-")
+
+
+def project_of(secret: dict[str, Any] | None) -> str:
+    """The Google Cloud project whose quota these credentials' requests use.
+
+    A service-account key names it (``project_id``); an OAuth client id
+    starts with the project's number. Application Default Credentials, or a
+    client id of another shape, count as ``"default"``.
+    """
+    if not secret:
+        return "default"
+    if secret.get("type") == "service_account":
+        info = secret.get("info")
+        project = info.get("project_id") if isinstance(info, dict) else None
+        return str(project) if project else "default"
+    found = _CLIENT_PROJECT.match(str(secret.get("client_id") or ""))
+    return found.group(1) if found else "default"
+
+
+def fingerprint(secret: dict[str, Any] | None) -> str:
+    """A short digest that changes whenever the credentials do (never shown, never stored)."""
+    if secret is None:
+        return "adc"
+    canonical = json.dumps(secret, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _secret_values(secret: Any) -> Iterable[str]:

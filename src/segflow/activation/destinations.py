@@ -230,8 +230,15 @@ def add_destination(
     cipher: Cipher | None = None,
     *,
     create_list: ListCreator | None = None,
+    check_credentials: bool = False,
+    token_uri: str | None = None,
 ) -> Destination:
     """Store a destination; credentials (``secret``) are encrypted with ``cipher``.
+
+    With ``check_credentials`` (the CLI and the server, see
+    ``Settings.check_credentials``) Google credentials are refreshed once at
+    ``token_uri`` first (None: no token server may be asked, so they are not
+    checked); credentials Google refuses for good are refused here.
 
     With ``create_list`` (google_ads, no ``product_destination_id`` given) the
     list is created at Google once everything else is checked, and the
@@ -252,7 +259,11 @@ def add_destination(
     if kind == GOOGLE_ADS:
         clean = _google_ads_config(config)
         if secret is not None:
-            clean["credentials"] = credentials.describe(secret)
+            clean["credentials"] = credentials.describe(
+                secret,
+                check=check_credentials and token_uri is not None,
+                token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
+            )
     elif kind == FILE:
         if secret is not None:
             raise InvalidInput("a file destination takes no credentials")

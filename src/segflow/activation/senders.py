@@ -17,18 +17,29 @@ from pathlib import Path
 from typing import Any
 
 from segflow.activation.destinations import FILE, Destination
+from segflow.activation.google.client import Connections
 from segflow.activation.google.sender import GoogleAdsSender
 from segflow.activation.transport import INGEST, OutMember, Sender, TransientError
 from segflow.config import Settings
 
 
 def build_sender(
-    destination: Destination, secret: dict[str, Any] | None, settings: Settings
+    destination: Destination,
+    secret: dict[str, Any] | None,
+    settings: Settings,
+    connections: Connections | None = None,
 ) -> Sender:
-    """The sender for this destination's kind; ``secret`` is its opened credentials."""
+    """The sender for this destination's kind; ``secret`` is its opened credentials.
+
+    With ``connections``, a Google sender uses (and leaves open) the pooled
+    connection for this destination; without, it opens and closes its own.
+    """
     if destination.kind == FILE:
         return FileSender(destination)
-    return GoogleAdsSender(destination, secret, settings)
+    connection = (
+        connections.get(destination.id, secret, settings) if connections is not None else None
+    )
+    return GoogleAdsSender(destination, secret, settings, connection)
 
 
 class FileSender:

@@ -13,24 +13,49 @@ worker's list is taken over once its lease runs out. For a claimed link:
    are written. A crash between sending and recording leaves the members
    pending, so they are sent again; list membership is a set, so that is
    harmless. Nothing is lost and nothing is held without being known;
-3. a request refused as invalid is split in halves until the refused
-   members are alone; each is recorded with the reason and skipped;
+3. a refused request is handled by what Google's answer names (see
+   :func:`_LinkRun._deliver`): members it names are recorded as refused with
+   Google's reason and the rest sent again in one request; an answer about
+   the list, the accounts, terms, consent or credentials pauses the link
+   with Google's reason; only a refusal that names nothing is split in
+   halves, within a bound;
 4. a transient failure ends the link's turn and schedules the next attempt
-   with the retry policy; credentials or permission failures pause the link.
+   with the retry policy; a used-up Google quota waits for the next minute
+   or the next day (midnight Pacific time), as the answer says.
 
+Before each request to Google the link takes a place in its Cloud project's
+minute (:mod:`.pacing`); when the minute is full, the link's turn ends until
+the next minute, which does not count as a failed attempt.
+
+**Requests per batch.** A batch of n members costs one request when Google
+takes it. A refusal naming members costs one more request for the rest, and
+each further such answer removes at least one member: at most n + 1
+requests, in practice 2. A refusal naming nothing is split breadth-first:
+when both halves of the first split are refused with the same answer, the
+answer is about the request, not its members, and the link pauses after 3
+requests. Otherwise splitting goes on while the requests spent on the batch
+(named retries aside) stay within ``2 * ceil(log2(n)) + 2`` (30 for 10,000:
+enough for one unnamed bad member, 29 requests); past it the link pauses
+with Google's last answer.
+
+Connections to Google are kept for the whole pass, or for as long as the
+``connections`` the caller passes live (a worker's, across passes).
 Time comes from the ``clock`` passed in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import math
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +64,14 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation import identifiers as ids
-from segflow.activation import outgoing
+from segflow.activation import outgoing, pacing
 from segflow.activation.destinations import (
     Destination,
     destination_from_row,
     open_secret,
     stored_secret,
 )
+from segflow.activation.google.client import Connections
 from segflow.activation.links import Link
 from segflow.activation.mapping import mapping_for
 from segflow.activation.retry import RetryPolicy
@@ -54,7 +80,9 @@ from segflow.activation.transport import (
     INGEST,
     REMOVE,
     LinkBroken,
+    MembersRejected,
     OutMember,
+    QuotaExhausted,
     RequestRejected,
     Sender,
     TransientError,
@@ -79,6 +107,8 @@ class LinkOutcome:
     error: str | None = None
     paused: str | None = None
     retry_at: dt.datetime | None = None
+    #: Why the turn ended early without a failure (segflow's own request pace).
+    deferred: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +121,7 @@ class LinkOutcome:
             "error": self.error,
             "paused": self.paused,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "deferred": self.deferred,
         }
 
 
@@ -107,6 +138,53 @@ class _LeaseLost(Exception):
     pass
 
 
+class _Paced(Exception):
+    """The project's minute is full: wait until ``until``."""
+
+    def __init__(self, until: dt.datetime, project: str) -> None:
+        super().__init__(project)
+        self.until = until
+        self.project = project
+
+
+@dataclass
+class _Split:
+    """How far splitting one batch on refusals that name nothing may go."""
+
+    cap: int
+    spent: int = 0
+    whole: str | None = None
+    halves: list[str] = field(default_factory=list)
+    last: str = ""
+
+    def spend(self, size: int) -> None:
+        if self.spent >= self.cap:
+            raise LinkBroken(
+                f"Google refused parts of a batch of {size} members without naming which, "
+                f"{self.spent} requests in (the bound for this batch): {self.last}"
+            )
+        self.spent += 1
+
+    def refund(self) -> None:
+        self.spent -= 1
+
+    def refused(self, depth: int, reason: str) -> None:
+        self.last = reason
+        if depth == 0:
+            self.whole = reason
+        elif depth == 1:
+            self.halves.append(reason)
+            if len(self.halves) == 2 and self.halves[0] == self.halves[1] == self.whole:
+                # Both halves of the first split refused as the whole was:
+                # the answer is about the request, whichever members it carries.
+                raise LinkBroken(f"Google refused the request whatever members it held: {reason}")
+
+
+def request_cap(members: int) -> int:
+    """Requests one batch may spend on refusals that name nothing: ``2 * ceil(log2 n) + 2``."""
+    return 2 * math.ceil(math.log2(max(members, 1))) + 2
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -119,27 +197,39 @@ def sync(
     owner: str | None = None,
     policy: RetryPolicy | None = None,
     rand: Callable[[], float] = random.random,
-    senders: SenderFactory = build_sender,
+    senders: SenderFactory | None = None,
     link_ids: Sequence[int] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    connections: Connections | None = None,
 ) -> SyncReport:
     """One pass over every due link (or only ``link_ids``).
 
     ``stop`` is asked between batches; when it answers True the pass ends
-    cleanly (what was not sent stays pending).
+    cleanly (what was not sent stays pending). ``connections``: the caller's
+    pool of connections to Google, left open; without one the pass opens
+    its own and closes it at the end. ``senders`` replaces the senders (the
+    pool is then unused).
     """
     owner = owner or default_owner()
     policy = policy or RetryPolicy()
     report = SyncReport()
     seen: set[int] = set()
-    while not stop():
-        claimed = _claim(db, clock(), owner, settings.lease_seconds, seen, link_ids)
-        if claimed is None:
-            return report
-        seen.add(claimed.link.id)
-        run = _LinkRun(db, settings, clock, owner, claimed, policy, rand, senders, stop)
-        report.outcomes.append(run.run())
-    return report
+    own = Connections() if connections is None and senders is None else None
+    if senders is None:
+        pool = connections if connections is not None else own
+        senders = functools.partial(build_sender, connections=pool)
+    try:
+        while not stop():
+            claimed = _claim(db, clock(), owner, settings.lease_seconds, seen, link_ids)
+            if claimed is None:
+                return report
+            seen.add(claimed.link.id)
+            run = _LinkRun(db, settings, clock, owner, claimed, policy, rand, senders, stop)
+            report.outcomes.append(run.run())
+        return report
+    finally:
+        if own is not None:
+            own.close()
 
 
 @dataclass
@@ -246,6 +336,7 @@ class _LinkRun:
         self.rand = rand
         self.senders = senders
         self.outcome = LinkOutcome(claim.link)
+        self.project: str | None = None
 
     def run(self) -> LinkOutcome:
         sender: Sender | None = None
@@ -255,6 +346,8 @@ class _LinkRun:
             except SegflowError as exc:
                 raise LinkBroken(str(exc)) from None
             sender = self.senders(self.claim.destination, secret, self.settings)
+            # Senders to Google name the Cloud project they use; others are not paced.
+            self.project = getattr(sender, "project", None)
             self._due_resends()
             for operation in (INGEST, REMOVE):
                 while not self.stop():
@@ -270,6 +363,8 @@ class _LinkRun:
             self._retry_later(exc)
         except LinkBroken as exc:
             self._pause(str(exc))
+        except _Paced as exc:
+            self._wait_for_pace(exc)
         except _LeaseLost:
             self.outcome.error = "another worker took over this link (lease expired)"
         finally:
@@ -303,18 +398,42 @@ class _LinkRun:
     def _retry_later(self, exc: TransientError) -> None:
         now = self.clock()
         attempts = self.claim.attempts + 1
-        delay = self.policy.delay(attempts, self.rand(), exc.retry_after)
+        server_delay = exc.retry_after
+        if isinstance(exc, QuotaExhausted):
+            # Google's quota refills at the next minute or at midnight Pacific
+            # time: trying sooner only spends more of it.
+            refill = pacing.next_quota_day(now) if exc.window == "day" else pacing.next_minute(now)
+            server_delay = max(server_delay or 0.0, (refill - now).total_seconds())
+        delay = self.policy.delay(attempts, self.rand(), server_delay)
         retry_at = now + dt.timedelta(seconds=delay)
+        message = str(exc)
+        if isinstance(exc, QuotaExhausted):
+            project = f" (Google Cloud project {self.project})" if self.project else ""
+            message = (
+                f"Google's per-{exc.window} request quota{project} is used up; "
+                f"next attempt at {_shown(retry_at)}"
+            )
         with self.db.write() as conn:
             self._release(
                 conn,
                 attempts=attempts,
                 next_attempt_at=retry_at,
-                last_error=str(exc),
+                last_error=message,
                 last_error_at=now,
             )
-        self.outcome.error = str(exc)
+        self.outcome.error = message
         self.outcome.retry_at = retry_at
+
+    def _wait_for_pace(self, paced: _Paced) -> None:
+        """segflow's own pace is reached: wait for the next minute, not a failed attempt."""
+        with self.db.write() as conn:
+            self._release(conn, next_attempt_at=paced.until)
+        self.outcome.retry_at = paced.until
+        self.outcome.deferred = (
+            f"{self.settings.google_requests_per_minute} requests this minute for Google Cloud "
+            f"project {paced.project} (SEGFLOW_GOOGLE_REQUESTS_PER_MINUTE); "
+            f"next attempt at {_shown(paced.until)}"
+        )
 
     def _pause(self, reason: str) -> None:
         now = self.clock()
@@ -331,6 +450,7 @@ class _LinkRun:
         started: float,
         request_id: str | None = None,
         error: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         conn.execute(
             sa.insert(sync_log).values(
@@ -342,6 +462,7 @@ class _LinkRun:
                 outcome=outcome,
                 error=error,
                 duration_ms=int((time.monotonic() - started) * 1000),
+                warnings=json.dumps(list(warnings)) if warnings else None,
             )
         )
 
@@ -467,25 +588,57 @@ class _LinkRun:
     # -- delivery
 
     def _deliver(self, sender: Sender, batch: _Batch, *, replaced: bool = False) -> None:
-        parts = [batch.members]
-        while parts:
-            part = parts.pop()
+        """Send one batch, handling refusals by what they name (bounds: module docstring)."""
+        members = batch.members
+        split = _Split(request_cap(len(members)))
+        # (part, splits deep); breadth-first, so both halves of the first
+        # split are tried before either is split again.
+        queue: deque[tuple[list[OutMember], int]] = deque([(members, 0)])
+        while queue:
+            part, depth = queue.popleft()
+            split.spend(len(members))
+            self._take_pace()
             started = time.monotonic()
             try:
                 self.outcome.requests += 1
                 request_id = sender.send(batch.operation, part)
+            except MembersRejected as exc:
+                named = {i: r for i, r in exc.reasons.items() if 0 <= i < len(part)}
+                if named:
+                    self._rejected(batch.operation, part, named, str(exc), started, replaced)
+                    rest = [m for i, m in enumerate(part) if i not in named]
+                    if rest:
+                        # Outside the bound: it has one member fewer at least.
+                        split.refund()
+                        queue.appendleft((rest, depth))
+                    continue
+                unnamed: Exception = exc
             except RequestRejected as exc:
-                self._rejected(batch.operation, part, str(exc), started, replaced=replaced)
-                if len(part) > 1:
-                    middle = len(part) // 2
-                    parts.extend((part[middle:], part[:middle]))
-                continue
+                unnamed = exc
             except (TransientError, LinkBroken) as exc:
                 outcome = "retry" if isinstance(exc, TransientError) else "paused"
                 with self.db.write() as conn:
                     self._log(conn, batch.operation, len(part), outcome, started, error=str(exc))
                 raise
-            self._acknowledge(batch.operation, part, request_id, started, replaced=replaced)
+            else:
+                self._acknowledge(batch.operation, part, request_id, started, replaced=replaced)
+                continue
+            reason = str(unnamed)
+            alone = {0: reason} if len(part) == 1 else {}
+            self._rejected(batch.operation, part, alone, reason, started, replaced)
+            split.refused(depth, reason)
+            if len(part) > 1:
+                middle = len(part) // 2
+                queue.extend(((part[:middle], depth + 1), (part[middle:], depth + 1)))
+
+    def _take_pace(self) -> None:
+        if self.project is None:
+            return
+        until = pacing.take(
+            self.db, self.project, self.clock(), self.settings.google_requests_per_minute
+        )
+        if until is not None:
+            raise _Paced(until, self.project)
 
     def _acknowledge(
         self,
@@ -496,6 +649,7 @@ class _LinkRun:
         *,
         replaced: bool = False,
     ) -> None:
+        warnings: Sequence[str] = getattr(request_id, "warnings", ())
         lm = link_members
         now = self.clock()
         rids = [m.rid for m in part]
@@ -531,7 +685,15 @@ class _LinkRun:
                     .values(have=0, sent=None, stale=None, acked_at=None, rejected=None, pending=1)
                 )
                 self.outcome.removed += len(part)
-            self._log(conn, operation, len(part), "ok", started, request_id=request_id)
+            self._log(
+                conn,
+                operation,
+                len(part),
+                "ok",
+                started,
+                request_id=str(request_id),
+                warnings=warnings,
+            )
             conn.execute(
                 sa.update(links).where(links.c.id == self.link_id).values(last_success_at=now)
             )
@@ -540,34 +702,35 @@ class _LinkRun:
         self,
         operation: str,
         part: Sequence[OutMember],
-        reason: str,
+        named: Mapping[int, str],
+        message: str,
         started: float,
-        *,
-        replaced: bool = False,
+        replaced: bool,
     ) -> None:
+        """Log one refused request; record the members it named (by position) as refused."""
         lm = link_members
         with self.db.write() as conn:
             self._hold(conn, self.clock())
-            self._log(conn, operation, len(part), "rejected", started, error=reason)
-            if len(part) == 1 and replaced:
+            self._log(conn, operation, len(part), "rejected", started, error=message)
+            if not named:
+                return
+            rows = [{"r": part[i].rid, "reason": reason} for i, reason in sorted(named.items())]
+            mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+            if replaced:
                 # Old identifiers the platform will not take back: nothing
                 # more can be done with them, and the new ones still go out.
-                conn.execute(
-                    sa.update(lm)
-                    .where(lm.c.link_id == self.link_id, lm.c.rid == part[0].rid)
-                    .values(stale=None)
-                )
-            elif len(part) == 1:
-                values: dict[str, Any] = {"rejected": reason, "pending": 0}
-                if operation == INGEST:
-                    # Refused as a whole request, so the list did not take it.
-                    values["sent"] = sa.case((lm.c.have == 1, lm.c.sent), else_=None)
-                conn.execute(
-                    sa.update(lm)
-                    .where(lm.c.link_id == self.link_id, lm.c.rid == part[0].rid)
-                    .values(**values)
-                )
-                self.outcome.rejected += 1
+                conn.execute(sa.update(lm).where(mine).values(stale=None), rows)
+                return
+            values: dict[str, Any] = {"rejected": sa.bindparam("reason"), "pending": 0}
+            if operation == INGEST:
+                # Refused with the request, so the list did not take it.
+                values["sent"] = sa.case((lm.c.have == 1, lm.c.sent), else_=None)
+            conn.execute(sa.update(lm).where(mine).values(**values), rows)
+            self.outcome.rejected += len({row["r"] for row in rows})
+
+
+def _shown(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def next_due(db: Database) -> dt.datetime | None:

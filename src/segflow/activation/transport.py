@@ -5,13 +5,17 @@ remove) to one destination and returns the platform's request id. Senders
 turn a platform's failures into the kinds the sync pass acts on:
 
 * :class:`TransientError`: try again later (``retry_after`` when the
-  platform said how long to wait);
+  platform said how long to wait); :class:`QuotaExhausted` is the kind that
+  says which request quota ran out, so the wait runs to when it refills;
 * :class:`MembersRejected`: the request was refused because of the members
   it names; the rest are sent again without them;
 * :class:`RequestRejected`: refused as invalid without naming a member; the
   only failure that justifies splitting a batch to find the bad ones;
 * :class:`LinkBroken`: credentials, permissions, terms, consent or a missing
   list; nothing can succeed until a person fixes it, so the link pauses.
+
+An accepted request answers a :class:`Receipt`: the platform's request id,
+with the warnings the answer carried.
 
 The platforms' own senders live beside this module (:mod:`.senders` builds
 the one a destination needs).
@@ -39,6 +43,24 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
+class QuotaExhausted(TransientError):
+    """The platform's request quota ran out: ``window`` is ``"minute"`` or ``"day"``.
+
+    ``limit`` names the quota as the platform does, when it said which.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        window: str,
+        limit: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.window = window
+        self.limit = limit
+
+
 class RequestRejected(Exception):
     """The platform refused the request as invalid without saying which member."""
 
@@ -58,6 +80,17 @@ class LinkBroken(Exception):
     """Needs a person: credentials, permissions, terms, consent or a missing list."""
 
 
+class Receipt(str):
+    """A platform's request id, carrying the warnings its answer gave (no member data)."""
+
+    warnings: tuple[str, ...]
+
+    def __new__(cls, request_id: str, warnings: Sequence[str] = ()) -> Receipt:
+        made = super().__new__(cls, request_id)
+        made.warnings = tuple(warnings)
+        return made
+
+
 @dataclass(frozen=True)
 class OutMember:
     """One audience member as it will be sent: identifier codes and consent."""
@@ -73,6 +106,7 @@ class Sender(Protocol):
     """Delivers batches to one destination."""
 
     def send(self, operation: str, members: Sequence[OutMember]) -> str:
-        """Deliver one batch; return the platform's request id."""
+        """Deliver one batch; return the platform's request id (a :class:`Receipt`
+        when the answer carried warnings)."""
 
     def close(self) -> None: ...

@@ -35,15 +35,20 @@ from sqlalchemy.engine import Connection
 from segflow.activation.destinations import GOOGLE_ADS, destination_from_row, open_secret
 from segflow.activation.google import status as google_status
 from segflow.activation.google import userlists
-from segflow.activation.google.client import GoogleConnection
-from segflow.activation.transport import INGEST, LinkBroken, RequestRejected, TransientError
+from segflow.activation.google.client import Connections, GoogleConnection
+from segflow.activation.transport import (
+    INGEST,
+    LinkBroken,
+    MembersRejected,
+    RequestRejected,
+    TransientError,
+)
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, links, sync_log
 from segflow.errors import SegflowError
 
 Clock = Callable[[], dt.datetime]
-ConnectionFactory = Callable[[dict[str, Any] | None, Settings], GoogleConnection]
 
 #: The first ask about a request, after it was sent (Google: "about 30 minutes").
 FIRST_CHECK = dt.timedelta(minutes=30)
@@ -214,20 +219,20 @@ def poll(
     settings: Settings,
     *,
     clock: Clock,
-    connections: ConnectionFactory = GoogleConnection,
+    connections: Connections | None = None,
     limit: int = CHECKS_PER_PASS,
     stop: Callable[[], bool] = lambda: False,
 ) -> PollReport:
     """Ask Google about the requests that are due, and refresh stale list sizes.
 
-    ``connections`` builds a connection from a destination's opened
-    credentials; one is built per destination per pass and closed after it.
+    ``connections`` is the process's pool (the worker's), whose connections
+    stay open; without one, the pass opens its own and closes them after.
     Requests are taken one at a time, so each lease covers one call, and
     ``stop`` is asked before each. A destination whose ask failed (Google
     unreachable, credentials refused) is not asked about again in the pass.
     """
     report = PollReport()
-    opened: dict[int, GoogleConnection] = {}
+    opened = connections if connections is not None else Connections()
     failing: set[int] = set()
     try:
         for _ in range(limit):
@@ -236,15 +241,15 @@ def poll(
             due = _claim_request(db, clock(), settings.lease_seconds, failing)
             if due is None:
                 break
-            if not _check(db, settings, clock, due, opened, connections, report):
+            if not _check(db, settings, clock, due, opened, report):
                 failing.add(due.destination_id)
         for link_id, destination_id in _claim_lists(db, clock(), LISTS_PER_PASS):
             if stop():
                 return report
-            _read_list(db, settings, link_id, destination_id, opened, connections, report)
+            _read_list(db, settings, link_id, destination_id, opened, report)
     finally:
-        for connection in opened.values():
-            connection.close()
+        if connections is None:
+            opened.close()
     return report
 
 
@@ -310,20 +315,17 @@ def _connection(
     db: Database,
     settings: Settings,
     destination_id: int,
-    opened: dict[int, GoogleConnection],
-    connections: ConnectionFactory,
+    opened: Connections,
 ) -> tuple[GoogleConnection, dict[str, Any]]:
-    """The pass's connection for a destination, and the destination's config."""
+    """The connection for a destination (from the pool), and the destination's config."""
     with db.read() as conn:
         row = conn.execute(sa.select(destinations).where(destinations.c.id == destination_id)).one()
     destination = destination_from_row(row)
-    if destination_id not in opened:
-        try:
-            secret = open_secret(row.secret, settings.cipher)
-        except SegflowError as exc:
-            raise LinkBroken(str(exc)) from None
-        opened[destination_id] = connections(secret, settings)
-    return opened[destination_id], destination.config
+    try:
+        secret = open_secret(row.secret, settings.cipher)
+    except SegflowError as exc:
+        raise LinkBroken(str(exc)) from None
+    return opened.get(destination_id, secret, settings), destination.config
 
 
 def _check(
@@ -331,8 +333,7 @@ def _check(
     settings: Settings,
     clock: Clock,
     due: _Due,
-    opened: dict[int, GoogleConnection],
-    connections: ConnectionFactory,
+    opened: Connections,
     report: PollReport,
 ) -> bool:
     """Ask about one request and store the answer; False when the ask itself failed."""
@@ -344,9 +345,9 @@ def _check(
         report.checked.append((due.request_id, google_status.UNKNOWN))
         return True
     try:
-        connection, _ = _connection(db, settings, due.destination_id, opened, connections)
+        connection, _ = _connection(db, settings, due.destination_id, opened)
         answer = google_status.retrieve(connection, due.request_id, float(settings.sync_timeout))
-    except RequestRejected as exc:
+    except (RequestRejected, MembersRejected) as exc:
         # Google does not know the id (or no longer): nothing more to learn.
         _store_final(db, due, clock(), google_status.UNKNOWN, str(exc))
         report.checked.append((due.request_id, google_status.UNKNOWN))
@@ -463,13 +464,12 @@ def _read_list(
     settings: Settings,
     link_id: int,
     destination_id: int,
-    opened: dict[int, GoogleConnection],
-    connections: ConnectionFactory,
+    opened: Connections,
     report: PollReport,
 ) -> None:
     info: dict[str, Any]
     try:
-        connection, config = _connection(db, settings, destination_id, opened, connections)
+        connection, config = _connection(db, settings, destination_id, opened)
         found = userlists.get(
             connection,
             config["operating_account_id"],
@@ -479,7 +479,7 @@ def _read_list(
         )
         info = {**found.as_dict(), "error": None}
         report.lists_read += 1
-    except (TransientError, LinkBroken, RequestRejected) as exc:
+    except (TransientError, LinkBroken, RequestRejected, MembersRejected) as exc:
         with db.read() as conn:
             before = conn.execute(
                 sa.select(links.c.list_info).where(links.c.id == link_id)

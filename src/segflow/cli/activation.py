@@ -90,7 +90,16 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
     elif args.list_description is not None or args.membership_days is not None:
         raise InvalidInput("--list-description and --membership-days go with --create-list")
     added = destinations.add_destination(
-        db, args.name, args.kind, config, utcnow(), secret, settings.cipher, create_list=create_list
+        db,
+        args.name,
+        args.kind,
+        config,
+        utcnow(),
+        secret,
+        settings.cipher,
+        check_credentials=settings.check_credentials,
+        token_uri=settings.token_uri,
+        create_list=create_list,
     )
     if args.json:
         emit_json(added.public())
@@ -407,6 +416,8 @@ def print_sync_report(report: sync.SyncReport, out: Any = None, *, quiet: bool =
         elif o.error:
             retry = f", retrying at {o.retry_at.isoformat()}" if o.retry_at else ""
             line += f"; {o.error}{retry}"
+        elif o.deferred:
+            line += f"; waiting: {o.deferred}"
         print(line, file=out, flush=True)
 
 

@@ -382,6 +382,23 @@ def _m7_google_diagnostics(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN uploads_checked_at {t['ts']}")
 
 
+def _m9_request_pacing(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    for statement in (
+        # Requests segflow sent to Google per Cloud project and clock minute,
+        # shared by every worker (see activation/pacing.py).
+        f"""CREATE TABLE sf_request_pace (
+            project TEXT NOT NULL,
+            minute {t["ts"]} NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (project, minute)
+        )""",
+        # The field warnings an accepted request carried, as a JSON list of text.
+        "ALTER TABLE sf_sync_log ADD COLUMN warnings TEXT",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
@@ -390,6 +407,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
     Migration(6, "explicit consent for every destination", _m6_explicit_consent),
     Migration(7, "Google's request statuses and list sizes", _m7_google_diagnostics),
+    Migration(
+        9,
+        "request pacing per Google Cloud project; warnings of accepted requests",
+        _m9_request_pacing,
+    ),
 )
 
 
@@ -410,14 +432,23 @@ def current_version(db: Database) -> int:
         return int(value or 0)
 
 
+def _recorded(db: Database) -> set[int]:
+    # Every version, not the highest: migrations written side by side can
+    # land in any order, and one numbered below the highest applied must
+    # still run.
+    with db.read() as conn:
+        if not sa.inspect(conn).has_table("sf_schema_migrations"):
+            return set()
+        return {int(v) for v in conn.execute(sa.select(schema_migrations.c.version)).scalars()}
+
+
 def upgrade(db: Database, notices: list[str] | None = None) -> list[Migration]:
     """Bring the schema to the latest version; return the migrations applied.
 
     What the migrations have to tell the person upgrading (settings they
     made explicit, say) is appended to ``notices`` when it is given.
     """
-    latest = MIGRATIONS[-1].version
-    if current_version(db) >= latest:
+    if _recorded(db) >= {m.version for m in MIGRATIONS}:
         return []
     applied: list[Migration] = []
     with db.connect() as conn:

@@ -373,6 +373,8 @@ sync_log = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("duration_ms", sa.Integer, nullable=False),
+    #: JSON list of the field warnings an accepted request's answer carried.
+    sa.Column("warnings", sa.Text),
     # Google's answer to RetrieveRequestStatus for an accepted request
     # (activation/uploads.py): NULL until asked; PROCESSING, SUCCESS,
     # PARTIAL_SUCCESS, FAILED or UNKNOWN after.
@@ -390,4 +392,13 @@ sync_log = sa.Table(
     sa.Column("google_error", sa.Text),
     sa.Index("sf_sync_log_link", "link_id", "id"),
     sa.Index("sf_sync_log_google", "google_status", "at"),
+)
+
+#: Requests sent to Google per Cloud project and clock minute (activation/pacing.py).
+request_pace = sa.Table(
+    "sf_request_pace",
+    metadata,
+    sa.Column("project", sa.Text, primary_key=True),
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )

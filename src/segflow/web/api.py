@@ -407,6 +407,8 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
         utcnow(),
         body.credentials,
         state.settings.cipher,
+        check_credentials=state.settings.check_credentials,
+        token_uri=state.settings.token_uri,
         create_list=creator,
     )
     return added.public()

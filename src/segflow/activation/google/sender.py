@@ -1,11 +1,16 @@
 """The Customer Match sender: one batch as one Data Manager API request.
 
 ``IngestAudienceMembers`` / ``RemoveAudienceMembers`` with the official
-``google-ads-datamanager`` client, through :class:`.client.GoogleConnection`.
+``google-ads-datamanager`` client, through :class:`.client.GoogleConnection`
+(the caller's pooled one, or its own). An accepted ingest's field warnings
+come back on the :class:`~segflow.activation.transport.Receipt` and are
+logged by reason and field only (a warning's text may quote a value).
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,17 +18,22 @@ from google.ads.datamanager_v1.types import audience, consent, ingestion_service
 from google.ads.datamanager_v1.types import destination as d
 from google.ads.datamanager_v1.types import terms_of_service as tos
 from google.ads.datamanager_v1.types import user_data as ud
+from google.api_core import exceptions as core
 
+from segflow.activation import credentials
 from segflow.activation.destinations import DENIED, GRANTED, Destination
 from segflow.activation.google.client import GoogleConnection
-from segflow.activation.google.errors import classify
+from segflow.activation.google.errors import classify, display_field
 from segflow.activation.transport import (
     INGEST,
     MAX_IDENTIFIERS_PER_MEMBER,
     LinkBroken,
     OutMember,
+    Receipt,
 )
 from segflow.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class GoogleAdsSender:
@@ -37,12 +47,20 @@ class GoogleAdsSender:
     """
 
     def __init__(
-        self, destination: Destination, secret: dict[str, Any] | None, settings: Settings
+        self,
+        destination: Destination,
+        secret: dict[str, Any] | None,
+        settings: Settings,
+        connection: GoogleConnection | None = None,
     ) -> None:
         self.destination = destination
         self.secret = secret
         self.timeout = float(settings.sync_timeout)
-        self.connection = GoogleConnection(secret, settings)
+        #: A pooled connection outlives this sender; its own is closed with it.
+        self._owns_connection = connection is None
+        self.connection = connection or GoogleConnection(secret, settings)
+        #: The Google Cloud project whose request quota this sender uses.
+        self.project = credentials.project_of(secret)
 
     def _destination_pb(self) -> Any:
         config = self.destination.config
@@ -121,6 +139,7 @@ class GoogleAdsSender:
                 "the Customer Match terms of service are not accepted for this destination "
                 "(segflow destinations update NAME --terms-accepted)"
             )
+        metadata = self.connection.authorize()
         client = self.connection.ingestion()
         request = self.build(operation, members)
         call = (
@@ -129,10 +148,36 @@ class GoogleAdsSender:
             else client.remove_audience_members
         )
         try:
-            response = call(request=request, retry=None, timeout=self.timeout)
+            response = call(request=request, retry=None, timeout=self.timeout, metadata=metadata)
         except Exception as exc:
+            if isinstance(exc, core.Unauthenticated):
+                self.connection.forget_token()
             raise classify(exc, self.secret) from None
-        return str(response.request_id)
+        request_id = str(response.request_id)
+        found = list(getattr(response, "field_warnings", ()))
+        warnings = [
+            f"{_warning_reason(w)} ({display_field(w.field)})"
+            + (f": {w.description}" if w.description else "")
+            for w in found
+        ]
+        if warnings:
+            reasons = Counter(_warning_reason(w) for w in found)
+            log.warning(
+                "Google accepted request %s to %s with %d field warnings: %s",
+                request_id,
+                self.destination.name,
+                len(warnings),
+                ", ".join(f"{reason} x{count}" for reason, count in sorted(reasons.items())),
+            )
+        return Receipt(request_id, warnings)
 
     def close(self) -> None:
-        self.connection.close()
+        if self._owns_connection:
+            self.connection.close()
+
+
+def _warning_reason(warning: Any) -> str:
+    """A ``FieldWarning``'s ``WarningReason`` name (``WARNING_REASON_INVALID_REGION_CODE``)."""
+    reason = warning.reason
+    name = getattr(reason, "name", None) or str(reason or "")
+    return name if name and not name.endswith("UNSPECIFIED") else "WARNING"

@@ -18,9 +18,12 @@ from google.ads.datamanager_v1.types import ingestion_service
 from google.ads.datamanager_v1.types import match_rate as mr
 from google.ads.datamanager_v1.types import processing_errors as pe
 from google.ads.datamanager_v1.types import request_status_per_destination as rs
+from google.api_core import exceptions as core
 
+from segflow.activation.credentials import scrub
 from segflow.activation.google.client import GoogleConnection
-from segflow.activation.google.errors import classify
+from segflow.activation.google.errors import classify, describe
+from segflow.activation.transport import RequestRejected
 
 PROCESSING = "PROCESSING"
 SUCCESS = "SUCCESS"
@@ -149,6 +152,10 @@ def retrieve(connection: GoogleConnection, request_id: str, timeout: float) -> R
     client = connection.ingestion()
     try:
         response = client.retrieve_request_status(request=request, retry=None, timeout=timeout)
+    except (core.InvalidArgument, core.NotFound) as exc:
+        # About this id only (unknown, or forgotten after 24 hours): nothing
+        # about the link or its credentials, whatever the details name.
+        raise RequestRejected(scrub(describe(exc), connection.secret)) from None
     except Exception as exc:
         raise classify(exc, connection.secret) from None
     return parse(response)

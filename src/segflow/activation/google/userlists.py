@@ -22,7 +22,12 @@ from google.ads.datamanager_v1.types import user_list_service as uls
 from segflow.activation import destinations
 from segflow.activation.google.client import GoogleConnection
 from segflow.activation.google.errors import classify
-from segflow.activation.transport import LinkBroken, RequestRejected, TransientError
+from segflow.activation.transport import (
+    LinkBroken,
+    MembersRejected,
+    RequestRejected,
+    TransientError,
+)
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.errors import InvalidInput
@@ -118,22 +123,6 @@ def info_of(user_list: Any) -> UserListInfo:
     )
 
 
-def _failure(exc: Exception, secret: Any) -> Exception:
-    """:func:`classify`'s kind, its message naming each field Google objected to and why."""
-    kind = classify(exc, secret)
-    said = []
-    for detail in getattr(exc, "details", None) or []:
-        for violation in getattr(detail, "field_violations", ()):
-            text = f"{violation.field}: {violation.reason or 'invalid'}"
-            if violation.description:
-                text += f" ({violation.description})"
-            if text not in str(kind):
-                said.append(text)
-    if not said or not isinstance(kind, RequestRejected | LinkBroken):
-        return kind
-    return type(kind)(f"{kind}; {'; '.join(said)}")
-
-
 def check_new_list(display_name: str, description: str, membership_days: int | None) -> None:
     """Refuse, before asking Google, what Google would refuse."""
     if not display_name.strip():
@@ -177,7 +166,7 @@ def create_list(
             metadata=_metadata(login_account_id),
         )
     except Exception as exc:
-        raise _failure(exc, connection.secret) from None
+        raise classify(exc, connection.secret) from None
     return info_of(created)
 
 
@@ -198,7 +187,7 @@ def get(
             metadata=_metadata(login_account_id),
         )
     except Exception as exc:
-        raise _failure(exc, connection.secret) from None
+        raise classify(exc, connection.secret) from None
     return info_of(found)
 
 
@@ -224,7 +213,7 @@ def page(
         items = [info_of(u) for u in response.user_lists]
         token = str(response.next_page_token)
     except Exception as exc:
-        raise _failure(exc, connection.secret) from None
+        raise classify(exc, connection.secret) from None
     return items, token
 
 
@@ -287,7 +276,7 @@ def creator(
                 login_account_id=config.get("login_account_id"),
                 timeout=float(settings.sync_timeout),
             )
-        except (TransientError, LinkBroken, RequestRejected) as exc:
+        except (TransientError, LinkBroken, RequestRejected, MembersRejected) as exc:
             raise _refused("create the list", exc) from None
         finally:
             connection.close()
@@ -315,7 +304,7 @@ def destination_lists(
                 timeout=float(settings.sync_timeout),
             )
         )
-    except (TransientError, LinkBroken, RequestRejected) as exc:
+    except (TransientError, LinkBroken, RequestRejected, MembersRejected) as exc:
         raise _refused("list the account's user lists", exc) from None
     finally:
         connection.close()
