@@ -348,6 +348,8 @@ def _oauth_link(db: Database, fake: FakeDataManager, settings: Settings) -> dict
             "operating_account_id": ACCOUNT,
             "product_destination_id": LIST_ID,
             "terms_accepted": True,
+            "ad_user_data": "granted",
+            "ad_personalization": "granted",
         },
         NOW,
         secret,
@@ -417,7 +419,12 @@ def test_credentials_are_checked_when_a_destination_is_added(
     db: Database, auth_fake: FakeDataManager
 ) -> None:
     cipher = Settings().cipher
-    config = {"operating_account_id": ACCOUNT, "product_destination_id": LIST_ID}
+    config = {
+        "operating_account_id": ACCOUNT,
+        "product_destination_id": LIST_ID,
+        "ad_user_data": "granted",
+        "ad_personalization": "granted",
+    }
     good, revoked = _oauth(auth_fake), _oauth(auth_fake)
     auth_fake.revoke(revoked["refresh_token"])
 
@@ -537,7 +544,8 @@ def test_the_cli_refuses_credentials_google_revoked_when_adding_a_destination(
         path.write_text(json.dumps(secret))
         return cli.main(
             ["destinations", "add", "google_ads", name, "--operating-account-id", ACCOUNT,
-             "--list-id", LIST_ID, "--oauth-file", str(path), "--db", url]
+             "--list-id", LIST_ID, "--oauth-file", str(path), "--db", url,
+             "--ad-user-data", "granted", "--ad-personalization", "granted"]
         )  # fmt: skip
 
     revoked = _oauth(auth_fake)
