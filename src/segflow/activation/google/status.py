@@ -150,8 +150,12 @@ def retrieve(connection: GoogleConnection, request_id: str, timeout: float) -> R
     """
     request = ingestion_service.RetrieveRequestStatusRequest(request_id=request_id)
     client = connection.ingestion()
+    # A fresh token first, so that a refused refresh is reported as such.
+    metadata = connection.authorize()
     try:
-        response = client.retrieve_request_status(request=request, retry=None, timeout=timeout)
+        response = client.retrieve_request_status(
+            request=request, retry=None, timeout=timeout, metadata=metadata
+        )
     except (core.InvalidArgument, core.NotFound) as exc:
         # About this id only (unknown, or forgotten after 24 hours): nothing
         # about the link or its credentials, whatever the details name.

@@ -87,11 +87,19 @@ def list_name(account_id: str, list_id: str) -> str:
     return f"{account_name(account_id)}/userLists/{list_id}"
 
 
-def _metadata(login_account_id: str | None) -> tuple[tuple[str, str], ...]:
+def _metadata(
+    connection: GoogleConnection, login_account_id: str | None
+) -> tuple[tuple[str, str], ...]:
+    """The call's metadata: a fresh token when we fetch tokens, and the login account.
+
+    Refreshing before the call raises a refused refresh as such (classified),
+    not as the UNAVAILABLE gRPC's token plugin would report.
+    """
+    token = tuple(connection.authorize())
     # Without the header Google authorises against the list's own account.
     if not login_account_id:
-        return ()
-    return (("login-account", account_name(login_account_id)),)
+        return token
+    return (*token, ("login-account", account_name(login_account_id)))
 
 
 def info_of(user_list: Any) -> UserListInfo:
@@ -158,12 +166,13 @@ def create_list(
     info.contact_id_info.data_source_type = ul.DataSourceType.DATA_SOURCE_TYPE_FIRST_PARTY
     request = uls.CreateUserListRequest.pb()(parent=account_name(account_id))
     request.user_list.CopyFrom(user_list)
+    metadata = _metadata(connection, login_account_id)
     try:
         created = connection.user_lists().create_user_list(
             request=uls.CreateUserListRequest.wrap(request),
             retry=None,
             timeout=timeout,
-            metadata=_metadata(login_account_id),
+            metadata=metadata,
         )
     except Exception as exc:
         raise classify(exc, connection.secret) from None
@@ -179,12 +188,13 @@ def get(
     timeout: float = 60.0,
 ) -> UserListInfo:
     """One list of the account, with Google's size and match rate."""
+    metadata = _metadata(connection, login_account_id)
     try:
         found = connection.user_lists().get_user_list(
             request=uls.GetUserListRequest(name=list_name(account_id, list_id)),
             retry=None,
             timeout=timeout,
-            metadata=_metadata(login_account_id),
+            metadata=metadata,
         )
     except Exception as exc:
         raise classify(exc, connection.secret) from None
@@ -204,11 +214,12 @@ def page(
     request = uls.ListUserListsRequest(
         parent=account_name(account_id), page_size=page_size, page_token=page_token
     )
+    metadata = _metadata(connection, login_account_id)
     try:
         # One page per call: the pager's own iteration would fetch the next
         # pages inside a loop we could not bound or time.
         response = connection.user_lists().list_user_lists(
-            request=request, retry=None, timeout=timeout, metadata=_metadata(login_account_id)
+            request=request, retry=None, timeout=timeout, metadata=metadata
         )
         items = [info_of(u) for u in response.user_lists]
         token = str(response.next_page_token)
