@@ -13,7 +13,8 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from segflow.activation import links, uploads
+from segflow import segments
+from segflow.activation import destinations, links, uploads
 from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import Connections, GoogleConnection
 from segflow.cli.main import main
@@ -25,10 +26,13 @@ from segflow.web.server import live_server
 from segflow.worker import Worker
 from tests.sync_helpers import (
     ACCOUNT,
+    HIGH_SPEND,
     LIST_ID,
+    NOW,
     Clock,
     customers,
     expected_members,
+    import_rows,
     run_sync,
     setup_link,
 )
@@ -277,6 +281,53 @@ def test_google_unreachable_costs_one_ask_per_pass_and_the_requests_wait(
         uploads.poll(db, settings, clock=clock)
     [state] = links.status(db, now=clock.now)
     assert {u.status for u in state.uploads} == {"SUCCESS"}
+
+
+def test_status_and_list_reads_carry_an_oauth_token(tmp_path: Path, db: Database) -> None:
+    with FakeDataManager(require_auth=True) as server:
+        server.add_account(ACCOUNT)
+        server.add_list(ACCOUNT, LIST_ID)
+        settings = Settings(
+            datamanager_endpoint=server.address,
+            oauth_token_uri=server.token_uri,
+            sync_timeout=5,
+            secret_key_file=str(tmp_path / "key"),
+        )
+        client_id, client_secret, refresh_token = server.oauth_client()
+        secret = {
+            "type": "oauth",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "refresh_token": refresh_token,
+        }
+        import_rows(db, customers(300))
+        segments.create_segment(
+            db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+        )
+        destinations.add_destination(
+            db,
+            "ads",
+            destinations.GOOGLE_ADS,
+            {
+                "operating_account_id": ACCOUNT,
+                "product_destination_id": LIST_ID,
+                "terms_accepted": True,
+                **CONSENT,
+            },
+            NOW,
+            secret,
+            settings.cipher,
+        )
+        links.link(db, "big spenders", "ads", NOW)
+        clock = _clock()
+        run_sync(db, settings, clock)
+        for _ in range(2):
+            clock.advance(minutes=31)
+            report = uploads.poll(db, settings, clock=clock)
+            assert report.errors == []
+        assert {r.outcome for r in server.received} == {"OK"}
+        [state] = links.status(db, now=clock.now)
+        assert state.uploads[0].status == "SUCCESS" and state.list_size is not None
 
 
 def test_an_unknown_request_id_ends_as_unknown(
