@@ -540,6 +540,7 @@ def test_upgrading_an_existing_database_puts_everything_in_the_default_workspace
             ):
                 conn.exec_driver_sql(statement)
         monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+        # Migration 5 and every later one apply; 5 moves the rows into workspaces.
         assert [m.version for m in upgrade(db)] == [m.version for m in MIGRATIONS[4:]]
         with db.read() as conn:
             for table in ("sf_datasets", "sf_segments", "sf_destinations"):

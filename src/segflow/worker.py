@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from segflow import datasets, engine, ingest
-from segflow.activation import sync
+from segflow.activation import sync, uploads
 from segflow.activation.google.client import Connections
 from segflow.config import Settings
 from segflow.db.engine import Database
@@ -110,6 +110,9 @@ class Worker:
             connections=self.connections,
         )
         self.after_sync(synced)
+        uploads.poll(
+            self.db, self.settings, clock=self.clock, stop=self.stop, connections=self.connections
+        )
         if failure is not None:
             raise failure
 

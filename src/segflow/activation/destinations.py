@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,11 @@ def _file_config(raw: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- storage
 
+#: Creates a google_ads destination's list at Google from its checked config
+#: and credentials; returns the new list's id. Given by the layer that talks
+#: to Google (this module does not).
+ListCreator = Callable[[dict[str, Any], dict[str, Any] | None], str]
+
 
 def destination_from_row(row: sa.Row[Any]) -> Destination:
     """A :class:`Destination` from a full row of ``sf_destinations``."""
@@ -223,6 +229,7 @@ def add_destination(
     secret: dict[str, Any] | None = None,
     cipher: Cipher | None = None,
     *,
+    create_list: ListCreator | None = None,
     check_credentials: bool = False,
     token_uri: str | None = None,
 ) -> Destination:
@@ -232,11 +239,23 @@ def add_destination(
     ``Settings.check_credentials``) Google credentials are refreshed once at
     ``token_uri`` first (None: no token server may be asked, so they are not
     checked); credentials Google refuses for good are refused here.
+
+    With ``create_list`` (google_ads, no ``product_destination_id`` given) the
+    list is created at Google once everything else is checked, and the
+    destination stored with its id; when creating fails nothing is stored.
     """
     if not _NAME.fullmatch(name):
         raise InvalidInput(
             f"destination name {name!r} must be 1-100 letters, digits, spaces or . @ + - _"
         )
+    if create_list is not None:
+        if kind != GOOGLE_ADS or config.get("product_destination_id"):
+            raise InvalidInput("creating a list is for google_ads destinations without a list id")
+        # Checked with a stand-in id, so that no list is made for a bad config.
+        _google_ads_config({**config, "product_destination_id": "0"})
+        with db.read() as conn:
+            _check_name_free(conn, name)
+        config = {**config, "product_destination_id": create_list(config, secret)}
     if kind == GOOGLE_ADS:
         clean = _google_ads_config(config)
         if secret is not None:
@@ -257,13 +276,7 @@ def add_destination(
             raise ValueError("credentials are only stored encrypted: pass a cipher")
         stored = cipher.encrypt(json.dumps(secret))
     with db.write() as conn:
-        taken = conn.execute(
-            sa.select(destinations.c.id).where(
-                destinations.c.name == name, owned(conn, destinations)
-            )
-        ).first()
-        if taken is not None:
-            raise Conflict(f"a destination named {name!r} already exists")
+        _check_name_free(conn, name)
         new_id = conn.execute(
             sa.insert(destinations)
             .values(
@@ -279,6 +292,14 @@ def add_destination(
         ).scalar_one()
         row = conn.execute(sa.select(destinations).where(destinations.c.id == new_id)).one()
     return destination_from_row(row)
+
+
+def _check_name_free(conn: Connection, name: str) -> None:
+    taken = conn.execute(
+        sa.select(destinations.c.id).where(destinations.c.name == name, owned(conn, destinations))
+    ).first()
+    if taken is not None:
+        raise Conflict(f"a destination named {name!r} already exists")
 
 
 def load_destination(conn: Connection, ref: int | str) -> Destination:

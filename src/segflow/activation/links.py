@@ -9,18 +9,19 @@ resumes paused ones and counts their state for people and pages.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow import outbox
-from segflow.activation.destinations import load_destination
+from segflow.activation import uploads
+from segflow.activation.destinations import GOOGLE_ADS, load_destination
 from segflow.activation.mapping import mapping_for
 from segflow.datasets import load_dataset_by_id
 from segflow.db import records
-from segflow.db.engine import Database
+from segflow.db.engine import Database, utcnow
 from segflow.db.linked import linked_destinations
 from segflow.db.schema import datasets, destinations, link_members, links, segments, sync_log
 from segflow.db.scope import owned
@@ -57,15 +58,50 @@ class LinkStatus:
     validate_only: bool
     #: Members whose consent cell is not a recognised spelling: sent as denied.
     consent_unrecognised: int = 0
+    #: Members in accepted ingests Google has not reported processed yet
+    #: (they count in ``synced``, which is what the list should hold).
+    awaiting_google: int = 0
+    #: The last accepted requests, newest first, with Google's answers.
+    uploads: list[uploads.Upload] = field(default_factory=list)
+    #: The list as Google last described it (see uploads.LIST_REFRESH), and when.
+    list_info: dict[str, Any] | None = None
+    list_read_at: dt.datetime | None = None
+
+    @property
+    def list_size(self) -> int | None:
+        """Google's count of the list's members, when it gave one."""
+        if self.list_info is None or self.list_info.get("size") is None:
+            return None
+        return int(self.list_info["size"])
+
+    @property
+    def match_rate(self) -> str | None:
+        """The match rate Google reported last: the newest upload's range, else the list's."""
+        for upload in self.uploads:
+            if upload.match_rate is not None:
+                return upload.match_rate
+        if self.list_info and self.list_info.get("match_rate_percentage") is not None:
+            return f"{self.list_info['match_rate_percentage']}%"
+        return None
 
     @property
     def warnings(self) -> list[str]:
         out = []
-        if self.members_wanted < MIN_SERVING_MEMBERS and self.kind == "google_ads":
-            out.append(
-                f"{self.members_wanted} members: Google does not serve Customer Match lists "
-                f"with fewer than {MIN_SERVING_MEMBERS}"
-            )
+        if self.kind == "google_ads":
+            size = self.list_size
+            if size is not None and size < MIN_SERVING_MEMBERS:
+                out.append(
+                    f"Google counts {size:,} members in the list: it does not serve Customer "
+                    f"Match lists with fewer than {MIN_SERVING_MEMBERS}"
+                )
+            elif size is None and self.members_wanted < MIN_SERVING_MEMBERS:
+                out.append(
+                    f"{self.members_wanted} members: Google does not serve Customer Match lists "
+                    f"with fewer than {MIN_SERVING_MEMBERS}"
+                )
+        for upload in self.uploads:
+            if upload.warning is not None:
+                out.append(upload.warning)
         if self.validate_only:
             out.append("validate_only: requests are checked by Google but change nothing")
         if self.consent_unrecognised:
@@ -93,6 +129,13 @@ class LinkStatus:
             "paused": self.paused_reason is not None,
             "paused_reason": self.paused_reason,
             "consent_unrecognised": self.consent_unrecognised,
+            "awaiting_google": self.awaiting_google,
+            "last_upload": self.uploads[0].as_dict() if self.uploads else None,
+            "uploads": [u.as_dict() for u in self.uploads],
+            "match_rate": self.match_rate,
+            "list_size": self.list_size,
+            "list": self.list_info,
+            "list_read_at": _iso(self.list_read_at),
             "warnings": self.warnings,
         }
 
@@ -237,8 +280,21 @@ def list_links(db: Database) -> list[Link]:
         return [lk for lk, _ in _links(conn)]
 
 
-def status(db: Database, segment: int | str | None = None) -> list[LinkStatus]:
-    """Every link's sync status (or only one segment's, by id or name), from its member rows."""
+def status(
+    db: Database,
+    segment: int | str | None = None,
+    *,
+    now: dt.datetime | None = None,
+    recent: int = uploads.RECENT_UPLOADS,
+) -> list[LinkStatus]:
+    """Every link's sync status (or only one segment's, by id or name).
+
+    Counts come from its member rows; Google's answers about the last
+    ``recent`` uploads and its description of the list come from what the
+    poll pass (:mod:`.uploads`) stored. ``now`` (default: the current time)
+    decides which requests Google no longer reports on.
+    """
+    now = now or utcnow()
     lm = link_members
     with db.read() as conn:
         segment_id = None if segment is None else int(_segment_row(conn, segment).id)
@@ -253,6 +309,8 @@ def status(db: Database, segment: int | str | None = None) -> list[LinkStatus]:
                     sa.func.count().filter(lm.c.rejected.is_not(None)),
                 ).where(lm.c.link_id == lk.id)
             ).one()
+            google = row.kind == GOOGLE_ADS
+            validate_only = bool(dict(row.config).get("validate_only", False))
             out.append(
                 LinkStatus(
                     link=lk,
@@ -267,11 +325,35 @@ def status(db: Database, segment: int | str | None = None) -> list[LinkStatus]:
                     last_error_at=row.last_error_at,
                     next_attempt_at=row.next_attempt_at,
                     paused_reason=row.paused_reason,
-                    validate_only=bool(dict(row.config).get("validate_only", False)),
+                    validate_only=validate_only,
+                    # Only Google reports on requests; nothing awaits a validate-only one.
+                    awaiting_google=(
+                        uploads.awaiting(conn, lk.id, now) if google and not validate_only else 0
+                    ),
+                    uploads=uploads.recent_uploads(conn, lk.id, now, recent) if google else [],
+                    list_info=dict(row.list_info) if row.list_info is not None else None,
+                    list_read_at=row.list_read_at,
                     consent_unrecognised=_consent_unrecognised(conn, lk),
                 )
             )
     return out
+
+
+def link_status(
+    db: Database,
+    segment: int | str,
+    destination: int | str,
+    *,
+    now: dt.datetime | None = None,
+    recent: int = 20,
+) -> LinkStatus:
+    """One link's status, by segment and destination (each an id or a name), with
+    its last ``recent`` uploads."""
+    with db.read() as conn:
+        seg = _segment_row(conn, segment)
+        dest = load_destination(conn, destination)
+        link_id = _link_id(conn, seg, dest.id, dest.name)
+    return next(s for s in status(db, int(seg.id), now=now, recent=recent) if s.link.id == link_id)
 
 
 def _consent_unrecognised(conn: Connection, lk: Link) -> int:
@@ -355,6 +437,8 @@ def live_states(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
                 links.c.last_success_at,
                 links.c.last_error,
                 links.c.next_attempt_at,
+                links.c.uploads_checked_at,
+                links.c.list_read_at,
             ).join(destinations, destinations.c.id == links.c.destination_id)
         ).all()
     return {
@@ -369,6 +453,9 @@ def live_states(db: Database) -> dict[int, tuple[int, dict[str, Any]]]:
                 "last_success_at": _iso(r.last_success_at),
                 "last_error": r.last_error,
                 "next_attempt_at": _iso(r.next_attempt_at),
+                # A new answer from Google about an upload or the list.
+                "google_checked_at": _iso(r.uploads_checked_at),
+                "list_read_at": _iso(r.list_read_at),
             },
         )
         for r in rows

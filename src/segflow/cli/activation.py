@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from segflow import forget
-from segflow.activation import destinations, links, mapping, sync
+from segflow.activation import destinations, links, mapping, sync, uploads
+from segflow.activation.google import userlists
 from segflow.activation.identifiers import LISTED_COLUMNS, MAPPED_COLUMNS
 from segflow.cli import output as show
 from segflow.cli.output import emit_json, plural
@@ -79,6 +80,15 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         if google_only:
             raise InvalidInput(f"{', '.join(google_only)}: only for google_ads destinations")
         config["path"] = args.path
+    create_list = None
+    if args.create_list is not None:
+        if args.kind != destinations.GOOGLE_ADS or args.list_id:
+            raise InvalidInput("--create-list is for google_ads destinations without --list-id")
+        create_list = userlists.creator(
+            settings, args.create_list, args.list_description or "", args.membership_days
+        )
+    elif args.list_description is not None or args.membership_days is not None:
+        raise InvalidInput("--list-description and --membership-days go with --create-list")
     added = destinations.add_destination(
         db,
         args.name,
@@ -89,6 +99,7 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         settings.cipher,
         check_credentials=settings.check_credentials,
         token_uri=settings.token_uri,
+        create_list=create_list,
     )
     if args.json:
         emit_json(added.public())
@@ -103,6 +114,47 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
 
 
 _OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
+
+
+def cmd_destinations_lists(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    found, items = userlists.destination_lists(db, settings, args.name)
+    if args.json:
+        emit_json([i.as_dict() for i in items])
+        return 0
+    account = found.config["operating_account_id"]
+    if not items:
+        print(f"account {account} has no user lists; create one with destinations add "
+              "google_ads NAME ... --create-list \"Display name\"")  # fmt: skip
+        return 0
+    current = found.config.get("product_destination_id")
+    print(f"user lists of account {account} ({plural(len(items), 'list')}):")
+    rows = [("", "id", "name", "members", "match rate", "membership", "status")]
+    for i in items:
+        rows.append(
+            (
+                "*" if i.list_id == current else "",
+                i.list_id,
+                i.display_name,
+                _count(i.size),
+                f"{i.match_rate_percentage}%" if i.match_rate_percentage is not None else "-",
+                f"{i.membership_days} days" if i.membership_days is not None else "-",
+                i.membership_status,
+            )
+        )
+    _table(rows)
+    if current:
+        print(f"* the list destination {found.name!r} writes to")
+    return 0
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "-"
+
+
+def _table(rows: Sequence[tuple[str, ...]], indent: str = "  ") -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _describe(d: destinations.Destination) -> str:
@@ -209,11 +261,18 @@ def _print_status(items: list[links.LinkStatus]) -> None:
         d = s.as_dict()
         state = f"PAUSED: {s.paused_reason}" if s.paused_reason else "active"
         print(f"{s.link.segment} -> {s.link.destination} ({s.kind}, {state})")
+        awaiting = f" ({s.awaiting_google:,} awaiting Google)" if s.awaiting_google else ""
         print(
-            f"  {s.synced:,} synced, {s.pending_adds:,} pending adds, "
+            f"  {s.synced:,} synced{awaiting}, {s.pending_adds:,} pending adds, "
             f"{s.pending_removes:,} pending removes, {s.failed:,} failed"
         )
         print(f"  last success: {d['last_success_at'] or 'never'}")
+        if s.uploads:
+            print(f"  last upload: {_upload_line(s.uploads[0])}")
+        if s.match_rate is not None:
+            print(f"  match rate: {s.match_rate}")
+        if s.list_info is not None:
+            print(f"  list at Google: {_list_line(s)}")
         if s.last_error and not s.paused_reason:
             retry = f" (retry at {d['next_attempt_at']})" if s.next_attempt_at else ""
             print(f"  last error: {s.last_error} at {d['last_error_at']}{retry}")
@@ -221,8 +280,86 @@ def _print_status(items: list[links.LinkStatus]) -> None:
             print(f"  warning: {warning}")
 
 
+def _when(value: Any) -> str:
+    return str(value.strftime("%Y-%m-%d %H:%M UTC")) if value is not None else "-"
+
+
+def _google_state(u: uploads.Upload) -> str:
+    if u.status is None:
+        return f"not asked yet (from {_when(u.at + uploads.FIRST_CHECK)})"
+    if u.status == "PROCESSING" and u.next_check_at is not None:
+        return f"PROCESSING (asking again {_when(u.next_check_at)})"
+    return u.status
+
+
+def _errors_text(u: uploads.Upload) -> str:
+    return ", ".join(f"{r} {n:,}" for r, n in sorted(u.errors.items())) or "-"
+
+
+def _upload_line(u: uploads.Upload) -> str:
+    line = f"{u.operation} of {plural(u.members, 'member')} at {_when(u.at)}: {_google_state(u)}"
+    if u.match_rate:
+        line += f", match rate {u.match_rate}"
+    if u.errors:
+        line += f", errors {_errors_text(u)}"
+    return line
+
+
+def _list_line(s: links.LinkStatus) -> str:
+    info = s.list_info or {}
+    if info.get("size") is None:
+        text = "size not known"
+    else:
+        text = f"{info.get('display_name', '')!r} {plural(int(info['size']), 'member')}"
+        if info.get("match_rate_percentage") is not None:
+            text += f", match rate {info['match_rate_percentage']}%"
+    text += f" (read {_when(s.list_read_at)})"
+    if info.get("error"):
+        text += f"; last read failed: {info['error']}"
+    return text
+
+
+def cmd_links_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    s = links.link_status(db, args.segment, args.destination, now=utcnow(), recent=args.limit)
+    if args.json:
+        emit_json(s.as_dict())
+        return 0
+    _print_status([s])
+    if s.list_info is not None and s.list_info.get("size") is not None:
+        info = s.list_info
+        print(
+            "  list size by network: "
+            f"Display {_count(info.get('display_members'))}, "
+            f"Search {_count(info.get('search_members'))}, "
+            f"YouTube {_count(info.get('youtube_members'))}, "
+            f"Gmail {_count(info.get('gmail_members'))}"
+        )
+    if not s.uploads:
+        print("  no uploads yet")
+        return 0
+    print("  last uploads:")
+    rows = [("when", "operation", "members", "request id", "Google", "errors", "match rate")]
+    for u in s.uploads:
+        rows.append(
+            (
+                _when(u.at),
+                u.operation,
+                f"{u.members:,}",
+                u.request_id,
+                _google_state(u),
+                _errors_text(u),
+                u.match_rate or "-",
+            )
+        )
+    _table(rows, indent="    ")
+    asked_failed = [u for u in s.uploads if u.error and u.status != "SUCCESS"]
+    for u in asked_failed:
+        print(f"  note: request {u.request_id}: {u.error}")
+    return 0
+
+
 def cmd_links(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    items = links.status(db)
+    items = links.status(db, now=utcnow())
     if args.json:
         emit_json([s.as_dict() for s in items])
     else:
@@ -261,6 +398,7 @@ def cmd_sync(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     if args.status:
         return cmd_links(args, db, settings)
     report = sync.sync(db, settings, clock=utcnow)
+    uploads.poll(db, settings, clock=utcnow)
     if args.json:
         emit_json({"links": [o.as_dict() for o in report.outcomes], "ok": report.ok})
     else:
@@ -357,9 +495,29 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
             f"sent for members without their own consent column; file: default "
             f"{destinations.FILE_DEFAULT_CONSENT}",
         )
+    da.add_argument(
+        "--create-list",
+        metavar="DISPLAY_NAME",
+        help="google_ads: create a new Customer Match list with this name (instead of --list-id)",
+    )
+    da.add_argument("--list-description", metavar="TEXT", help="with --create-list")
+    da.add_argument(
+        "--membership-days",
+        type=int,
+        metavar="N",
+        help=f"with --create-list: how long members stay (1-{userlists.MAX_MEMBERSHIP_DAYS}, "
+        f"default {userlists.MAX_MEMBERSHIP_DAYS})",
+    )
     da.set_defaults(func=cmd_destinations_add)
     dl = dst_sub.add_parser("list", parents=[common, as_json], help="list destinations")
     dl.set_defaults(func=cmd_destinations_list)
+    dls = dst_sub.add_parser(
+        "lists",
+        parents=[common, as_json],
+        help="the Customer Match lists of a google_ads destination's account, read from Google",
+    )
+    dls.add_argument("name", metavar="NAME")
+    dls.set_defaults(func=cmd_destinations_lists)
     du = dst_sub.add_parser("update", parents=[common], help="change a destination's settings")
     du.add_argument("name", metavar="NAME")
     du.add_argument("--terms-accepted", action=argparse.BooleanOptionalAction, default=None)
@@ -419,7 +577,9 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     ul.set_defaults(func=cmd_unlink)
 
     ls = sub.add_parser(
-        "links", parents=[common, as_json], help="sync status of every link (or: failed, resume)"
+        "links",
+        parents=[common, as_json],
+        help="sync status of every link (or: show, failed, resume)",
     )
     ls.set_defaults(func=cmd_links)
     ls_sub = ls.add_subparsers(dest="action", required=False, metavar="ACTION")
@@ -430,6 +590,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     lf.add_argument("destination", metavar="DESTINATION")
     lf.add_argument("--limit", type=int, default=100, metavar="N")
     lf.set_defaults(func=cmd_links_failed)
+    lsh = ls_sub.add_parser(
+        "show",
+        parents=[common, as_json],
+        help="one link: its last uploads and what Google said about them, the list's size",
+    )
+    lsh.add_argument("segment", metavar="SEGMENT")
+    lsh.add_argument("destination", metavar="DESTINATION")
+    lsh.add_argument("--limit", type=int, default=20, metavar="N", help="uploads shown (20)")
+    lsh.set_defaults(func=cmd_links_show)
     lr = ls_sub.add_parser("resume", parents=[common], help="unpause a link and retry it now")
     lr.add_argument("segment", metavar="SEGMENT")
     lr.add_argument("destination", metavar="DESTINATION")

@@ -359,6 +359,31 @@ def _m6_explicit_consent(conn: Connection, dialect: str) -> list[str]:
 _CONSENT_KEYS = ("ad_user_data", "ad_personalization")
 
 
+def _m7_google_diagnostics(conn: Connection, dialect: str) -> None:
+    t = _types(dialect)
+    # What Google answered about each accepted request (RetrieveRequestStatus),
+    # and when to ask again; see activation/uploads.py.
+    for column in (
+        "google_status TEXT",
+        "google_checks INTEGER NOT NULL DEFAULT 0",
+        f"google_checked_at {t['ts']}",
+        f"google_next_check_at {t['ts']}",
+        f"google_errors {t['json']}",
+        f"google_warnings {t['json']}",
+        "google_match_rate TEXT",
+        "google_records BIGINT",
+        "google_error TEXT",
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE sf_sync_log ADD COLUMN {column}")
+    conn.exec_driver_sql("CREATE INDEX sf_sync_log_google ON sf_sync_log (google_status, at)")
+    # The destination list as Google last described it (size, match rate).
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_info {t['json']}")
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN list_read_at {t['ts']}")
+    # When Google last answered about one of the link's uploads: live pages
+    # learn of a new answer from this one column.
+    conn.exec_driver_sql(f"ALTER TABLE sf_links ADD COLUMN uploads_checked_at {t['ts']}")
+
+
 def _m8_key(code: str) -> int:
     # The 64-bit key of an identifier code as migration 8 wrote it (the same
     # rule as activation.identifiers.code_key, kept here as shipped).
@@ -418,6 +443,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "identifiers to remove after a change", _m4_stale_identifiers),
     Migration(5, "workspaces, users, sessions and API tokens", _m5_workspaces),
     Migration(6, "explicit consent for every destination", _m6_explicit_consent),
+    Migration(7, "Google's request statuses and list sizes", _m7_google_diagnostics),
     Migration(8, "identifier codes held per link member", _m8_link_hashes),
     Migration(
         9,

@@ -319,6 +319,12 @@ links = sa.Table(
     # Whoever holds an unexpired lease is the only sender to this list.
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", UTCDateTime),
+    # The list as Google last described it (UserListService.GetUserList):
+    # sizes per network, match rate, name; read at most every hour.
+    sa.Column("list_info", sa.JSON),
+    sa.Column("list_read_at", UTCDateTime),
+    # When Google last answered about one of its uploads (for live pages).
+    sa.Column("uploads_checked_at", UTCDateTime),
     sa.Index("sf_links_segment", "segment_id"),
 )
 
@@ -393,7 +399,23 @@ sync_log = sa.Table(
     sa.Column("duration_ms", sa.Integer, nullable=False),
     #: JSON list of the field warnings an accepted request's answer carried.
     sa.Column("warnings", sa.Text),
+    # Google's answer to RetrieveRequestStatus for an accepted request
+    # (activation/uploads.py): NULL until asked; PROCESSING, SUCCESS,
+    # PARTIAL_SUCCESS, FAILED or UNKNOWN after.
+    sa.Column("google_status", sa.Text),
+    sa.Column("google_checks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("google_checked_at", UTCDateTime),
+    # When to ask next; while a worker asks, its lease.
+    sa.Column("google_next_check_at", UTCDateTime),
+    # {reason: record count}, Google's ProcessingErrorReason / WarningReason names.
+    sa.Column("google_errors", sa.JSON),
+    sa.Column("google_warnings", sa.JSON),
+    sa.Column("google_match_rate", sa.Text),
+    sa.Column("google_records", sa.BigInteger),
+    # Why the last ask failed, if it did.
+    sa.Column("google_error", sa.Text),
     sa.Index("sf_sync_log_link", "link_id", "id"),
+    sa.Index("sf_sync_log_google", "google_status", "at"),
 )
 
 #: Requests sent to Google per Cloud project and clock minute (activation/pacing.py).

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from segflow import datasets, forget, ingest, rules, segments, worker
 from segflow.activation import destinations, links, mapping
+from segflow.activation.google import userlists
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, Throttled
 from segflow.progress import Progress
@@ -400,6 +401,19 @@ class DestinationIn(BaseModel):
         description="write-only: a service-account key as {type: service_account, info: {...}}"
         " or {type: oauth, client_id, client_secret, refresh_token}",
     )
+    create_list: NewListIn | None = Field(
+        default=None,
+        description="google_ads: create a new Customer Match list at Google for this "
+        "destination (instead of config.product_destination_id)",
+    )
+
+
+class NewListIn(BaseModel):
+    display_name: str = Field(min_length=1, max_length=250)
+    description: str = Field(default="", max_length=2000)
+    membership_days: int | None = Field(
+        default=None, ge=1, le=userlists.MAX_MEMBERSHIP_DAYS, description="default 540"
+    )
 
 
 class LinkIn(BaseModel):
@@ -415,6 +429,12 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
             "file destinations write to the server's disk, so in team mode only an operator "
             "adds them (segflow destinations add on the server)"
         )
+    creator = None
+    if body.create_list is not None:
+        new = body.create_list
+        creator = userlists.creator(
+            state.settings, new.display_name, new.description, new.membership_days
+        )
     added = destinations.add_destination(
         db,
         body.name,
@@ -425,8 +445,23 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
         state.settings.cipher,
         check_credentials=state.settings.check_credentials,
         token_uri=state.settings.token_uri,
+        create_list=creator,
     )
     return added.public()
+
+
+@router.get("/api/destinations/{destination_id}/lists", tags=["destinations"])
+def destination_lists(request: Request, destination_id: DestinationId) -> dict[str, Any]:
+    """The Customer Match lists of a google_ads destination's account, read from Google."""
+    found, items = userlists.destination_lists(
+        workspace_db(request), _state(request).settings, destination_id
+    )
+    return {
+        "destination": found.name,
+        "account": found.config["operating_account_id"],
+        "current_list_id": found.config.get("product_destination_id"),
+        "lists": [i.as_dict() for i in items],
+    }
 
 
 @router.get("/api/destinations", tags=["destinations"])
@@ -441,7 +476,7 @@ def delete_destination(request: Request, destination_id: DestinationId) -> Respo
 
 
 def _link_statuses(request: Request, segment_id: int) -> list[dict[str, Any]]:
-    return [s.as_dict() for s in links.status(workspace_db(request), segment_id)]
+    return [s.as_dict() for s in links.status(workspace_db(request), segment_id, now=utcnow())]
 
 
 @router.post("/api/segments/{segment_id}/links", status_code=201, tags=["destinations"])
@@ -456,6 +491,31 @@ def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str,
 @router.get("/api/segments/{segment_id}/links", tags=["destinations"])
 def segment_links(request: Request, segment_id: SegmentId) -> list[dict[str, Any]]:
     return _link_statuses(request, segment_id)
+
+
+@router.get("/api/segments/{segment_id}/links/{destination_id}/uploads", tags=["destinations"])
+def link_uploads(
+    request: Request,
+    segment_id: SegmentId,
+    destination_id: DestinationId,
+    limit: Annotated[int, Query(ge=1, le=200, description="uploads, newest first")] = 20,
+) -> dict[str, Any]:
+    """One link's last uploads with what Google reported about each, and the list's size."""
+    status = links.link_status(
+        workspace_db(request), segment_id, destination_id, now=utcnow(), recent=limit
+    )
+    out = status.as_dict()
+    return {
+        "segment": out["segment"],
+        "destination": out["destination"],
+        "list": out["list"],
+        "list_size": out["list_size"],
+        "list_read_at": out["list_read_at"],
+        "match_rate": out["match_rate"],
+        "awaiting_google": out["awaiting_google"],
+        "warnings": out["warnings"],
+        "uploads": out["uploads"],
+    }
 
 
 @router.delete(

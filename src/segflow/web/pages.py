@@ -109,7 +109,8 @@ phone numbers keep every digit.</small></p>
 <button type="submit">Explain</button></form><div id="explain"></div></section>
 <section><h2>Destinations</h2><table id="links"><thead><tr><th>Destination</th><th>Status</th>
 <th class="num">Synced</th><th class="num">Pending adds</th><th class="num">Pending removes</th>
-<th class="num">Failed</th><th>Last success</th><th>Last error</th></tr></thead><tbody></tbody></table>
+<th class="num">Failed</th><th>At Google</th><th>Last success</th><th>Last error</th></tr></thead>
+<tbody></tbody></table>
 <form id="link-form"><select id="link-destination"></select>
 <button type="submit">Link destination</button> <span id="link-error" class="error"></span></form>
 </section>
@@ -190,7 +191,13 @@ would be sent and takes granted unless chosen.</p>
 <label>ad_personalization <select id="d-ap"><option value="" selected>choose…</option>
 <option value="granted">granted</option><option value="denied">denied</option></select></label>
 <button type="submit">Add destination</button> <span id="d-error" class="error" aria-live="polite"></span></div>
-</form></section>"""
+</form></section>
+<section><h2>Customer Match lists at Google</h2>
+<form id="lists-form"><select id="lists-destination"></select>
+<button type="submit">Show the account's lists</button> <span id="lists-error" class="error"></span></form>
+<table id="google-lists" hidden><thead><tr><th>List id</th><th>Name</th><th class="num">Members</th>
+<th class="num">Match rate</th><th>Membership</th><th>Status</th></tr></thead><tbody></tbody></table>
+</section>"""
     return _layout("Destinations", "destinations", body)
 
 

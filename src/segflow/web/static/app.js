@@ -416,11 +416,14 @@ async function segmentPage() {
 
   const loadLinks = async () => {
     const statuses = await api(`/api/segments/${id}/links`);
-    $("links").tBodies[0].replaceChildren(...statuses.map((s) => el("tr", {},
+    $("links").tBodies[0].replaceChildren(...statuses.flatMap((s) => [el("tr", {},
       el("td", {}, s.destination), el("td", {}, s.paused ? `paused: ${s.paused_reason}` : "active", s.warnings.map((w) => el("div", { class: "warning" }, w))),
-      el("td", { class: "num" }, fmt(s.synced)), el("td", { class: "num" }, fmt(s.pending_adds)),
+      el("td", { class: "num" }, fmt(s.synced), s.awaiting_google ? el("div", { class: "muted" }, `${fmt(s.awaiting_google)} awaiting Google`) : null),
+      el("td", { class: "num" }, fmt(s.pending_adds)),
       el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed)),
-      el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || ""))));
+      el("td", { class: "google" }, atGoogle(s)),
+      el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || "")),
+      ...(s.uploads.length ? [el("tr", { class: "uploads" }, el("td", { colspan: 9 }, uploadsTable(s.uploads)))] : [])]));
     const all = await api("/api/destinations");
     $("link-destination").replaceChildren(...all.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
   };
@@ -443,6 +446,32 @@ async function segmentPage() {
   });
   onLive("sync", (s) => { if (s.segment_id === id) loadLinks(); });
   await setupBuilder(segment);
+}
+
+// What Google reported about a link: the last upload's status, match rate, list size.
+function atGoogle(s) {
+  const last = s.last_upload;
+  const parts = [];
+  if (last) parts.push(el("div", {}, `last upload: ${googleState(last)}`));
+  if (s.match_rate) parts.push(el("div", {}, `match rate ${s.match_rate}`));
+  if (s.list_size !== null && s.list_size !== undefined) parts.push(el("div", {}, `list: ${fmt(s.list_size)} members`));
+  return parts.length ? parts : "-";
+}
+
+function googleState(u) {
+  if (!u.google_status) return "not checked yet";
+  return u.google_status.replace("_", " ").toLowerCase();
+}
+
+function uploadsTable(items) {
+  const errors = (u) => Object.entries(u.errors).map(([r, n]) => `${r} ${fmt(n)}`).join(", ") || "-";
+  return el("details", {}, el("summary", {}, `Last uploads (${items.length})`),
+    el("table", { class: "uploads" },
+      el("thead", {}, el("tr", {}, ["When", "Operation", "Members", "Request id", "Google", "Errors", "Match rate"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, items.map((u) => el("tr", {},
+        el("td", {}, when(u.at)), el("td", {}, u.operation), el("td", { class: "num" }, fmt(u.members)),
+        el("td", { class: "mono" }, u.request_id), el("td", {}, googleState(u)),
+        el("td", {}, errors(u)), el("td", {}, u.match_rate || "-"))))));
 }
 
 // ------------------------------------------------------------------ datasets
@@ -621,6 +650,36 @@ async function destinationsPage() {
       await load();
     } catch (error) {
       $("d-error").textContent = error.message;
+    }
+  });
+  await googleLists();
+}
+
+// The Customer Match lists of a google_ads destination's account, to pick a list id from.
+async function googleLists() {
+  const pick = $("lists-destination");
+  const fill = async () => {
+    const chosen = pick.value;
+    const google = (await api("/api/destinations")).filter((d) => d.kind === "google_ads");
+    pick.replaceChildren(...google.map((d) => el("option", { value: d.id }, d.name)));
+    if (chosen) pick.value = chosen;
+  };
+  await fill();
+  // Destinations added on this page since it loaded are offered too.
+  pick.addEventListener("focus", fill);
+  $("lists-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("lists-error").textContent = "";
+    try {
+      const answer = await api(`/api/destinations/${pick.value}/lists`);
+      $("google-lists").tBodies[0].replaceChildren(...answer.lists.map((l) => el("tr", {},
+        el("td", {}, l.list_id === answer.current_list_id ? `${l.list_id} (this destination's)` : l.list_id),
+        el("td", {}, l.display_name), el("td", { class: "num" }, fmt(l.size)),
+        el("td", { class: "num" }, l.match_rate_percentage === null ? "-" : `${l.match_rate_percentage}%`),
+        el("td", {}, l.membership_days === null ? "-" : `${l.membership_days} days`), el("td", {}, l.membership_status))));
+      $("google-lists").hidden = false;
+    } catch (error) {
+      $("lists-error").textContent = error.message;
     }
   });
 }
