@@ -349,6 +349,57 @@ def test_an_unrecognised_record_value_reaches_google_as_denied(
                for w in status.warnings)  # fmt: skip
 
 
+def _member_consent(request: Any) -> dict[str, tuple[int | None, int | None]]:
+    return {
+        m.user_data.user_identifiers[0].email_address: (
+            m.consent.ad_user_data if m.HasField("consent") else None,
+            m.consent.ad_personalization if m.HasField("consent") else None,
+        )
+        for m in request.audience_members
+    }
+
+
+def test_a_withdrawn_consent_cell_is_sent_again_though_the_identifiers_are_the_same(
+    db: Database, fake: FakeDataManager
+) -> None:
+    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
+    _import(db, _csv(_people()))
+    segments.create_segment(db, name="s", dataset="people", rules_json=SPENDERS, now=NOW)
+    google_destination(db, "ads")
+    links.link(db, "s", "ads", NOW)
+    assert run_sync(db, settings).ok
+    # Person 1 withdraws; person 4 changes nothing Google is told.
+    rows = _people()
+    rows[0] = (1, "p1@example.com", 500, "withdrawn", "withdrawn")
+    rows[3] = (4, "p4@example.com", 600, "", "")
+    _import(db, _csv(rows))
+    assert run_sync(db, settings).ok
+
+    first, again = fake.requests("IngestAudienceMembers")
+    d = CONSENT_DENIED
+    assert _member_consent(again) == {_email_hash(1): (d, d)}
+
+
+def test_changing_a_destinations_consent_sends_every_member_again(
+    db: Database, fake: FakeDataManager
+) -> None:
+    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
+    _import(db, _csv(_people()))
+    segments.create_segment(db, name="s", dataset="people", rules_json=SPENDERS, now=NOW)
+    google_destination(db, "ads")
+    links.link(db, "s", "ads", NOW)
+    assert run_sync(db, settings).ok
+    destinations.update_destination(db, "ads", {"ad_personalization": "denied"}, NOW)
+    assert run_sync(db, settings).ok
+
+    first, again = fake.requests("IngestAudienceMembers")
+    assert len(again.audience_members) == len(first.audience_members) == len(PEOPLE)
+    assert (again.consent.ad_user_data, again.consent.ad_personalization) == (
+        CONSENT_GRANTED,
+        CONSENT_DENIED,
+    )
+
+
 def test_a_dataset_without_consent_columns_reports_none(
     db: Database, fake: FakeDataManager
 ) -> None:

@@ -161,6 +161,22 @@ def test_a_refusal_naming_nothing_of_the_whole_request_pauses_after_three_reques
     assert (status.failed, status.pending_adds) == (0, 1_000)
 
 
+def test_a_refusal_of_the_whole_request_refuses_no_member_of_a_two_member_batch(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    setup_link(db, customers(2), rules=EVERYONE)
+    unnamed = Failure(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
+    fake.fail_next(unnamed, unnamed, unnamed)
+
+    report = run_sync(db, settings)
+
+    # Each half holds one member: neither may be taken for a bad member.
+    assert [len(r.request.audience_members) for r in fake.received] == [2, 1, 1]
+    assert report.outcomes[0].paused is not None
+    status = _status(db)
+    assert (status.failed, status.pending_adds) == (0, 2)
+
+
 class RefusesUnnamed:
     """A platform that refuses, naming nothing, any request holding one of ``bad``."""
 
@@ -448,8 +464,14 @@ def test_credentials_are_checked_when_a_destination_is_added(
 
 
 def test_the_token_server_override_accepts_only_loopback_http() -> None:
-    env = {"SEGFLOW_OAUTH_TOKEN_URI": "http://127.0.0.1:8123/token"}
+    env = {
+        "SEGFLOW_OAUTH_TOKEN_URI": "http://127.0.0.1:8123/token",
+        "SEGFLOW_DATAMANAGER_ENDPOINT": "127.0.0.1:5",
+    }
     assert Settings.from_env(env).token_uri == "http://127.0.0.1:8123/token"
+    # Talking to Google itself, a real refresh token never goes to a local server.
+    real = {"SEGFLOW_OAUTH_TOKEN_URI": "http://127.0.0.1:8123/token"}
+    assert Settings.from_env(real).token_uri == "https://oauth2.googleapis.com/token"
     for bad in (
         "https://oauth2.googleapis.com/token",
         "http://example.org:80/token",

@@ -128,10 +128,10 @@ class Settings:
         from a local token server: a real one must not be fetched from Google
         to be sent in clear text to a double.
         """
-        if self.oauth_token_uri:
-            return check_token_uri(self.oauth_token_uri)
         if self.datamanager_endpoint:
-            return None
+            return check_token_uri(self.oauth_token_uri) if self.oauth_token_uri else None
+        # Talking to Google: a real refresh token goes to Google's token
+        # server only, never in clear text to a local one.
         return GOOGLE_TOKEN_URI
 
     @property

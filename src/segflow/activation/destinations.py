@@ -325,7 +325,8 @@ def update_destination(
     """Change settings of a destination, by id or name (not its kind or credentials).
 
     Turning ``validate_only`` off makes every member of its link due again:
-    nothing sent while validating was applied at Google.
+    nothing sent while validating was applied at Google. Changing its consent
+    sends every wanted member again, so that Google holds the new choice.
     """
     with db.write() as conn:
         current = load_destination(conn, ref)
@@ -341,8 +342,25 @@ def update_destination(
         )
         if current.validate_only and not clean.get("validate_only", False):
             _resend_everything(conn, current.id)
+        elif current.consent != (clean["ad_user_data"], clean["ad_personalization"]):
+            _resend_wanted(conn, current.id)
         row = conn.execute(sa.select(destinations).where(destinations.c.id == current.id)).one()
     return destination_from_row(row)
+
+
+def _resend_wanted(conn: Connection, destination_id: int) -> None:
+    """Every wanted member of the destination's links is sent again, with its consent.
+
+    Consent travels with each ingest, so a list's members keep the consent
+    they were sent with until they are sent again: a changed choice (a
+    withdrawal, above all) must reach Google for everyone already there.
+    """
+    link_ids = sa.select(links.c.id).where(links.c.destination_id == destination_id)
+    conn.execute(
+        sa.update(link_members)
+        .where(link_members.c.link_id.in_(link_ids), link_members.c.want == 1)
+        .values(pending=1, acked_at=None)
+    )
 
 
 def _resend_everything(conn: Connection, destination_id: int) -> None:

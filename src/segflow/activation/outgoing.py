@@ -88,9 +88,21 @@ def plan_adds(
         if not codes:
             plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
             continue
+        consent = (
+            consent_value(record.get(mapping.consent_ad_user_data or "")),
+            consent_value(record.get(mapping.consent_ad_personalization or "")),
+        )
+        consent_key = consent_text(consent)
         old = json.loads(item.sent) if item.sent else None
-        if item.have == 1 and old == codes and item.acked_at and item.acked_at >= recent:
-            plan.settled.append(rid)  # the record changed, its identifiers did not
+        if (
+            item.have == 1
+            and old == codes
+            and (item.sent_consent or _NO_RECORD_CONSENT) == consent_key
+            and item.acked_at
+            and item.acked_at >= recent
+        ):
+            # The record changed; what Google was told of it did not.
+            plan.settled.append(rid)
             continue
         # Earlier identifier sets the list may hold, each removed whole
         # (a remove names a member the way its ingest did).
@@ -99,10 +111,6 @@ def plan_adds(
             gone.append(old)
         gone = [g for g in gone if g != codes]
         plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
-        consent = (
-            consent_value(record.get(mapping.consent_ad_user_data or "")),
-            consent_value(record.get(mapping.consent_ad_personalization or "")),
-        )
         plan.members.append(OutMember(rid, tuple(codes), consent))
         plan.sent.append(
             {
@@ -111,9 +119,18 @@ def plan_adds(
                 "g": json.dumps(gone) if gone else None,
                 # Replaced identifiers: the list no longer holds this member as sent.
                 "h": 0 if gone else item.have,
+                "c": consent_key,
             }
         )
     return plan
+
+
+_NO_RECORD_CONSENT = "-|-"
+
+
+def consent_text(consent: tuple[str | None, str | None]) -> str:
+    """A member's per-record consent as stored in ``sent_consent``: ``granted|-``."""
+    return "|".join(value or "-" for value in consent)
 
 
 def consent_value(raw: str | None) -> str | None:

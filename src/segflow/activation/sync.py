@@ -497,7 +497,9 @@ class _LinkRun:
             with self.db.write() as conn:
                 self._hold(conn, self.clock())
                 query = (
-                    sa.select(lm.c.rid, lm.c.sent, lm.c.have, lm.c.acked_at, lm.c.stale)
+                    sa.select(
+                        lm.c.rid, lm.c.sent, lm.c.have, lm.c.acked_at, lm.c.stale, lm.c.sent_consent
+                    )
                     .where(lm.c.link_id == self.link_id, lm.c.pending == 1, lm.c.want == want)
                     .order_by(lm.c.rid)
                     .limit(self.settings.sync_batch)
@@ -588,22 +590,30 @@ class _LinkRun:
         if conn.dialect.name == "postgresql":
             conn.execute(
                 sa.text(
-                    "UPDATE sf_link_members AS m SET sent = t.s, stale = t.g, norm_version = :v"
-                    " FROM unnest(CAST(:r AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:g AS TEXT[]))"
-                    " AS t (r, s, g) WHERE m.link_id = :l AND m.rid = t.r"
+                    "UPDATE sf_link_members AS m SET sent = t.s, stale = t.g, norm_version = :v,"
+                    " sent_consent = t.c FROM unnest(CAST(:r AS BIGINT[]), CAST(:s AS TEXT[]),"
+                    " CAST(:g AS TEXT[]), CAST(:c AS TEXT[])) AS t (r, s, g, c)"
+                    " WHERE m.link_id = :l AND m.rid = t.r"
                 ),
                 {
                     "l": self.link_id,
                     "v": ids.NORMALISATION_VERSION,
-                    **{k: [row[k] for row in sent] for k in ("r", "s", "g")},
+                    **{k: [row[k] for row in sent] for k in ("r", "s", "g", "c")},
                 },
             )
         else:
             conn.exec_driver_sql(
-                "UPDATE sf_link_members SET sent = ?, stale = ?, norm_version = ?"
+                "UPDATE sf_link_members SET sent = ?, stale = ?, norm_version = ?, sent_consent = ?"
                 " WHERE link_id = ? AND rid = ?",
                 [
-                    (row["s"], row["g"], ids.NORMALISATION_VERSION, self.link_id, row["r"])
+                    (
+                        row["s"],
+                        row["g"],
+                        ids.NORMALISATION_VERSION,
+                        row["c"],
+                        self.link_id,
+                        row["r"],
+                    )
                     for row in sent
                 ],
             )
@@ -678,6 +688,7 @@ class _LinkRun:
         # (part, splits deep); breadth-first, so both halves of the first
         # split are tried before either is split again.
         queue: deque[tuple[list[OutMember], int]] = deque([(members, 0)])
+        first_split: list[tuple[list[OutMember], dict[int, str], str, float]] = []
         while queue:
             part, depth = queue.popleft()
             split.spend(len(members))
@@ -709,11 +720,19 @@ class _LinkRun:
                 continue
             reason = str(unnamed)
             alone = {0: reason} if len(part) == 1 else {}
-            self._rejected(batch.operation, part, alone, reason, started, replaced)
+            if depth == 1:
+                # Held until the other half has answered: were both refused
+                # as the whole was, the fault is the request's, and a member
+                # alone in a half must not be recorded as refused.
+                first_split.append((part, alone, reason, started))
+            else:
+                self._rejected(batch.operation, part, alone, reason, started, replaced)
             split.refused(depth, reason)
             if len(part) > 1:
                 middle = len(part) // 2
                 queue.extend(((part[:middle], depth + 1), (part[middle:], depth + 1)))
+        for part, alone, reason, started in first_split:
+            self._rejected(batch.operation, part, alone, reason, started, replaced)
 
     def _take_pace(self) -> None:
         if self.project is None:

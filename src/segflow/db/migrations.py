@@ -436,6 +436,13 @@ def _m9_request_pacing(conn: Connection, dialect: str) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _m10_sent_consent(conn: Connection, dialect: str) -> None:
+    # The per-record consent each member was last sent with ("granted|-"),
+    # so that a changed consent cell is sent again although its identifiers
+    # are the same. Rows from before it read as "no per-record consent".
+    conn.exec_driver_sql("ALTER TABLE sf_link_members ADD COLUMN sent_consent TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
@@ -450,6 +457,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "request pacing per Google Cloud project; warnings of accepted requests",
         _m9_request_pacing,
     ),
+    Migration(10, "the consent each member was sent with", _m10_sent_consent),
 )
 
 

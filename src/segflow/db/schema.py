@@ -352,6 +352,9 @@ link_members = sa.Table(
     # still hold after the record's email or phone changed: each is removed
     # before the new set is added.
     sa.Column("stale", sa.Text),
+    # The per-record consent last sent ("granted|-": ad_user_data, then
+    # ad_personalization, "-" for the destination's): a change is sent again.
+    sa.Column("sent_consent", sa.Text),
     sa.Index("sf_link_members_pending", "link_id", "pending", "want", "rid"),
     sa.Index("sf_link_members_acked", "link_id", "have", "acked_at"),
 )

@@ -239,7 +239,10 @@ def all_lists(
     """Every list of the account (at most ``limit``), page by page."""
     token = ""
     given = 0
-    while True:
+    seen: set[str] = set()
+    # Bounded whatever Google answers: pages without items, or a token that
+    # comes back, must not keep a request asking for ever.
+    for _ in range(limit // PAGE_SIZE + 2):
         items, token = page(
             connection,
             account_id,
@@ -252,8 +255,9 @@ def all_lists(
                 return
             given += 1
             yield item
-        if not token:
+        if not token or token in seen:
             return
+        seen.add(token)
 
 
 # ---------------------------------------------------------------- for people
