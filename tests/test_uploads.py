@@ -3,6 +3,7 @@ list sizes, polled with backoff and shown by ``segflow links`` and ``links show`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -418,3 +419,21 @@ def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
         assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
         browser.close()
         assert errors == []
+
+
+def test_status_reads_are_paced_per_project_apart_from_sends(
+    db: Database, google: FakeDataManager, settings: Settings
+) -> None:
+    _linked(db)
+    clock = _clock()
+    assert run_sync(db, dataclasses.replace(settings, sync_batch=50), clock).ok
+    sent = _asked(google, "IngestAudienceMembers")
+    assert sent >= 2
+    clock.advance(minutes=31)
+    one_a_minute = dataclasses.replace(settings, google_requests_per_minute=1)
+
+    uploads.poll(db, one_a_minute, clock=clock)
+    assert _asked(google) == 1  # the rest wait for the next minute
+    clock.advance(minutes=1)
+    uploads.poll(db, one_a_minute, clock=clock)
+    assert _asked(google) == 2

@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow.activation import credentials, pacing
 from segflow.activation.destinations import GOOGLE_ADS, destination_from_row, open_secret
 from segflow.activation.google import status as google_status
 from segflow.activation.google import userlists
@@ -346,6 +347,11 @@ def _check(
         return True
     try:
         connection, _ = _connection(db, settings, due.destination_id, opened)
+        # Status reads have a quota of their own at Google (ingestion reads):
+        # paced apart from the sends, by the same setting.
+        project = f"{credentials.project_of(connection.secret)}/read"
+        if pacing.take(db, project, clock(), settings.google_requests_per_minute) is not None:
+            return False  # this minute is full: asked again once the lease runs out
         answer = google_status.retrieve(connection, due.request_id, float(settings.sync_timeout))
     except (RequestRejected, MembersRejected) as exc:
         # Google does not know the id (or no longer): nothing more to learn.
