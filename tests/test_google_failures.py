@@ -8,6 +8,7 @@ and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,15 +18,15 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from segflow import cli
+from segflow import cli, engine, segments
 from segflow.activation import destinations, links, pacing, senders, transport
 from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import Connections
 from segflow.activation.sync import request_cap
 from segflow.config import Settings
 from segflow.db import Database
+from segflow.db.schema import link_members, sync_log
 from segflow.db.schema import links as links_table
-from segflow.db.schema import sync_log
 from segflow.errors import InvalidInput
 from segflow.worker import Worker
 from tests.sync_helpers import (
@@ -626,3 +627,50 @@ def test_the_sender_returns_and_logs_field_warnings_without_member_data(
     assert "1 field warnings: WARNING_REASON_INVALID_REGION_CODE x1" in caplog.text
     assert "ab" * 32 not in caplog.text
     assert answers.metadata == ()  # no credentials: no token on the call
+
+
+class Scripted:
+    """A real sender whose first answers are scripted: an exception, or None to send."""
+
+    def __init__(self, inner: transport.Sender, script: list[Exception | None]) -> None:
+        self.inner, self.script = inner, script
+        self.project = getattr(inner, "project", None)
+
+    def send(self, operation: str, members: Sequence[transport.OutMember]) -> str:
+        if self.script:
+            answer = self.script.pop(0)
+            if answer is not None:
+                raise answer
+        return self.inner.send(operation, members)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_leaving_member_whose_identifier_sets_were_split_is_removed_of_every_set(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    rows = customers(1)
+    setup_link(db, rows, rules=EVERYONE)
+    assert run_sync(db, settings).ok
+    # An old identifier set whose remove is still owed, beside the current one.
+    old = ["e:" + hashlib.sha256(b"old@example.com").hexdigest()]
+    with db.write() as conn:
+        conn.execute(sa.update(link_members).values(stale=json.dumps([old])))
+    (current,) = fake.members(LIST_ID)
+    nobody = {"conditions": [{"field": "id", "operator": "less_than", "value": 0}]}
+    segments.edit_segment(db, "big spenders", rules_json=nobody, now=NOW)
+    engine.tick(db, NOW + dt.timedelta(minutes=1))
+    # The two sets go as one request, refused naming nothing; split, the old
+    # set's remove is answered and the current set's fails for now.
+    script: list[Exception | None] = [
+        transport.RequestRejected("INVALID_ARGUMENT: Request contains an invalid argument."),
+        None,
+        transport.TransientError("UNAVAILABLE: try later"),
+    ]
+    run_sync(
+        db, settings, senders=lambda d, s, st: Scripted(senders.build_sender(d, s, st), script)
+    )
+    assert fake.members(LIST_ID) == {current}  # the current set is still held
+    assert run_sync(db, settings, Clock(now=NOW + dt.timedelta(hours=1))).ok
+    assert fake.members(LIST_ID) == set()

@@ -716,7 +716,12 @@ class _LinkRun:
                     self._log(conn, batch.operation, len(part), outcome, started, error=str(exc))
                 raise
             else:
-                self._acknowledge(batch.operation, part, request_id, started, replaced=replaced)
+                # A member leaving with several identifier sets (old ones and
+                # its last) is done only once every set's remove is answered.
+                queued = frozenset(m.rid for waiting, _ in queue for m in waiting)
+                self._acknowledge(
+                    batch.operation, part, request_id, started, replaced=replaced, queued=queued
+                )
                 continue
             reason = str(unnamed)
             alone = {0: reason} if len(part) == 1 else {}
@@ -751,6 +756,7 @@ class _LinkRun:
         started: float,
         *,
         replaced: bool = False,
+        queued: frozenset[int] = frozenset(),
     ) -> None:
         warnings: Sequence[str] = getattr(request_id, "warnings", ())
         lm = link_members
@@ -781,14 +787,16 @@ class _LinkRun:
                 )
                 self.outcome.added += len(part)
             else:
-                held.forget_sent(conn, self.link_id, rids)
-                conn.execute(sa.delete(lm).where(mine, lm.c.want == 0))
+                done = [rid for rid in dict.fromkeys(rids) if rid not in queued]
+                gone = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(done))
+                held.forget_sent(conn, self.link_id, done)
+                conn.execute(sa.delete(lm).where(gone, lm.c.want == 0))
                 conn.execute(
                     sa.update(lm)
-                    .where(mine)
+                    .where(gone)
                     .values(have=0, sent=None, stale=None, acked_at=None, rejected=None, pending=1)
                 )
-                self.outcome.removed += len(part)
+                self.outcome.removed += len(done)
             self._log(
                 conn,
                 operation,
