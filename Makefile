@@ -23,8 +23,13 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# The rule-bounds tests run in a process of their own: in one process after
+# the rest of the suite, the interpreter crashed (SIGSEGV in a garbage
+# collection during the largest rule's compilation on PostgreSQL), twice at
+# the same test, while the file passes alone; see the issue-17 closing note.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/test_rule_bounds.py
+	$(BIN)/pytest tests/test_rule_bounds.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/import_bench.py --repeat 3

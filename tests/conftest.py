@@ -7,7 +7,6 @@ they are skipped, and the skip reason says so.
 
 from __future__ import annotations
 
-import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -38,19 +37,6 @@ def fake() -> Iterator[FakeDataManager]:
         server.add_account(ACCOUNT)
         server.add_list(ACCOUNT, LIST_ID)
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage_between_tests() -> Iterator[None]:
-    """Each test's garbage is collected when it ends, at a shallow stack.
-
-    Once, in a whole run, the interpreter crashed in a garbage collection
-    that started deep inside the largest rule's SQL compilation, freeing
-    what earlier tests had left (gRPC channels and servers among them);
-    collecting after every test keeps such finalizers off a deep stack.
-    """
-    yield
-    gc.collect()
 
 
 @pytest.fixture(autouse=True)
