@@ -172,6 +172,7 @@ def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
             }
         },
         ("PATCH", "/api/segments/{segment_id}"): {"json": {"name": "taken over"}},
+        ("PATCH", "/api/datasets/{name}/identifiers"): {"json": {"email": "email"}},
         ("POST", "/api/destinations"): {
             "json": {"name": "probe", "kind": "file", "config": {"path": "probe.jsonl"}}
         },
