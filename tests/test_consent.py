@@ -311,6 +311,28 @@ def _email_hash(i: int) -> str:
     return email
 
 
+def _people_synced(db: Database, fake: FakeDataManager) -> Settings:
+    """The people linked to a google_ads destination (granted, granted) and synced once."""
+    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
+    _import(db, _csv(_people()))
+    segments.create_segment(db, name="s", dataset="people", rules_json=SPENDERS, now=NOW)
+    google_destination(db, "ads")
+    links.link(db, "s", "ads", NOW)
+    assert run_sync(db, settings).ok
+    return settings
+
+
+def _member_consent(request: Any) -> dict[str, tuple[int | None, int | None]]:
+    """Each member's own consent in a received request, by its email hash."""
+    return {
+        m.user_data.user_identifiers[0].email_address: (
+            m.consent.ad_user_data if m.HasField("consent") else None,
+            m.consent.ad_personalization if m.HasField("consent") else None,
+        )
+        for m in request.audience_members
+    }
+
+
 def test_an_unrecognised_record_value_reaches_google_as_denied(
     db: Database, fake: FakeDataManager
 ) -> None:
@@ -326,13 +348,7 @@ def test_an_unrecognised_record_value_reaches_google_as_denied(
         CONSENT_GRANTED,
         CONSENT_GRANTED,
     )
-    by_hash = {
-        m.user_data.user_identifiers[0].email_address: (
-            m.consent.ad_user_data if m.HasField("consent") else None,
-            m.consent.ad_personalization if m.HasField("consent") else None,
-        )
-        for m in request.audience_members
-    }
+    by_hash = _member_consent(request)
     g, d = CONSENT_GRANTED, CONSENT_DENIED
     assert by_hash[_email_hash(1)] == (g, g)
     assert by_hash[_email_hash(2)] == (d, d)  # withdrawn, no
@@ -349,25 +365,10 @@ def test_an_unrecognised_record_value_reaches_google_as_denied(
                for w in status.warnings)  # fmt: skip
 
 
-def _member_consent(request: Any) -> dict[str, tuple[int | None, int | None]]:
-    return {
-        m.user_data.user_identifiers[0].email_address: (
-            m.consent.ad_user_data if m.HasField("consent") else None,
-            m.consent.ad_personalization if m.HasField("consent") else None,
-        )
-        for m in request.audience_members
-    }
-
-
 def test_a_withdrawn_consent_cell_is_sent_again_though_the_identifiers_are_the_same(
     db: Database, fake: FakeDataManager
 ) -> None:
-    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
-    _import(db, _csv(_people()))
-    segments.create_segment(db, name="s", dataset="people", rules_json=SPENDERS, now=NOW)
-    google_destination(db, "ads")
-    links.link(db, "s", "ads", NOW)
-    assert run_sync(db, settings).ok
+    settings = _people_synced(db, fake)
     # Person 1 withdraws; person 4 changes nothing Google is told.
     rows = _people()
     rows[0] = (1, "p1@example.com", 500, "withdrawn", "withdrawn")
@@ -383,12 +384,7 @@ def test_a_withdrawn_consent_cell_is_sent_again_though_the_identifiers_are_the_s
 def test_changing_a_destinations_consent_sends_every_member_again(
     db: Database, fake: FakeDataManager
 ) -> None:
-    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
-    _import(db, _csv(_people()))
-    segments.create_segment(db, name="s", dataset="people", rules_json=SPENDERS, now=NOW)
-    google_destination(db, "ads")
-    links.link(db, "s", "ads", NOW)
-    assert run_sync(db, settings).ok
+    settings = _people_synced(db, fake)
     destinations.update_destination(db, "ads", {"ad_personalization": "denied"}, NOW)
     assert run_sync(db, settings).ok
 
