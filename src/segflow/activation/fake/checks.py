@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from google.ads.datamanager_v1.types import processing_errors as pe
+
 from segflow.activation.fake.errors import Violation, path
 
 Member = tuple[str, ...]
@@ -211,3 +213,24 @@ def _hash_problem(value: str, base64_encoded: bool) -> str | None:
     if value and len(value) % 2 == 0 and _HEX.fullmatch(value):
         return "INVALID_SHA256_FORMAT"
     return "INVALID_HEX_ENCODING"
+
+
+def field_warnings(request: Any, warn: dict[str, str]) -> list[Any]:
+    """The ``FieldWarning`` s an accepted ingest's answer carries: one per member holding
+    an identifier of ``warn`` (identifier code -> ``WarningReason`` name), naming the
+    member's ``user_data`` as Google names fields."""
+    if not warn:
+        return []
+    found = []
+    for i, member in enumerate(request.audience_members):
+        hits = sorted(c for c in member_key(member) if c in warn)
+        if hits:
+            reason = getattr(pe.WarningReason, warn[hits[0]])
+            found.append(
+                pe.FieldWarning.pb()(
+                    reason=reason,
+                    field=f"audience_members.audience_members[{i}].user_data",
+                    description="a value was ignored",
+                )
+            )
+    return found
