@@ -167,7 +167,7 @@ def destinations_page() -> HTMLResponse:
 <table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
 <th>Credentials</th></tr></thead><tbody></tbody></table>
 <section><h2>Add a destination</h2>
-<form id="destination-form" autocomplete="off">
+<form id="destination-form" autocomplete="off" novalidate>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
 <label>Kind <select id="d-kind"><option value="file">file (JSON lines)</option>
 <option value="google_ads">google_ads (Customer Match)</option></select></label></div>
