@@ -1,7 +1,8 @@
 """The Destinations page in a real browser (Chromium through Playwright) against the
 strict fake Google: the list picker is labelled and filled from the account's lists,
 says in words when there are none or Google refuses, a list can be created from the
-page, and Google's fields stay hidden for a file destination."""
+page, and Google's fields stay hidden for a file destination. The segment page shows
+the field warnings Google's answer to an upload carried."""
 
 from __future__ import annotations
 
@@ -11,14 +12,24 @@ from typing import Any
 
 import pytest
 
-from segflow.activation import destinations
+from segflow import segments
+from segflow.activation import destinations, links
 from segflow.activation.fake import FakeDataManager
 from segflow.activation.google import userlists
 from segflow.activation.google.client import GoogleConnection
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.server import LiveServer, live_server
-from tests.sync_helpers import ACCOUNT, LIST_ID, NOW
+from tests.sync_helpers import (
+    ACCOUNT,
+    HIGH_SPEND,
+    LIST_ID,
+    NOW,
+    Clock,
+    customers,
+    import_rows,
+    run_sync,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 EMPTY_ACCOUNT = "5550001111"
@@ -233,3 +244,44 @@ def test_the_lists_section_names_its_picker_and_says_when_there_is_nothing(
     page.wait_for_selector("#lists-error:text('Could not read the lists')")
     assert "PERMISSION_DENIED" in page.text_content("#lists-error")
     assert not page.is_visible("#lists-empty")
+
+
+def test_the_segment_page_shows_the_field_warnings_google_gave(
+    db: Database, google: FakeDataManager, page: Any
+) -> None:
+    settings = Settings(datamanager_endpoint=google.address, sync_timeout=5)
+    import_rows(db, customers(300))
+    segment = segments.create_segment(
+        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    destinations.add_destination(
+        db,
+        "ads",
+        destinations.GOOGLE_ADS,
+        {
+            "operating_account_id": ACCOUNT,
+            "product_destination_id": LIST_ID,
+            "terms_accepted": True,
+            "ad_user_data": "granted",
+            "ad_personalization": "granted",
+        },
+        NOW,
+    )
+    links.link(db, "big spenders", "ads", NOW)
+    clock = Clock()
+    run_sync(db, settings, clock)
+    code = next(c for key in sorted(google.members(LIST_ID)) for c in key if c.startswith("e:"))
+    google.warn = {code: "WARNING_REASON_INVALID_REGION_CODE"}
+    destinations.update_destination(db, "ads", {"ad_personalization": "denied"}, NOW)
+    run_sync(db, settings, clock)
+    with live_server(db, settings, poll_interval=0.2) as running:
+        _ready(page, f"{running.url}/segments/{segment.id}")
+        page.wait_for_selector("#links td.google .warning")
+        assert page.text_content("#links td.google .warning") == (
+            "Google warned about 1 field of the last upload"
+        )
+        page.click("#links tr.uploads summary")
+        cells = page.locator("#links td.field-warnings").all_text_contents()
+        assert len(cells) == 2 and cells[1] == "-"
+        assert cells[0].startswith("WARNING_REASON_INVALID_REGION_CODE (audience_members[")
+        assert cells[0].endswith("].user_data): a value was ignored")

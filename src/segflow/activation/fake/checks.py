@@ -7,6 +7,8 @@ violation with its ``ErrorReason``. Problems with the request as a whole
 problems with members are all reported together, one violation per problem,
 each naming the member's index (``audience_members.audience_members[i]``).
 
+:func:`field_warnings` builds the warnings an accepted ingest's answer carries.
+
 :func:`member_key` is how the fake (and the tests) name a member: the sorted
 identifier codes it carries, ``e:<hash>``, ``p:<hash>``,
 ``a:<given>:<family>:<region>:<postal>``.
