@@ -179,6 +179,18 @@ def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
         ("POST", "/api/segments/{segment_id}/links"): {
             "json": {"destination_id": team.a_destination}
         },
+        # Refused before Google is asked: the route reads no workspace's data.
+        ("POST", "/api/google-ads/lists"): {"json": {"operating_account_id": "probe"}},
+        ("PUT", "/api/destinations/{destination_id}/credentials"): {
+            "json": {
+                "credentials": {
+                    "type": "oauth",
+                    "client_id": "probe",
+                    "client_secret": "probe",
+                    "refresh_token": "probe",
+                }
+            }
+        },
         ("POST", "/api/auth/login"): {"json": {"name": "bob", "password": PASSWORD}},
         ("POST", "/api/auth/workspace"): {"json": {"workspace": "alpha"}},
     }
