@@ -30,7 +30,7 @@ from tests.sync_helpers import (
     import_rows,
     run_sync,
 )
-from tests.test_gaps_cli_remote import quiet_server
+from tests.test_activation_remote import quiet_server
 
 CONSENT = ("--ad-user-data", "granted", "--ad-personalization", "granted")
 
