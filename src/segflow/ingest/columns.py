@@ -1,7 +1,10 @@
 """A dataset's shape as an import writes it: its row, its records table and its columns.
 
-Column types only widen (``coltypes.widen``): a file can add columns and
-make a column's type wider, never narrower, so stored values always convert.
+A file can add columns and widen a typed column without loss (integer to
+number, date to datetime), never narrow one. A stored typed column whose
+file has cells of another kind keeps its type: those cells keep their raw
+text with no typed value (the import counts them), so segments using the
+column go on working. Only ``datasets.retype`` changes a type otherwise.
 """
 
 from __future__ import annotations
@@ -72,11 +75,14 @@ def fit_columns(
     *,
     created: bool,
     changes: list[dict[str, Any]],
+    misfits: set[int] | None = None,
 ) -> list[Column]:
     """The dataset column of each file column: new ones added, stored ones widened.
 
     ``existing`` (the dataset's columns by folded name) is updated in place;
     for a dataset that existed before, each change is appended to ``changes``.
+    File columns kept at a stored type some of their cells do not fit are
+    added to ``misfits`` (by index): their conversion must be guarded.
     """
     next_position = max((c.position for c in existing.values()), default=-1) + 1
     mapping: list[Column] = []  # file column index -> dataset column
@@ -94,6 +100,11 @@ def fit_columns(
         else:
             column = _widen(conn, dataset_id, table, column, file_type, changes)
             existing[name.casefold()] = column
+            if column.type != coltypes.TEXT and coltypes.widen(column.type, file_type) != (
+                column.type
+            ):
+                if misfits is not None:
+                    misfits.add(index)
         mapping.append(column)
     return mapping
 
@@ -109,6 +120,10 @@ def _widen(
     """A stored column with the type its stored values and this file's take together."""
     dialect = conn.dialect.name
     kind = coltypes.widen(column.type, file_type)
+    if kind == coltypes.TEXT and column.type != coltypes.TEXT:
+        # Never to text because of a file: one "N/A?" would turn every rule
+        # on the column into an error. The cells that do not fit are counted.
+        kind = column.type
     if (
         column.type == coltypes.TEXT
         and records.has_typed(file_type)

@@ -359,6 +359,7 @@ def _summary(
         "rejects_truncated": rejects.count > len(details),
         "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
         "schema_changes": outcome.schema_changes,
+        "misfits": outcome.misfits,
         "identifiers": quality.summary(),
         "consent": quality.consent_summary(),
         "identifier_members": {"several": quality.members_summary()},
