@@ -210,3 +210,19 @@ def test_retype_through_the_cli_and_the_api_say_the_same(
             cli.main(["datasets", "retype", "people", "day", "date", "--server", server.url]) == 1
         )
         assert "1 stored value does not fit date" in capsys.readouterr().err
+
+
+def test_phone_and_postal_code_columns_stay_text_whatever_they_hold(db: Database) -> None:
+    summary = do_import(
+        db, b"id,mobile,zip,amount\n1,447700900123,10001,5\n2,12025550100,94105,6\n"
+    )
+    types = {c["name"]: c["type"] for c in summary["columns"]}
+    assert types == {"id": "integer", "mobile": "text", "zip": "text", "amount": "integer"}
+    segments.create_segment(
+        db,
+        name="uk",
+        dataset="people",
+        rules_json={"conditions": [{"field": "mobile", "operator": "starts_with", "value": "44"}]},
+        now=NOW,
+    )
+    assert segments.list_segments(db)[0].member_count == 1

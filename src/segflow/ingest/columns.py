@@ -21,6 +21,7 @@ from segflow.datasets import Column
 from segflow.db import records
 from segflow.db.schema import dataset_columns, datasets
 from segflow.db.scope import workspace_of
+from segflow.ingest.quality import PHONE, POSTAL_CODE, detect_kind
 
 
 def create_dataset(conn: Connection, name: str, key_name: str, now: dt.datetime) -> tuple[int, str]:
@@ -90,7 +91,7 @@ def fit_columns(
         file_type = types[index]
         column = existing.get(name.casefold())
         if column is None:
-            kind = coltypes.column_type(file_type)
+            kind = new_column_type(name, file_type)
             column = Column(next_position, name, kind)
             next_position += 1
             add_column(conn, dataset_id, table, column)
@@ -107,6 +108,17 @@ def fit_columns(
                     misfits.add(index)
         mapping.append(column)
     return mapping
+
+
+def new_column_type(name: str, file_type: str) -> str:
+    """The type a new column gets: text for phone and postal code columns, whatever they hold.
+
+    ``07700900123`` typed as a number loses its zero, and a rule like
+    ``starts_with "+44"`` could not be written on an integer column.
+    """
+    if detect_kind(name) in (PHONE, POSTAL_CODE):
+        return coltypes.TEXT
+    return coltypes.column_type(file_type)
 
 
 def _widen(
@@ -152,7 +164,7 @@ def correct_guesses(
     """
     dialect = conn.dialect.name
     for index, column in enumerate(mapping):
-        kind = coltypes.column_type(types[index])
+        kind = new_column_type(column.name, types[index])
         if kind == column.type:
             continue
         if column.type == coltypes.TEXT:  # only empty values in the first rows
