@@ -173,6 +173,7 @@ def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
         },
         ("PATCH", "/api/segments/{segment_id}"): {"json": {"name": "taken over"}},
         ("PATCH", "/api/datasets/{name}/identifiers"): {"json": {"email": "email"}},
+        ("PUT", "/api/datasets/{name}/columns/{column}/type"): {"json": {"type": "text"}},
         ("POST", "/api/destinations"): {
             "json": {"name": "probe", "kind": "file", "config": {"path": "probe.jsonl"}}
         },
@@ -206,6 +207,7 @@ def test_every_route_hides_workspace_a_from_a_user_of_b(team: Team, app_client: 
         "segment_id": str(team.a_segment),
         "destination_id": str(team.a_destination),
         "key": team.a_key,
+        "column": "email",
     }
     routes = [r for r in _api_routes(app_client.app) if r not in _TESTED_APART]
     assert len(routes) >= 25

@@ -142,6 +142,16 @@ def remote_datasets_delete(args: argparse.Namespace, remote: Remote) -> int:
     return 0
 
 
+def remote_datasets_retype(args: argparse.Namespace, remote: Remote) -> int:
+    changed = remote.call(
+        "PUT",
+        f"/api/datasets/{_q(args.name)}/columns/{_q(args.column)}/type",
+        json={"type": args.type},
+    )
+    show.retyped(changed, args.json)
+    return 0
+
+
 def remote_segments_create(args: argparse.Namespace, remote: Remote) -> int:
     body = {"name": args.name, "dataset": args.dataset, "rules": rules_arg(args.rules)}
     show.created_segment(remote.call("POST", "/api/segments", json=body), args.json)
@@ -267,6 +277,7 @@ COMMANDS: dict[tuple[str, str | None], RemoteCommand] = {
     ("import", None): remote_import,
     ("datasets", "list"): remote_datasets_list,
     ("datasets", "show"): remote_datasets_show,
+    ("datasets", "retype"): remote_datasets_retype,
     ("datasets", "delete"): remote_datasets_delete,
     ("segments", "create"): remote_segments_create,
     ("segments", "edit"): remote_segments_edit,

@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from segflow import datasets, forget, ingest, rules, segments, worker
+from segflow import datasets, forget, ingest, retype, rules, segments, worker
 from segflow.activation import destinations, links, mapping
 from segflow.activation.google import userlists
 from segflow.db.engine import utcnow
@@ -180,6 +180,29 @@ def set_identifier_mapping(
     changed = mapping.set_mapping(workspace_db(request), name, changes, utcnow())
     state.wake()
     return {"set_by_user": True, **changed.as_dict()}
+
+
+class ColumnTypeIn(BaseModel):
+    """The type a column is to have."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="text, integer, number, boolean, date or datetime")
+
+
+@router.put("/api/datasets/{name}/columns/{column}/type", tags=["datasets"])
+def retype_column(request: Request, name: str, column: str, body: ColumnTypeIn) -> dict[str, Any]:
+    """Change a column's type when every stored value fits it and its segments allow it.
+
+    Refused (400, nothing changed) with the values that do not fit, or the
+    segments whose rules the new type does not allow. Segments reading the
+    column are evaluated again in full.
+    """
+    state = _state(request)
+    changed = retype.retype(workspace_db(request), name, column, body.type, now=utcnow())
+    state.broadcaster.changed()
+    state.wake()
+    return changed.as_dict()
 
 
 def _rule_type(column_type: str) -> str:
