@@ -330,7 +330,7 @@ def test_without_a_session_or_token_every_api_route_answers_401(
     for method, path in _api_routes(app_client.app):
         if (method, path) in public:
             continue
-        url = path.format(name="x", segment_id="1", destination_id="1", key="k")
+        url = path.format(name="x", segment_id="1", destination_id="1", key="k", column="c")
         response = app_client.request(method, url)
         assert response.status_code == 401, f"{method} {path}: {response.status_code}"
         assert response.json()["error"]["code"] == "unauthenticated"
