@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from segflow.activation.fake import FakeDataManager
 from segflow.db import Database
 from segflow.db.migrations import upgrade
+from tests.helpers import CHROMIUM
 from tests.sync_helpers import ACCOUNT, LIST_ID
 
 POSTGRES_URL = os.environ.get("SEGFLOW_TEST_POSTGRES_URL")
@@ -74,3 +76,17 @@ def db(db_url: str) -> Iterator[Database]:
     upgrade(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test module (tests.helpers.needs_chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield launched
+        launched.close()

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from segflow import coltypes, datasets, ingest
@@ -17,6 +18,12 @@ from segflow.db.schema import change_sequence
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+#: Debian's Chromium, for the browser tests (a tool's own browser download fails here).
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
+)
 
 
 def do_import(

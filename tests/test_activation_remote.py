@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from segflow import segments
-from segflow.activation import destinations, links
+from segflow.activation import destinations
 from segflow.activation.fake import FakeDataManager
 from segflow.cli.main import main
 from segflow.config import Settings
@@ -25,13 +24,13 @@ from segflow.web.app import create_app
 from segflow.web.server import LiveServer, free_port
 from tests.sync_helpers import (
     ACCOUNT,
-    HIGH_SPEND,
     LIST_ID,
     NOW,
     Clock,
     customers,
     import_rows,
     run_sync,
+    setup_link,
 )
 
 CONSENT = {"ad_user_data": "granted", "ad_personalization": "granted"}
@@ -89,23 +88,7 @@ def _both(
 def _warned_link(db: Database, google: FakeDataManager, settings: Settings) -> list[Any]:
     """A synced link whose first ingest Google answered with a field warning."""
     rows = customers(300)
-    import_rows(db, rows)
-    segments.create_segment(
-        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
-    )
-    destinations.add_destination(
-        db,
-        "ads",
-        destinations.GOOGLE_ADS,
-        {
-            "operating_account_id": ACCOUNT,
-            "product_destination_id": LIST_ID,
-            "terms_accepted": True,
-            **CONSENT,
-        },
-        NOW,
-    )
-    links.link(db, "big spenders", "ads", NOW)
+    setup_link(db, rows)
     return rows
 
 

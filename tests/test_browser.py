@@ -26,30 +26,15 @@ from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
 from segflow.web.server import LiveServer, free_port, live_server
+from tests.helpers import needs_chromium
 from tests.sync_helpers import NOW, csv_bytes
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = (
     Path(os.environ.get("SEGFLOW_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
     / "screenshots"
 )
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the field warnings Google's answer to an upload carried."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from segflow.activation.google.client import GoogleConnection
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.server import LiveServer, live_server
+from tests.helpers import needs_chromium
 from tests.sync_helpers import (
     ACCOUNT,
     HIGH_SPEND,
@@ -31,26 +31,10 @@ from tests.sync_helpers import (
     run_sync,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 EMPTY_ACCOUNT = "5550001111"
 SECOND_LIST = "7002"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from segflow.db.engine import utcnow
 from segflow.db.schema import sync_log
 from segflow.web.server import live_server
 from segflow.worker import Worker
+from tests.helpers import needs_chromium
 from tests.sync_helpers import (
     ACCOUNT,
     HIGH_SPEND,
@@ -373,14 +374,11 @@ def test_the_worker_pass_polls_after_it_syncs(
 
 # ---------------------------------------------------------------- the segment page
 
-_CHROMIUM = "/usr/bin/chromium"
 
-
-@pytest.mark.skipif(not Path(_CHROMIUM).exists(), reason=f"{_CHROMIUM} is not installed")
+@needs_chromium
 def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
-    db: Database, google: FakeDataManager, settings: Settings
+    db: Database, google: FakeDataManager, settings: Settings, browser: Any
 ) -> None:
-    from playwright.sync_api import sync_playwright
 
     _linked(db)
     bad = sorted(expected_members(db))[:3]
@@ -391,13 +389,7 @@ def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
         clock.advance(minutes=31)
         uploads.poll(db, settings, clock=clock)
     [state] = links.status(db, now=clock.now)
-    with (
-        live_server(db, settings, poll_interval=0.2) as server,
-        sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(
-            executable_path=_CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+    with live_server(db, settings, poll_interval=0.2) as server:
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -417,7 +409,7 @@ def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
         page.wait_for_selector("#google-lists td")
         listed = page.text_content("#google-lists") or ""
         assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
-        browser.close()
+        page.close()
         assert errors == []
 
 
