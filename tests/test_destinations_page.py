@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from segflow import segments
-from segflow.activation import destinations, links
+from segflow.activation import destinations
 from segflow.activation.fake import FakeDataManager
 from segflow.activation.google import userlists
 from segflow.activation.google.client import GoogleConnection
@@ -22,13 +21,12 @@ from segflow.web.server import LiveServer, live_server
 from tests.helpers import needs_chromium
 from tests.sync_helpers import (
     ACCOUNT,
-    HIGH_SPEND,
     LIST_ID,
     NOW,
     Clock,
     customers,
-    import_rows,
     run_sync,
+    setup_link,
 )
 
 EMPTY_ACCOUNT = "5550001111"
@@ -234,24 +232,7 @@ def test_the_segment_page_shows_the_field_warnings_google_gave(
     db: Database, google: FakeDataManager, page: Any
 ) -> None:
     settings = Settings(datamanager_endpoint=google.address, sync_timeout=5)
-    import_rows(db, customers(300))
-    segment = segments.create_segment(
-        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
-    )
-    destinations.add_destination(
-        db,
-        "ads",
-        destinations.GOOGLE_ADS,
-        {
-            "operating_account_id": ACCOUNT,
-            "product_destination_id": LIST_ID,
-            "terms_accepted": True,
-            "ad_user_data": "granted",
-            "ad_personalization": "granted",
-        },
-        NOW,
-    )
-    links.link(db, "big spenders", "ads", NOW)
+    link = setup_link(db, customers(300))
     clock = Clock()
     run_sync(db, settings, clock)
     code = next(c for key in sorted(google.members(LIST_ID)) for c in key if c.startswith("e:"))
@@ -259,7 +240,7 @@ def test_the_segment_page_shows_the_field_warnings_google_gave(
     destinations.update_destination(db, "ads", {"ad_personalization": "denied"}, NOW)
     run_sync(db, settings, clock)
     with live_server(db, settings, poll_interval=0.2) as running:
-        _ready(page, f"{running.url}/segments/{segment.id}")
+        _ready(page, f"{running.url}/segments/{link.segment_id}")
         page.wait_for_selector("#links td.google .warning")
         assert page.text_content("#links td.google .warning") == (
             "Google warned about 1 field of the last upload"
