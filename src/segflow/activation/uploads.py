@@ -164,7 +164,11 @@ def recent_uploads(
 
 
 def awaiting(conn: Connection, link_id: int, now: dt.datetime) -> int:
-    """Members in the link's ingests Google has not yet reported processed."""
+    """Members in the link's ingests Google has not yet reported processed.
+
+    Counted per request: a member sent twice in the window (a re-send, or
+    the one member tried alone after a refusal) counts twice.
+    """
     log = sync_log
     value = conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(log.c.member_count), 0)).where(
