@@ -188,3 +188,46 @@ def test_python_dash_m_segflow_is_the_segflow_command(tmp_path: Path) -> None:
     ]
     assert [r.returncode for r in ran] == [0, 0], [r.stderr for r in ran]
     assert ran[0].stdout == ran[1].stdout and "no datasets" in ran[0].stdout.lower()
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    env = dict(os.environ, SEGFLOW_DATABASE_URL=f"sqlite:///{tmp_path / 'pipe.db'}")
+    rows = "".join(f"{i},person{i}@example.com,{'x' * 80}\n" for i in range(3000))
+    subprocess.run(
+        [sys.executable, "-m", "segflow.cli", "import", "-", "--dataset", "people"],
+        input=f"id,email,note\n{rows}".encode(),
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    # Like `segflow datasets show people --sample 3000 | head -1`: the reader
+    # closes its end after one line, far before the output's end.
+    shown = subprocess.Popen(
+        [sys.executable, "-m", "segflow.cli", "datasets", "show", "people", "--sample", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert shown.stdout is not None and shown.stderr is not None
+    assert shown.stdout.readline().startswith(b"dataset 'people'")
+    shown.stdout.close()
+    with shown.stderr:
+        err = shown.stderr.read().decode()
+    assert shown.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_a_list_of_datasets_lines_up_whatever_the_key_names(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, key in (("a", "id"), ("customers", "customer_identifier_long")):
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(f"{key},x\n1,2\n".encode())
+        assert main(["import", str(path), "--dataset", name, "--key", key, "--db", db_url]) == 0
+    capsys.readouterr()
+    assert main(["datasets", "list", "--db", db_url]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    updated = header.index("UPDATED")
+    assert all(line[updated - 2 : updated] == "  " and line[updated].isdigit() for line in lines)

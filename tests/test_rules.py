@@ -89,6 +89,10 @@ ERRORS: list[tuple[Any, str]] = [
         "rules.conditions[0].value: column 'spend' is a number; give a number",
     ),
     (
+        {"conditions": [{"field": "visits", "operator": "equals", "value": "3"}]},
+        "rules.conditions[0].value: column 'visits' is an integer; give a number",
+    ),
+    (
         {"conditions": [{"field": "state", "operator": "equals", "value": 5}]},
         "rules.conditions[0].value: column 'state' is text; give the value as a string",
     ),

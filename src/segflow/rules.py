@@ -221,6 +221,11 @@ def check_size(size: Size) -> None:
         )
 
 
+def _a(kind: str) -> str:
+    """``an integer``, ``a number``: a type with its article."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def _shown(value: Any) -> str:
     """A value for an error message, cut short: a message never echoes a megabyte."""
     if not isinstance(value, str | int | float | None):
@@ -331,7 +336,7 @@ def _scalar(field: Field, value: Any, path: str) -> Any:
         return value
     if kind in (coltypes.INTEGER, coltypes.NUMBER):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RuleError(path, f"column {field.name!r} is a {kind}; give a number")
+            raise RuleError(path, f"column {field.name!r} is {_a(kind)}; give a number")
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
             raise RuleError(path, "the number must be finite")
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
@@ -344,7 +349,7 @@ def _scalar(field: Field, value: Any, path: str) -> Any:
             return value.lower() in coltypes.TRUE_WORDS
         raise RuleError(path, f"column {field.name!r} is boolean; give true or false")
     if not isinstance(value, str):
-        raise RuleError(path, f"column {field.name!r} is a {kind}; give an ISO date string")
+        raise RuleError(path, f"column {field.name!r} is {_a(kind)}; give an ISO date string")
     try:
         if kind == coltypes.DATE:
             return dt.date.fromisoformat(value)

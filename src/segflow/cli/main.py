@@ -11,6 +11,7 @@ Exit status 0 on success; 1 with one line on stderr when segflow refuses;
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -144,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "segflow: interrupted; nothing was changed by the unfinished command", file=sys.stderr
         )
         return 130
+    except BrokenPipeError:
+        # The reader stopped (`segflow ... | head`): what it took was all it
+        # wanted. Output still buffered must not fail again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     finally:
         if db is not None:
             db.dispose()

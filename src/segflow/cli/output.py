@@ -62,7 +62,8 @@ def import_summary(s: dict[str, Any]) -> None:
         if count:
             print(f"  {plural(count, 'record')} with two or more distinct valid {kind} values")
     if s["duplicate_keys"]:
-        print(f"  {s['duplicate_keys']:,} rows repeated an earlier row's key")
+        repeated = plural(s["duplicate_keys"], "row")
+        print(f"  {repeated} repeated an earlier row's key (the later row was rejected)")
     outcomes(s.get("segments", []))
     if s.get("segments_deferred"):
         print(f"  {s['segments_deferred']}")
@@ -120,12 +121,13 @@ def datasets(items: list[dict[str, Any]], as_json: bool) -> None:
     if not items:
         print("no datasets yet; import one with: segflow import FILE.csv --dataset NAME")
         return
-    width = max(len(i["name"]) for i in items)
-    print(f"{'NAME':<{width}}  {'RECORDS':>10}  {'COLUMNS':>7}  KEY  UPDATED")
+    width = max([len(i["name"]) for i in items] + [4])
+    key_width = max([len(i["key"]) for i in items] + [3])
+    print(f"{'NAME':<{width}}  {'RECORDS':>10}  {'COLUMNS':>7}  {'KEY':<{key_width}}  UPDATED")
     for i in items:
         print(
-            f"{i['name']:<{width}}  {i['records']:>10,}  {i['columns']:>7}  {i['key']}  "
-            f"{i['updated_at']}"
+            f"{i['name']:<{width}}  {i['records']:>10,}  {i['columns']:>7}  "
+            f"{i['key']:<{key_width}}  {i['updated_at']}"
         )
 
 
