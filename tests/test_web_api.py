@@ -553,3 +553,12 @@ def test_nul_characters_and_huge_numbers_are_refused_not_crashed_on(loaded: Test
             "invalid_rules",
         )
         assert body["details"]["path"] == "rules.conditions[0].value"
+
+
+def test_the_icon_is_served_where_browsers_and_pages_look(client: TestClient) -> None:
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"].startswith("image/svg+xml")
+        assert answer.text.startswith("<svg")
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text

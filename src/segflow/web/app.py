@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from segflow import __version__
@@ -76,6 +77,12 @@ def create_app(
     app.include_router(auth.router, responses=errors.ERRORS)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # Asked for by clients that read no <link rel="icon">; an SVG is what we have.
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     # Outermost last: the headers every answer has, then (local mode) other
     # sites' pages, the NUL check, who is asking, and the body's size.
     app.add_middleware(

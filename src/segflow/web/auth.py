@@ -31,9 +31,9 @@ CSRF_COOKIE = "segflow_csrf"
 CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Reachable without signing in: health, the sign-in page and route, the
-#: machine-readable API description and the pages' assets. Nothing here reads
+#: machine-readable API description, the pages' assets and the icon. Nothing here reads
 #: a workspace's data, so no one is identified for them.
-_PUBLIC = frozenset({"/healthz", "/login", "/api/auth/login", "/openapi.json"})
+_PUBLIC = frozenset({"/healthz", "/login", "/api/auth/login", "/openapi.json", "/favicon.ico"})
 
 
 def _public(path: str) -> bool:

@@ -46,6 +46,7 @@ def _layout(title: str, page: str, body: str, data: dict[str, Any] | None = None
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)} · segflow</title>
 <link rel="stylesheet" href="/static/app.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head>
 <body data-page="{page}">
 <header><a class="brand" href="/">segflow</a><nav>{nav}</nav>
