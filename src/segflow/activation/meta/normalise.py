@@ -90,6 +90,10 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+# Names and places repeat across members; emails, phones and keys do not.
+_hash_repeated = functools.lru_cache(maxsize=1 << 16)(sha256_hex)
+
+
 def _text(raw: str) -> str:
     # NFC before and after lower(): lower-casing can decompose ("İ" becomes
     # "i" and a combining dot), and one name must hash one way.
@@ -122,6 +126,7 @@ def _is_kept_in_name(char: str) -> bool:
     return unicodedata.category(char)[0] in "LMN"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names and places repeat across members
 def normalise_name(raw: str | None) -> str | None:
     """A first or last name: lower-cased, without punctuation, spaces or symbols.
 
@@ -140,6 +145,7 @@ def normalise_name(raw: str | None) -> str | None:
     return name or None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names and places repeat across members
 def normalise_city(raw: str | None) -> str | None:
     """Lower-cased ``a``-``z`` only: no punctuation, special characters or white space.
 
@@ -154,6 +160,7 @@ def normalise_city(raw: str | None) -> str | None:
     return city or None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names and places repeat across members
 def normalise_state(raw: str | None, country: str | None) -> str | None:
     """A US state as its two-letter code (``ca``), any other region like a city.
 
@@ -183,6 +190,7 @@ def _us_states() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)  # names and places repeat across members
 def normalise_postal_code(raw: str | None, country: str | None) -> str | None:
     """Lower-cased without white space, the part before a ``-``, in the country's form.
 
@@ -249,6 +257,10 @@ def check_schema(schema: Sequence[str]) -> tuple[str, ...]:
                 f"Meta schema key {key} appears {count} times; at most {limit} allowed"
             )
     return tuple(schema)
+
+
+# Every member of an upload shares one schema: check it once, not per member.
+_checked_schema = functools.lru_cache(maxsize=64)(check_schema)
 
 
 def schema_for(
@@ -318,7 +330,7 @@ def member_row(
     fails the member. None when the row would name no one: no email, phone
     or external id, and not both names.
     """
-    schema = check_schema(schema)
+    schema = _checked_schema(tuple(schema))
     skipped = skipped if skipped is not None else Skipped()
     record_country = _get(record, mapping.country)
     country = normalise_region(record_country)
@@ -380,5 +392,8 @@ def member_row(
             value = extern
         else:
             value = values[name]
+            if value is not None:
+                row.append(_hash_repeated(value))
+                continue
         row.append(sha256_hex(value) if value is not None else "")
     return tuple(row)
