@@ -1,0 +1,1 @@
+"""Meta (Facebook and Instagram) Custom Audiences: identifiers as Meta wants them."""
