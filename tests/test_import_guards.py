@@ -25,7 +25,10 @@ from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest.guard import DeleteNeedsConfirmation
 from segflow.ingest.options import MAX_COLUMNS
 from segflow.web.app import create_app
+from segflow.web.server import live_server
 from tests.helpers import FIXTURES, NOW, do_import, live, snapshot
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def _people(count: int, vip_every: int = 0) -> bytes:
@@ -147,6 +150,12 @@ def test_the_cli_asks_for_confirm_delete(
     assert main(["import", str(empty), *base, "--mode", "replace", "--confirm-delete"]) == 0
     assert "50 deleted" in capsys.readouterr().out
     assert _records(db_url) == 0
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_bytes(PLAIN_TRAILING)
+    assert main(["import", str(trailing), *base]) == 0
+    assert "note: dropped 1 unnamed empty column at the end of the header (column 3)" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.fixture
@@ -370,13 +379,25 @@ def test_a_header_error_after_a_sep_line_names_line_2(db: Database) -> None:
         do_import(db, b"sep=,\nid,,x\n1,2,3\n")
 
 
-@pytest.mark.parametrize("fixture", ["crm_trailing_semicolons.csv", "excel_sep_line.csv"])
+PLAIN_TRAILING = b"id,name,\n1,Ann,\n2,Bob,\n3,Cy,\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        (FIXTURES / "crm_trailing_semicolons.csv").read_bytes(),
+        (FIXTURES / "excel_sep_line.csv").read_bytes(),
+        PLAIN_TRAILING,  # no quote: on SQLite a file SQLite could read itself
+    ],
+    ids=["crm", "sep", "plain-trailing"],
+)
 def test_excel_shapes_read_the_same_on_every_path(
-    db: Database, tmp_path: Path, fixture: str
+    db: Database, tmp_path: Path, data: bytes
 ) -> None:
     """A file big enough for the helper process (and on SQLite for SQLite's own
     reading) gives what segflow's reader gives in process."""
-    path = FIXTURES / fixture
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
     in_process = do_import(db, path, dataset="alone")
     helped = Settings(checks_process_bytes=1)
     with path.open("rb") as stream:
@@ -391,3 +412,42 @@ def test_excel_shapes_read_the_same_on_every_path(
     for field in ("columns", "inserted", "rejects", "notes", "key", "delimiter"):
         assert other[field] == in_process[field]
     assert live(db, "helped") == live(db, "alone")
+
+
+# ------------------------------------------------------------ the page's confirm step
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
+def test_the_page_shows_the_numbers_and_imports_only_once_confirmed(
+    db: Database, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    do_import(db, _people(40))
+    empty = tmp_path / "people.csv"
+    empty.write_bytes(b"id,name,tier\n")
+    errors: list[str] = []
+    with (
+        live_server(db, Settings(), poll_interval=0.2) as server,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/datasets")
+        page.wait_for_selector("body[data-ready=true]")
+        page.set_input_files("#file", str(empty))
+        page.select_option("#mode", "replace")
+        page.click("#upload-button")
+        page.wait_for_selector("#confirm-delete")
+        shown = page.text_content("#upload-status") or ""
+        assert "would delete 40 of 40 records (100%)" in shown
+        assert datasets.get_dataset(db, "people").record_count == 40
+        page.click("#confirm-delete")
+        page.wait_for_selector("#import-summary .import-counts")
+        assert "40 deleted" in (page.text_content("#import-summary .import-counts") or "")
+        browser.close()
+    assert errors == []
+    assert datasets.get_dataset(db, "people").record_count == 0
