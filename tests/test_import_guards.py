@@ -182,9 +182,12 @@ def test_the_api_answers_confirmation_needed_until_confirm_delete(
     assert error["code"] == "confirmation_needed"
     assert "would delete 20 of 20 records (100%)" in error["message"]
     assert datasets.get_dataset(db, "people").record_count == 20
+    assert _upload(client, b"id\n", mode="replace", delete_limit="101").status_code == 422
+    half = b"\n".join(_people(20).splitlines()[:11]) + b"\n"  # 10 of 20 deleted
+    assert _upload(client, half, mode="replace", delete_limit="50").status_code == 201
     done = _upload(client, b"id,name,tier\n", mode="replace", confirm_delete="true")
     assert done.status_code == 201, done.text
-    assert done.json()["deleted"] == 20
+    assert done.json()["deleted"] == 10
 
 
 # ------------------------------------------------------------ key detection
