@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from segflow import coltypes
-from segflow.coltypes import _VALUE_PATTERNS, _calendar_ok, widen
+from segflow.coltypes import VALUE_PATTERNS, _calendar_ok, widen
 
 CASES = [
     (["1", "2", "-3"], "integer"),
@@ -70,7 +70,7 @@ def _one(value: str) -> str:
     if not stripped:
         return "empty"
     for kind in ("integer", "number", "boolean", "date", "datetime"):
-        if not re.fullmatch(_VALUE_PATTERNS[kind], stripped):
+        if not re.fullmatch(VALUE_PATTERNS[kind], stripped):
             continue
         if kind not in ("date", "datetime") or _calendar_ok(kind, [stripped]):
             return kind

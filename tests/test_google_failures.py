@@ -178,6 +178,28 @@ def test_a_refusal_of_the_whole_request_refuses_no_member_of_a_two_member_batch(
     assert (status.failed, status.pending_adds) == (0, 2)
 
 
+def test_on_a_list_holding_members_a_refusal_naming_nothing_pauses_after_two_requests(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    setup_link(db, customers(100), rules=EVERYONE)
+    run_sync(db, settings)
+    held_before = fake.members(LIST_ID)
+    import_rows(db, customers(300, seed=8, start_id=101))
+    fake.received.clear()
+    unnamed = Failure(grpc.StatusCode.INVALID_ARGUMENT, "Request contains an invalid argument.")
+    fake.fail_next(unnamed, unnamed, unnamed)
+
+    report = run_sync(db, settings)
+
+    # The new batch, then one member the list holds, alone: refused too.
+    assert [len(r.request.audience_members) for r in fake.received] == [300, 1]
+    assert report.outcomes[0].paused is not None
+    status = _status(db)
+    assert "whatever members it held" in (status.paused_reason or "")
+    assert (status.failed, status.pending_adds) == (0, 300)
+    assert fake.members(LIST_ID) == held_before
+
+
 class RefusesUnnamed:
     """A platform that refuses, naming nothing, any request holding one of ``bad``."""
 
@@ -212,6 +234,25 @@ def test_splitting_a_refusal_naming_nothing_finds_one_bad_member_within_the_boun
     assert outcome.rejected == 1 and outcome.paused is None
     assert outcome.requests <= request_cap(1_000) == 22
     assert len(fake.members(LIST_ID)) == len(expected_members(db)) - 1
+
+
+def test_when_a_member_the_list_took_goes_through_alone_the_batch_is_split(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    setup_link(db, customers(100), rules=EVERYONE)
+    run_sync(db, settings)
+    import_rows(db, customers(2, seed=8, start_id=101))
+    fake.received.clear()
+    # Both new members are bad, so both halves answer as the whole did:
+    # once the member alone was taken, that must not pause the link.
+    report = run_sync(db, settings, senders=_refusing({101, 102}))
+
+    outcome = report.outcomes[0]
+    assert outcome.paused is None and outcome.rejected == 2
+    assert [len(r.request.audience_members) for r in fake.received] == [1]
+    assert outcome.added == 0
+    assert _status(db).failed == 2
+    assert len(fake.members(LIST_ID)) == len(expected_members(db)) - 2
 
 
 def test_splitting_stops_at_the_bound_and_pauses_with_the_reason(

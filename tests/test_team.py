@@ -173,11 +173,24 @@ def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
         },
         ("PATCH", "/api/segments/{segment_id}"): {"json": {"name": "taken over"}},
         ("PATCH", "/api/datasets/{name}/identifiers"): {"json": {"email": "email"}},
+        ("PUT", "/api/datasets/{name}/columns/{column}/type"): {"json": {"type": "text"}},
         ("POST", "/api/destinations"): {
             "json": {"name": "probe", "kind": "file", "config": {"path": "probe.jsonl"}}
         },
         ("POST", "/api/segments/{segment_id}/links"): {
             "json": {"destination_id": team.a_destination}
+        },
+        # Refused before Google is asked: the route reads no workspace's data.
+        ("POST", "/api/google-ads/lists"): {"json": {"operating_account_id": "probe"}},
+        ("PUT", "/api/destinations/{destination_id}/credentials"): {
+            "json": {
+                "credentials": {
+                    "type": "oauth",
+                    "client_id": "probe",
+                    "client_secret": "probe",
+                    "refresh_token": "probe",
+                }
+            }
         },
         ("POST", "/api/auth/login"): {"json": {"name": "bob", "password": PASSWORD}},
         ("POST", "/api/auth/workspace"): {"json": {"workspace": "alpha"}},
@@ -194,6 +207,7 @@ def test_every_route_hides_workspace_a_from_a_user_of_b(team: Team, app_client: 
         "segment_id": str(team.a_segment),
         "destination_id": str(team.a_destination),
         "key": team.a_key,
+        "column": "email",
     }
     routes = [r for r in _api_routes(app_client.app) if r not in _TESTED_APART]
     assert len(routes) >= 25

@@ -2,8 +2,14 @@
 
 A column's type is the narrowest of ``integer``, ``number``, ``boolean``,
 ``date``, ``datetime`` that every non-empty value fits; anything else, or a
-mix, is ``text``. Types only ever widen (integer -> number, date -> datetime,
-anything -> text), so a later file can never make stored values invalid.
+mix, is ``text``. Cells that exports write for "no value" (``N/A``, ``NULL``,
+``-``: :data:`EMPTY_LIKE`) count as empty for typing and in typed columns;
+their raw text is kept as written.
+
+What a file does to a stored column's type is the import's business
+(``segflow.ingest.columns``): lossless widening (integer -> number, date ->
+datetime) happens by itself, a stored typed column never becomes text
+because of a file (:func:`fits` tells which cells do not fit it).
 
 Checking is done per batch on the column's values joined with NUL, which the
 reader guarantees never occurs inside a value: one regular-expression pass in
@@ -27,13 +33,17 @@ TEXT = "text"
 EMPTY = "empty"
 
 
+#: Cells meaning "no value", compared trimmed of spaces and ignoring case.
+#: Excel writes ``#N/A`` for a failed lookup.
+EMPTY_LIKE = frozenset({"n/a", "na", "#n/a", "null", "none", "nil", "-"})
+
 TRUE_WORDS = ("true", "yes", "t", "y")
 FALSE_WORDS = ("false", "no", "f", "n")
 
 # Values may carry spaces around them; they are trimmed before conversion.
 # Integers with leading zeros (zip codes, phone fragments) stay text, and at
 # most 18 digits keeps every integer inside a signed 64-bit column.
-_VALUE_PATTERNS = {
+VALUE_PATTERNS = {
     INTEGER: r"-?(?:0|[1-9][0-9]{0,17})",
     NUMBER: r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?",
     BOOLEAN: r"(?i:true|false|yes|no|t|f|y|n)",
@@ -55,7 +65,7 @@ def _batch_regex(value: str) -> re.Pattern[str]:
     return re.compile(rf"{item}(?:\x00{item})*+")
 
 
-_BATCH = {name: _batch_regex(pattern) for name, pattern in _VALUE_PATTERNS.items()}
+_BATCH = {name: _batch_regex(pattern) for name, pattern in VALUE_PATTERNS.items()}
 _NOT_BLANK = re.compile(r"[^ \x00]")
 # A value of a number column that the fast checks below cannot vouch for.
 _LEADING_ZERO = re.compile(r"\x000[0-9]")
@@ -147,8 +157,43 @@ def _plain_decimals(values: Sequence[str], joined: str) -> bool:
     )
 
 
+def is_empty_like(raw: str | None) -> bool:
+    """Whether a cell holds no value: empty, spaces, or one of :data:`EMPTY_LIKE`."""
+    if raw is None:
+        return True
+    value = raw.strip(" ")
+    return not value or value.lower() in EMPTY_LIKE
+
+
 def batch_type(current: str, values: Sequence[str]) -> str:
     """The column's type after also seeing ``values`` (a batch of raw cells)."""
+    kind = _batch_type(current, values)
+    if kind == TEXT and current != TEXT:
+        # Only a batch that would make the column text is looked at cell by
+        # cell for empty-like values: numbers and dates pass in C above.
+        kept = [value for value in values if not is_empty_like(value)]
+        if len(kept) < len(values):
+            return _batch_type(current, kept)
+    return kind
+
+
+def fits(kind: str, raw: str | None) -> bool:
+    """Whether a non-empty cell converts to a column of ``kind`` (text takes anything)."""
+    if kind == TEXT:
+        return True
+    if raw is None:
+        return False
+    value = raw.strip(" ")
+    pattern = _VALUE_RE.get(kind)
+    if pattern is None or not pattern.fullmatch(value):
+        return False
+    return kind not in (DATE, DATETIME) or _calendar_ok(kind, [value])
+
+
+_VALUE_RE = {name: re.compile(pattern) for name, pattern in VALUE_PATTERNS.items()}
+
+
+def _batch_type(current: str, values: Sequence[str]) -> str:
     if current == TEXT:
         return TEXT
     if few_distinct(values):
@@ -178,15 +223,17 @@ def parse_value(kind: str, raw: str | None) -> object:
     """Reference conversion of one raw cell, as stored in the typed column.
 
     Used by tests and by the rule evaluator; the import itself converts in SQL.
+    An empty-like cell, or one that does not fit a typed column it was kept
+    in, has no typed value.
     """
     if raw is None or raw == "":
         return None
     if kind == TEXT:
         # Text is kept as written: a cell of spaces is a value, as stored.
         return raw
-    value = raw.strip(" ")
-    if value == "":
+    if is_empty_like(raw) or not fits(kind, raw):
         return None
+    value = raw.strip(" ")
     if kind == INTEGER:
         return int(value)
     if kind == NUMBER:

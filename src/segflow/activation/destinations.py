@@ -13,7 +13,7 @@ the EEA, and a default would send data as granted that nobody agreed to. A
 file destination records what would be sent and may leave it out (granted).
 
 This module validates a destination's settings, stores, changes, finds and
-deletes destinations, and keeps their credentials: a destination's
+deletes destinations, and keeps (and replaces) their credentials: a destination's
 ``config`` is shown freely, its credentials (``secret``) are stored apart,
 encrypted, and leave this module only to build a client (see
 :mod:`segflow.activation.senders`, which sends batches).
@@ -137,6 +137,11 @@ def _account_id(name: str, value: Any) -> str:
     if not _ACCOUNT_ID.fullmatch(text):
         raise InvalidInput(f"{name} must be a numeric id such as 123-456-7890, got {value!r}")
     return text
+
+
+def account_id(name: str, value: Any) -> str:
+    """A Google Ads account id as the API wants it (digits); InvalidInput names ``name``."""
+    return _account_id(name, value)
 
 
 def _google_ads_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -345,6 +350,46 @@ def update_destination(
         elif current.consent != (clean["ad_user_data"], clean["ad_personalization"]):
             _resend_wanted(conn, current.id)
         row = conn.execute(sa.select(destinations).where(destinations.c.id == current.id)).one()
+    return destination_from_row(row)
+
+
+def replace_credentials(
+    db: Database,
+    ref: int | str,
+    secret: dict[str, Any],
+    now: dt.datetime,
+    cipher: Cipher,
+    *,
+    check_credentials: bool = False,
+    token_uri: str | None = None,
+) -> Destination:
+    """Replace a google_ads destination's credentials (by id or name), checked as adding does.
+
+    The new credentials are loaded, and with ``check_credentials`` refreshed
+    once at ``token_uri``, before anything is stored: credentials Google
+    refuses for good leave the old ones in place. Only their description
+    (``config["credentials"]``) is ever shown.
+    """
+    current = get_destination(db, ref)
+    if current.kind != GOOGLE_ADS:
+        raise InvalidInput(
+            f"destination {current.name!r} is a {current.kind} destination: it takes no credentials"
+        )
+    described = credentials.describe(
+        secret,
+        check=check_credentials and token_uri is not None,
+        token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
+    )
+    stored = cipher.encrypt(json.dumps(secret))
+    with db.write() as conn:
+        found = load_destination(conn, current.id)
+        config = {**found.config, "credentials": described}
+        conn.execute(
+            sa.update(destinations)
+            .where(destinations.c.id == found.id)
+            .values(config=config, secret=stored, updated_at=now)
+        )
+        row = conn.execute(sa.select(destinations).where(destinations.c.id == found.id)).one()
     return destination_from_row(row)
 
 

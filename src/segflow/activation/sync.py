@@ -30,13 +30,16 @@ the next minute, which does not count as a failed attempt.
 **Requests per batch.** A batch of n members costs one request when Google
 takes it. A refusal naming members costs one more request for the rest, and
 each further such answer removes at least one member: at most n + 1
-requests, in practice 2. A refusal naming nothing is split breadth-first:
-when both halves of the first split are refused with the same answer, the
-answer is about the request, not its members, and the link pauses after 3
-requests. Otherwise splitting goes on while the requests spent on the batch
-(named retries aside) stay within ``2 * ceil(log2(n)) + 2`` (30 for 10,000:
-enough for one unnamed bad member, 29 requests); past it the link pauses
-with Google's last answer.
+requests, in practice 2. A refusal of a whole add batch naming nothing is
+first told apart from a fault of the request: one member the list already
+took is sent again alone (harmless: membership is a set). Refused too, the
+answer is about the request and the link pauses after 2 requests. Taken, or
+when the link has no such member yet, the batch is split breadth-first; with
+no member to try, both halves of the first split refused with the same
+answer pause the link after 3 requests. Otherwise splitting goes on while the
+requests spent on the batch (named retries and the one member alone aside)
+stay within ``2 * ceil(log2(n)) + 2`` (30 for 10,000: enough for one unnamed
+bad member, 29 requests); past it the link pauses with Google's last answer.
 
 Connections to Google are kept for the whole pass, or for as long as the
 ``connections`` the caller passes live (a worker's, across passes).
@@ -725,19 +728,79 @@ class _LinkRun:
                 continue
             reason = str(unnamed)
             alone = {0: reason} if len(part) == 1 else {}
-            if depth == 1:
+            if depth == 0:
+                self._rejected(batch.operation, part, {}, reason, started, replaced)
+                split.refused(depth, reason)
+                if batch.operation == INGEST and not replaced and self._probe(sender):
+                    # A member Google took went through alone: the fault is in
+                    # this batch's members, even if both halves fail alike.
+                    split.whole = None
+                if alone:
+                    self._rejected(
+                        batch.operation, part, alone, reason, started, replaced, log=False
+                    )
+            elif depth == 1:
                 # Held until the other half has answered: were both refused
                 # as the whole was, the fault is the request's, and a member
                 # alone in a half must not be recorded as refused.
                 first_split.append((part, alone, reason, started))
+                split.refused(depth, reason)
             else:
                 self._rejected(batch.operation, part, alone, reason, started, replaced)
-            split.refused(depth, reason)
+                split.refused(depth, reason)
             if len(part) > 1:
                 middle = len(part) // 2
                 queue.extend(((part[:middle], depth + 1), (part[middle:], depth + 1)))
         for part, alone, reason, started in first_split:
             self._rejected(batch.operation, part, alone, reason, started, replaced)
+
+    def _probe(self, sender: Sender) -> bool:
+        """Send alone one member the list took before; True when Google takes it again.
+
+        A whole batch refused naming nothing is either the request's fault
+        or some members'. A member Google accepted, re-sent as it was (adding
+        a member twice changes nothing), tells them apart in one request:
+        refused too, the fault is the request's and the link pauses. False
+        when the link has no such member yet (its first batches).
+        """
+        lm = link_members
+        with self.db.read() as conn:
+            known = conn.execute(
+                sa.select(lm.c.rid, lm.c.sent, lm.c.sent_consent)
+                .where(
+                    lm.c.link_id == self.link_id,
+                    lm.c.have == 1,
+                    lm.c.want == 1,
+                    lm.c.pending == 0,
+                    lm.c.sent.is_not(None),
+                    lm.c.stale.is_(None),
+                    lm.c.rejected.is_(None),
+                )
+                .limit(1)
+            ).first()
+        if known is None:
+            return False
+        consent = tuple(None if v == "-" else v for v in (known.sent_consent or "-|-").split("|"))
+        member = OutMember(known.rid, tuple(json.loads(known.sent)), (consent[0], consent[1]))
+        self._take_pace()
+        started = time.monotonic()
+        self.outcome.requests += 1
+        try:
+            request_id = sender.send(INGEST, [member])
+        except (MembersRejected, RequestRejected) as exc:
+            with self.db.write() as conn:
+                self._log(conn, INGEST, 1, "rejected", started, error=str(exc))
+            raise LinkBroken(
+                "Google refused the request whatever members it held (a member it had "
+                f"taken before was refused alone too): {exc}"
+            ) from None
+        except (TransientError, LinkBroken) as exc:
+            outcome = "retry" if isinstance(exc, TransientError) else "paused"
+            with self.db.write() as conn:
+                self._log(conn, INGEST, 1, outcome, started, error=str(exc))
+            raise
+        self._acknowledge(INGEST, [member], request_id, started, counted=False)
+        return True
 
     def _take_pace(self) -> None:
         if self.project is None:
@@ -757,6 +820,7 @@ class _LinkRun:
         *,
         replaced: bool = False,
         queued: frozenset[int] = frozenset(),
+        counted: bool = True,
     ) -> None:
         warnings: Sequence[str] = getattr(request_id, "warnings", ())
         lm = link_members
@@ -785,7 +849,8 @@ class _LinkRun:
                         pending=sa.case((lm.c.want == 1, 0), else_=1),
                     )
                 )
-                self.outcome.added += len(part)
+                if counted:
+                    self.outcome.added += len(part)
             else:
                 done = [rid for rid in dict.fromkeys(rids) if rid not in queued]
                 gone = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(done))
@@ -818,12 +883,15 @@ class _LinkRun:
         message: str,
         started: float,
         replaced: bool,
+        *,
+        log: bool = True,
     ) -> None:
         """Log one refused request; record the members it named (by position) as refused."""
         lm = link_members
         with self.db.write() as conn:
             self._hold(conn, self.clock())
-            self._log(conn, operation, len(part), "rejected", started, error=message)
+            if log:
+                self._log(conn, operation, len(part), "rejected", started, error=message)
             if not named:
                 return
             rows = [{"r": part[i].rid, "reason": reason} for i, reason in sorted(named.items())]

@@ -25,6 +25,7 @@ Time comes from the ``clock`` passed in.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,8 @@ class Upload:
     checked_at: dt.datetime | None
     next_check_at: dt.datetime | None
     error: str | None
+    #: The field warnings Google's answer to the request carried, as logged.
+    field_warnings: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -142,6 +145,7 @@ class Upload:
             "next_check_at": _iso(self.next_check_at),
             "check_error": self.error,
             "warning": self.warning,
+            "field_warnings": list(self.field_warnings),
         }
 
 
@@ -190,6 +194,7 @@ def _upload(row: sa.Row[Any], now: dt.datetime) -> Upload:
         checked_at=row.google_checked_at,
         next_check_at=row.google_next_check_at,
         error=row.google_error,
+        field_warnings=tuple(json.loads(row.warnings)) if row.warnings else (),
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,14 +57,7 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
             terms_accepted=args.terms_accepted,
             validate_only=args.validate_only,
         )
-        if args.service_account_key and args.oauth_file:
-            raise InvalidInput("give either --service-account-key or --oauth-file, not both")
-        if args.service_account_key:
-            info = _read_json_file(args.service_account_key, "service-account key")
-            secret = {"type": "service_account", "info": info}
-        elif args.oauth_file:
-            oauth = _read_json_file(args.oauth_file, "OAuth file")
-            secret = {"type": "oauth", **{k: oauth.get(k) for k in _OAUTH_KEYS}}
+        secret = secret_of(args)
     else:
         google_only = [
             flag
@@ -116,35 +111,105 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
 _OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
 
 
+NO_CREDENTIALS = "give the new credentials: --service-account-key FILE or --oauth-file FILE"
+
+
+def secret_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The credentials named by --service-account-key or --oauth-file, as stored."""
+    if args.service_account_key and args.oauth_file:
+        raise InvalidInput("give either --service-account-key or --oauth-file, not both")
+    if args.service_account_key:
+        info = _read_json_file(args.service_account_key, "service-account key")
+        return {"type": "service_account", "info": info}
+    if args.oauth_file:
+        oauth = _read_json_file(args.oauth_file, "OAuth file")
+        return {"type": "oauth", **{k: oauth.get(k) for k in _OAUTH_KEYS}}
+    return None
+
+
+def replaced_credentials(updated: dict[str, Any], paused: Sequence[str]) -> None:
+    """What ``destinations credentials`` prints, locally and through a server."""
+    print(
+        f"replaced the credentials of destination {updated['name']!r}: "
+        f"{updated['config'].get('credentials', 'stored')}"
+    )
+    for segment in paused:
+        print(
+            f"  link {segment!r} -> {updated['name']!r} is paused; once these credentials "
+            f"are the right ones: segflow links resume {_arg(segment)} {_arg(updated['name'])}"
+        )
+
+
+def _arg(text: str) -> str:
+    return text if re.fullmatch(r"[\w.@+-]+", text) else repr(text)
+
+
+def cmd_destinations_credentials(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    secret = secret_of(args)
+    if secret is None:
+        raise InvalidInput(NO_CREDENTIALS)
+    updated = destinations.replace_credentials(
+        db,
+        args.name,
+        secret,
+        utcnow(),
+        settings.cipher,
+        check_credentials=settings.check_credentials,
+        token_uri=settings.token_uri,
+    )
+    paused = [
+        s.link.segment
+        for s in links.status(db, now=utcnow(), recent=0)
+        if s.link.destination_id == updated.id and s.paused_reason
+    ]
+    if args.json:
+        emit_json(updated.public())
+    else:
+        replaced_credentials(updated.public(), paused)
+    return 0
+
+
 def cmd_destinations_lists(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     found, items = userlists.destination_lists(db, settings, args.name)
-    if args.json:
-        emit_json([i.as_dict() for i in items])
-        return 0
-    account = found.config["operating_account_id"]
+    answer = {
+        "destination": found.name,
+        "account": found.config["operating_account_id"],
+        "current_list_id": found.config.get("product_destination_id"),
+        "lists": [i.as_dict() for i in items],
+    }
+    show_lists(answer, args.json)
+    return 0
+
+
+def show_lists(answer: dict[str, Any], as_json: bool) -> None:
+    """A destination's account's lists (as the API's ``/lists`` answer holds them)."""
+    items = answer["lists"]
+    if as_json:
+        emit_json(items)
+        return
+    account = answer["account"]
     if not items:
         print(f"account {account} has no user lists; create one with destinations add "
               "google_ads NAME ... --create-list \"Display name\"")  # fmt: skip
-        return 0
-    current = found.config.get("product_destination_id")
+        return
+    current = answer["current_list_id"]
     print(f"user lists of account {account} ({plural(len(items), 'list')}):")
     rows = [("", "id", "name", "members", "match rate", "membership", "status")]
     for i in items:
         rows.append(
             (
-                "*" if i.list_id == current else "",
-                i.list_id,
-                i.display_name,
-                _count(i.size),
-                f"{i.match_rate_percentage}%" if i.match_rate_percentage is not None else "-",
-                f"{i.membership_days} days" if i.membership_days is not None else "-",
-                i.membership_status,
+                "*" if i["list_id"] == current else "",
+                i["list_id"],
+                i["display_name"],
+                _count(i["size"]),
+                f"{i['match_rate_percentage']}%" if i["match_rate_percentage"] is not None else "-",
+                f"{i['membership_days']} days" if i["membership_days"] is not None else "-",
+                i["membership_status"],
             )
         )
     _table(rows)
     if current:
-        print(f"* the list destination {found.name!r} writes to")
-    return 0
+        print(f"* the list destination {answer['destination']!r} writes to")
 
 
 def _count(value: int | None) -> str:
@@ -255,65 +320,78 @@ def cmd_unlink(args: argparse.Namespace, db: Database, settings: Settings) -> in
 
 
 def _print_status(items: list[links.LinkStatus]) -> None:
+    print_link_states([s.as_dict() for s in items])
+
+
+def print_link_states(items: Sequence[dict[str, Any]]) -> None:
+    """Links' states as :meth:`~segflow.activation.links.LinkStatus.as_dict` gives them
+    (locally or through a server's API), for people."""
     if not items:
         print("no links yet; link a segment with: segflow link SEGMENT DESTINATION")
-    for s in items:
-        d = s.as_dict()
-        state = f"PAUSED: {s.paused_reason}" if s.paused_reason else "active"
-        print(f"{s.link.segment} -> {s.link.destination} ({s.kind}, {state})")
-        awaiting = f" ({s.awaiting_google:,} awaiting Google)" if s.awaiting_google else ""
+    for d in items:
+        state = f"PAUSED: {d['paused_reason']}" if d["paused_reason"] else "active"
+        print(f"{d['segment']} -> {d['destination']} ({d['kind']}, {state})")
+        awaiting = f" ({d['awaiting_google']:,} awaiting Google)" if d["awaiting_google"] else ""
         print(
-            f"  {s.synced:,} synced{awaiting}, {s.pending_adds:,} pending adds, "
-            f"{s.pending_removes:,} pending removes, {s.failed:,} failed"
+            f"  {d['synced']:,} synced{awaiting}, {d['pending_adds']:,} pending adds, "
+            f"{d['pending_removes']:,} pending removes, {d['failed']:,} failed"
         )
         print(f"  last success: {d['last_success_at'] or 'never'}")
-        if s.uploads:
-            print(f"  last upload: {_upload_line(s.uploads[0])}")
-        if s.match_rate is not None:
-            print(f"  match rate: {s.match_rate}")
-        if s.list_info is not None:
-            print(f"  list at Google: {_list_line(s)}")
-        if s.last_error and not s.paused_reason:
-            retry = f" (retry at {d['next_attempt_at']})" if s.next_attempt_at else ""
-            print(f"  last error: {s.last_error} at {d['last_error_at']}{retry}")
-        for warning in s.warnings:
+        if d["uploads"]:
+            print(f"  last upload: {_upload_line(d['uploads'][0])}")
+        if d["match_rate"] is not None:
+            print(f"  match rate: {d['match_rate']}")
+        if d["list"] is not None:
+            print(f"  list at Google: {_list_line(d)}")
+        if d["last_error"] and not d["paused_reason"]:
+            retry = f" (retry at {d['next_attempt_at']})" if d["next_attempt_at"] else ""
+            print(f"  last error: {d['last_error']} at {d['last_error_at']}{retry}")
+        for warning in d["warnings"]:
             print(f"  warning: {warning}")
 
 
-def _when(value: Any) -> str:
+def _when(value: dt.datetime | str | None) -> str:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
     return str(value.strftime("%Y-%m-%d %H:%M UTC")) if value is not None else "-"
 
 
-def _google_state(u: uploads.Upload) -> str:
-    if u.status is None:
-        return f"not asked yet (from {_when(u.at + uploads.FIRST_CHECK)})"
-    if u.status == "PROCESSING" and u.next_check_at is not None:
-        return f"PROCESSING (asking again {_when(u.next_check_at)})"
-    return u.status
+def _google_state(u: dict[str, Any]) -> str:
+    if u["google_status"] is None:
+        first = dt.datetime.fromisoformat(u["at"]) + uploads.FIRST_CHECK
+        return f"not asked yet (from {_when(first)})"
+    if u["google_status"] == "PROCESSING" and u["next_check_at"] is not None:
+        return f"PROCESSING (asking again {_when(u['next_check_at'])})"
+    return str(u["google_status"])
 
 
-def _errors_text(u: uploads.Upload) -> str:
-    return ", ".join(f"{r} {n:,}" for r, n in sorted(u.errors.items())) or "-"
+def _errors_text(u: dict[str, Any]) -> str:
+    return ", ".join(f"{r} {n:,}" for r, n in sorted(u["errors"].items())) or "-"
 
 
-def _upload_line(u: uploads.Upload) -> str:
-    line = f"{u.operation} of {plural(u.members, 'member')} at {_when(u.at)}: {_google_state(u)}"
-    if u.match_rate:
-        line += f", match rate {u.match_rate}"
-    if u.errors:
+def _upload_line(u: dict[str, Any]) -> str:
+    line = (
+        f"{u['operation']} of {plural(u['members'], 'member')} at {_when(u['at'])}: "
+        f"{_google_state(u)}"
+    )
+    if u["match_rate"]:
+        line += f", match rate {u['match_rate']}"
+    if u["errors"]:
         line += f", errors {_errors_text(u)}"
+    if u.get("field_warnings"):
+        line += f", {plural(len(u['field_warnings']), 'field warning')}"
     return line
 
 
-def _list_line(s: links.LinkStatus) -> str:
-    info = s.list_info or {}
+def _list_line(s: dict[str, Any]) -> str:
+    info = s["list"] or {}
     if info.get("size") is None:
         text = "size not known"
     else:
         text = f"{info.get('display_name', '')!r} {plural(int(info['size']), 'member')}"
         if info.get("match_rate_percentage") is not None:
             text += f", match rate {info['match_rate_percentage']}%"
-    text += f" (read {_when(s.list_read_at)})"
+    text += f" (read {_when(s['list_read_at'])})"
     if info.get("error"):
         text += f"; last read failed: {info['error']}"
     return text
@@ -321,12 +399,18 @@ def _list_line(s: links.LinkStatus) -> str:
 
 def cmd_links_show(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     s = links.link_status(db, args.segment, args.destination, now=utcnow(), recent=args.limit)
-    if args.json:
-        emit_json(s.as_dict())
-        return 0
-    _print_status([s])
-    if s.list_info is not None and s.list_info.get("size") is not None:
-        info = s.list_info
+    show_link(s.as_dict(), args.json)
+    return 0
+
+
+def show_link(s: dict[str, Any], as_json: bool) -> None:
+    """What ``links show`` prints of one link's state, locally and through a server."""
+    if as_json:
+        emit_json(s)
+        return
+    print_link_states([s])
+    info = s["list"]
+    if info is not None and info.get("size") is not None:
         print(
             "  list size by network: "
             f"Display {_count(info.get('display_members'))}, "
@@ -334,28 +418,30 @@ def cmd_links_show(args: argparse.Namespace, db: Database, settings: Settings) -
             f"YouTube {_count(info.get('youtube_members'))}, "
             f"Gmail {_count(info.get('gmail_members'))}"
         )
-    if not s.uploads:
+    if not s["uploads"]:
         print("  no uploads yet")
-        return 0
+        return
     print("  last uploads:")
     rows = [("when", "operation", "members", "request id", "Google", "errors", "match rate")]
-    for u in s.uploads:
+    for u in s["uploads"]:
         rows.append(
             (
-                _when(u.at),
-                u.operation,
-                f"{u.members:,}",
-                u.request_id,
+                _when(u["at"]),
+                u["operation"],
+                f"{u['members']:,}",
+                u["request_id"],
                 _google_state(u),
                 _errors_text(u),
-                u.match_rate or "-",
+                u["match_rate"] or "-",
             )
         )
     _table(rows, indent="    ")
-    asked_failed = [u for u in s.uploads if u.error and u.status != "SUCCESS"]
-    for u in asked_failed:
-        print(f"  note: request {u.request_id}: {u.error}")
-    return 0
+    for u in s["uploads"]:
+        if u["check_error"] and u["google_status"] != "SUCCESS":
+            print(f"  note: request {u['request_id']}: {u['check_error']}")
+    for u in s["uploads"]:
+        for warning in u.get("field_warnings") or ():
+            print(f"  Google warned about request {u['request_id']}: {warning}")
 
 
 def cmd_links(args: argparse.Namespace, db: Database, settings: Settings) -> int:
@@ -518,6 +604,23 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     )
     dls.add_argument("name", metavar="NAME")
     dls.set_defaults(func=cmd_destinations_lists)
+    dc = dst_sub.add_parser(
+        "credentials",
+        parents=[common, as_json],
+        help="replace a google_ads destination's credentials (checked as when adding)",
+        description="Store new credentials for a google_ads destination, for instance after "
+        "Google revoked the old refresh token. They are checked by refreshing them once, as "
+        "when adding a destination; credentials Google refuses leave the old ones in place. "
+        "The credentials are never printed, only what kind they are.",
+    )
+    dc.add_argument("name", metavar="NAME")
+    dc.add_argument("--service-account-key", metavar="FILE", help="a service-account JSON key")
+    dc.add_argument(
+        "--oauth-file",
+        metavar="FILE",
+        help="JSON file with client_id, client_secret and refresh_token",
+    )
+    dc.set_defaults(func=cmd_destinations_credentials)
     du = dst_sub.add_parser("update", parents=[common], help="change a destination's settings")
     du.add_argument("name", metavar="NAME")
     du.add_argument("--terms-accepted", action=argparse.BooleanOptionalAction, default=None)

@@ -1,4 +1,4 @@
-"""CLI commands for datasets: ``import``, ``datasets list|show|delete``."""
+"""CLI commands for datasets: ``import``, ``datasets list|show|retype|delete``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, BinaryIO
 
-from segflow import datasets, ingest, segments, worker
+from segflow import datasets, ingest, retype, segments, worker
 from segflow.cli import output as show
 from segflow.cli.args import delimiter_arg
 from segflow.config import Settings
@@ -87,6 +87,12 @@ def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settin
     return 0
 
 
+def cmd_datasets_retype(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    changed = retype.retype(db, args.name, args.column, args.type, now=utcnow())
+    show.retyped(changed.as_dict(), args.json)
+    return 0
+
+
 def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
     imp = sub.add_parser(
         "import",
@@ -134,7 +140,7 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     )
     imp.set_defaults(func=cmd_import)
 
-    ds = sub.add_parser("datasets", help="list, show or delete datasets")
+    ds = sub.add_parser("datasets", help="list, show, retype a column of, or delete datasets")
     ds_sub = ds.add_subparsers(dest="action", required=True, metavar="ACTION")
     ds_list = ds_sub.add_parser("list", parents=[common, as_json], help="list datasets")
     ds_list.set_defaults(func=cmd_datasets_list)
@@ -146,6 +152,21 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         "--sample", type=int, default=0, metavar="N", help="also print the first N records"
     )
     ds_show.set_defaults(func=cmd_datasets_show)
+    ds_retype = ds_sub.add_parser(
+        "retype",
+        parents=[common, as_json],
+        help="change a column's type (imports never do)",
+        description="Change a column's type. Done only when every stored value fits the "
+        "new type and every segment's rules on the column still make sense; otherwise "
+        "nothing changes and the values or segments in the way are named. Segments "
+        "reading the column are evaluated again in full.",
+    )
+    ds_retype.add_argument("name", metavar="DATASET")
+    ds_retype.add_argument("column", metavar="COLUMN")
+    ds_retype.add_argument(
+        "type", metavar="TYPE", choices=retype.TYPES, help=", ".join(retype.TYPES)
+    )
+    ds_retype.set_defaults(func=cmd_datasets_retype)
     ds_delete = ds_sub.add_parser("delete", parents=[common], help="delete a dataset")
     ds_delete.add_argument("name", metavar="NAME")
     ds_delete.set_defaults(func=cmd_datasets_delete)

@@ -49,6 +49,8 @@ def import_summary(s: dict[str, Any]) -> None:
             print(f"  new column {change['column']!r} ({change['type']})")
         else:
             print(f"  column {change['column']!r} is now {change['to']} (was {change['from']})")
+    for line in misfit_lines(s.get("misfits", [])):
+        print(f"  {line}")
     for ident in s["identifiers"]:
         print(
             f"  {ident['kind']:<11} column {ident['column']!r}: {ident['valid']:,} valid of "
@@ -69,6 +71,46 @@ def import_summary(s: dict[str, Any]) -> None:
         print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")
         for reject in shown:
             print(f"    line {reject['line']}: {reject['reason']}")
+
+
+#: How a value of each type is called in "5 values are not numbers".
+_KIND_WORDS = {
+    "integer": "whole numbers",
+    "number": "numbers",
+    "boolean": "true/false values",
+    "date": "dates (YYYY-MM-DD)",
+    "datetime": "date-times (ISO 8601)",
+}
+
+
+def misfit_lines(misfits: list[dict[str, Any]]) -> list[str]:
+    """ "Lifetime Value: 5 values are not numbers, e.g. line 14 'N/A?'" for each kept column."""
+    out = []
+    for m in misfits:
+        examples = ", ".join(f"line {e['line']} {e['value']!r}" for e in m["examples"])
+        values = "1 value is not" if m["count"] == 1 else f"{m['count']:,} values are not"
+        out.append(
+            f"{m['column']}: {values} {_KIND_WORDS.get(m['type'], m['type'])}, e.g. {examples}; "
+            f"the column stays {m['type']} and those cells have no {m['type']} value "
+            f"(segflow datasets retype changes a column's type)"
+        )
+    return out
+
+
+def retyped(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(info)
+        return
+    if info["from"] == info["to"]:
+        print(f"column {info['column']!r} of dataset {info['dataset']!r} is {info['to']} already")
+        return
+    print(
+        f"column {info['column']!r} of dataset {info['dataset']!r} is now {info['to']} "
+        f"(was {info['from']}; {plural(info['values'], 'stored value')})"
+    )
+    if info["segments"]:
+        names = ", ".join(repr(name) for name in info["segments"])
+        print(f"  evaluated again in full at the next tick: {names}")
 
 
 def datasets(items: list[dict[str, Any]], as_json: bool) -> None:

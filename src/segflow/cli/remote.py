@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
+from segflow.cli import activation
 from segflow.cli import output as show
 from segflow.cli.args import rules_arg
 from segflow.errors import (
@@ -147,6 +148,16 @@ def remote_datasets_delete(args: argparse.Namespace, remote: Remote) -> int:
     return 0
 
 
+def remote_datasets_retype(args: argparse.Namespace, remote: Remote) -> int:
+    changed = remote.call(
+        "PUT",
+        f"/api/datasets/{_q(args.name)}/columns/{_q(args.column)}/type",
+        json={"type": args.type},
+    )
+    show.retyped(changed, args.json)
+    return 0
+
+
 def remote_segments_create(args: argparse.Namespace, remote: Remote) -> int:
     body = {"name": args.name, "dataset": args.dataset, "rules": rules_arg(args.rules)}
     show.created_segment(remote.call("POST", "/api/segments", json=body), args.json)
@@ -222,6 +233,49 @@ def remote_records_forget(args: argparse.Namespace, remote: Remote) -> int:
     return 0
 
 
+def _destination(remote: Remote, name: str) -> dict[str, Any]:
+    for found in remote.call("GET", "/api/destinations"):
+        if found["name"] == name:
+            return dict(found)
+    raise NotFound(f"no destination named {name!r}")
+
+
+def remote_links_show(args: argparse.Namespace, remote: Remote) -> int:
+    segment = remote.segment(args.segment)
+    destination = _destination(remote, args.destination)
+    state = remote.call(
+        "GET",
+        f"/api/segments/{segment['id']}/links/{destination['id']}/uploads",
+        # The API pages uploads by at most 200, the most anyone reads at once.
+        params={"limit": max(1, min(args.limit, 200))},
+    )
+    activation.show_link(state, args.json)
+    return 0
+
+
+def remote_destinations_lists(args: argparse.Namespace, remote: Remote) -> int:
+    destination = _destination(remote, args.name)
+    answer = remote.call("GET", f"/api/destinations/{destination['id']}/lists")
+    activation.show_lists(answer, args.json)
+    return 0
+
+
+def remote_destinations_credentials(args: argparse.Namespace, remote: Remote) -> int:
+    secret = activation.secret_of(args)
+    if secret is None:
+        raise InvalidInput(activation.NO_CREDENTIALS)
+    destination = _destination(remote, args.name)
+    updated = remote.call(
+        "PUT", f"/api/destinations/{destination['id']}/credentials", json={"credentials": secret}
+    )
+    paused = updated.pop("paused_links")
+    if args.json:
+        show.emit_json(updated)
+    else:
+        activation.replaced_credentials(updated, paused)
+    return 0
+
+
 RemoteCommand = Callable[[argparse.Namespace, Remote], int]
 
 #: Commands that also work through a server, by (command, action).
@@ -229,6 +283,7 @@ COMMANDS: dict[tuple[str, str | None], RemoteCommand] = {
     ("import", None): remote_import,
     ("datasets", "list"): remote_datasets_list,
     ("datasets", "show"): remote_datasets_show,
+    ("datasets", "retype"): remote_datasets_retype,
     ("datasets", "delete"): remote_datasets_delete,
     ("segments", "create"): remote_segments_create,
     ("segments", "edit"): remote_segments_edit,
@@ -239,6 +294,9 @@ COMMANDS: dict[tuple[str, str | None], RemoteCommand] = {
     ("segments", "delete"): remote_segments_delete,
     ("segments", "explain"): remote_segments_explain,
     ("records", "forget"): remote_records_forget,
+    ("links", "show"): remote_links_show,
+    ("destinations", "lists"): remote_destinations_lists,
+    ("destinations", "credentials"): remote_destinations_credentials,
 }
 
 

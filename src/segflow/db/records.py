@@ -68,13 +68,73 @@ def sql_type(dialect: str, kind: str) -> str:
     }[kind]
 
 
-def convert(dialect: str, kind: str, raw_sql: str) -> str:
-    """SQL turning a raw text expression (already checked by inference) into ``kind``.
+#: ``coltypes.EMPTY_LIKE`` as an SQL list (constants of ours: no quote inside).
+_EMPTY_LIKE_SQL = ", ".join(f"'{word}'" for word in sorted(coltypes.EMPTY_LIKE))
+
+
+def convert(dialect: str, kind: str, raw_sql: str, *, guarded: bool = False) -> str:
+    """SQL turning a raw text expression into ``kind``; empty-like cells give NULL.
+
+    The cells must have been checked by inference to fit ``kind``, unless
+    ``guarded``: then a cell that does not fit gives NULL too (a stored
+    typed column keeps its type when a file has such cells), at the cost of
+    a function call a cell (:func:`install_fits`, on the same connection).
 
     SQLite keeps dates as ``YYYY-MM-DD`` and datetimes as UTC
     ``YYYY-MM-DD HH:MM:SS.SSS`` text, which compare correctly as strings.
     """
-    value = f"NULLIF(TRIM({raw_sql}), '')"
+    converted = _convert(dialect, kind, raw_sql)
+    if guarded:
+        return f"CASE WHEN {fits_sql(dialect, kind, raw_sql)} THEN {converted} END"
+    return converted
+
+
+def fits_sql(dialect: str, kind: str, raw_sql: str) -> str:
+    """SQL true when a non-empty raw cell fits ``kind`` (``coltypes.fits``)."""
+    function = "sf_fits" if dialect == "sqlite" else "pg_temp.sf_fits"
+    return f"{function}('{kind}', {raw_sql})"
+
+
+def install_fits(conn: Connection) -> None:
+    """Make ``fits_sql`` callable on this connection (until it closes).
+
+    SQLite calls :func:`coltypes.fits` itself. PostgreSQL gets a function in
+    the session's temporary schema: the same patterns, then a cast whose
+    failure (30 February) means "does not fit".
+    """
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.create_function("sf_fits", 2, coltypes.fits, deterministic=True)
+        return
+    patterns = coltypes.VALUE_PATTERNS
+    words = ", ".join(f"'{w}'" for w in (*coltypes.TRUE_WORDS, *coltypes.FALSE_WORDS))
+    conn.exec_driver_sql(
+        "CREATE OR REPLACE FUNCTION pg_temp.sf_fits(kind text, raw text) RETURNS boolean "
+        "LANGUAGE plpgsql IMMUTABLE AS $body$ DECLARE v text := btrim(raw, ' '); BEGIN "
+        f"IF kind = 'integer' THEN RETURN v ~ '^(?:{patterns[coltypes.INTEGER]})$'; END IF; "
+        f"IF kind = 'number' THEN RETURN v ~ '^(?:{patterns[coltypes.NUMBER]})$'; END IF; "
+        f"IF kind = 'boolean' THEN RETURN lower(v) IN ({words}); END IF; "
+        f"IF kind = 'date' THEN IF v !~ '^(?:{patterns[coltypes.DATE]})$' THEN RETURN false; "
+        "END IF; PERFORM v::date; RETURN true; END IF; "
+        f"IF kind = 'datetime' THEN IF v !~ '^(?:{patterns[coltypes.DATETIME]})$' "
+        "THEN RETURN false; END IF; PERFORM v::timestamptz; RETURN true; END IF; "
+        "RETURN kind = 'text'; "
+        "EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow "
+        "OR invalid_text_representation THEN RETURN false; END $body$"
+    )
+
+
+def is_empty_like_sql(raw_sql: str) -> str:
+    """SQL true when a raw cell holds no value (``coltypes.is_empty_like``; NULL included)."""
+    return f"COALESCE(LOWER(TRIM({raw_sql})) IN ('', {_EMPTY_LIKE_SQL}), TRUE)"
+
+
+def _convert(dialect: str, kind: str, raw_sql: str) -> str:
+    value = (
+        f"CASE WHEN LOWER(TRIM({raw_sql})) IN ({_EMPTY_LIKE_SQL}) THEN NULL "
+        f"ELSE NULLIF(TRIM({raw_sql}), '') END"
+    )
     if kind == coltypes.INTEGER:
         return f"CAST({value} AS BIGINT)"
     if kind == coltypes.NUMBER:
@@ -235,6 +295,21 @@ def retype_column(conn: Connection, dialect: str, table: str, position: int, new
             f"ALTER TABLE {t} ALTER COLUMN {typed} TYPE {sql_type(dialect, new)} "
             f"USING {convert(dialect, new, raw)}"
         )
+
+
+def replace_typed_column(
+    conn: Connection, dialect: str, table: str, position: int, new: str
+) -> None:
+    """Give a typed column a typed column of another kind, converted from the raw values.
+
+    For the user's explicit retype (``segflow.retype``), which may narrow:
+    the old typed column and its index go, and every stored raw value must
+    fit ``new`` (empty-like ones become NULL).
+    """
+    typed = ident(typed_col(position))
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ident(column_index(table, typed_col(position)))}")
+    conn.exec_driver_sql(f"ALTER TABLE {ident(table)} DROP COLUMN {typed}")
+    fill_typed_column(conn, dialect, table, position, new)
 
 
 def tombstone(

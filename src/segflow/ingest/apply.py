@@ -42,6 +42,9 @@ class Outcome:
     last_seq: int | None = None
     schema_changes: list[dict[str, Any]] = field(default_factory=list)
     columns: list[Column] = field(default_factory=list)
+    #: Columns that kept their type while this file had cells not fitting it:
+    #: column, type, count and the first few as examples (line, value).
+    misfits: list[dict[str, Any]] = field(default_factory=list)
 
 
 def apply(
@@ -93,6 +96,7 @@ def apply(
 
     guessing = target.created and guessed_types is not None
     types = guessed_types if guessed_types is not None and guessing else file_types()
+    misfits: set[int] = set()
     mapping = columns.fit_columns(
         conn,
         target.dataset_id,
@@ -102,7 +106,13 @@ def apply(
         target.existing,
         created=target.created,
         changes=outcome.schema_changes,
+        misfits=misfits,
     )
+    if misfits:
+        records.install_fits(conn)
+        write.guarded = misfits
+        counted = (write.misfits(i, mapping[i]) for i in sorted(misfits))
+        outcome.misfits = [m for m in counted if m["count"]]
     outcome.columns = sorted(target.existing.values(), key=lambda c: c.position)
 
     if empty:
@@ -181,6 +191,31 @@ class _Writes:
         self.dialect = conn.dialect.name
         self.mark = "?" if self.dialect == "sqlite" else "%s"
         self.r, self.s, self.k = ident(table), ident(staging.rows), staging.key_col()
+        #: File columns whose cells may not fit their column's type.
+        self.guarded: set[int] = set()
+
+    def misfits(self, index: int, column: Column, examples: int = 3) -> dict[str, Any]:
+        """How many of the file's cells in column ``index`` do not fit its stored type."""
+        cell = f"s.s{int(index)}"
+        misfit = (
+            f"{cell} IS NOT NULL AND NOT ({records.is_empty_like_sql(cell)}) "
+            f"AND NOT {records.fits_sql(self.dialect, column.type, cell)}"
+        )
+        count = int(
+            self.conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM {self.s} s WHERE {misfit}"  # noqa: S608 - generated
+            ).scalar_one()
+        )
+        shown = self.conn.exec_driver_sql(
+            f"SELECT s.line, {cell} FROM {self.s} s WHERE {misfit} "  # noqa: S608 - generated
+            f"ORDER BY s.n LIMIT {int(examples)}"
+        ).all()
+        return {
+            "column": column.name,
+            "type": column.type,
+            "count": count,
+            "examples": [{"line": int(line), "value": value} for line, value in shown],
+        }
 
     def records_empty(self) -> bool:
         found = self.conn.exec_driver_sql(f"SELECT 1 FROM {self.r} LIMIT 1").first()  # noqa: S608
@@ -233,7 +268,9 @@ class _Writes:
             sets.append(f"{raw} = {staged(i)}")
             if records.has_typed(col.type):
                 typed = ident(records.typed_col(col.position))
-                conversion = records.convert(self.dialect, col.type, f"s.s{i}")
+                conversion = records.convert(
+                    self.dialect, col.type, f"s.s{i}", guarded=i in self.guarded
+                )
                 names.append(typed)
                 values.append(conversion)
                 sets.append(f"{typed} = {conversion}")

@@ -1,7 +1,10 @@
 """A dataset's shape as an import writes it: its row, its records table and its columns.
 
-Column types only widen (``coltypes.widen``): a file can add columns and
-make a column's type wider, never narrower, so stored values always convert.
+A file can add columns and widen a typed column without loss (integer to
+number, date to datetime), never narrow one. A stored typed column whose
+file has cells of another kind keeps its type: those cells keep their raw
+text with no typed value (the import counts them), so segments using the
+column go on working. Only ``datasets.retype`` changes a type otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from segflow.datasets import Column
 from segflow.db import records
 from segflow.db.schema import dataset_columns, datasets
 from segflow.db.scope import workspace_of
+from segflow.ingest.quality import PHONE, POSTAL_CODE, detect_kind
 
 
 def create_dataset(conn: Connection, name: str, key_name: str, now: dt.datetime) -> tuple[int, str]:
@@ -72,11 +76,14 @@ def fit_columns(
     *,
     created: bool,
     changes: list[dict[str, Any]],
+    misfits: set[int] | None = None,
 ) -> list[Column]:
     """The dataset column of each file column: new ones added, stored ones widened.
 
     ``existing`` (the dataset's columns by folded name) is updated in place;
     for a dataset that existed before, each change is appended to ``changes``.
+    File columns kept at a stored type some of their cells do not fit are
+    added to ``misfits`` (by index): their conversion must be guarded.
     """
     next_position = max((c.position for c in existing.values()), default=-1) + 1
     mapping: list[Column] = []  # file column index -> dataset column
@@ -84,7 +91,7 @@ def fit_columns(
         file_type = types[index]
         column = existing.get(name.casefold())
         if column is None:
-            kind = coltypes.column_type(file_type)
+            kind = new_column_type(name, file_type)
             column = Column(next_position, name, kind)
             next_position += 1
             add_column(conn, dataset_id, table, column)
@@ -94,8 +101,24 @@ def fit_columns(
         else:
             column = _widen(conn, dataset_id, table, column, file_type, changes)
             existing[name.casefold()] = column
+            if column.type != coltypes.TEXT and coltypes.widen(column.type, file_type) != (
+                column.type
+            ):
+                if misfits is not None:
+                    misfits.add(index)
         mapping.append(column)
     return mapping
+
+
+def new_column_type(name: str, file_type: str) -> str:
+    """The type a new column gets: text for phone and postal code columns, whatever they hold.
+
+    ``07700900123`` typed as a number loses its zero, and a rule like
+    ``starts_with "+44"`` could not be written on an integer column.
+    """
+    if detect_kind(name) in (PHONE, POSTAL_CODE):
+        return coltypes.TEXT
+    return coltypes.column_type(file_type)
 
 
 def _widen(
@@ -109,6 +132,10 @@ def _widen(
     """A stored column with the type its stored values and this file's take together."""
     dialect = conn.dialect.name
     kind = coltypes.widen(column.type, file_type)
+    if kind == coltypes.TEXT and column.type != coltypes.TEXT:
+        # Never to text because of a file: one "N/A?" would turn every rule
+        # on the column into an error. The cells that do not fit are counted.
+        kind = column.type
     if (
         column.type == coltypes.TEXT
         and records.has_typed(file_type)
@@ -137,7 +164,7 @@ def correct_guesses(
     """
     dialect = conn.dialect.name
     for index, column in enumerate(mapping):
-        kind = coltypes.column_type(types[index])
+        kind = new_column_type(column.name, types[index])
         if kind == column.type:
             continue
         if column.type == coltypes.TEXT:  # only empty values in the first rows

@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes
 from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
@@ -331,7 +330,7 @@ class _Run:
             names, values = ["key", "seq"], [f"IFNULL(c{self.key_index}, '')", "? + rowid"]
             for index, name in enumerate(header):
                 guess = rows.guessed_types[index]
-                column = Column(index, name, coltypes.column_type(guess))
+                column = Column(index, name, columns.new_column_type(name, guess))
                 columns.add_column(conn, dataset_id, table, column)
                 mapping.append(column)
                 names.append(records.raw_col(index))
@@ -453,6 +452,7 @@ def _summary(
         "rejects_truncated": rejects.count > len(details),
         "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
         "schema_changes": outcome.schema_changes,
+        "misfits": outcome.misfits,
         "identifiers": quality.summary(),
         "consent": quality.consent_summary(),
         "identifier_members": {"several": quality.members_summary()},

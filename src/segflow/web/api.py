@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from segflow import datasets, forget, ingest, rules, segments, worker
+from segflow import datasets, forget, ingest, retype, rules, segments, worker
 from segflow.activation import destinations, links, mapping
 from segflow.activation.google import userlists
 from segflow.db.engine import utcnow
@@ -197,6 +197,29 @@ def set_identifier_mapping(
     changed = mapping.set_mapping(workspace_db(request), name, changes, utcnow())
     state.wake()
     return {"set_by_user": True, **changed.as_dict()}
+
+
+class ColumnTypeIn(BaseModel):
+    """The type a column is to have."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="text, integer, number, boolean, date or datetime")
+
+
+@router.put("/api/datasets/{name}/columns/{column}/type", tags=["datasets"])
+def retype_column(request: Request, name: str, column: str, body: ColumnTypeIn) -> dict[str, Any]:
+    """Change a column's type when every stored value fits it and its segments allow it.
+
+    Refused (400, nothing changed) with the values that do not fit, or the
+    segments whose rules the new type does not allow. Segments reading the
+    column are evaluated again in full.
+    """
+    state = _state(request)
+    changed = retype.retype(workspace_db(request), name, column, body.type, now=utcnow())
+    state.broadcaster.changed()
+    state.wake()
+    return changed.as_dict()
 
 
 def _rule_type(column_type: str) -> str:
@@ -467,6 +490,34 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
     return added.public()
 
 
+class AccountListsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    operating_account_id: str = Field(min_length=1, max_length=30)
+    login_account_id: str | None = Field(default=None, max_length=30)
+    credentials: dict[str, Any] | None = Field(
+        default=None,
+        description="write-only, used for this call only and never stored: as for "
+        "POST /api/destinations (none: the server's application default credentials)",
+    )
+
+
+@router.post("/api/google-ads/lists", tags=["destinations"])
+def account_lists(request: Request, body: AccountListsIn) -> dict[str, Any]:
+    """The Customer Match lists of an account, read from Google, to choose a new
+    destination's list from (POST: the body may carry credentials)."""
+    items = userlists.account_lists(
+        _state(request).settings,
+        body.operating_account_id,
+        body.login_account_id,
+        body.credentials,
+    )
+    return {
+        "account": destinations.account_id("operating_account_id", body.operating_account_id),
+        "lists": [i.as_dict() for i in items],
+    }
+
+
 @router.get("/api/destinations/{destination_id}/lists", tags=["destinations"])
 def destination_lists(request: Request, destination_id: DestinationId) -> dict[str, Any]:
     """The Customer Match lists of a google_ads destination's account, read from Google."""
@@ -479,6 +530,41 @@ def destination_lists(request: Request, destination_id: DestinationId) -> dict[s
         "current_list_id": found.config.get("product_destination_id"),
         "lists": [i.as_dict() for i in items],
     }
+
+
+class CredentialsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: dict[str, Any] = Field(
+        description="write-only: a service-account key as {type: service_account, info: {...}}"
+        " or {type: oauth, client_id, client_secret, refresh_token}"
+    )
+
+
+@router.put("/api/destinations/{destination_id}/credentials", tags=["destinations"])
+def replace_credentials(
+    request: Request, destination_id: DestinationId, body: CredentialsIn
+) -> dict[str, Any]:
+    """Replace a google_ads destination's credentials, checked by refreshing them as adding
+    does; refused ones leave the old in place. The answer describes them, never shows them."""
+    state = _state(request)
+    db = workspace_db(request)
+    updated = destinations.replace_credentials(
+        db,
+        destination_id,
+        body.credentials,
+        utcnow(),
+        state.settings.cipher,
+        check_credentials=state.settings.check_credentials,
+        token_uri=state.settings.token_uri,
+    )
+    paused = [
+        s.link.segment
+        for s in links.status(db, now=utcnow(), recent=0)
+        if s.link.destination_id == updated.id and s.paused_reason
+    ]
+    state.wake()
+    return {**updated.public(), "paused_links": paused}
 
 
 @router.get("/api/destinations", tags=["destinations"])
@@ -517,22 +603,12 @@ def link_uploads(
     destination_id: DestinationId,
     limit: Annotated[int, Query(ge=1, le=200, description="uploads, newest first")] = 20,
 ) -> dict[str, Any]:
-    """One link's last uploads with what Google reported about each, and the list's size."""
+    """One link's state with its last ``limit`` uploads, what Google reported about each,
+    and the list's size (what ``segflow links show`` prints)."""
     status = links.link_status(
         workspace_db(request), segment_id, destination_id, now=utcnow(), recent=limit
     )
-    out = status.as_dict()
-    return {
-        "segment": out["segment"],
-        "destination": out["destination"],
-        "list": out["list"],
-        "list_size": out["list_size"],
-        "list_read_at": out["list_read_at"],
-        "match_rate": out["match_rate"],
-        "awaiting_google": out["awaiting_google"],
-        "warnings": out["warnings"],
-        "uploads": out["uploads"],
-    }
+    return status.as_dict()
 
 
 @router.delete(

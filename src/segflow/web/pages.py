@@ -167,20 +167,32 @@ def destinations_page() -> HTMLResponse:
 <table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
 <th>Credentials</th></tr></thead><tbody></tbody></table>
 <section><h2>Add a destination</h2>
-<form id="destination-form" autocomplete="off">
+<form id="destination-form" autocomplete="off" novalidate>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
 <label>Kind <select id="d-kind"><option value="file">file (JSON lines)</option>
 <option value="google_ads">google_ads (Customer Match)</option></select></label></div>
 <div class="row kind-file"><label>Path <input id="d-path" placeholder="/tmp/audience.jsonl"></label></div>
 <div class="row kind-google_ads" hidden>
 <label>Operating account id <input id="d-account" placeholder="123-456-7890"></label>
-<label>Login account id <input id="d-login" placeholder="optional"></label>
-<label>User list id <input id="d-list"></label></div>
+<label>Login account id <input id="d-login" placeholder="optional"></label></div>
 <div class="row kind-google_ads" hidden>
 <label>Service-account key (JSON, write-only)
 <textarea id="d-key" rows="3" placeholder="paste the key file; it is never shown again"></textarea></label>
 <label><input id="d-terms" type="checkbox"> Customer Match terms accepted</label>
 <label><input id="d-validate" type="checkbox"> validate only</label></div>
+<div class="row kind-google_ads" hidden>
+<label>Customer Match list <select id="d-list-choice">
+<option value="id">enter a list id…</option><option value="new">create a new list…</option>
+</select></label>
+<button id="d-load-lists" type="button">Show the account's lists</button>
+<span id="d-lists-status" aria-live="polite"></span></div>
+<div class="row kind-google_ads list-id" hidden>
+<label>User list id <input id="d-list" inputmode="numeric"></label></div>
+<div class="row kind-google_ads list-new" hidden>
+<label>New list's display name <input id="d-new-name" maxlength="250"></label>
+<label>Description <input id="d-new-description" maxlength="2000" placeholder="optional"></label>
+<label>Membership duration (days, at most 540)
+<input id="d-new-days" type="number" min="1" max="540" step="1" placeholder="540"></label></div>
 <p class="hint" id="d-consent-hint">Consent, as the people in the list agreed: <b>ad_user_data</b>,
 whether Google may use their data for advertising; <b>ad_personalization</b>, whether it may be used
 for personalised ads. Google requires it for users in the EEA. A google_ads destination needs both
@@ -193,8 +205,11 @@ would be sent and takes granted unless chosen.</p>
 <button type="submit">Add destination</button> <span id="d-error" class="error" aria-live="polite"></span></div>
 </form></section>
 <section><h2>Customer Match lists at Google</h2>
-<form id="lists-form"><select id="lists-destination"></select>
-<button type="submit">Show the account's lists</button> <span id="lists-error" class="error"></span></form>
+<p id="lists-none" hidden>No google_ads destination yet: add one above to see its account's lists.</p>
+<form id="lists-form" class="row"><label>Destination <select id="lists-destination"></select></label>
+<button type="submit">Show the account's lists</button>
+<span id="lists-error" class="error" aria-live="polite"></span></form>
+<p id="lists-empty" hidden></p>
 <table id="google-lists" hidden><thead><tr><th>List id</th><th>Name</th><th class="num">Members</th>
 <th class="num">Match rate</th><th>Membership</th><th>Status</th></tr></thead><tbody></tbody></table>
 </section>"""

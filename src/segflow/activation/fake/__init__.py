@@ -55,7 +55,10 @@ INVALID_ARGUMENT answers carry the generic ErrorInfo reason
 What it holds: each list's entries (one per ingested member, its sorted
 identifier codes, see :func:`member_key`); a remove takes out every entry
 sharing any identifier with a removed member, as Google's matching does.
-``validate_only`` requests are checked but change nothing and their ids
+An accepted ingest's answer carries a ``FieldWarning`` (reason from
+:attr:`~FakeDataManager.warn`, field ``audience_members.audience_members[i].user_data``)
+for each member holding an identifier the fake was told to warn about; the
+member is held all the same. ``validate_only`` requests are checked but change nothing and their ids
 cannot be looked up. Members whose ``ad_user_data`` consent is denied, or
 that carry an identifier in :attr:`~FakeDataManager.refuse_later`, are
 accepted but not held, and counted as failed in the request status.

@@ -7,6 +7,8 @@ violation with its ``ErrorReason``. Problems with the request as a whole
 problems with members are all reported together, one violation per problem,
 each naming the member's index (``audience_members.audience_members[i]``).
 
+:func:`field_warnings` builds the warnings an accepted ingest's answer carries.
+
 :func:`member_key` is how the fake (and the tests) name a member: the sorted
 identifier codes it carries, ``e:<hash>``, ``p:<hash>``,
 ``a:<given>:<family>:<region>:<postal>``.
@@ -19,6 +21,8 @@ import binascii
 import re
 from collections.abc import Iterable
 from typing import Any
+
+from google.ads.datamanager_v1.types import processing_errors as pe
 
 from segflow.activation.fake.errors import Violation, path
 
@@ -211,3 +215,24 @@ def _hash_problem(value: str, base64_encoded: bool) -> str | None:
     if value and len(value) % 2 == 0 and _HEX.fullmatch(value):
         return "INVALID_SHA256_FORMAT"
     return "INVALID_HEX_ENCODING"
+
+
+def field_warnings(request: Any, warn: dict[str, str]) -> list[Any]:
+    """The ``FieldWarning`` s an accepted ingest's answer carries: one per member holding
+    an identifier of ``warn`` (identifier code -> ``WarningReason`` name), naming the
+    member's ``user_data`` as Google names fields."""
+    if not warn:
+        return []
+    found = []
+    for i, member in enumerate(request.audience_members):
+        hits = sorted(c for c in member_key(member) if c in warn)
+        if hits:
+            reason = getattr(pe.WarningReason, warn[hits[0]])
+            found.append(
+                pe.FieldWarning.pb()(
+                    reason=reason,
+                    field=f"audience_members.audience_members[{i}].user_data",
+                    description="a value was ignored",
+                )
+            )
+    return found

@@ -26,6 +26,7 @@ from google.ads.datamanager_v1.types import user_list_service as uls
 from segflow.activation.fake.checks import (
     Member,
     destination_problems,
+    field_warnings,
     member_problems,
     request_problems,
 )
@@ -134,6 +135,10 @@ class FakeDataManager:
     #: not held, and counted under ``refuse_later_reason`` in the request status.
     refuse_later: set[str] = field(default_factory=set)
     refuse_later_reason: str = "PROCESSING_ERROR_REASON_INVALID_FORMAT"
+    #: Identifier code -> ``WarningReason`` name: an accepted ingest's answer
+    #: carries a field warning for each member holding one (the member is
+    #: still held), as Google warns about a value it ignored.
+    warn: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -347,7 +352,9 @@ class FakeDataManager:
 
     def _ingest(self, request: Any, metadata: dict[str, str]) -> tuple[Any, str | None]:
         request_id = self._audience(request, ingest=True)
-        return svc.IngestAudienceMembersResponse.pb()(request_id=request_id), request_id
+        answer = svc.IngestAudienceMembersResponse.pb()(request_id=request_id)
+        answer.field_warnings.extend(field_warnings(request, self.warn))
+        return answer, request_id
 
     def _remove(self, request: Any, metadata: dict[str, str]) -> tuple[Any, str | None]:
         request_id = self._audience(request, ingest=False)

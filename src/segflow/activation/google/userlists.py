@@ -19,7 +19,7 @@ from typing import Any
 from google.ads.datamanager_v1.types import user_list as ul
 from google.ads.datamanager_v1.types import user_list_service as uls
 
-from segflow.activation import destinations
+from segflow.activation import credentials, destinations
 from segflow.activation.google.client import GoogleConnection
 from segflow.activation.google.errors import classify
 from segflow.activation.transport import (
@@ -309,13 +309,37 @@ def destination_lists(
         raise InvalidInput(f"destination {found.name!r} is not a google_ads destination")
     with db.read() as conn:
         stored = destinations.stored_secret(conn, found.id)
-    connection = GoogleConnection(destinations.open_secret(stored, settings.cipher), settings)
+    items = account_lists(
+        settings,
+        found.config["operating_account_id"],
+        found.config.get("login_account_id"),
+        destinations.open_secret(stored, settings.cipher),
+    )
+    return found, items
+
+
+def account_lists(
+    settings: Settings,
+    account_id: str,
+    login_account_id: str | None,
+    secret: dict[str, Any] | None,
+) -> list[UserListInfo]:
+    """An account's lists, read from Google with these credentials (None: the
+    application's default), for a person choosing a list before a destination exists.
+    Bad account ids and Google's refusals become InvalidInput."""
+    account = destinations.account_id("operating_account_id", account_id)
+    login = (
+        destinations.account_id("login_account_id", login_account_id) if login_account_id else None
+    )
+    if secret is not None:
+        credentials.load(secret)  # a key that cannot be loaded is named as such
+    connection = GoogleConnection(secret, settings)
     try:
-        items = list(
+        return list(
             all_lists(
                 connection,
-                found.config["operating_account_id"],
-                login_account_id=found.config.get("login_account_id"),
+                account,
+                login_account_id=login,
                 timeout=float(settings.sync_timeout),
             )
         )
@@ -323,4 +347,3 @@ def destination_lists(
         raise _refused("list the account's user lists", exc) from None
     finally:
         connection.close()
-    return found, items

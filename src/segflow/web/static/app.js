@@ -453,6 +453,8 @@ function atGoogle(s) {
   const last = s.last_upload;
   const parts = [];
   if (last) parts.push(el("div", {}, `last upload: ${googleState(last)}`));
+  const warned = last ? (last.field_warnings || []).length : 0;
+  if (warned) parts.push(el("div", { class: "warning" }, `Google warned about ${fmt(warned)} field${warned === 1 ? "" : "s"} of the last upload`));
   if (s.match_rate) parts.push(el("div", {}, `match rate ${s.match_rate}`));
   if (s.list_size !== null && s.list_size !== undefined) parts.push(el("div", {}, `list: ${fmt(s.list_size)} members`));
   return parts.length ? parts : "-";
@@ -467,11 +469,12 @@ function uploadsTable(items) {
   const errors = (u) => Object.entries(u.errors).map(([r, n]) => `${r} ${fmt(n)}`).join(", ") || "-";
   return el("details", {}, el("summary", {}, `Last uploads (${items.length})`),
     el("table", { class: "uploads" },
-      el("thead", {}, el("tr", {}, ["When", "Operation", "Members", "Request id", "Google", "Errors", "Match rate"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["When", "Operation", "Members", "Request id", "Google", "Errors", "Match rate", "Field warnings"].map((h) => el("th", {}, h)))),
       el("tbody", {}, items.map((u) => el("tr", {},
         el("td", {}, when(u.at)), el("td", {}, u.operation), el("td", { class: "num" }, fmt(u.members)),
         el("td", { class: "mono" }, u.request_id), el("td", {}, googleState(u)),
-        el("td", {}, errors(u)), el("td", {}, u.match_rate || "-"))))));
+        el("td", {}, errors(u)), el("td", {}, u.match_rate || "-"),
+        el("td", { class: "field-warnings" }, (u.field_warnings || []).length ? (u.field_warnings || []).map((w) => el("div", { class: "warning" }, w)) : "-"))))));
 }
 
 // ------------------------------------------------------------------ datasets
@@ -630,12 +633,62 @@ async function destinationsPage() {
   };
   await load();
   const kind = $("d-kind");
+  const choice = $("d-list-choice");
   const toggle = () => {
+    const google = kind.value === "google_ads";
     for (const row of document.querySelectorAll(".kind-file")) row.hidden = kind.value !== "file";
-    for (const row of document.querySelectorAll(".kind-google_ads")) row.hidden = kind.value !== "google_ads";
+    for (const row of document.querySelectorAll(".kind-google_ads")) row.hidden = !google;
+    for (const row of document.querySelectorAll(".list-id")) row.hidden = !google || choice.value !== "id";
+    for (const row of document.querySelectorAll(".list-new")) row.hidden = !google || choice.value !== "new";
   };
   kind.addEventListener("change", toggle);
+  choice.addEventListener("change", toggle);
   toggle();
+  const readKey = () => {
+    const key = $("d-key").value.trim();
+    if (!key) return null;
+    try {
+      return { type: "service_account", info: JSON.parse(key) };
+    } catch (_) {
+      throw new Error("the service-account key is not valid JSON");
+    }
+  };
+  const listStatus = $("d-lists-status");
+  const say = (text, isError) => listStatus.replaceChildren(el("span", { class: isError ? "error" : "muted" }, text));
+  // The account's lists become choices of the list picker, before "enter a list id" and "create".
+  $("d-load-lists").addEventListener("click", async () => {
+    const account = $("d-account").value.trim();
+    if (!account) {
+      say("Enter the operating account id first.", true);
+      return;
+    }
+    let credentials;
+    try {
+      credentials = readKey();
+    } catch (error) {
+      say(error.message, true);
+      return;
+    }
+    say("Reading the account's lists from Google…", false);
+    try {
+      const answer = await api("/api/google-ads/lists", { method: "POST",
+        json: { operating_account_id: account, login_account_id: $("d-login").value.trim() || null, credentials } });
+      for (const old of [...choice.options].filter((o) => o.value.startsWith("list:"))) old.remove();
+      const options = answer.lists.map((l) => el("option", { value: `list:${l.list_id}` },
+        `${l.display_name} (${l.list_id})${l.size === null ? "" : `, ${fmt(l.size)} members`}`));
+      choice.prepend(...options);
+      if (options.length) {
+        choice.value = options[0].value;
+        say(`${answer.lists.length === 1 ? "1 list" : `${fmt(answer.lists.length)} lists`} in account ${answer.account}: choose one above.`, false);
+      } else {
+        choice.value = "new";
+        say(`Account ${answer.account} has no Customer Match lists yet: create one below.`, false);
+      }
+      toggle();
+    } catch (error) {
+      say(`Could not read the account's lists: ${error.message}`, true);
+    }
+  });
   $("destination-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("d-error").textContent = "";
@@ -648,46 +701,64 @@ async function destinationsPage() {
     } else {
       Object.assign(body.config, {
         operating_account_id: $("d-account").value, login_account_id: $("d-login").value || null,
-        product_destination_id: $("d-list").value, terms_accepted: $("d-terms").checked, validate_only: $("d-validate").checked,
+        terms_accepted: $("d-terms").checked, validate_only: $("d-validate").checked,
       });
-      const key = $("d-key").value.trim();
-      if (key) {
-        try {
-          body.credentials = { type: "service_account", info: JSON.parse(key) };
-        } catch (_) {
-          $("d-error").textContent = "the service-account key is not valid JSON";
+      if (choice.value === "new") {
+        const name = $("d-new-name").value.trim();
+        const days = $("d-new-days").value.trim();
+        if (!name) {
+          $("d-error").textContent = "the new list needs a display name";
           return;
         }
+        if (days && !(/^\d+$/.test(days) && Number(days) >= 1 && Number(days) <= 540)) {
+          $("d-error").textContent = `the membership duration must be 1 to 540 days, got ${days}`;
+          return;
+        }
+        body.create_list = { display_name: name, description: $("d-new-description").value.trim() };
+        if (days) body.create_list.membership_days = Number(days);
+      } else {
+        body.config.product_destination_id = choice.value === "id" ? $("d-list").value : choice.value.slice("list:".length);
+      }
+      try {
+        const credentials = readKey();
+        if (credentials) body.credentials = credentials;
+      } catch (error) {
+        $("d-error").textContent = error.message;
+        return;
       }
     }
     try {
       await api("/api/destinations", { method: "POST", json: body });
       $("d-key").value = "";
       event.target.reset();
+      for (const old of [...choice.options].filter((o) => o.value.startsWith("list:"))) old.remove();
+      listStatus.replaceChildren();
       toggle();
       await load();
+      await refillLists();
     } catch (error) {
       $("d-error").textContent = error.message;
     }
   });
-  await googleLists();
+  const refillLists = await googleLists();
 }
 
-// The Customer Match lists of a google_ads destination's account, to pick a list id from.
+// The Customer Match lists of a google_ads destination's account, to see what it holds.
 async function googleLists() {
   const pick = $("lists-destination");
   const fill = async () => {
     const chosen = pick.value;
     const google = (await api("/api/destinations")).filter((d) => d.kind === "google_ads");
     pick.replaceChildren(...google.map((d) => el("option", { value: d.id }, d.name)));
-    if (chosen) pick.value = chosen;
+    if (chosen && google.some((d) => String(d.id) === chosen)) pick.value = chosen;
+    $("lists-none").hidden = google.length > 0;
+    $("lists-form").hidden = google.length === 0;
   };
   await fill();
-  // Destinations added on this page since it loaded are offered too.
-  pick.addEventListener("focus", fill);
   $("lists-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("lists-error").textContent = "";
+    $("lists-empty").hidden = true;
     try {
       const answer = await api(`/api/destinations/${pick.value}/lists`);
       $("google-lists").tBodies[0].replaceChildren(...answer.lists.map((l) => el("tr", {},
@@ -695,11 +766,17 @@ async function googleLists() {
         el("td", {}, l.display_name), el("td", { class: "num" }, fmt(l.size)),
         el("td", { class: "num" }, l.match_rate_percentage === null ? "-" : `${l.match_rate_percentage}%`),
         el("td", {}, l.membership_days === null ? "-" : `${l.membership_days} days`), el("td", {}, l.membership_status))));
-      $("google-lists").hidden = false;
+      $("google-lists").hidden = answer.lists.length === 0;
+      if (!answer.lists.length) {
+        $("lists-empty").textContent = `Account ${answer.account} has no Customer Match lists yet.`;
+        $("lists-empty").hidden = false;
+      }
     } catch (error) {
-      $("lists-error").textContent = error.message;
+      $("google-lists").hidden = true;
+      $("lists-error").textContent = `Could not read the lists: ${error.message}`;
     }
   });
+  return fill;
 }
 
 // ------------------------------------------------------------------ API reference

@@ -1,0 +1,185 @@
+"""Changing a column's type: the user's explicit act, never an import's side effect.
+
+An import keeps a stored typed column's type whatever a file holds (see
+``segflow.ingest.columns``); this is the way to make ``Lifetime Value`` a
+number after all, or text. The change is made only when every stored value
+fits the new type and every segment's rules on the column still make
+sense with it; otherwise nothing changes and the answer says which values
+or segments stand in the way. Segments that read the column are evaluated
+again in full at the next tick, as after an edit of their rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from segflow import coltypes, engine, rules
+from segflow.datasets import Column, Dataset, require
+from segflow.db import records
+from segflow.db.engine import Database
+from segflow.db.records import ident
+from segflow.db.schema import dataset_columns, datasets, segments
+from segflow.errors import InvalidInput, NotFound
+
+TYPES = (
+    coltypes.TEXT,
+    coltypes.INTEGER,
+    coltypes.NUMBER,
+    coltypes.BOOLEAN,
+    coltypes.DATE,
+    coltypes.DATETIME,
+)
+#: Values shown when some do not fit.
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Retyped:
+    dataset: str
+    column: str
+    old: str
+    new: str
+    #: Stored values that now have a typed value, and segments evaluated again.
+    values: int
+    segments: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "column": self.column,
+            "from": self.old,
+            "to": self.new,
+            "values": self.values,
+            "segments": self.segments,
+        }
+
+
+def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.datetime) -> Retyped:
+    """Give ``column`` of ``dataset`` the type ``kind`` (see the module docstring)."""
+    kind = kind.strip().lower()
+    if kind not in TYPES:
+        raise InvalidInput(f"unknown type {kind!r}; choose one of {', '.join(TYPES)}")
+    with db.write() as conn:
+        ds = require(conn, dataset, lock=True)
+        found = ds.column(column)
+        if found is None:
+            names = ", ".join(repr(c.name) for c in ds.columns)
+            raise NotFound(f"dataset {ds.name!r} has no column {column!r} (its columns: {names})")
+        if found.position == _key_position(ds):
+            raise InvalidInput(f"{found.name!r} is the dataset's key, which is kept as text")
+        if found.type == kind:
+            return Retyped(ds.name, found.name, kind, kind, 0, [])
+        table = ident(ds.records_table)
+        raw = ident(records.raw_col(found.position))
+        if kind != coltypes.TEXT:
+            _refuse_misfits(conn, ds, found, kind, table, raw)
+        users = _segments_reading(conn, ds, found, kind)
+        dialect = conn.dialect.name
+        if not records.has_typed(found.type):
+            records.fill_typed_column(conn, dialect, ds.records_table, found.position, kind)
+        elif not records.has_typed(kind):
+            records.retype_column(conn, dialect, ds.records_table, found.position, kind)
+        else:
+            records.replace_typed_column(conn, dialect, ds.records_table, found.position, kind)
+            for segment_id, _name in users:
+                _index_time_columns(conn, ds, found, segment_id)
+        conn.execute(
+            sa.update(dataset_columns)
+            .where(
+                dataset_columns.c.dataset_id == ds.id,
+                dataset_columns.c.position == found.position,
+            )
+            .values(type=kind)
+        )
+        conn.execute(sa.update(datasets).where(datasets.c.id == ds.id).values(updated_at=now))
+        if users:
+            # Typed values changed without a change sequence number: only a
+            # full evaluation sees them.
+            conn.execute(
+                sa.update(segments)
+                .where(segments.c.id.in_([segment_id for segment_id, _ in users]))
+                .values(rules_version=segments.c.rules_version + 1, updated_at=now)
+            )
+        values = int(
+            conn.exec_driver_sql(
+                f"SELECT COUNT({raw}) FROM {table} WHERE NOT deleted"  # noqa: S608 - generated
+            ).scalar_one()
+        )
+    return Retyped(ds.name, found.name, found.type, kind, values, [name for _, name in users])
+
+
+def _index_time_columns(conn: Connection, ds: Dataset, column: Column, segment_id: int) -> None:
+    """The index a within_last condition on the column had, which the new typed column lacks."""
+    stored = conn.execute(sa.select(segments.c.rules).where(segments.c.id == segment_id)).scalar()
+    for condition in rules.conditions(rules.parse(stored, engine.fields_of(ds))):
+        if condition.field.name == column.name and condition.operator in rules.TIME_RELATIVE:
+            records.index_column(conn, ds.records_table, records.typed_col(column.position))
+            return
+
+
+def _key_position(ds: Dataset) -> int | None:
+    key = ds.column(ds.key_column)
+    return key.position if key is not None else None
+
+
+def _refuse_misfits(
+    conn: Connection, ds: Dataset, column: Column, kind: str, table: str, raw: str
+) -> None:
+    records.install_fits(conn)
+    misfit = (
+        f"{raw} IS NOT NULL AND NOT ({records.is_empty_like_sql(raw)}) "
+        f"AND NOT {records.fits_sql(conn.dialect.name, kind, raw)}"
+    )
+    where = f"FROM {table} WHERE NOT deleted AND {misfit}"
+    count = int(conn.exec_driver_sql(f"SELECT COUNT(*) {where}").scalar_one())
+    if not count:
+        return
+    shown = conn.exec_driver_sql(f"SELECT key, {raw} {where} ORDER BY key LIMIT {EXAMPLES}").all()
+    examples = ", ".join(f"{key} {value!r}" for key, value in shown)
+    values = "1 stored value does not" if count == 1 else f"{count:,} stored values do not"
+    raise InvalidInput(
+        f"{values} fit {kind} in column {column.name!r} of dataset {ds.name!r} "
+        f"(key and value: {examples}); nothing was changed. Correct them and import the "
+        f"file again, or keep the column {column.type}"
+    )
+
+
+def _segments_reading(
+    conn: Connection, ds: Dataset, column: Column, kind: str
+) -> list[tuple[int, str]]:
+    """The segments whose rules read ``column``; refused if any stops making sense."""
+    retyped = replace(
+        ds, columns=tuple(replace(c, type=kind) if c == column else c for c in ds.columns)
+    )
+    fields, new_fields = engine.fields_of(ds), engine.fields_of(retyped)
+    users: list[tuple[int, str]] = []
+    broken: list[str] = []
+    rows = conn.execute(
+        sa.select(segments.c.id, segments.c.name, segments.c.rules).where(
+            segments.c.dataset_id == ds.id
+        )
+    )
+    for segment_id, name, stored in rows:
+        try:
+            parsed = rules.parse(stored, fields)
+        except rules.RuleError:
+            continue  # already unusable; it says so on its own
+        if not any(c.field.name == column.name for c in rules.conditions(parsed)):
+            continue
+        try:
+            rules.parse(stored, new_fields)
+        except rules.RuleError as exc:
+            broken.append(f"{name!r} ({exc})")
+            continue
+        users.append((int(segment_id), str(name)))
+    if broken:
+        raise InvalidInput(
+            f"segments use column {column.name!r} in ways {kind} does not allow: "
+            f"{'; '.join(broken)}; edit them first. Nothing was changed"
+        )
+    return users

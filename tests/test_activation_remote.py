@@ -1,0 +1,219 @@
+"""`segflow links show` and `segflow destinations lists` through a server (``--server``)
+print what they print on the database; field warnings Google's answer carried (the
+strict fake's) are logged and shown. Both engines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+from segflow import segments
+from segflow.activation import destinations, links
+from segflow.activation.fake import FakeDataManager
+from segflow.cli.main import main
+from segflow.config import Settings
+from segflow.db import Database
+from segflow.web.app import create_app
+from segflow.web.server import LiveServer, free_port
+from tests.sync_helpers import (
+    ACCOUNT,
+    HIGH_SPEND,
+    LIST_ID,
+    NOW,
+    Clock,
+    customers,
+    import_rows,
+    run_sync,
+)
+
+CONSENT = {"ad_user_data": "granted", "ad_personalization": "granted"}
+REGION = "WARNING_REASON_INVALID_REGION_CODE"
+
+
+@contextmanager
+def quiet_server(db: Database, settings: Settings) -> Iterator[LiveServer]:
+    """The app on a free port without its background work, so that nothing changes
+    between what the CLI reads through it and what it reads on the database."""
+    port = free_port()
+    app = create_app(db, settings, background=False)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        app.state.segflow.broadcaster.close()
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+def google(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDataManager]:
+    with FakeDataManager(processing_polls=1) as server:
+        server.add_account(ACCOUNT)
+        server.add_list(ACCOUNT, LIST_ID, display_name="Existing list")
+        server.add_list(ACCOUNT, display_name="Second list")
+        monkeypatch.setenv("SEGFLOW_DATAMANAGER_ENDPOINT", server.address)
+        monkeypatch.delenv("SEGFLOW_SERVER", raising=False)
+        monkeypatch.delenv("SEGFLOW_TOKEN", raising=False)
+        yield server
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _both(
+    capsys: pytest.CaptureFixture[str], db_url: str, server: LiveServer, *argv: str
+) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+    local = _cli(capsys, *argv, "--db", db_url)
+    remote = _cli(capsys, *argv, "--server", server.url)
+    return local, remote
+
+
+def _warned_link(db: Database, google: FakeDataManager, settings: Settings) -> list[Any]:
+    """A synced link whose first ingest Google answered with a field warning."""
+    rows = customers(300)
+    import_rows(db, rows)
+    segments.create_segment(
+        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    destinations.add_destination(
+        db,
+        "ads",
+        destinations.GOOGLE_ADS,
+        {
+            "operating_account_id": ACCOUNT,
+            "product_destination_id": LIST_ID,
+            "terms_accepted": True,
+            **CONSENT,
+        },
+        NOW,
+    )
+    links.link(db, "big spenders", "ads", NOW)
+    return rows
+
+
+def test_field_warnings_from_google_are_logged_and_shown_through_cli_and_api(
+    db: Database,
+    db_url: str,
+    google: FakeDataManager,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings.from_env()
+    _warned_link(db, google, settings)
+    clock = Clock()
+    sent = run_sync(db, settings, clock).outcomes[0].added
+    assert sent > 0
+    # Google is to warn about one member it holds; a changed consent sends everyone again.
+    code = next(c for key in sorted(google.members(LIST_ID)) for c in key if c.startswith("e:"))
+    google.warn = {code: REGION}
+    destinations.update_destination(db, "ads", {"ad_personalization": "denied"}, NOW)
+    with caplog.at_level(logging.WARNING):
+        assert run_sync(db, settings, clock).outcomes[0].added == sent
+    assert "1 field warnings: WARNING_REASON_INVALID_REGION_CODE x1" in caplog.text
+    assert code[2:] not in caplog.text
+    warned = [r for r in google.received if r.method == "IngestAudienceMembers"][-1]
+    index = next(
+        i
+        for i, m in enumerate(warned.request.audience_members)
+        if any(f"e:{u.email_address}" == code for u in m.user_data.user_identifiers)
+    )
+    expected = f"{REGION} (audience_members[{index}].user_data): a value was ignored"
+
+    with quiet_server(db, settings) as server:
+        (local, remote) = _both(capsys, db_url, server, "links", "show", "big spenders", "ads")
+        assert local[0] == 0 and remote[0] == 0, local[2] + remote[2]
+        assert remote[1] == local[1]
+        assert "Google warned about request " in local[1] and expected in local[1]
+        assert "1 field warning" in local[1].split("last upload:")[1].splitlines()[0]
+        assert local[1].count(expected) == 1  # the first upload carried none
+
+        (local, remote) = _both(
+            capsys, db_url, server, "links", "show", "big spenders", "ads", "--json"
+        )
+        assert json.loads(remote[1]) == json.loads(local[1])
+        newest, oldest = json.loads(local[1])["uploads"]
+        assert newest["field_warnings"] == [expected] and oldest["field_warnings"] == []
+
+
+def test_links_show_prints_the_same_through_a_server(
+    db: Database, db_url: str, google: FakeDataManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env()
+    _warned_link(db, google, settings)
+    clock = Clock()
+    run_sync(db, settings, clock)
+    import_rows(db, customers(20, start_id=5_000), NOW)
+    run_sync(db, settings, clock)
+    with quiet_server(db, settings) as server:
+        for extra in ((), ("--limit", "1"), ("--json",)):
+            local, remote = _both(
+                capsys, db_url, server, "links", "show", "big spenders", "ads", *extra
+            )
+            assert local[0] == 0, local[2]
+            assert remote == local
+        local, _ = _both(capsys, db_url, server, "links", "show", "big spenders", "ads")
+        assert (
+            "last uploads:" in local[1] and "big spenders -> ads (google_ads, active)" in local[1]
+        )
+
+        # Unknown names are refused in the same words.
+        for argv in (("nobody", "ads"), ("big spenders", "nowhere")):
+            local, remote = _both(capsys, db_url, server, "links", "show", *argv)
+            assert local[0] == remote[0] == 1
+            assert remote[2] == local[2] and "no " in local[2]
+
+
+def test_destinations_lists_prints_the_same_through_a_server(
+    db: Database, db_url: str, google: FakeDataManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env()
+    destinations.add_destination(
+        db,
+        "ads",
+        destinations.GOOGLE_ADS,
+        {"operating_account_id": ACCOUNT, "product_destination_id": LIST_ID, **CONSENT},
+        NOW,
+    )
+    with quiet_server(db, settings) as server:
+        local, remote = _both(capsys, db_url, server, "destinations", "lists", "ads")
+        assert local[0] == 0, local[2]
+        assert remote == local
+        assert f"user lists of account {ACCOUNT} (2 lists):" in local[1]
+        assert "Existing list" in local[1] and "Second list" in local[1]
+        local, remote = _both(capsys, db_url, server, "destinations", "lists", "ads", "--json")
+        assert json.loads(remote[1]) == json.loads(local[1])
+        assert {i["display_name"] for i in json.loads(local[1])} == {"Existing list", "Second list"}
+
+        local, remote = _both(capsys, db_url, server, "destinations", "lists", "nowhere")
+        assert local[0] == remote[0] == 1 and remote[2] == local[2]
+        assert "no destination named 'nowhere'" in local[2]
+
+        # An account without lists says how to make one, both ways.
+        google.add_account("5550001111")
+        destinations.add_destination(
+            db,
+            "empty",
+            destinations.GOOGLE_ADS,
+            {"operating_account_id": "5550001111", "product_destination_id": "1", **CONSENT},
+            NOW,
+        )
+        local, remote = _both(capsys, db_url, server, "destinations", "lists", "empty")
+        assert remote == local and "has no user lists; create one" in local[1]
