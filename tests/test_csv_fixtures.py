@@ -40,7 +40,8 @@ BAD_FILES: list[tuple[str, dict[str, Any], str]] = [
         "undecodable.csv",
         {},
         "line 3: byte e9 at byte offset 19 is not valid utf-8 (choose the file's encoding "
-        "with --encoding, e.g. latin-1 or cp1252)",
+        "with --encoding: most likely cp1252, Windows-1252, which Excel on Windows writes; "
+        "else latin-1)",
     ),
     (
         "nul_byte.csv",
@@ -100,7 +101,8 @@ def test_first_import_without_a_key_column_asks_for_one(db: Database) -> None:
     with pytest.raises(ImportFailed) as caught:
         do_import(db, path)
     assert str(caught.value) == (
-        f"{path}: no key column given and none of id, customer_id, email is present; "
+        f"{path}: no key column given and none of id, customer_id, email, email_address is "
+        "present (names compare ignoring case, spaces, '_' and '-'); "
         "choose one with --key (columns: name, city)"
     )
     with pytest.raises(ImportFailed, match=r"line 1: the key column 'nope' is not in the file"):

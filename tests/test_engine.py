@@ -29,10 +29,11 @@ def _csv(rows: list[dict[str, str]], header: list[str] = HEADER) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _import(db: Database, data: bytes, now: dt.datetime, mode: str = "upsert") -> None:
-    ingest.import_csv(
-        db, io.BytesIO(data), ingest.ImportOptions("people", mode=mode), source="t", now=now
-    )
+def _import(
+    db: Database, data: bytes, now: dt.datetime, mode: str = "upsert", confirm_delete: bool = False
+) -> None:
+    options = ingest.ImportOptions("people", mode=mode, confirm_delete=confirm_delete)
+    ingest.import_csv(db, io.BytesIO(data), options, source="t", now=now)
 
 
 def _events(db: Database, segment_id: int) -> list[tuple[str, str]]:
@@ -159,7 +160,7 @@ def test_scenario(db: Database, name: str) -> None:
         if step == "import":
             _import(db, _csv(arg), now)
         elif step == "replace":
-            _import(db, _csv(arg), now, mode="replace")
+            _import(db, _csv(arg), now, mode="replace", confirm_delete=True)
         elif step == "clock":
             now += dt.timedelta(days=arg)
         elif step == "tick":
@@ -297,7 +298,13 @@ def test_incremental_membership_equals_a_full_recompute(
         if step == "import":
             _import(db, _csv(_dedupe(arg), extra), now)
         elif step == "replace":
-            _import(db, _csv([ANCHOR, *_dedupe(arg)], extra), now, mode="replace")
+            _import(
+                db,
+                _csv([ANCHOR, *_dedupe(arg)], extra),
+                now,
+                mode="replace",
+                confirm_delete=True,
+            )
         elif step == "clock":
             now += dt.timedelta(days=arg, hours=data.draw(st.integers(0, 23)))
         elif step == "tick":

@@ -59,7 +59,7 @@ def test_upsert_with_fewer_columns_keeps_the_others(db: Database) -> None:
 
 def test_replace_deletes_absent_records_with_tombstones_and_revives_them(db: Database) -> None:
     do_import(db, V1)
-    summary = do_import(db, b"id,name,spend\n1,Ann,10\n", mode="replace")
+    summary = do_import(db, b"id,name,spend\n1,Ann,10\n", mode="replace", confirm_delete=True)
     assert (summary["deleted"], summary["unchanged"]) == (2, 1)
     assert (summary["first_seq"], summary["last_seq"]) == (4, 5)
     assert set(live(db, "people")) == {"1"}
@@ -74,7 +74,9 @@ def test_replace_deletes_absent_records_with_tombstones_and_revives_them(db: Dat
 
 def test_replace_keeps_records_whose_row_was_rejected(db: Database) -> None:
     do_import(db, V1)
-    summary = do_import(db, b"id,name,spend\n1,Ann,10\n2,Bob\n", mode="replace")
+    summary = do_import(
+        db, b"id,name,spend\n1,Ann,10\n2,Bob\n", mode="replace", confirm_delete=True
+    )
     assert summary["rejected"] == 1
     assert summary["deleted"] == 1
     assert set(live(db, "people")) == {"1", "2"}

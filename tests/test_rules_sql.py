@@ -204,7 +204,13 @@ def test_counting_over_threads_sees_every_record_once(db: Database) -> None:
     rows = "".join(f"{i},{'CA' if i % 3 else 'NY'}\n" for i in range(1, 1001))
     do_import(db, ("id,state\n" + rows).encode(), dataset="many")
     # The first, a middle and the last record stay; 997 become tombstones.
-    do_import(db, b"id,state\n1,CA\n500,ca\n1000,Ca\n", dataset="many", mode="replace")
+    do_import(
+        db,
+        b"id,state\n1,CA\n500,ca\n1000,Ca\n",
+        dataset="many",
+        mode="replace",
+        confirm_delete=True,
+    )
     do_import(db, b"id,state\n", dataset="none")
     ca = {"conditions": [{"field": "state", "operator": "equals", "value": "ca"}]}
     empty = {"conditions": [{"field": "state", "operator": "is_empty"}]}

@@ -470,7 +470,7 @@ def test_deleted_records_are_removed_with_the_identifiers_that_were_sent(
 
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([("id", *_columns()), *keep])
-    do_import(db, out.getvalue().encode(), "customers", mode="replace")
+    do_import(db, out.getvalue().encode(), "customers", mode="replace", confirm_delete=True)
     from segflow import engine
 
     engine.tick(db, NOW + dt.timedelta(minutes=5))

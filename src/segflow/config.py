@@ -33,6 +33,9 @@ class Settings:
     #: Whether SQLite may read a plain file itself while the second process
     #: checks it (see ``segflow.ingest.csvtable``); off makes every import parse in Python.
     sqlite_reads_csv: bool = True
+    #: Percent of a dataset's records (or of a linked destination's members)
+    #: above which a replace import's deletes must be confirmed.
+    replace_delete_limit: int = 20
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60
     #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
@@ -92,6 +95,9 @@ class Settings:
                 env, "SEGFLOW_CHECKS_PROCESS_BYTES", cls.checks_process_bytes
             ),
             sqlite_reads_csv=_switch(env, "SEGFLOW_SQLITE_READS_CSV", cls.sqlite_reads_csv),
+            replace_delete_limit=_percent(
+                env, "SEGFLOW_REPLACE_DELETE_LIMIT", cls.replace_delete_limit
+            ),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
             oauth_token_uri=_token_uri(env.get("SEGFLOW_OAUTH_TOKEN_URI") or ""),
@@ -192,6 +198,20 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("off", "false", "0", "no"):
         return False
     raise InvalidInput(f"{name} must be on or off, got {raw!r}")
+
+
+def _percent(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole percent from 0 to 100 (0 is meaningful here, unlike for ``_int``)."""
+    raw = (env.get(name) or "").strip().rstrip("%")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole percent from 0 to 100, got {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise InvalidInput(f"{name} must be a whole percent from 0 to 100, got {value}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

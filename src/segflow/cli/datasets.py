@@ -24,6 +24,8 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
         mode=args.mode,
         delimiter=delimiter_arg(args.delimiter) if args.delimiter else None,
         encoding=args.encoding,
+        confirm_delete=args.confirm_delete,
+        delete_limit=args.delete_limit,
     )
     stream: BinaryIO
     if args.path == "-":
@@ -54,7 +56,14 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
         show.emit_json(summary)
     else:
         show.import_summary(summary)
+        import_notes(summary)
     return 0
+
+
+def import_notes(summary: dict[str, Any]) -> None:
+    """What the reader did to fit the file (a dropped column, a ``sep=`` line)."""
+    for note in summary.get("notes", []):
+        print(f"  note: {note}")
 
 
 def cmd_datasets_list(args: argparse.Namespace, db: Database, settings: Settings) -> int:
@@ -97,7 +106,8 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     imp.add_argument(
         "--key",
         metavar="COLUMN",
-        help="key column (first import only; default: id, customer_id or email if present)",
+        help="key column (first import only; default: the first column named id, customer_id, "
+        "email or email_address, ignoring case, spaces, '_' and '-')",
     )
     imp.add_argument(
         "--mode",
@@ -109,6 +119,19 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         "--delimiter", metavar="C", help="field delimiter (default: detected; 'tab' for tabs)"
     )
     imp.add_argument("--encoding", default="utf-8", metavar="E", help="text encoding (utf-8)")
+    imp.add_argument(
+        "--confirm-delete",
+        action="store_true",
+        help="replace mode: go ahead although more records (or destination members) would be "
+        "deleted than the delete limit allows",
+    )
+    imp.add_argument(
+        "--delete-limit",
+        type=int,
+        metavar="PERCENT",
+        help="replace mode: ask for --confirm-delete above this share of the dataset's records "
+        "or of a linked destination's members (default: SEGFLOW_REPLACE_DELETE_LIMIT, 20)",
+    )
     imp.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

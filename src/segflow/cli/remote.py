@@ -102,6 +102,10 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
             raise SegflowError(f"cannot open {args.path}: {exc.strerror}") from None
         name = os.path.basename(args.path)
     form = {"mode": args.mode, **({"key": args.key} if args.key else {})}
+    if args.confirm_delete:
+        form["confirm_delete"] = "true"
+    if args.delete_limit is not None:
+        form["delete_limit"] = str(args.delete_limit)
     try:
         summary = remote.call(
             "POST",
@@ -116,6 +120,8 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
         show.emit_json(summary)
     else:
         show.import_summary(summary)
+        for note in summary.get("notes", []):
+            print(f"  note: {note}")
     return 0
 
 

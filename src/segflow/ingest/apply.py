@@ -23,7 +23,7 @@ from segflow.db import records, sequence
 from segflow.db.records import ident
 from segflow.db.schema import datasets
 from segflow.errors import ImportFailed
-from segflow.ingest import columns
+from segflow.ingest import columns, guard
 from segflow.ingest.options import REPLACE, ImportOptions
 from segflow.ingest.staging import Staging
 
@@ -55,6 +55,9 @@ def apply(
     file_types: Callable[[], list[str]],
     now: dt.datetime,
     guessed_types: list[str] | None = None,
+    *,
+    delete_limit: int | None = None,
+    source: str | None = None,
 ) -> Outcome:
     """Write the staged rows into the dataset, under the write lock.
 
@@ -63,6 +66,10 @@ def apply(
     dataset with ``guessed_types`` (from the file's first rows) after its
     records are written with those, which are then corrected where the whole
     file says otherwise.
+
+    In replace mode the records to delete are found before anything is
+    written, and with a ``delete_limit`` (percent) the import is refused
+    there when they are too many (``guard.check``).
     """
     numbers = sequence.take(conn)
     target = _target(conn, options.dataset, header[staging.key_index], now)
@@ -70,6 +77,19 @@ def apply(
     outcome = Outcome(dataset_id=target.dataset_id, created=target.created)
 
     empty = write.records_empty()
+    missing = 0
+    if options.mode == REPLACE and not empty:
+        missing = write.find_missing()
+        if delete_limit is not None:
+            guard.check(
+                conn,
+                deletes_table=staging.deletes,
+                dataset_id=target.dataset_id,
+                live=target.record_count,
+                deleted=missing,
+                limit=delete_limit,
+                source=source,
+            )
     total = fresh = revived = 0
     if not empty:
         total, fresh, revived = write.compare(header, target.existing)
@@ -112,8 +132,9 @@ def apply(
     outcome.updated = total - fresh - revived
     outcome.unchanged = staging.count - total
 
-    if options.mode == REPLACE:
-        outcome.deleted = write.delete_missing(outcome.columns, after=numbered)
+    if missing:
+        write.delete_missing(outcome.columns, after=numbered)
+        outcome.deleted = missing
 
     used = numbered + outcome.deleted
     if used:
@@ -290,9 +311,13 @@ class _Writes:
                 (self.base,),
             )
 
-    def delete_missing(self, dataset_columns: list[Column], *, after: int) -> int:
-        """Replace mode: tombstone the live records the file does not have,
-        numbered after the ``after`` numbers already used; how many."""
+    def find_missing(self) -> int:
+        """Replace mode: number the live records the file does not have into
+        ``staging.deletes``, before any write; how many.
+
+        Writing the file's rows changes none of them: a record the file has
+        is not among them, and one the file does not have is not written.
+        """
         r, s, k = self.r, self.s, self.k
         keep, dels = ident(self.staging.keep), ident(self.staging.deletes)
         self.conn.exec_driver_sql(
@@ -301,14 +326,17 @@ class _Writes:
             f"WHERE NOT rec.deleted AND NOT EXISTS (SELECT 1 FROM {s} s WHERE s.{k} = rec.key) "
             f"AND NOT EXISTS (SELECT 1 FROM {keep} kk WHERE kk.key = rec.key)"
         )
-        deleted = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {dels}").scalar_one())  # noqa: S608
-        if deleted:
-            records.tombstone(
-                self.conn,
-                self.table,
-                dataset_columns,
-                seq=f"{self.mark} + d.n",
-                where=f"FROM {dels} d WHERE {r}.rid = d.rid",
-                params=(self.base + after,),
-            )
-        return deleted
+        return int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {dels}").scalar_one())  # noqa: S608
+
+    def delete_missing(self, dataset_columns: list[Column], *, after: int) -> None:
+        """Tombstone the records ``find_missing`` found, numbered after the
+        ``after`` numbers already used."""
+        r, dels = self.r, ident(self.staging.deletes)
+        records.tombstone(
+            self.conn,
+            self.table,
+            dataset_columns,
+            seq=f"{self.mark} + d.n",
+            where=f"FROM {dels} d WHERE {r}.rid = d.rid",
+            params=(self.base + after,),
+        )

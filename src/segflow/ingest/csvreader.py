@@ -1,7 +1,9 @@
 """Streaming CSV reading with errors that say where.
 
 Owns decoding (so an undecodable byte is reported with its line and byte
-offset), delimiter detection, header validation, and the split between
+offset), telling files that are not CSV by their first bytes, delimiter
+detection (and Excel's ``sep=`` first line), header validation (unnamed
+empty columns at its end are dropped), and the split between
 whole-file errors (:class:`~segflow.errors.ImportFailed`, nothing stored) and
 per-row rejects (reported, the rest imported). Memory is bounded by the chunk
 size and one batch of rows, whatever the file size.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import itertools
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +24,33 @@ from segflow.errors import ImportFailed
 
 CHUNK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
+#: Excel's first line naming the delimiter, as in ``sep=;``.
+_SEP_LINE = re.compile(r"sep=([^\"\r\n])", re.IGNORECASE)
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_SAVE_AS_CSV = "save it as CSV (in Excel: File > Save As > CSV UTF-8) and import that file"
+
+
+def identify(first: bytes) -> str | None:
+    """What a file that is not CSV is, told by its first bytes; None if it may be CSV."""
+    if first.startswith(b"PK\x03\x04") or first.startswith(b"PK\x05\x06"):
+        # An Office file is a ZIP archive; the names of its first entries say which.
+        if b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet" in first:
+            return f"an OpenDocument spreadsheet (.ods), not a CSV file: {_SAVE_AS_CSV}"
+        if b"xl/" in first:
+            return f"an Excel workbook (.xlsx), not a CSV file: {_SAVE_AS_CSV}"
+        if b"word/" in first:
+            return "a Word document (.docx), not a CSV file"
+        return "a ZIP archive, not a CSV file: extract the CSV file from it and import that"
+    if first.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return f"an Excel 97-2003 workbook (.xls) or another old Office file: {_SAVE_AS_CSV}"
+    if first.startswith(b"\x1f\x8b"):
+        return "a gzip-compressed file: decompress it (gunzip) and import the CSV file inside"
+    if first.startswith(b"%PDF-"):
+        return "a PDF document, not a CSV file: export the data as CSV where it came from"
+    for magic, kind in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF")):
+        if first.startswith(magic):
+            return f"a {kind} image, not a CSV file"
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,8 +65,12 @@ class Reject:
 class _Lines:
     """Decoded physical lines of a binary stream, tracking bytes and line numbers."""
 
-    def __init__(self, stream: BinaryIO, encoding: str, source: str) -> None:
+    def __init__(self, stream: BinaryIO, encoding: str, source: str, *, at_start: bool) -> None:
         self.stream = stream
+        #: Whether the stream starts at the file's start, where the file's
+        #: kind and a UTF-16 byte order mark are told from its first bytes.
+        self._at_start = at_start
+        self.notes: list[str] = []
         self.source = source
         self.bytes_read = 0
         #: CRC-32 of the bytes read, so that two readers can tell they read the same.
@@ -66,12 +100,24 @@ class _Lines:
             bad = exc.object[exc.start : exc.end]
             raise ImportFailed(
                 f"byte {bad.hex(' ')!s} at byte offset {offset} is not valid {self.encoding} "
-                "(choose the file's encoding with --encoding, e.g. latin-1 or cp1252)",
+                "(choose the file's encoding with --encoding: most likely cp1252, "
+                "Windows-1252, which Excel on Windows writes; else latin-1)",
                 file=self.source,
                 line=line,
             ) from None
         self._newlines_before += chunk.count(b"\n")
         return text
+
+    def _first_bytes(self, chunk: bytes) -> None:
+        kind = identify(chunk)
+        if kind is not None:
+            raise ImportFailed(f"this is {kind}", file=self.source)
+        if self.encoding == "utf-8" and chunk.startswith(_UTF16_BOMS):
+            # Excel's "Unicode text": UTF-16 with a byte order mark, which is
+            # never valid UTF-8, so reading it so cannot change any UTF-8 file.
+            self.encoding = "utf-16"
+            self._decoder = codecs.getincrementaldecoder("utf-16")(errors="strict")
+            self.notes.append("read as UTF-16 (the file starts with a UTF-16 byte order mark)")
 
     def _judge_plain(self, text: str, sep: str) -> None:
         if sep != "\n" or '"' in text:
@@ -87,6 +133,9 @@ class _Lines:
         remainder = ""
         while True:
             chunk = self.stream.read(CHUNK_BYTES)
+            if self._at_start:
+                self._at_start = False
+                self._first_bytes(chunk)
             self.bytes_read += len(chunk)
             self.crc = zlib.crc32(chunk, self.crc)
             text = self._decode(chunk, final=not chunk)
@@ -149,7 +198,11 @@ class CsvReader:
             raise ImportFailed(f"{delimiter!r} cannot be the delimiter", file=source)
         self.source = source
         self.max_field_chars = max_field_chars
-        self._lines = _Lines(stream, encoding, source)
+        self._lines = _Lines(stream, encoding, source, at_start=header is None)
+        #: Unnamed columns dropped from the end of the header (their cells
+        #: must be empty), and the header's line (2 after a ``sep=`` line).
+        self.trailing = 0
+        self.header_line = 1
         self._line_iter = itertools.chain.from_iterable(self._lines.chunks())
         #: Lines read other than by ``_reader`` (see ``accepted``).
         self._line_base = 0
@@ -163,19 +216,53 @@ class CsvReader:
         first = next(self._line_iter, None)
         if first is None:
             raise ImportFailed("the file is empty (expected a header line)", file=source)
-        if not first.strip("\r\n\ufeff \t"):
-            raise ImportFailed(
-                "the first line is blank; it must be the header naming the columns",
-                file=source,
-                line=1,
+        lines: tuple[str, ...] = (first,)
+        sep_line = _SEP_LINE.fullmatch(first.rstrip("\r\n").lstrip("\ufeff"))
+        if sep_line is not None:
+            following = next(self._line_iter, None)
+            if following is None:
+                raise ImportFailed(
+                    "the file has only a 'sep=' line (expected the header line after it)",
+                    file=source,
+                )
+            self.header_line = 2
+            lines = (first, following)
+            delimiter = delimiter or sep_line.group(1)
+            self._lines.notes.append(
+                f"the first line {first.rstrip(chr(13) + chr(10))!r} named the delimiter; "
+                "the header is line 2"
             )
-        self.delimiter = delimiter or _sniff_delimiter(first)
-        self._reader = self._csv(itertools.chain((first,), self._line_iter))
+        if not lines[-1].strip("\r\n\ufeff \t"):
+            which = "first line" if sep_line is None else "line after 'sep='"
+            raise ImportFailed(
+                f"the {which} is blank; it must be the header naming the columns",
+                file=source,
+                line=self.header_line,
+            )
+        self.delimiter = delimiter or _sniff_delimiter(lines[-1])
+        self._reader = self._csv(itertools.chain(lines, self._line_iter))
         self._next_start = 1
+        if sep_line is not None:
+            self._next_record()  # the sep= line, parsed so that line numbers stay the file's
         record = self._next_record()
-        if record is None:  # pragma: no cover - first line was not blank
+        if record is None:  # pragma: no cover - the header line was not blank
             raise ImportFailed("the file is empty (expected a header line)", file=source)
-        self.header = _validate_header(record[1], source)
+        names = _header_names(record[1])
+        while len(names) > 1 and not names[-1]:
+            names.pop()
+            self.trailing += 1
+        if self.trailing:
+            first_dropped = len(names) + 1
+            span = (
+                f"column {first_dropped}"
+                if self.trailing == 1
+                else f"columns {first_dropped}-{first_dropped + self.trailing - 1}"
+            )
+            self._lines.notes.append(
+                f"dropped {self.trailing} unnamed empty column{'s' if self.trailing > 1 else ''} "
+                f"at the end of the header ({span}): the lines end with a delimiter"
+            )
+        self.header = _validate_header(names, source, self.header_line)
 
     def _csv(self, lines: Iterator[str]) -> Any:
         return csv.reader(
@@ -185,6 +272,11 @@ class CsvReader:
     @property
     def bytes_read(self) -> int:
         return self._lines.bytes_read
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader did that the import summary should say."""
+        return self._lines.notes
 
     @property
     def crc(self) -> int:
@@ -255,6 +347,7 @@ class CsvReader:
         The loop is the import's hot path: one iteration per CSV record.
         """
         ncols = len(self.header)
+        trailing = self.trailing
         key_name = self.header[key_index]
         reader = self._reader
         start = self._next_start
@@ -264,6 +357,15 @@ class CsvReader:
         try:
             for row in reader:
                 line, start = start, reader.line_num + 1
+                if trailing and ncols < len(row) <= ncols + trailing:
+                    unnamed = next((i for i in range(ncols, len(row)) if row[i].strip()), None)
+                    if unnamed is not None:
+                        why = f"has the value {row[unnamed]!r} in column {unnamed + 1}, "
+                        rejects.append(Reject(line, why + "which the header does not name"))
+                        if row[key_index].strip():
+                            kept.append(row[key_index])
+                        continue
+                    row = row[:ncols]
                 if len(row) == ncols:
                     if row[key_index].strip():
                         batch.append((line, *row))
@@ -309,7 +411,7 @@ class CsvReader:
             if columns is not None:
                 yield columns, len(lines), 0
             else:
-                yield self._accept(self._csv_rows(iter(lines)), ncols, key_index)
+                yield self._accept(self._csv_rows(iter(lines)), ncols, key_index, self.trailing)
         while True:
             try:
                 rows: list[list[str]] = list(itertools.islice(self._reader, size))
@@ -317,7 +419,7 @@ class CsvReader:
                 raise self._csv_error(str(exc), self.lines_read) from None
             if not rows:
                 return
-            yield self._accept(rows, ncols, key_index)
+            yield self._accept(rows, ncols, key_index, self.trailing)
 
     def _split(self, lines: list[str], ncols: int, key_index: int) -> list[Sequence[str]] | None:
         """The columns of plain lines that each hold one good record, or None."""
@@ -345,8 +447,15 @@ class CsvReader:
 
     @staticmethod
     def _accept(
-        rows: list[list[str]], ncols: int, key_index: int
+        rows: list[list[str]], ncols: int, key_index: int, trailing: int
     ) -> tuple[list[Sequence[str]], int, int]:
+        if trailing:  # as ``batches`` takes them: empty unnamed cells dropped
+            rows = [
+                row[:ncols]
+                if ncols < len(row) <= ncols + trailing and not "".join(row[ncols:]).strip()
+                else row
+                for row in rows
+            ]
         good = [row for row in rows if len(row) == ncols and row[key_index].strip()]
         if not good:
             return [() for _ in range(ncols)], 0, sum(1 for row in rows if row)
@@ -354,15 +463,18 @@ class CsvReader:
         return columns, len(good), sum(1 for row in rows if row) - len(good)
 
 
-def _validate_header(fields: list[str], source: str) -> list[str]:
-    names = [f.strip().lstrip("\ufeff").strip() for f in fields]
+def _header_names(fields: list[str]) -> list[str]:
+    return [f.strip().lstrip("\ufeff").strip() for f in fields]
+
+
+def _validate_header(names: list[str], source: str, line: int) -> list[str]:
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if not name:
             raise ImportFailed(
                 f"header column {position} has no name (every column needs one)",
                 file=source,
-                line=1,
+                line=line,
             )
         folded = name.casefold()
         if folded in seen:
@@ -370,7 +482,7 @@ def _validate_header(fields: list[str], source: str) -> list[str]:
                 f"header names column {name!r} twice (columns {seen[folded]} and {position}; "
                 "names are compared ignoring case)",
                 file=source,
-                line=1,
+                line=line,
                 column=name,
             )
         seen[folded] = position

@@ -30,7 +30,14 @@ from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
-from segflow.ingest.options import DEFAULT_KEYS, MODES, STORED_REJECTS, ImportOptions
+from segflow.ingest.options import (
+    DEFAULT_KEYS,
+    MAX_COLUMNS,
+    MODES,
+    STORED_REJECTS,
+    ImportOptions,
+    normalise_name,
+)
 from segflow.ingest.quality import QualityCounter
 from segflow.ingest.sources import NotPlain, PythonRows, Rows, SqliteRows
 from segflow.ingest.staging import RejectLog, Staging
@@ -60,10 +67,15 @@ def import_csv(
     validate_dataset_name(options.dataset)
     if options.mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    if options.delete_limit is not None and not 0 <= options.delete_limit <= 100:
+        raise InvalidInput(
+            f"the delete limit is a percent from 0 to 100, got {options.delete_limit}"
+        )
     offset = _position(stream)
     reader = _open_reader(stream, options, source, settings)
     header = reader.header
     existing = find_dataset(db, options.dataset)
+    _check_width(header, existing, source)
     key_index = _resolve_key(header, existing, options.key, source)
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
@@ -84,6 +96,31 @@ def import_csv(
         if plain is None:
             helper = Helper.start(stream, job)
     try:
+        return _execute(run, stream, options, source, settings, reader, job, helper, plain)
+    except Exception as exc:
+        limit = _postgres_limit(exc)
+        if limit is None:
+            raise
+        raise ImportFailed(
+            f"PostgreSQL cannot store this file's records ({limit}): it keeps a record in one "
+            "page, at most about 8 KB a record (a column's text, plus 8 bytes for a number, "
+            "date or boolean column); import fewer columns at a time",
+            file=source,
+        ) from None
+
+
+def _execute(
+    run: _Run,
+    stream: BinaryIO,
+    options: ImportOptions,
+    source: str,
+    settings: Settings,
+    reader: CsvReader,
+    job: Job,
+    helper: Helper | None,
+    plain: SqliteRows | None,
+) -> dict[str, Any]:
+    try:
         if plain is not None:
             try:
                 return run.execute(plain)
@@ -95,16 +132,58 @@ def import_csv(
             reader = _open_reader(stream, options, source, settings)
             helper = Helper.start(stream, job)
         return run.execute(
-            PythonRows(reader, helper, header, job.phone_region, job.consent_columns)
+            PythonRows(reader, helper, run.header, job.phone_region, job.consent_columns)
         )
     finally:
         if helper is not None:
             helper.cancel()
 
 
+#: PostgreSQL's "program limit exceeded" errors that a wide file can meet:
+#: a record over one page ("row is too big"), too many columns in a table.
+_POSTGRES_LIMITS = ("54000", "54011")
+
+
+def _postgres_limit(exc: BaseException) -> str | None:
+    """PostgreSQL's own words for a size limit this import hit, else None.
+
+    Staging copies rows through psycopg directly, the apply step through
+    SQLAlchemy (which wraps the error). The primary message quotes no values.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) not in _POSTGRES_LIMITS:
+        return None
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else "a size limit"
+
+
+def _check_width(header: list[str], existing: Dataset | None, source: str) -> None:
+    """Refuse, before any row is read, a file that would give the dataset
+    more than ``MAX_COLUMNS`` columns (beyond what both engines store)."""
+    known = {c.name.casefold() for c in existing.columns} if existing else set()
+    total = len(known | {name.casefold() for name in header})
+    if total <= MAX_COLUMNS:
+        return
+    if len(header) > MAX_COLUMNS:
+        why = f"the file has {len(header):,} columns"
+    else:
+        why = (
+            f"with the file's new columns dataset {existing.name if existing else ''!r} "
+            f"would have {total:,}"
+        )
+    raise ImportFailed(
+        f"{why}; at most {MAX_COLUMNS:,} columns can be imported into one dataset "
+        "(split the file into datasets sharing the key column)",
+        file=source,
+        line=1,
+    )
+
+
 def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, source: str) -> int:
     """The key column's index in the header: the dataset's key, the one asked
-    for, or the first of ``DEFAULT_KEYS`` the file has."""
+    for, or the first column named like one of ``DEFAULT_KEYS`` (compared
+    normalised: ``Customer ID`` is ``customer_id``)."""
     folded = [h.casefold() for h in header]
     if existing is not None:
         if key is not None and key.casefold() != existing.key_column.casefold():
@@ -117,14 +196,19 @@ def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, s
     elif key is not None:
         wanted = key
     else:
-        found = next((k for k in DEFAULT_KEYS if k in folded), None)
+        normalised = [normalise_name(h) for h in header]
+        found = next(
+            (normalised.index(n) for n in map(normalise_name, DEFAULT_KEYS) if n in normalised),
+            None,
+        )
         if found is None:
             raise ImportFailed(
-                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present; "
+                "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present "
+                "(names compare ignoring case, spaces, '_' and '-'); "
                 "choose one with --key (columns: " + ", ".join(header) + ")",
                 file=source,
             )
-        wanted = found
+        return found
     if wanted.casefold() not in folded:
         raise ImportFailed(
             f"the key column {wanted!r} is not in the file (columns: {', '.join(header)})",
@@ -204,11 +288,20 @@ class _Run:
                     lambda: rows.finish_checks(staging).types,
                     self.now,
                     rows.guessed_types,
+                    delete_limit=self._delete_limit(),
+                    source=self.source,
                 )
                 quality = rows.finish_checks(staging).quality
                 summary = self._record(conn, rows, outcome, quality, len(duplicates))
         self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
         return summary
+
+    def _delete_limit(self) -> int | None:
+        """The replace guard's limit in percent; None where deletes were confirmed."""
+        if self.options.confirm_delete:
+            return None
+        limit = self.options.delete_limit
+        return self.settings.replace_delete_limit if limit is None else limit
 
     def _load_new(self, rows: SqliteRows) -> dict[str, Any]:
         """Load a new dataset's records straight from the file, with no staging.
@@ -348,6 +441,7 @@ def _summary(
         "created": outcome.created,
         "key": header[key_index],
         "delimiter": reader.delimiter,
+        "notes": list(reader.notes),
         "rows": outcome.inserted + outcome.updated + outcome.unchanged + rejects.count,
         "inserted": outcome.inserted,
         "updated": outcome.updated,

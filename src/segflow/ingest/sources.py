@@ -97,6 +97,7 @@ class PythonRows:
     ) -> None:
         self.reader = reader
         self.delimiter = reader.delimiter
+        self.notes = reader.notes
         self.helper = helper
         self.checks = ColumnChecks(header, phone_region, consent_columns)
         self._checked = helper is None  # checked while staging
@@ -148,6 +149,7 @@ class SqliteRows:
     ) -> None:
         self.fd = fd
         self.delimiter = reader.delimiter
+        self.notes = reader.notes
         self.helpers = helpers
         self.checks = ColumnChecks(reader.header)
         #: The first rows' types, with which a new dataset's records are
@@ -172,6 +174,8 @@ class SqliteRows:
             return None
         if reader.delimiter not in csvtable.DELIMITERS:
             return None
+        if reader.trailing or reader.header_line != 1:
+            return None  # SQLite takes the first line for the header and every field
         try:
             fd = stream.fileno()
         except (AttributeError, OSError, ValueError):

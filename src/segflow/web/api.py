@@ -81,6 +81,17 @@ def import_file(
     file: Annotated[UploadFile, File(description="the CSV file")],
     key: Annotated[str | None, Form()] = None,
     mode: Annotated[Literal["upsert", "replace"], Form()] = "upsert",
+    confirm_delete: Annotated[
+        bool,
+        Form(
+            description="replace mode: go ahead although the deletes exceed the delete limit "
+            "(the answer without it is a 400 with code confirmation_needed and the numbers)"
+        ),
+    ] = False,
+    delete_limit: Annotated[
+        int | None,
+        Form(ge=0, le=100, description="percent; default SEGFLOW_REPLACE_DELETE_LIMIT"),
+    ] = None,
 ) -> dict[str, Any]:
     """Import a CSV into a dataset (created on first import); same summary as the CLI's."""
     state = _state(request)
@@ -114,7 +125,13 @@ def import_file(
     summary = worker.import_and_tick(
         db,
         file.file,
-        ingest.ImportOptions(dataset=name, key=key or None, mode=mode),
+        ingest.ImportOptions(
+            dataset=name,
+            key=key or None,
+            mode=mode,
+            confirm_delete=confirm_delete,
+            delete_limit=delete_limit,
+        ),
         source=source,
         clock=utcnow,
         total_bytes=total,

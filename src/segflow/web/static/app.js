@@ -491,6 +491,7 @@ function showImportSummary(container, s) {
   container.replaceChildren(...[
     el("h3", {}, `Imported ${s.source} into `, el("a", { href: `/datasets/${encodeURIComponent(s.dataset)}` }, s.dataset)),
     el("p", { class: "import-counts" }, `${fmt(s.rows)} rows: ${fmt(s.inserted)} inserted, ${fmt(s.updated)} updated, ${fmt(s.unchanged)} unchanged, ${fmt(s.deleted)} deleted, ${fmt(s.rejected)} rejected`),
+    (s.notes || []).length ? el("ul", { class: "import-notes" }, s.notes.map((n) => el("li", {}, n))) : null,
     (s.segments || []).length ? el("ul", {}, s.segments.map((o) => el("li", {}, `${o.name}: +${fmt(o.entered)} entered, -${fmt(o.exited)} left, ${fmt(o.member_count)} members`))) : null,
     rejects.length ? el("div", {}, el("h4", {}, `Rejected rows (first ${rejects.length} of ${fmt(s.rejected)})`),
       el("ul", { class: "rejects" }, rejects.map((r) => el("li", {}, `line ${r.line}: ${r.reason}`)))) : null,
@@ -536,10 +537,15 @@ async function datasetsPage() {
       status.textContent = "Choose a CSV file first.";
       return;
     }
+    upload(false);
+  });
+  // confirmDelete: a replace the server refused as deleting too much, sent again confirmed.
+  function upload(confirmDelete) {
     const form = new FormData();
     form.append("file", chosen);
     if ($("key").value) form.append("key", $("key").value);
     form.append("mode", $("mode").value);
+    if (confirmDelete) form.append("confirm_delete", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/api/datasets/${encodeURIComponent($("dataset-name").value)}/imports`);
     xhr.setRequestHeader("X-CSRF-Token", csrfToken());
@@ -558,13 +564,25 @@ async function datasetsPage() {
         status.textContent = "done";
         showImportSummary($("import-summary"), body);
         await load();
+      } else if (body && body.error && body.error.code === "confirmation_needed") {
+        confirmDeletes(status, body.error.message, () => upload(true));
       } else {
         status.replaceChildren(el("span", { class: "error" }, body && body.error ? body.error.message : `HTTP ${xhr.status}`));
       }
     };
     xhr.onerror = () => { status.replaceChildren(el("span", { class: "error" }, "upload failed: connection lost")); };
     xhr.send(form);
-  });
+  }
+}
+
+// The confirm step of a replace import that would delete more than the limit:
+// the server's numbers, and a button that sends the same file again confirmed.
+function confirmDeletes(status, message, confirm) {
+  status.replaceChildren(el("div", { class: "confirm-delete" },
+    el("p", { class: "error" }, message),
+    el("button", { type: "button", id: "confirm-delete", onclick: (e) => { e.target.disabled = true; confirm(); } }, "Confirm the deletes and import"),
+    " ",
+    el("button", { type: "button", id: "cancel-delete", onclick: () => { status.textContent = "cancelled: nothing was stored"; } }, "Cancel")));
 }
 
 async function datasetPage() {
