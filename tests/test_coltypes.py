@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segflow import coltypes
+from segflow import colformats, coltypes
 from segflow.coltypes import VALUE_PATTERNS, _calendar_ok, widen
 
 CASES = [
@@ -18,7 +18,9 @@ CASES = [
     (["1e5", "-0.25"], "number"),
     (["007"], "text"),
     (["+5"], "text"),
-    (["1,000"], "text"),
+    (["1,000"], "text"),  # 1000 or 1.0: two readings
+    (["1.234,56", "12,5"], "number"),
+    (["31.12.2024"], "date"),
     (["12345678901234567890"], "text"),
     (["inf"], "text"),
     (["nan"], "text"),
@@ -65,16 +67,21 @@ def test_batches_only_widen() -> None:
 
 
 def _one(value: str) -> str:
-    """Per-value reference: the narrowest type whose pattern and calendar accept it."""
+    """Per-value reference: the narrowest type whose pattern and calendar accept it;
+    else the other countries' formats it is written in (as a state), else text."""
     stripped = value.strip(" ")
-    if not stripped:
+    if coltypes.is_empty_like(value):
         return "empty"
     for kind in ("integer", "number", "boolean", "date", "datetime"):
         if not re.fullmatch(VALUE_PATTERNS[kind], stripped):
             continue
         if kind not in ("date", "datetime") or _calendar_ok(kind, [stripped]):
             return kind
-    return "text"
+    found = colformats.narrow(
+        {name: "d" if name in colformats.DATE_FORMATS else "i" for name in colformats.FORMATS},
+        [stripped],
+    )
+    return colformats.state(found) if found else "text"
 
 
 cells = st.one_of(

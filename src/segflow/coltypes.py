@@ -23,6 +23,8 @@ import re
 from collections import deque
 from collections.abc import Sequence
 
+from segflow import colformats
+
 INTEGER = "integer"
 NUMBER = "number"
 BOOLEAN = "boolean"
@@ -91,11 +93,14 @@ def column_type(kind: str) -> str:
 
 
 def widen(a: str, b: str) -> str:
-    """The narrowest type that holds values of both ``a`` and ``b``."""
+    """The narrowest type that holds values of both ``a`` and ``b`` (or format states)."""
     if a == b or b == EMPTY:
         return a
     if a == EMPTY:
         return b
+    if colformats.is_state(a) or colformats.is_state(b):
+        merged = colformats.merge(a, b)
+        return colformats.state(merged) if merged else TEXT
     pair = {a, b}
     if pair == {INTEGER, NUMBER}:
         return NUMBER
@@ -167,23 +172,49 @@ def is_empty_like(raw: str | None) -> bool:
 
 def batch_type(current: str, values: Sequence[str]) -> str:
     """The column's type after also seeing ``values`` (a batch of raw cells)."""
+    if colformats.is_state(current):
+        left = colformats.narrow(colformats.candidates_of(current), _present(values))
+        return colformats.state(left) if left else TEXT
     kind = _batch_type(current, values)
     if kind == TEXT and current != TEXT:
         # Only a batch that would make the column text is looked at cell by
-        # cell for empty-like values: numbers and dates pass in C above.
+        # cell, for empty-like values and then for other countries' number
+        # and date formats: plain numbers and dates pass in C above.
         kept = [value for value in values if not is_empty_like(value)]
         if len(kept) < len(values):
-            return _batch_type(current, kept)
+            kind = _batch_type(current, kept)
+        if kind == TEXT and current in (EMPTY, INTEGER, NUMBER):
+            present = _present(kept)
+            if current == EMPTY:
+                left = colformats.first_candidates(present)
+            else:
+                left = colformats.narrow(colformats.candidates_of(current), present)
+            if left:
+                return colformats.state(left)
     return kind
 
 
-def fits(kind: str, raw: str | None) -> bool:
-    """Whether a non-empty cell converts to a column of ``kind`` (text takes anything)."""
+def _present(values: Sequence[str]) -> list[str]:
+    """The distinct trimmed values that hold something (each checked once)."""
+    return list(dict.fromkeys(v.strip(" ") for v in values if not is_empty_like(v)))
+
+
+def fits(kind: str, raw: str | None, fmt: str | None = None) -> bool:
+    """Whether a non-empty cell converts to a column of ``kind`` (text takes anything).
+
+    ``fmt``: the column's format (:mod:`segflow.colformats`), if it has one.
+    """
     if kind == TEXT:
         return True
     if raw is None:
         return False
     value = raw.strip(" ")
+    if fmt is not None:
+        if not colformats.fits(fmt, value):
+            return False
+        if kind == INTEGER:
+            return not colformats.has_decimals(fmt, value)
+        return True
     pattern = _VALUE_RE.get(kind)
     if pattern is None or not pattern.fullmatch(value):
         return False
@@ -215,11 +246,11 @@ def _batch_type(current: str, values: Sequence[str]) -> str:
 
 
 def infer(values: Sequence[str]) -> str:
-    """The type of one batch of values (``empty`` if all are blank)."""
-    return batch_type(EMPTY, values)
+    """The type of one batch of values (``empty`` if all are blank), formats resolved."""
+    return colformats.resolve(batch_type(EMPTY, values)).kind
 
 
-def parse_value(kind: str, raw: str | None) -> object:
+def parse_value(kind: str, raw: str | None, fmt: str | None = None) -> object:
     """Reference conversion of one raw cell, as stored in the typed column.
 
     Used by tests and by the rule evaluator; the import itself converts in SQL.
@@ -231,9 +262,11 @@ def parse_value(kind: str, raw: str | None) -> object:
     if kind == TEXT:
         # Text is kept as written: a cell of spaces is a value, as stored.
         return raw
-    if is_empty_like(raw) or not fits(kind, raw):
+    if is_empty_like(raw) or not fits(kind, raw, fmt):
         return None
     value = raw.strip(" ")
+    if fmt is not None:
+        value = colformats.to_plain(fmt, value)
     if kind == INTEGER:
         return int(value)
     if kind == NUMBER:

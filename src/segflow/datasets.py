@@ -33,6 +33,8 @@ class Column:
     position: int
     name: str
     type: str
+    #: How the values are written when not plainly (``segflow.colformats``).
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,12 @@ def _load_where(conn: Connection, where: Any, *, lock: bool) -> Dataset | None:
     if row is None:
         return None
     cols = conn.execute(
-        sa.select(dataset_columns.c.position, dataset_columns.c.name, dataset_columns.c.type)
+        sa.select(
+            dataset_columns.c.position,
+            dataset_columns.c.name,
+            dataset_columns.c.type,
+            dataset_columns.c.format,
+        )
         .where(dataset_columns.c.dataset_id == row["id"])
         .order_by(dataset_columns.c.position)
     ).all()
@@ -97,7 +104,7 @@ def _load_where(conn: Connection, where: Any, *, lock: bool) -> Dataset | None:
         record_count=row["record_count"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        columns=tuple(Column(p, n, t) for p, n, t in cols),
+        columns=tuple(Column(p, n, t, f) for p, n, t, f in cols),
     )
 
 
@@ -171,7 +178,7 @@ def describe_dataset(db: Database, name: str) -> dict[str, Any]:
         "created_at": dataset.created_at.isoformat(),
         "updated_at": dataset.updated_at.isoformat(),
         "columns": [
-            {"name": c.name, "type": c.type, "non_empty": int(n)}
+            {"name": c.name, "type": c.type, "format": c.format, "non_empty": int(n)}
             for c, n in zip(dataset.columns, counts, strict=True)
         ],
         "last_import": None if last is None else last[0],

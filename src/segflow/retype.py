@@ -94,7 +94,7 @@ def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.dateti
                 dataset_columns.c.dataset_id == ds.id,
                 dataset_columns.c.position == found.position,
             )
-            .values(type=kind)
+            .values(type=kind, format=None)
         )
         conn.execute(sa.update(datasets).where(datasets.c.id == ds.id).values(updated_at=now))
         if users:

@@ -33,6 +33,11 @@ def outcomes(items: list[dict[str, Any]]) -> None:
             )
 
 
+def _typed(column: dict[str, Any]) -> str:
+    """``number`` or ``number, 1.234,56``: a column's type with its format if it has one."""
+    return f"{column['type']}, {column['format']}" if column.get("format") else column["type"]
+
+
 def import_summary(s: dict[str, Any]) -> None:
     created = "created, " if s["created"] else ""
     print(
@@ -43,7 +48,7 @@ def import_summary(s: dict[str, Any]) -> None:
         f"  {s['rows']:,} rows: {s['inserted']:,} inserted, {s['updated']:,} updated, "
         f"{s['unchanged']:,} unchanged, {s['deleted']:,} deleted, {s['rejected']:,} rejected"
     )
-    print("  columns: " + ", ".join(f"{c['name']} ({c['type']})" for c in s["columns"]))
+    print("  columns: " + ", ".join(f"{c['name']} ({_typed(c)})" for c in s["columns"]))
     for change in s["schema_changes"]:
         if change["change"] == "added":
             print(f"  new column {change['column']!r} ({change['type']})")
@@ -138,9 +143,11 @@ def dataset(info: dict[str, Any], as_json: bool) -> None:
     print(f"dataset {info['name']!r}: {info['records']:,} records, key {info['key']!r}")
     print(f"  created {info['created_at']}, updated {info['updated_at']}")
     width = max([len(c["name"]) for c in info["columns"]] + [6])
-    print(f"  {'COLUMN':<{width}}  {'TYPE':<8}  NON-EMPTY")
-    for c in info["columns"]:
-        print(f"  {c['name']:<{width}}  {c['type']:<8}  {c['non_empty']:,}")
+    kinds = [_typed(c) for c in info["columns"]]
+    kind_width = max([len(k) for k in kinds] + [4])
+    print(f"  {'COLUMN':<{width}}  {'TYPE':<{kind_width}}  NON-EMPTY")
+    for c, kind in zip(info["columns"], kinds, strict=True):
+        print(f"  {c['name']:<{width}}  {kind:<{kind_width}}  {c['non_empty']:,}")
     last = info["last_import"]
     if last:
         for ident in last["identifiers"]:

@@ -443,6 +443,12 @@ def _m10_sent_consent(conn: Connection, dialect: str) -> None:
     conn.exec_driver_sql("ALTER TABLE sf_link_members ADD COLUMN sent_consent TEXT")
 
 
+def _m11_column_formats(conn: Connection, dialect: str) -> None:
+    # Columns whose numbers or dates are written as a country writes them
+    # ("1.234,56", "31.12.2024"); NULL for plain ones, which every column so far is.
+    conn.exec_driver_sql("ALTER TABLE sf_dataset_columns ADD COLUMN format TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
@@ -458,6 +464,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _m9_request_pacing,
     ),
     Migration(10, "the consent each member was sent with", _m10_sent_consent),
+    Migration(11, "number and date formats of columns", _m11_column_formats),
 )
 
 

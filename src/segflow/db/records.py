@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes
+from segflow import colformats, coltypes
 
 # fullmatch: "$" would also accept a trailing newline.
 _IDENT = re.compile(r"[a-z_][a-z0-9_]*")
@@ -72,7 +72,9 @@ def sql_type(dialect: str, kind: str) -> str:
 _EMPTY_LIKE_SQL = ", ".join(f"'{word}'" for word in sorted(coltypes.EMPTY_LIKE))
 
 
-def convert(dialect: str, kind: str, raw_sql: str, *, guarded: bool = False) -> str:
+def convert(
+    dialect: str, kind: str, raw_sql: str, *, guarded: bool = False, fmt: str | None = None
+) -> str:
     """SQL turning a raw text expression into ``kind``; empty-like cells give NULL.
 
     The cells must have been checked by inference to fit ``kind``, unless
@@ -83,16 +85,55 @@ def convert(dialect: str, kind: str, raw_sql: str, *, guarded: bool = False) -> 
     SQLite keeps dates as ``YYYY-MM-DD`` and datetimes as UTC
     ``YYYY-MM-DD HH:MM:SS.SSS`` text, which compare correctly as strings.
     """
-    converted = _convert(dialect, kind, raw_sql)
+    if fmt is None:
+        converted = _convert(dialect, kind, raw_sql)
+    else:
+        # Written as a country writes it: rewritten plainly first.
+        plain = _plain(dialect, colformats.FORMATS[fmt], raw_sql)
+        converted = (
+            f"CASE WHEN {is_empty_like_sql(raw_sql)} THEN NULL "
+            f"ELSE {_convert(dialect, kind, plain)} END"
+        )
     if guarded:
-        return f"CASE WHEN {fits_sql(dialect, kind, raw_sql)} THEN {converted} END"
+        return f"CASE WHEN {fits_sql(dialect, kind, raw_sql, fmt)} THEN {converted} END"
     return converted
 
 
-def fits_sql(dialect: str, kind: str, raw_sql: str) -> str:
-    """SQL true when a non-empty raw cell fits ``kind`` (``coltypes.fits``)."""
+def _plain(
+    dialect: str, shape: colformats.NumberFormat | colformats.DateFormat, raw_sql: str
+) -> str:
+    """SQL rewriting a formatted cell plainly: ``1.234,56`` to ``1234.56``, dates to ISO."""
+    trimmed = f"TRIM({raw_sql})"
+    if isinstance(shape, colformats.NumberFormat):
+        out = trimmed
+        for group in shape.groups:
+            out = f"REPLACE({out}, '{group}', '')"
+        return f"REPLACE({out}, '{shape.decimal}', '.')"
+    sep = shape.separator
+    if dialect == "postgresql":
+        part = {p: f"split_part({trimmed}, '{sep}', {i + 1})" for i, p in enumerate(shape.order)}
+        return (
+            f"{part['Y']} || '-' || lpad({part['M']}, 2, '0') || '-' || lpad({part['D']}, 2, '0')"
+        )
+    first = f"substr({trimmed}, 1, instr({trimmed}, '{sep}') - 1)"
+    rest = f"substr({trimmed}, instr({trimmed}, '{sep}') + 1)"
+    parts = [first, f"substr({rest}, 1, instr({rest}, '{sep}') - 1)"]
+    parts.append(f"substr({rest}, instr({rest}, '{sep}') + 1)")
+    named = dict(zip(shape.order, parts, strict=True))
+    numbers = ", ".join(f"CAST({named[p]} AS INTEGER)" for p in "YMD")
+    return f"printf('%04d-%02d-%02d', {numbers})"
+
+
+def fits_sql(dialect: str, kind: str, raw_sql: str, fmt: str | None = None) -> str:
+    """SQL true when a non-empty raw cell fits ``kind`` (``coltypes.fits``), in ``fmt`` if given."""
     function = "sf_fits" if dialect == "sqlite" else "pg_temp.sf_fits"
-    return f"{function}('{kind}', {raw_sql})"
+    which = kind if fmt is None else f"{kind}|{fmt}"
+    return f"{function}('{which}', {raw_sql})"
+
+
+def _fits(which: str, raw: str | None) -> bool:
+    kind, _, fmt = which.partition("|")
+    return coltypes.fits(kind, raw, fmt or None)
 
 
 def install_fits(conn: Connection) -> None:
@@ -105,8 +146,28 @@ def install_fits(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         raw = conn.connection.driver_connection
         assert raw is not None
-        raw.create_function("sf_fits", 2, coltypes.fits, deterministic=True)
+        raw.create_function("sf_fits", 2, _fits, deterministic=True)
         return
+    formats = []
+    for name, shape in colformats.FORMATS.items():
+        pattern = f"v ~ '^(?:{shape.pattern})$'"
+        if isinstance(shape, colformats.NumberFormat):
+            whole_part = f"split_part(v, '{shape.decimal}', 1)"
+            pattern += (
+                f" AND length(regexp_replace({whole_part}, '[^0-9]', '', 'g'))"
+                f" <= {colformats.MAX_DIGITS}"
+            )
+            formats.append(f"IF kind = 'number|{name}' THEN RETURN {pattern}; END IF; ")
+            whole = f"strpos(v, '{shape.decimal}') = 0"
+            formats.append(
+                f"IF kind = 'integer|{name}' THEN RETURN {pattern} AND {whole}; END IF; "
+            )
+        else:
+            check = _plain("postgresql", shape, "v")
+            formats.append(
+                f"IF kind = 'date|{name}' THEN IF NOT {pattern} THEN RETURN false; END IF; "
+                f"PERFORM ({check})::date; RETURN true; END IF; "
+            )
     patterns = coltypes.VALUE_PATTERNS
     words = ", ".join(f"'{w}'" for w in (*coltypes.TRUE_WORDS, *coltypes.FALSE_WORDS))
     conn.exec_driver_sql(
@@ -119,7 +180,8 @@ def install_fits(conn: Connection) -> None:
         "END IF; PERFORM v::date; RETURN true; END IF; "
         f"IF kind = 'datetime' THEN IF v !~ '^(?:{patterns[coltypes.DATETIME]})$' "
         "THEN RETURN false; END IF; PERFORM v::timestamptz; RETURN true; END IF; "
-        "RETURN kind = 'text'; "
+        + "".join(formats)
+        + "RETURN kind = 'text'; "
         "EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow "
         "OR invalid_text_representation THEN RETURN false; END $body$"
     )
@@ -250,13 +312,15 @@ def add_typed_column(conn: Connection, dialect: str, table: str, position: int, 
     )
 
 
-def fill_typed_column(conn: Connection, dialect: str, table: str, position: int, kind: str) -> None:
-    """Give a text column whose values all convert to ``kind`` its typed column."""
+def fill_typed_column(
+    conn: Connection, dialect: str, table: str, position: int, kind: str, fmt: str | None = None
+) -> None:
+    """Give a text column whose values all convert to ``kind`` (in ``fmt``) its typed column."""
     add_typed_column(conn, dialect, table, position, kind)
     raw = ident(raw_col(position))
     conn.exec_driver_sql(
         f"UPDATE {ident(table)} SET {ident(typed_col(position))} = "  # noqa: S608 - generated
-        f"{convert(dialect, kind, raw)} WHERE {raw} IS NOT NULL"
+        f"{convert(dialect, kind, raw, fmt=fmt)} WHERE {raw} IS NOT NULL"
     )
 
 
@@ -269,7 +333,9 @@ def has_values(conn: Connection, table: str, position: int) -> bool:
     return found is not None
 
 
-def retype_column(conn: Connection, dialect: str, table: str, position: int, new: str) -> None:
+def retype_column(
+    conn: Connection, dialect: str, table: str, position: int, new: str, fmt: str | None = None
+) -> None:
     """Widen a column's stored typed values to the type ``new``, for every row.
 
     Types only widen (see ``coltypes.widen``), so the column already has a
@@ -286,19 +352,19 @@ def retype_column(conn: Connection, dialect: str, table: str, position: int, new
         )
         conn.exec_driver_sql(f"ALTER TABLE {t} DROP COLUMN {typed}")
         return
-    refill = f"UPDATE {t} SET {typed} = {convert(dialect, new, raw)}"  # noqa: S608 - generated
+    converted = convert(dialect, new, raw, fmt=fmt)
+    refill = f"UPDATE {t} SET {typed} = {converted}"  # noqa: S608 - generated
     if dialect == "sqlite":
         # SQLite's column affinity accepts the wider values as they are.
         conn.exec_driver_sql(refill)
     else:
         conn.exec_driver_sql(
-            f"ALTER TABLE {t} ALTER COLUMN {typed} TYPE {sql_type(dialect, new)} "
-            f"USING {convert(dialect, new, raw)}"
+            f"ALTER TABLE {t} ALTER COLUMN {typed} TYPE {sql_type(dialect, new)} USING {converted}"
         )
 
 
 def replace_typed_column(
-    conn: Connection, dialect: str, table: str, position: int, new: str
+    conn: Connection, dialect: str, table: str, position: int, new: str, fmt: str | None = None
 ) -> None:
     """Give a typed column a typed column of another kind, converted from the raw values.
 
@@ -309,7 +375,7 @@ def replace_typed_column(
     typed = ident(typed_col(position))
     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ident(column_index(table, typed_col(position)))}")
     conn.exec_driver_sql(f"ALTER TABLE {ident(table)} DROP COLUMN {typed}")
-    fill_typed_column(conn, dialect, table, position, new)
+    fill_typed_column(conn, dialect, table, position, new, fmt)
 
 
 def tombstone(

@@ -170,6 +170,8 @@ dataset_columns = sa.Table(
     sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("type", sa.Text, nullable=False),
+    # How its values are written when not plainly (segflow.colformats): "1.234,56".
+    sa.Column("format", sa.Text),
 )
 
 imports = sa.Table(

@@ -45,6 +45,8 @@ class Outcome:
     #: Columns that kept their type while this file had cells not fitting it:
     #: column, type, count and the first few as examples (line, value).
     misfits: list[dict[str, Any]] = field(default_factory=list)
+    #: Things the user should know about how columns were read.
+    notes: list[str] = field(default_factory=list)
 
 
 def apply(
@@ -107,6 +109,8 @@ def apply(
         created=target.created,
         changes=outcome.schema_changes,
         misfits=misfits,
+        # Guessed from the first rows: the notes come with the whole file's types.
+        notes=None if guessing else outcome.notes,
     )
     if misfits:
         records.install_fits(conn)
@@ -123,7 +127,9 @@ def apply(
         if target.created:
             records.create_indexes(conn, target.table)
         if guessing:
-            columns.correct_guesses(conn, target.dataset_id, target.table, mapping, file_types())
+            columns.correct_guesses(
+                conn, target.dataset_id, target.table, mapping, file_types(), notes=outcome.notes
+            )
             outcome.columns = sorted(mapping, key=lambda c: c.position)
     else:
         numbered = total
@@ -199,7 +205,7 @@ class _Writes:
         cell = f"s.s{int(index)}"
         misfit = (
             f"{cell} IS NOT NULL AND NOT ({records.is_empty_like_sql(cell)}) "
-            f"AND NOT {records.fits_sql(self.dialect, column.type, cell)}"
+            f"AND NOT {records.fits_sql(self.dialect, column.type, cell, column.format)}"
         )
         count = int(
             self.conn.exec_driver_sql(
@@ -269,7 +275,7 @@ class _Writes:
             if records.has_typed(col.type):
                 typed = ident(records.typed_col(col.position))
                 conversion = records.convert(
-                    self.dialect, col.type, f"s.s{i}", guarded=i in self.guarded
+                    self.dialect, col.type, f"s.s{i}", guarded=i in self.guarded, fmt=col.format
                 )
                 names.append(typed)
                 values.append(conversion)

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes
+from segflow import colformats, coltypes
 from segflow.datasets import Column
 from segflow.db import records
 from segflow.db.schema import dataset_columns, datasets
@@ -52,17 +52,23 @@ def add_column(conn: Connection, dataset_id: int, table: str, column: Column) ->
     records.add_column(conn, conn.dialect.name, table, column.position, column.type)
     conn.execute(
         dataset_columns.insert().values(
-            dataset_id=dataset_id, position=column.position, name=column.name, type=column.type
+            dataset_id=dataset_id,
+            position=column.position,
+            name=column.name,
+            type=column.type,
+            format=column.format,
         )
     )
 
 
-def set_column_type(conn: Connection, dataset_id: int, position: int, kind: str) -> None:
-    """Record a column's new type in the catalog (its stored values are converted already)."""
+def set_column_type(
+    conn: Connection, dataset_id: int, position: int, kind: str, fmt: str | None = None
+) -> None:
+    """Record a column's new type and format in the catalog (its stored values are converted)."""
     conn.execute(
         sa.update(dataset_columns)
         .where(dataset_columns.c.dataset_id == dataset_id, dataset_columns.c.position == position)
-        .values(type=kind)
+        .values(type=kind, format=fmt)
     )
 
 
@@ -77,48 +83,52 @@ def fit_columns(
     created: bool,
     changes: list[dict[str, Any]],
     misfits: set[int] | None = None,
+    notes: list[str] | None = None,
 ) -> list[Column]:
     """The dataset column of each file column: new ones added, stored ones widened.
 
-    ``existing`` (the dataset's columns by folded name) is updated in place;
-    for a dataset that existed before, each change is appended to ``changes``.
-    File columns kept at a stored type some of their cells do not fit are
-    added to ``misfits`` (by index): their conversion must be guarded.
+    ``types`` are the file's inferred types or format states. ``existing``
+    (the dataset's columns by folded name) is updated in place; for a
+    dataset that existed before, each change is appended to ``changes``.
+    File columns kept at a stored type some of their cells may not fit are
+    added to ``misfits`` (by index): their conversion must be guarded. Why a
+    column with formatted values stays text goes to ``notes``.
     """
     next_position = max((c.position for c in existing.values()), default=-1) + 1
     mapping: list[Column] = []  # file column index -> dataset column
     for index, name in enumerate(header):
-        file_type = types[index]
+        found = colformats.resolve(types[index])
         column = existing.get(name.casefold())
         if column is None:
-            kind = new_column_type(name, file_type)
-            column = Column(next_position, name, kind)
+            column = new_column(next_position, name, found, notes)
             next_position += 1
             add_column(conn, dataset_id, table, column)
             if not created:
-                changes.append({"column": name, "change": "added", "type": kind})
+                changes.append({"column": name, "change": "added", "type": column.type})
             existing[name.casefold()] = column
         else:
-            column = _widen(conn, dataset_id, table, column, file_type, changes)
+            column, guarded = _widen(conn, dataset_id, table, column, found, changes)
             existing[name.casefold()] = column
-            if column.type != coltypes.TEXT and coltypes.widen(column.type, file_type) != (
-                column.type
-            ):
-                if misfits is not None:
-                    misfits.add(index)
+            if guarded and misfits is not None:
+                misfits.add(index)
         mapping.append(column)
     return mapping
 
 
-def new_column_type(name: str, file_type: str) -> str:
-    """The type a new column gets: text for phone and postal code columns, whatever they hold.
+def new_column(
+    position: int, name: str, found: colformats.Resolved, notes: list[str] | None = None
+) -> Column:
+    """A new column for a file column of type ``found``.
 
-    ``07700900123`` typed as a number loses its zero, and a rule like
-    ``starts_with "+44"`` could not be written on an integer column.
+    Phone and postal code columns are text whatever they hold: ``07700900123``
+    typed as a number loses its zero, and ``starts_with "+44"`` could not be
+    written on an integer column.
     """
     if detect_kind(name) in (PHONE, POSTAL_CODE):
-        return coltypes.TEXT
-    return coltypes.column_type(file_type)
+        return Column(position, name, coltypes.TEXT)
+    if found.ambiguous and notes is not None:
+        notes.append(f"column {name!r} kept as text: {found.ambiguous}")
+    return Column(position, name, coltypes.column_type(found.kind), found.format)
 
 
 def _widen(
@@ -126,35 +136,58 @@ def _widen(
     dataset_id: int,
     table: str,
     column: Column,
-    file_type: str,
+    found: colformats.Resolved,
     changes: list[dict[str, Any]],
-) -> Column:
-    """A stored column with the type its stored values and this file's take together."""
+) -> tuple[Column, bool]:
+    """A stored column with the type its stored values and this file's take together,
+    and whether the file's cells must be checked against it (some may not fit)."""
     dialect = conn.dialect.name
-    kind = coltypes.widen(column.type, file_type)
-    if kind == coltypes.TEXT and column.type != coltypes.TEXT:
-        # Never to text because of a file: one "N/A?" would turn every rule
-        # on the column into an error. The cells that do not fit are counted.
-        kind = column.type
+    file_type = found.kind
     if (
         column.type == coltypes.TEXT
         and records.has_typed(file_type)
         and not records.has_values(conn, table, column.position)
     ):
         # Text only because no value was ever seen: the first values decide.
-        kind = file_type
-        records.add_typed_column(conn, dialect, table, column.position, kind)
-    elif kind != column.type:
-        records.retype_column(conn, dialect, table, column.position, kind)
+        records.add_typed_column(conn, dialect, table, column.position, file_type)
+        return _retyped(conn, dataset_id, column, file_type, found.format, changes), False
+    if column.type == coltypes.TEXT:
+        return column, False
+    if column.format != found.format and file_type != coltypes.EMPTY:
+        # Written another way than the column's values (or plainly where the
+        # column has a format): kept as it is, each cell checked.
+        return column, True
+    kind = coltypes.widen(column.type, file_type)
+    if kind == coltypes.TEXT:
+        # Never to text because of a file: one "N/A?" would turn every rule
+        # on the column into an error. The cells that do not fit are counted.
+        return column, True
     if kind == column.type:
-        return column
-    set_column_type(conn, dataset_id, column.position, kind)
+        return column, False
+    records.retype_column(conn, dialect, table, column.position, kind, column.format)
+    return _retyped(conn, dataset_id, column, kind, column.format, changes), False
+
+
+def _retyped(
+    conn: Connection,
+    dataset_id: int,
+    column: Column,
+    kind: str,
+    fmt: str | None,
+    changes: list[dict[str, Any]],
+) -> Column:
+    set_column_type(conn, dataset_id, column.position, kind, fmt)
     changes.append({"column": column.name, "change": "retyped", "from": column.type, "to": kind})
-    return Column(column.position, column.name, kind)
+    return Column(column.position, column.name, kind, fmt)
 
 
 def correct_guesses(
-    conn: Connection, dataset_id: int, table: str, mapping: list[Column], types: list[str]
+    conn: Connection,
+    dataset_id: int,
+    table: str,
+    mapping: list[Column],
+    types: list[str],
+    notes: list[str] | None = None,
 ) -> None:
     """Give a new dataset's columns the types of the whole file.
 
@@ -164,12 +197,14 @@ def correct_guesses(
     """
     dialect = conn.dialect.name
     for index, column in enumerate(mapping):
-        kind = new_column_type(column.name, types[index])
-        if kind == column.type:
+        wanted = new_column(column.position, column.name, colformats.resolve(types[index]), notes)
+        if (wanted.type, wanted.format) == (column.type, column.format):
             continue
-        if column.type == coltypes.TEXT:  # only empty values in the first rows
-            records.fill_typed_column(conn, dialect, table, column.position, kind)
+        if not records.has_typed(column.type):  # only empty values in the first rows
+            records.fill_typed_column(
+                conn, dialect, table, column.position, wanted.type, wanted.format
+            )
         else:
-            records.retype_column(conn, dialect, table, column.position, kind)
-        set_column_type(conn, dataset_id, column.position, kind)
-        mapping[index] = Column(column.position, column.name, kind)
+            records.retype_column(conn, dialect, table, column.position, wanted.type, wanted.format)
+        set_column_type(conn, dataset_id, column.position, wanted.type, wanted.format)
+        mapping[index] = wanted

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow import colformats
 from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
@@ -330,14 +331,16 @@ class _Run:
             names, values = ["key", "seq"], [f"IFNULL(c{self.key_index}, '')", "? + rowid"]
             for index, name in enumerate(header):
                 guess = rows.guessed_types[index]
-                column = Column(index, name, columns.new_column_type(name, guess))
+                column = columns.new_column(index, name, colformats.resolve(guess))
                 columns.add_column(conn, dataset_id, table, column)
                 mapping.append(column)
                 names.append(records.raw_col(index))
                 values.append(f"c{index}")
                 if records.has_typed(column.type):
                     names.append(records.typed_col(index))
-                    values.append(records.convert(dialect, column.type, f"c{index}"))
+                    values.append(
+                        records.convert(dialect, column.type, f"c{index}", fmt=column.format)
+                    )
             count = rows.copy(
                 conn, self, into=table, columns=names, values=values, params=(base,), nulls=True
             )
@@ -348,8 +351,10 @@ class _Run:
                 rows.finish_checks()  # first, whether SQLite's rows can be used at all
                 raise _Retry("the file has duplicate keys") from None
             checks = rows.finish_checks()
-            columns.correct_guesses(conn, dataset_id, table, mapping, checks.types)
             outcome = Outcome(dataset_id=dataset_id, created=True, inserted=count)
+            columns.correct_guesses(
+                conn, dataset_id, table, mapping, checks.types, notes=outcome.notes
+            )
             outcome.columns = mapping
             if count:
                 outcome.first_seq, outcome.last_seq = base + 1, numbers.use(count)
@@ -441,7 +446,7 @@ def _summary(
         "created": outcome.created,
         "key": header[key_index],
         "delimiter": reader.delimiter,
-        "notes": list(reader.notes),
+        "notes": [*reader.notes, *outcome.notes],
         "rows": outcome.inserted + outcome.updated + outcome.unchanged + rejects.count,
         "inserted": outcome.inserted,
         "updated": outcome.updated,
@@ -450,7 +455,7 @@ def _summary(
         "rejected": rejects.count,
         "rejects": [r.as_dict() for r in details],
         "rejects_truncated": rejects.count > len(details),
-        "columns": [{"name": name, "type": by_name[name.casefold()].type} for name in header],
+        "columns": [_column_summary(by_name[name.casefold()], name) for name in header],
         "schema_changes": outcome.schema_changes,
         "misfits": outcome.misfits,
         "identifiers": quality.summary(),
@@ -479,3 +484,11 @@ def _dataset_region(db: Database, dataset_id: int | None) -> tuple[str, dict[str
         kind: str(stored[kind]) for kind in (AD_USER_DATA, AD_PERSONALIZATION) if stored.get(kind)
     }
     return str(stored.get("default_region") or phones.DEFAULT_REGION), consent_columns
+
+
+def _column_summary(column: Column, name: str) -> dict[str, Any]:
+    """A column as the summary shows it; ``format`` only for formatted ones."""
+    out: dict[str, Any] = {"name": name, "type": column.type}
+    if column.format:
+        out["format"] = column.format
+    return out
