@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from segflow import demo, segments
+from segflow import datasets, demo, segments
 from segflow.activation import destinations
 from segflow.config import Settings
 from segflow.datasets import get_dataset
@@ -98,6 +98,26 @@ def test_upload_a_csv_through_the_page_and_see_the_summary(
     page.wait_for_selector("#records tbody tr")
     assert page.locator("#columns tbody tr").count() == len(demo.HEADER)
     _shot(page, "dataset", request)
+
+
+def test_a_windows_excel_export_imports_with_the_encoding_and_delimiter_chosen_on_the_page(
+    server: LiveServer, page: Any, tmp_path: Path, db: Database
+) -> None:
+    path = tmp_path / "kunden.csv"
+    path.write_bytes("id|Name|Stadt\n1|Zoë|Köln\n2|Jörg|Düsseldorf\n".encode("cp1252"))
+
+    _ready(page, f"{server.url}/datasets")
+    page.set_input_files("#file", str(path))
+    page.click("#upload-button")
+    page.wait_for_selector("#upload-status .error")
+    assert "not valid utf-8" in (page.text_content("#upload-status") or "")
+    page.select_option("#encoding", "cp1252")
+    page.select_option("#delimiter", "pipe")
+    page.click("#upload-button")
+    page.wait_for_selector("#import-summary .import-counts")
+    assert "2 inserted" in (page.text_content("#import-summary .import-counts") or "")
+    cities = [r["Stadt"] for r in datasets.read_records(db, "kunden", limit=5)]
+    assert cities == ["Köln", "Düsseldorf"]
 
 
 DROP_FILE = """([name, text]) => {

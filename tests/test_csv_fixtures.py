@@ -39,14 +39,14 @@ BAD_FILES: list[tuple[str, dict[str, Any], str]] = [
     (
         "undecodable.csv",
         {},
-        "line 3: byte e9 at byte offset 19 is not valid utf-8 (choose the file's encoding "
-        "with --encoding: most likely cp1252, Windows-1252, which Excel on Windows writes; "
-        "else latin-1)",
+        "line 3: byte e9 at byte offset 19 is not valid utf-8 (choose the file's encoding, "
+        "--encoding or the upload's encoding field: most likely cp1252, Windows-1252, which "
+        "Excel on Windows writes; else latin-1)",
     ),
     (
         "nul_byte.csv",
         {},
-        "line 3: contains a NUL byte (is this a binary or UTF-16 file? try --encoding utf-16)",
+        "line 3: contains a NUL byte (is this a binary or UTF-16 file? try the encoding utf-16)",
     ),
     (
         "unterminated_quote.csv",
@@ -103,7 +103,7 @@ def test_first_import_without_a_key_column_asks_for_one(db: Database) -> None:
     assert str(caught.value) == (
         f"{path}: no key column given and none of id, customer_id, email, email_address is "
         "present (names compare ignoring case, spaces, '_' and '-'); "
-        "choose one with --key (columns: name, city)"
+        "choose one, --key or the upload's key field (columns: name, city)"
     )
     with pytest.raises(ImportFailed, match=r"line 1: the key column 'nope' is not in the file"):
         do_import(db, path, key="nope")

@@ -562,3 +562,15 @@ def test_the_icon_is_served_where_browsers_and_pages_look(client: TestClient) ->
         assert answer.headers["content-type"].startswith("image/svg+xml")
         assert answer.text.startswith("<svg")
     assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
+
+
+def test_an_upload_takes_the_encoding_and_delimiter_the_cli_takes(client: TestClient) -> None:
+    data = "id|name|city\n1|Zoë|Köln\n2|Ann|Paris €\n".encode("cp1252")
+    refused = _upload(client, data, name="people")
+    assert "not valid utf-8" in _error(refused, 400, "import_failed")["message"]
+    response = _upload(client, data, name="people", encoding="cp1252", delimiter="pipe")
+    assert response.status_code == 201, response.text
+    summary = response.json()
+    assert summary["delimiter"] == "|" and summary["inserted"] == 2
+    records = client.get("/api/datasets/people/records").json()["items"]
+    assert [r["record"]["city"] for r in records] == ["Köln", "Paris €"]

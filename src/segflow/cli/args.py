@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segflow.errors import InvalidInput, SegflowError
-
-_DELIMITERS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+from segflow.ingest.options import delimiter_named
 
 
 def rules_arg(value: str) -> Any:
@@ -29,4 +28,4 @@ def rules_arg(value: str) -> Any:
 
 def delimiter_arg(value: str) -> str:
     """``--delimiter``: the character itself, or a name for one (tab, comma, semicolon, pipe)."""
-    return _DELIMITERS.get(value.lower(), value)
+    return delimiter_named(value)

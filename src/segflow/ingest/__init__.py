@@ -37,12 +37,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from segflow.ingest.options import MODES, REPLACE, UPSERT, ImportOptions
+from segflow.ingest.options import MODES, REPLACE, UPSERT, ImportOptions, delimiter_named
 
 if TYPE_CHECKING:
     from segflow.ingest.run import import_csv
 
-__all__ = ["MODES", "REPLACE", "UPSERT", "ImportOptions", "import_csv"]
+__all__ = ["MODES", "REPLACE", "UPSERT", "ImportOptions", "delimiter_named", "import_csv"]
 
 
 def __getattr__(name: str) -> Any:

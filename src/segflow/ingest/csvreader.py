@@ -100,7 +100,8 @@ class _Lines:
             bad = exc.object[exc.start : exc.end]
             raise ImportFailed(
                 f"byte {bad.hex(' ')!s} at byte offset {offset} is not valid {self.encoding} "
-                "(choose the file's encoding with --encoding: most likely cp1252, "
+                "(choose the file's encoding, --encoding or the upload's encoding field: "
+                "most likely cp1252, "
                 "Windows-1252, which Excel on Windows writes; else latin-1)",
                 file=self.source,
                 line=line,
@@ -142,7 +143,8 @@ class _Lines:
             if "\x00" in text:
                 before = remainder + text[: text.index("\x00")]
                 raise ImportFailed(
-                    "contains a NUL byte (is this a binary or UTF-16 file? try --encoding utf-16)",
+                    "contains a NUL byte (is this a binary or UTF-16 file? try the encoding "
+                    "utf-16)",
                     file=self.source,
                     line=self.lines_out + before.count(self._separator or "\n") + 1,
                 )

@@ -36,6 +36,15 @@ class ImportOptions:
     delete_limit: int | None = None
 
 
+#: Names a delimiter may be given by, where the character itself is awkward to type.
+DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def delimiter_named(value: str) -> str:
+    """A delimiter given as the character itself, or as tab, comma, semicolon or pipe."""
+    return DELIMITER_NAMES.get(value.lower(), value)
+
+
 def normalise_name(name: str) -> str:
     """A column name as key detection compares it: lower-case, without spaces, ``_`` or ``-``."""
     return "".join(ch for ch in name.casefold() if ch not in " _-\t")

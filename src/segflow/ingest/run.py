@@ -206,7 +206,7 @@ def _resolve_key(header: list[str], existing: Dataset | None, key: str | None, s
             raise ImportFailed(
                 "no key column given and none of " + ", ".join(DEFAULT_KEYS) + " is present "
                 "(names compare ignoring case, spaces, '_' and '-'); "
-                "choose one with --key (columns: " + ", ".join(header) + ")",
+                "choose one, --key or the upload's key field (columns: " + ", ".join(header) + ")",
                 file=source,
             )
         return found

@@ -79,8 +79,19 @@ def import_file(
     request: Request,
     name: str,
     file: Annotated[UploadFile, File(description="the CSV file")],
-    key: Annotated[str | None, Form()] = None,
+    key: Annotated[str | None, Form(description="key column (first import only)")] = None,
     mode: Annotated[Literal["upsert", "replace"], Form()] = "upsert",
+    encoding: Annotated[
+        str, Form(max_length=40, description="text encoding: utf-8 (default), cp1252, ...")
+    ] = "utf-8",
+    delimiter: Annotated[
+        str | None,
+        Form(
+            max_length=9,
+            description="field delimiter: the character, or tab, comma, semicolon, pipe "
+            "(default: detected)",
+        ),
+    ] = None,
     confirm_delete: Annotated[
         bool,
         Form(
@@ -129,6 +140,8 @@ def import_file(
             dataset=name,
             key=key or None,
             mode=mode,
+            delimiter=ingest.delimiter_named(delimiter) if delimiter else None,
+            encoding=encoding or "utf-8",
             confirm_delete=confirm_delete,
             delete_limit=delete_limit,
         ),

@@ -545,6 +545,8 @@ async function datasetsPage() {
     form.append("file", chosen);
     if ($("key").value) form.append("key", $("key").value);
     form.append("mode", $("mode").value);
+    form.append("encoding", $("encoding").value);
+    if ($("delimiter").value) form.append("delimiter", $("delimiter").value);
     if (confirmDelete) form.append("confirm_delete", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `/api/datasets/${encodeURIComponent($("dataset-name").value)}/imports`);
