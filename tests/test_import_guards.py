@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from segflow import datasets, ingest, segments
+from segflow import datasets, engine, ingest, segments, worker
 from segflow.activation import destinations, links
 from segflow.cli.main import main
 from segflow.config import Settings
@@ -26,7 +26,7 @@ from segflow.ingest.guard import DeleteNeedsConfirmation
 from segflow.ingest.options import MAX_COLUMNS
 from segflow.web.app import create_app
 from segflow.web.server import live_server
-from tests.helpers import FIXTURES, NOW, do_import, live, snapshot
+from tests.helpers import FIXTURES, NOW, do_import, live, sequence_value, snapshot
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -454,3 +454,55 @@ def test_the_page_shows_the_numbers_and_imports_only_once_confirmed(
         browser.close()
     assert errors == []
     assert datasets.get_dataset(db, "people").record_count == 0
+
+
+# -- dry run: what an import would do, storing nothing
+
+
+def test_a_dry_run_counts_changes_and_segment_moves_and_stores_nothing(db: Database) -> None:
+    do_import(db, b"id,spend\n1,10\n2,200\n3,300\n")
+    big = {"conditions": [{"field": "spend", "operator": "greater_than", "value": 100}]}
+    segments.create_segment(db, name="big", dataset="people", rules_json=big, now=NOW)
+    engine.tick(db, NOW)
+    before = (live(db, "people"), sequence_value(db), segments.get_segment(db, "big"))
+
+    summary = worker.import_and_tick(
+        db,
+        io.BytesIO(b"id,spend\n1,150\n2,20\n4,400\n"),
+        ingest.ImportOptions("people", mode="replace", dry_run=True),
+        source="next.csv",
+        clock=lambda: NOW,
+    )
+
+    assert summary["dry_run"] is True
+    assert (summary["inserted"], summary["updated"], summary["deleted"]) == (1, 2, 1)
+    (big_moves,) = summary["segments"]
+    # 1 and 4 enter; 2 (now 20) and 3 (deleted) leave.
+    assert (big_moves["entered"], big_moves["exited"]) == (2, 2)
+    after = (live(db, "people"), sequence_value(db), segments.get_segment(db, "big"))
+    assert after == before
+    # The import history has no row of it either.
+    assert datasets.describe_dataset(db, "people")["last_import"]["source"] == "test.csv"
+
+
+def test_the_cli_and_the_api_preview_an_import(
+    db: Database, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"id,name\n1,Ann\n2,Bob\n")
+    assert main(["import", str(path), "--dataset", "people", "--dry-run", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Dry run, nothing was stored: would import")
+    assert "2 inserted" in out
+    assert datasets.find_dataset(db, "people") is None
+
+    app = create_app(db, Settings(), background=False)
+    with TestClient(app) as client:
+        answer = client.post(
+            "/api/datasets/people/imports/preview",
+            files={"file": ("people.csv", path.read_bytes(), "text/csv")},
+            data={"key": "id"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["dry_run"] is True and answer.json()["inserted"] == 2
+    assert datasets.find_dataset(db, "people") is None

@@ -147,7 +147,11 @@ def _api_routes(app: Any) -> list[tuple[str, str]]:
 
 #: Routes that create in the caller's own workspace whatever name they are
 #: given: called with A's names, they must make B's own object, not touch A's.
-_CREATES_OWN = {("POST", "/api/datasets/{name}/imports")}
+_CREATES_OWN = {
+    ("POST", "/api/datasets/{name}/imports"),
+    # Reads B's own dataset of that name (none: a new one), storing nothing.
+    ("POST", "/api/datasets/{name}/imports/preview"),
+}
 #: Routes with a test of their own below.
 _TESTED_APART = {
     ("GET", "/api/stream"),
@@ -159,6 +163,9 @@ _TESTED_APART = {
 def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/api/datasets/{name}/imports"): {
+            "files": {"file": ("b.csv", csv_bytes(customers(3, seed=11, start_id=9000)))}
+        },
+        ("POST", "/api/datasets/{name}/imports/preview"): {
             "files": {"file": ("b.csv", csv_bytes(customers(3, seed=11, start_id=9000)))}
         },
         ("POST", "/api/segments"): {

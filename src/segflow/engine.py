@@ -205,68 +205,81 @@ def _tick_dataset(
     full_minimum: int,
 ) -> None:
     with db.write() as conn:
-        rows = _claim(conn, segment_ids)
-        claimed = {r.id for r in rows}
-        report.skipped.extend(i for i in segment_ids if i not in claimed)
-        if not rows:
-            return
-        dataset = load_dataset_by_id(conn, dataset_id)
-        if dataset is None:  # deleted meanwhile; its segments went with it
-            return
-        rec_name = dataset.records_table
-        rec = records.table(rec_name, dataset.columns)
-        hi = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(rec.c.seq), 0))).scalar_one())
-        fields = fields_of(dataset)
-        threshold = max(full_minimum, int(dataset.record_count * FULL_FRACTION))
-        plans = [_plan(conn, row, fields, rec, hi, threshold) for row in rows]
+        tick_dataset_on(conn, dataset_id, segment_ids, now, report, full_minimum)
 
-        # Fixed names: temporary tables belong to the connection, and the
-        # tick drops them before it commits (a failed tick rolls them back).
-        # Statements naming them are then the same from tick to tick, so
-        # SQLAlchemy compiles them once, not on every tick.
-        diff_name, chg_name = TICK_DIFF_TABLE, TICK_CHANGES_TABLE
+
+def tick_dataset_on(
+    conn: Connection,
+    dataset_id: int,
+    segment_ids: Sequence[int],
+    now: dt.datetime,
+    report: TickReport,
+    full_minimum: int = FULL_MINIMUM,
+) -> None:
+    """One dataset's tick in the caller's write transaction (an import's dry run
+    ticks inside the import it then rolls back, to count enters and exits)."""
+    rows = _claim(conn, segment_ids)
+    claimed = {r.id for r in rows}
+    report.skipped.extend(i for i in segment_ids if i not in claimed)
+    if not rows:
+        return
+    dataset = load_dataset_by_id(conn, dataset_id)
+    if dataset is None:  # deleted meanwhile; its segments went with it
+        return
+    rec_name = dataset.records_table
+    rec = records.table(rec_name, dataset.columns)
+    hi = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(rec.c.seq), 0))).scalar_one())
+    fields = fields_of(dataset)
+    threshold = max(full_minimum, int(dataset.record_count * FULL_FRACTION))
+    plans = [_plan(conn, row, fields, rec, hi, threshold) for row in rows]
+
+    # Fixed names: temporary tables belong to the connection, and the
+    # tick drops them before it commits (a failed tick rolls them back).
+    # Statements naming them are then the same from tick to tick, so
+    # SQLAlchemy compiles them once, not on every tick.
+    diff_name, chg_name = TICK_DIFF_TABLE, TICK_CHANGES_TABLE
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {ident(diff_name)} (segment_id INTEGER NOT NULL, "
+        "rid BIGINT NOT NULL, record_key TEXT NOT NULL, seq BIGINT NOT NULL, "
+        "kind TEXT NOT NULL)"
+    )
+    diff = sa.table(
+        diff_name,
+        sa.column("segment_id", sa.Integer),
+        sa.column("rid", sa.BigInteger),
+        sa.column("record_key", sa.Text),
+        sa.column("seq", sa.BigInteger),
+        sa.column("kind", sa.Text),
+    )
+    incremental = [p for p in plans if p.strategy == INCREMENTAL]
+    chg = None
+    if incremental:
+        low = min(int(p.row.watermark) for p in incremental)
+        mark = "?" if conn.dialect.name == "sqlite" else "%s"
         conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {ident(diff_name)} (segment_id INTEGER NOT NULL, "
-            "rid BIGINT NOT NULL, record_key TEXT NOT NULL, seq BIGINT NOT NULL, "
-            "kind TEXT NOT NULL)"
+            f"CREATE TEMP TABLE {ident(chg_name)} AS SELECT * FROM {ident(rec_name)} "  # noqa: S608
+            f"WHERE seq > {mark} AND seq <= {mark}",
+            (low, hi),
         )
-        diff = sa.table(
-            diff_name,
-            sa.column("segment_id", sa.Integer),
-            sa.column("rid", sa.BigInteger),
-            sa.column("record_key", sa.Text),
-            sa.column("seq", sa.BigInteger),
-            sa.column("kind", sa.Text),
-        )
-        incremental = [p for p in plans if p.strategy == INCREMENTAL]
-        chg = None
-        if incremental:
-            low = min(int(p.row.watermark) for p in incremental)
-            mark = "?" if conn.dialect.name == "sqlite" else "%s"
-            conn.exec_driver_sql(
-                f"CREATE TEMP TABLE {ident(chg_name)} AS SELECT * FROM {ident(rec_name)} "  # noqa: S608
-                f"WHERE seq > {mark} AND seq <= {mark}",
-                (low, hi),
-            )
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"ANALYZE {ident(chg_name)}")
-            chg = records.table(chg_name, dataset.columns)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"ANALYZE {ident(chg_name)}")
+        chg = records.table(chg_name, dataset.columns)
 
-        for plan in plans:
-            if plan.rule is not None and plan.strategy in (FULL, INCREMENTAL):
-                _evaluate_isolated(conn, plan, diff, rec, chg, now)
+    for plan in plans:
+        if plan.rule is not None and plan.strategy in (FULL, INCREMENTAL):
+            _evaluate_isolated(conn, plan, diff, rec, chg, now)
 
-        counts = _apply(conn, diff, now)
-        outbox.refresh_changed(
-            conn,
-            rec,
-            {int(p.row.id): int(p.row.watermark) for p in plans if p.strategy != ERROR},
-            hi,
-        )
-        for plan in plans:
-            report.outcomes.append(_finish(conn, plan, counts, hi, now))
-        for name in (diff_name, chg_name):
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(name)}")
+    counts = _apply(conn, diff, now)
+    outbox.refresh_changed(
+        conn,
+        rec,
+        {int(p.row.id): int(p.row.watermark) for p in plans if p.strategy != ERROR},
+        hi,
+    )
+    for plan in plans:
+        report.outcomes.append(_finish(conn, plan, counts, hi, now))
+    for name in (diff_name, chg_name):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ident(name)}")
 
 
 def _evaluate_isolated(

@@ -188,6 +188,10 @@ def import_and_tick(
         progress=progress,
         settings=settings,
     )
+    if options.dry_run:
+        # Its segments were ticked inside the import it rolled back.
+        summary["segments_deferred"] = None
+        return summary
     dataset = datasets.find_dataset(db, options.dataset)
     processed = (
         engine.tick_imported(db, dataset.id, clock())

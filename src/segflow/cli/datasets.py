@@ -26,6 +26,7 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
         encoding=args.encoding,
         confirm_delete=args.confirm_delete,
         delete_limit=args.delete_limit,
+        dry_run=args.dry_run,
     )
     stream: BinaryIO
     if args.path == "-":
@@ -131,6 +132,12 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         metavar="PERCENT",
         help="replace mode: ask for --confirm-delete above this share of the dataset's records "
         "or of a linked destination's members (default: SEGFLOW_REPLACE_DELETE_LIMIT, 20)",
+    )
+    imp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and check the file and say what it would change (records, segments' "
+        "enters and exits), storing nothing",
     )
     imp.add_argument(
         "--progress",

@@ -101,7 +101,9 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
         except OSError as exc:
             raise SegflowError(f"cannot open {args.path}: {exc.strerror}") from None
         name = os.path.basename(args.path)
-    form = {"mode": args.mode, **({"key": args.key} if args.key else {})}
+    form = {"mode": args.mode, "encoding": args.encoding, **({"key": args.key} if args.key else {})}
+    if args.delimiter:
+        form["delimiter"] = args.delimiter
     if args.confirm_delete:
         form["confirm_delete"] = "true"
     if args.delete_limit is not None:
@@ -109,7 +111,7 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
     try:
         summary = remote.call(
             "POST",
-            f"/api/datasets/{_q(args.dataset)}/imports",
+            f"/api/datasets/{_q(args.dataset)}/imports" + ("/preview" if args.dry_run else ""),
             files={"file": (name, stream, "text/csv")},
             data=form,
         )

@@ -34,6 +34,9 @@ class ImportOptions:
     confirm_delete: bool = False
     #: That limit in percent; None: the setting ``SEGFLOW_REPLACE_DELETE_LIMIT``.
     delete_limit: int | None = None
+    #: Read, check and apply the file, count what would change (segments'
+    #: enters and exits too), then roll everything back: nothing is stored.
+    dry_run: bool = False
 
 
 #: Names a delimiter may be given by, where the character itself is awkward to type.

@@ -19,12 +19,12 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import colformats
+from segflow import colformats, engine
 from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
 from segflow.db.engine import Database
-from segflow.db.schema import datasets, identifier_maps, imports
+from segflow.db.schema import datasets, identifier_maps, imports, segments
 from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest import columns, phones
 from segflow.ingest.apply import Outcome, apply
@@ -92,7 +92,8 @@ def import_csv(
     )
     helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
-        if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv:
+        # A dry run stages: SQLite's reading writes a new dataset straight away.
+        if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv and not options.dry_run:
             plain = SqliteRows.start(stream, reader, job, header)
         if plain is None:
             helper = Helper.start(stream, job)
@@ -280,20 +281,27 @@ class _Run:
                     why = f"duplicate key {key!r} (first seen on line {first})"
                     self.rejects.add(line, why)
             self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
-            with self.db.writing(conn):
-                outcome = apply(
-                    conn,
-                    staging,
-                    self.options,
-                    self.header,
-                    lambda: rows.finish_checks(staging).types,
-                    self.now,
-                    rows.guessed_types,
-                    delete_limit=self._delete_limit(),
-                    source=self.source,
-                )
-                quality = rows.finish_checks(staging).quality
-                summary = self._record(conn, rows, outcome, quality, len(duplicates))
+            try:
+                with self.db.writing(conn):
+                    outcome = apply(
+                        conn,
+                        staging,
+                        self.options,
+                        self.header,
+                        lambda: rows.finish_checks(staging).types,
+                        self.now,
+                        rows.guessed_types,
+                        # A dry run shows how much would go rather than refuse.
+                        delete_limit=None if self.options.dry_run else self._delete_limit(),
+                        source=self.source,
+                    )
+                    quality = rows.finish_checks(staging).quality
+                    summary = self._record(conn, rows, outcome, quality, len(duplicates))
+                    if self.options.dry_run:
+                        summary["segments"] = _segments_after(conn, outcome.dataset_id, self.now)
+                        raise _RolledBack(summary)
+            except _RolledBack as dry:
+                summary = dry.summary
         self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
         return summary
 
@@ -399,6 +407,25 @@ class _Run:
         return summary
 
 
+class _RolledBack(Exception):
+    """A dry run's end: raised inside its write transaction so that it rolls back."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.summary = summary
+
+
+def _segments_after(conn: Connection, dataset_id: int, now: dt.datetime) -> list[dict[str, Any]]:
+    """The dataset's segments ticked inside the import's transaction: their enters and exits."""
+    ids = list(
+        conn.execute(sa.select(segments.c.id).where(segments.c.dataset_id == dataset_id)).scalars()
+    )
+    report = engine.TickReport()
+    if ids:
+        engine.tick_dataset_on(conn, dataset_id, ids, now, report)
+    return [o.as_dict() for o in report.outcomes]
+
+
 class _Retry(Exception):
     """Loading straight into a new dataset did not work out; stage the file instead."""
 
@@ -447,6 +474,7 @@ def _summary(
         "key": header[key_index],
         "delimiter": reader.delimiter,
         "notes": [*reader.notes, *outcome.notes],
+        "dry_run": options.dry_run,
         "rows": outcome.inserted + outcome.updated + outcome.unchanged + rejects.count,
         "inserted": outcome.inserted,
         "updated": outcome.updated,

@@ -71,7 +71,31 @@ def healthz(request: Request) -> dict[str, Any]:
 
 #: The routes that take a file upload (``SEGFLOW_MAX_UPLOAD_BYTES``); every
 #: other request body is JSON, limited to ``SEGFLOW_MAX_JSON_BYTES``.
-UPLOAD_PATHS = re.compile(r"/api/datasets/[^/]+/imports")
+UPLOAD_PATHS = re.compile(r"/api/datasets/[^/]+/imports(?:/preview)?")
+
+
+class ImportForm(BaseModel):
+    """How to read an uploaded file, as the CLI's ``segflow import`` options."""
+
+    key: str | None = Field(default=None, description="key column (first import only)")
+    mode: Literal["upsert", "replace"] = "upsert"
+    encoding: str = Field(
+        default="utf-8", max_length=40, description="text encoding: utf-8 (default), cp1252, ..."
+    )
+    delimiter: str | None = Field(
+        default=None,
+        max_length=9,
+        description="field delimiter: the character, or tab, comma, semicolon, pipe "
+        "(default: detected)",
+    )
+    confirm_delete: bool = Field(
+        default=False,
+        description="replace mode: go ahead although the deletes exceed the delete limit "
+        "(the answer without it is a 400 with code confirmation_needed and the numbers)",
+    )
+    delete_limit: int | None = Field(
+        default=None, ge=0, le=100, description="percent; default SEGFLOW_REPLACE_DELETE_LIMIT"
+    )
 
 
 @router.post("/api/datasets/{name}/imports", status_code=201, tags=["datasets"])
@@ -79,32 +103,28 @@ def import_file(
     request: Request,
     name: str,
     file: Annotated[UploadFile, File(description="the CSV file")],
-    key: Annotated[str | None, Form(description="key column (first import only)")] = None,
-    mode: Annotated[Literal["upsert", "replace"], Form()] = "upsert",
-    encoding: Annotated[
-        str, Form(max_length=40, description="text encoding: utf-8 (default), cp1252, ...")
-    ] = "utf-8",
-    delimiter: Annotated[
-        str | None,
-        Form(
-            max_length=9,
-            description="field delimiter: the character, or tab, comma, semicolon, pipe "
-            "(default: detected)",
-        ),
-    ] = None,
-    confirm_delete: Annotated[
-        bool,
-        Form(
-            description="replace mode: go ahead although the deletes exceed the delete limit "
-            "(the answer without it is a 400 with code confirmation_needed and the numbers)"
-        ),
-    ] = False,
-    delete_limit: Annotated[
-        int | None,
-        Form(ge=0, le=100, description="percent; default SEGFLOW_REPLACE_DELETE_LIMIT"),
-    ] = None,
+    form: Annotated[ImportForm, Form()],
 ) -> dict[str, Any]:
     """Import a CSV into a dataset (created on first import); same summary as the CLI's."""
+    return _import(request, name, file, form, dry_run=False)
+
+
+@router.post("/api/datasets/{name}/imports/preview", tags=["datasets"])
+def preview_import(
+    request: Request,
+    name: str,
+    file: Annotated[UploadFile, File(description="the CSV file")],
+    form: Annotated[ImportForm, Form()],
+) -> dict[str, Any]:
+    """What importing this file would do, storing nothing: the same summary as an import
+    (``dry_run`` true), with the counts it would insert, update and delete and each
+    segment's enters and exits. A replace over the delete limit is shown, not refused."""
+    return _import(request, name, file, form, dry_run=True)
+
+
+def _import(
+    request: Request, name: str, file: UploadFile, form: ImportForm, *, dry_run: bool
+) -> dict[str, Any]:
     state = _state(request)
     db = workspace_db(request)
     source = file.filename or "upload.csv"
@@ -138,12 +158,13 @@ def import_file(
         file.file,
         ingest.ImportOptions(
             dataset=name,
-            key=key or None,
-            mode=mode,
-            delimiter=ingest.delimiter_named(delimiter) if delimiter else None,
-            encoding=encoding or "utf-8",
-            confirm_delete=confirm_delete,
-            delete_limit=delete_limit,
+            key=form.key or None,
+            mode=form.mode,
+            delimiter=ingest.delimiter_named(form.delimiter) if form.delimiter else None,
+            encoding=form.encoding or "utf-8",
+            confirm_delete=form.confirm_delete,
+            delete_limit=form.delete_limit,
+            dry_run=dry_run,
         ),
         source=source,
         clock=utcnow,
@@ -151,8 +172,9 @@ def import_file(
         progress=progress,
         settings=state.settings,
     )
-    state.broadcaster.changed()
-    state.wake()
+    if not dry_run:
+        state.broadcaster.changed()
+        state.wake()
     return summary
 
 
