@@ -138,9 +138,24 @@ def request_problems(request: Any, ingest: bool) -> list[Violation]:
     return out
 
 
-def member_problems(request: Any, refuse: Iterable[str]) -> list[Violation]:
-    """Every problem of every member, in member order."""
+def member_keys(request: Any) -> list[Member]:
+    """Each member's :func:`member_key`, in order (read once a request: the checks, the
+    lists and the warnings all use them)."""
+    return [member_key(member) for member in request.audience_members]
+
+
+def member_problems(
+    request: Any, refuse: Iterable[str], keys: list[Member] | None = None
+) -> list[Violation]:
+    """Every problem of every member, in member order.
+
+    ``keys`` (:func:`member_keys`), when given, let a request whose every value
+    is well formed pass with a few checks over all of them at once; any doubt,
+    and the members are looked at one by one for the exact violations.
+    """
     refused = set(refuse)
+    if keys is not None and _all_well_formed(request, keys) and not refused:
+        return []
     base64_encoded = request.encoding == BASE64
     out: list[Violation] = []
     for index, member in enumerate(request.audience_members):
@@ -168,6 +183,37 @@ def member_problems(request: Any, refuse: Iterable[str]) -> list[Violation]:
                 )
             )
     return out
+
+
+_HEX_HASHES = re.compile(r"(?:[0-9a-fA-F]{64}\n)*+")
+_REGIONS = re.compile(r"(?:[A-Z]{2}\n)*+")
+
+
+def _all_well_formed(request: Any, keys: list[Member]) -> bool:
+    """Whether no member can have a problem: hex hashes, regions and postal codes
+    all well formed and every member holding 1 to 10 identifiers, each with a value."""
+    if request.encoding == BASE64:
+        return False
+    hashes: list[str] = []
+    regions: list[str] = []
+    for member, key in zip(request.audience_members, keys, strict=True):
+        if not 0 < len(key) <= MAX_IDENTIFIERS or len(key) != len(
+            member.user_data.user_identifiers
+        ):
+            return False
+        for code in key:
+            if code[0] == "a":
+                given, family, region, postal = code[2:].split(":", 3)
+                if not postal:
+                    return False
+                hashes += (given, family)
+                regions.append(region)
+            else:
+                hashes.append(code[2:])
+    return bool(
+        _HEX_HASHES.fullmatch("\n".join(hashes) + "\n" if hashes else "")
+        and _REGIONS.fullmatch("\n".join(regions) + "\n" if regions else "")
+    )
 
 
 def _identifier_problems(at: str, identifier: Any, base64_encoded: bool) -> list[Violation]:
@@ -217,15 +263,17 @@ def _hash_problem(value: str, base64_encoded: bool) -> str | None:
     return "INVALID_HEX_ENCODING"
 
 
-def field_warnings(request: Any, warn: dict[str, str]) -> list[Any]:
+def field_warnings(
+    request: Any, warn: dict[str, str], keys: list[Member] | None = None
+) -> list[Any]:
     """The ``FieldWarning`` s an accepted ingest's answer carries: one per member holding
     an identifier of ``warn`` (identifier code -> ``WarningReason`` name), naming the
     member's ``user_data`` as Google names fields."""
     if not warn:
         return []
     found = []
-    for i, member in enumerate(request.audience_members):
-        hits = sorted(c for c in member_key(member) if c in warn)
+    for i, key in enumerate(keys if keys is not None else member_keys(request)):
+        hits = sorted(c for c in key if c in warn)
         if hits:
             reason = getattr(pe.WarningReason, warn[hits[0]])
             found.append(

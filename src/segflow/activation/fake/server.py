@@ -27,6 +27,7 @@ from segflow.activation.fake.checks import (
     Member,
     destination_problems,
     field_warnings,
+    member_keys,
     member_problems,
     request_problems,
 )
@@ -351,16 +352,17 @@ class FakeDataManager:
     # -- IngestionService
 
     def _ingest(self, request: Any, metadata: dict[str, str]) -> tuple[Any, str | None]:
-        request_id = self._audience(request, ingest=True)
+        keys = member_keys(request)
+        request_id = self._audience(request, ingest=True, keys=keys)
         answer = svc.IngestAudienceMembersResponse.pb()(request_id=request_id)
-        answer.field_warnings.extend(field_warnings(request, self.warn))
+        answer.field_warnings.extend(field_warnings(request, self.warn, keys))
         return answer, request_id
 
     def _remove(self, request: Any, metadata: dict[str, str]) -> tuple[Any, str | None]:
         request_id = self._audience(request, ingest=False)
         return svc.RemoveAudienceMembersResponse.pb()(request_id=request_id), request_id
 
-    def _audience(self, request: Any, ingest: bool) -> str:
+    def _audience(self, request: Any, ingest: bool, keys: list[Member] | None = None) -> str:
         problems = destination_problems(request)
         if problems:
             raise invalid_argument(problems)
@@ -369,14 +371,16 @@ class FakeDataManager:
         problems = request_problems(request, ingest)
         if problems:
             raise invalid_argument(problems)
-        problems = member_problems(request, self.refuse)
+        if keys is None:
+            keys = member_keys(request)
+        problems = member_problems(request, self.refuse, keys)
         if problems:
             raise invalid_argument(problems)
         request_id = uuid.uuid4().hex
         if not request.validate_only:
             with self._lock:
                 upload = apply(
-                    request, ingest, targets, self.refuse_later, self.refuse_later_reason
+                    request, ingest, targets, self.refuse_later, self.refuse_later_reason, keys
                 )
                 self._uploads[request_id] = upload
         return request_id

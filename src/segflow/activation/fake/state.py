@@ -170,6 +170,7 @@ def apply(
     lists: list[CustomerList],
     refuse_later: set[str],
     refuse_later_reason: str,
+    keys: list[Member] | None = None,
 ) -> Upload:
     """Change ``lists`` as an accepted request does; return what its status will report."""
     request_denied = ingest and request.consent.ad_user_data == CONSENT_DENIED
@@ -179,8 +180,9 @@ def apply(
         records=len(request.audience_members),
         identifiers=0,
     )
-    for member in request.audience_members:
-        key = member_key(member)
+    if keys is None:
+        keys = [member_key(member) for member in request.audience_members]
+    for member, key in zip(request.audience_members, keys, strict=True):
         upload.identifiers += len(member.user_data.user_identifiers)
         if not ingest:
             for target in lists:
