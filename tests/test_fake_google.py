@@ -706,3 +706,34 @@ def test_the_command_without_flags_holds_one_account_and_one_list() -> None:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert json.loads(out.strip().splitlines()[-1]) == {"requests": 0, "lists": {LIST_ID: 0}}
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        # Two hashes in one value, a ":" inside a name hash, two regions in one.
+        dm.UserIdentifier(email_address=sha("a@b.c") + "\n" + sha("d@e.f")),
+        dm.UserIdentifier(
+            address=dm.AddressInfo(
+                given_name=sha("ann"),
+                family_name=sha("lee") + ":US",
+                region_code="US",
+                postal_code="10001",
+            )
+        ),
+        dm.UserIdentifier(
+            address=dm.AddressInfo(
+                given_name=sha("ann"), family_name=sha("lee"), region_code="US\nGB", postal_code="1"
+            )
+        ),
+    ],
+)
+def test_values_that_only_look_well_formed_together_are_refused(
+    fake: FakeDataManager, ingestion: dm.IngestionServiceClient, identifier: dm.UserIdentifier
+) -> None:
+    good = member(email("good@example.com"))
+    exc = refused(
+        ingestion.ingest_audience_members, request=ingest_request(good, member(identifier))
+    )
+    assert violations(exc) and all("[1]" in where for where, _ in violations(exc))
+    assert fake.members(LIST_ID) == set()

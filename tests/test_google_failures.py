@@ -18,13 +18,13 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from segflow import cli, engine, segments
+from segflow import cli, datasets, engine, segments
 from segflow.activation import destinations, links, pacing, senders, transport
 from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import Connections
 from segflow.activation.sync import request_cap
 from segflow.config import Settings
-from segflow.db import Database
+from segflow.db import Database, records
 from segflow.db.schema import link_members, sync_log
 from segflow.db.schema import links as links_table
 from segflow.errors import InvalidInput
@@ -253,6 +253,61 @@ def test_when_a_member_the_list_took_goes_through_alone_the_batch_is_split(
     assert outcome.added == 0
     assert _status(db).failed == 2
     assert len(fake.members(LIST_ID)) == len(expected_members(db)) - 2
+
+
+class ChangesWhileOut:
+    """Refuses, naming nothing, any request holding one of ``bad``; while a request of
+    one other member is out, that member's record changes (the engine marks it pending)."""
+
+    def __init__(self, inner: transport.Sender, db: Database, bad: set[int]) -> None:
+        self.inner, self.db, self.bad = inner, db, bad
+        self.project = getattr(inner, "project", None)
+        self.changed: list[int] = []
+
+    def send(self, operation: str, members: Sequence[transport.OutMember]) -> str:
+        if any(m.rid in self.bad for m in members):
+            raise transport.RequestRejected(
+                "INVALID_ARGUMENT: Request contains an invalid argument."
+            )
+        if len(members) == 1 and not self.changed:
+            # As an import and the engine would: a new email, the member due again.
+            rid = members[0].rid
+            dataset = datasets.get_dataset(self.db, "customers")
+            column = dataset.column("email")
+            assert column is not None
+            with self.db.write() as conn:
+                conn.exec_driver_sql(
+                    f"UPDATE {dataset.records_table} SET {records.raw_col(column.position)} = "
+                    f"'changed{rid}@example.com' WHERE rid = {int(rid)}"
+                )
+                conn.execute(
+                    sa.update(link_members).where(link_members.c.rid == rid).values(pending=1)
+                )
+            self.changed.append(rid)
+        return self.inner.send(operation, members)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_member_tried_alone_keeps_a_change_queued_while_it_was_out(
+    db: Database, fake: FakeDataManager, settings: Settings
+) -> None:
+    setup_link(db, customers(100), rules=EVERYONE)
+    run_sync(db, settings)
+    import_rows(db, customers(2, seed=8, start_id=101))
+    wrappers: list[ChangesWhileOut] = []
+
+    def factory(d: Any, sec: Any, st: Any) -> ChangesWhileOut:
+        wrappers.append(ChangesWhileOut(senders.build_sender(d, sec, st), db, {101, 102}))
+        return wrappers[0]
+
+    run_sync(db, settings, senders=factory)
+
+    (probed,) = wrappers[0].changed
+    # The change queued while the member was out alone went out in the same pass.
+    wanted = hashlib.sha256(f"changed{probed}@example.com".encode()).hexdigest()
+    assert any(f"e:{wanted}" in key for key in fake.members(LIST_ID))
 
 
 def test_splitting_stops_at_the_bound_and_pauses_with_the_reason(

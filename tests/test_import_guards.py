@@ -506,3 +506,10 @@ def test_the_cli_and_the_api_preview_an_import(
         assert answer.status_code == 200, answer.text
         assert answer.json()["dry_run"] is True and answer.json()["inserted"] == 2
     assert datasets.find_dataset(db, "people") is None
+
+
+@pytest.mark.parametrize("codec", ["zlib", "base64", "hex"])
+def test_a_codec_that_is_not_a_text_encoding_is_refused(db: Database, codec: str) -> None:
+    with pytest.raises(ImportFailed, match="not a text encoding"):
+        do_import(db, b"id,name\n1,Ann\n", encoding=codec)
+    assert datasets.find_dataset(db, "people") is None

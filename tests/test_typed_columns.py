@@ -226,3 +226,32 @@ def test_phone_and_postal_code_columns_stay_text_whatever_they_hold(db: Database
         now=NOW,
     )
     assert segments.list_segments(db)[0].member_count == 1
+
+
+def test_widening_a_column_leaves_cells_that_did_not_fit_without_a_value(db: Database) -> None:
+    do_import(db, b"id,amount\n1,5\n2,6\n")
+    assert do_import(db, b"id,amount\n3,abc\n")["misfits"][0]["count"] == 1
+    summary = do_import(db, b"id,amount\n4,2.5\n")
+    assert summary["schema_changes"][0]["to"] == "number"
+    # Converting "abc" would give 0 on SQLite and fail on PostgreSQL.
+    assert typed_values(db, "people", "amount") == {"1": 5.0, "2": 6.0, "3": None, "4": 2.5}
+
+
+def test_a_postal_code_column_first_seen_empty_stays_text(db: Database) -> None:
+    do_import(db, b"id,amount,zip\n1,5,\n")
+    summary = do_import(db, b"id,amount,zip\n2,5,90210\n")
+    assert summary["schema_changes"] == []
+    assert datasets.get_dataset(db, "people").column("zip").type == "text"  # type: ignore[union-attr]
+
+
+def test_retype_reads_values_in_the_columns_format(db: Database) -> None:
+    do_import(db, b"id;amount\n1;1.234\n2;1.234.567\n")
+    column = datasets.get_dataset(db, "people").column("amount")
+    assert column is not None and (column.type, column.format) == ("integer", "1.234,56")
+    do_import(db, b"id;amount\n2;5\n")
+
+    retype.retype(db, "people", "amount", "number", now=NOW)
+
+    column = datasets.get_dataset(db, "people").column("amount")
+    assert column is not None and (column.type, column.format) == ("number", "1.234,56")
+    assert typed_values(db, "people", "amount") == {"1": 1234.0, "2": 5.0}

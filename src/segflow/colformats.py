@@ -85,9 +85,10 @@ DATE_FORMATS = {
 FORMATS: dict[str, NumberFormat | DateFormat] = {**NUMBER_FORMATS, **DATE_FORMATS}
 _VALUE = {name: re.compile(f.pattern) for name, f in FORMATS.items()}
 
-#: What a whole-number column and a number column could also be read as.
+#: What a column of plain whole numbers could also be read as (every plain
+#: integer is written the same in both). A column of plain numbers is not
+#: carried over: ``1e5`` is written in neither format.
 WHOLE = {name: "i" for name in NUMBER_FORMATS}
-DECIMAL = {THOUSANDS_COMMA: "n"}
 
 
 def is_state(kind: str) -> bool:
@@ -99,9 +100,9 @@ def state(candidates: dict[str, str]) -> str:
 
 
 def candidates_of(kind: str) -> dict[str, str]:
-    """The candidates a state holds (a plain integer or number column counts as one too)."""
+    """The candidates a state holds (a plain integer column counts as one too)."""
     if not is_state(kind):
-        return dict(WHOLE) if kind == "integer" else dict(DECIMAL) if kind == "number" else {}
+        return dict(WHOLE) if kind == "integer" else {}
     return dict(part.split("=", 1) for part in kind[1:].split("|") if part)
 
 

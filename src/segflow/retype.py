@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import coltypes, engine, rules
+from segflow import colformats, coltypes, engine, rules
 from segflow.datasets import Column, Dataset, require
 from segflow.db import records
 from segflow.db.engine import Database
@@ -76,16 +76,17 @@ def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.dateti
             return Retyped(ds.name, found.name, kind, kind, 0, [])
         table = ident(ds.records_table)
         raw = ident(records.raw_col(found.position))
+        fmt = _kept_format(found.format, kind)
         if kind != coltypes.TEXT:
-            _refuse_misfits(conn, ds, found, kind, table, raw)
+            _refuse_misfits(conn, ds, found, kind, table, raw, fmt)
         users = _segments_reading(conn, ds, found, kind)
         dialect = conn.dialect.name
         if not records.has_typed(found.type):
-            records.fill_typed_column(conn, dialect, ds.records_table, found.position, kind)
+            records.fill_typed_column(conn, dialect, ds.records_table, found.position, kind, fmt)
         elif not records.has_typed(kind):
             records.retype_column(conn, dialect, ds.records_table, found.position, kind)
         else:
-            records.replace_typed_column(conn, dialect, ds.records_table, found.position, kind)
+            records.replace_typed_column(conn, dialect, ds.records_table, found.position, kind, fmt)
             for segment_id, _name in users:
                 _index_time_columns(conn, ds, found, segment_id)
         conn.execute(
@@ -94,7 +95,7 @@ def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.dateti
                 dataset_columns.c.dataset_id == ds.id,
                 dataset_columns.c.position == found.position,
             )
-            .values(type=kind, format=None)
+            .values(type=kind, format=fmt)
         )
         conn.execute(sa.update(datasets).where(datasets.c.id == ds.id).values(updated_at=now))
         if users:
@@ -122,18 +123,37 @@ def _index_time_columns(conn: Connection, ds: Dataset, column: Column, segment_i
             return
 
 
+def _kept_format(fmt: str | None, kind: str) -> str | None:
+    """The column's format where the new type reads values written that way, else None.
+
+    ``1.234`` in a ``1.234,56`` column means 1234 whether the column holds
+    whole numbers or numbers: read plainly it would be 1.234.
+    """
+    if fmt in colformats.NUMBER_FORMATS and kind in (coltypes.INTEGER, coltypes.NUMBER):
+        return fmt
+    if fmt in colformats.DATE_FORMATS and kind == coltypes.DATE:
+        return fmt
+    return None
+
+
 def _key_position(ds: Dataset) -> int | None:
     key = ds.column(ds.key_column)
     return key.position if key is not None else None
 
 
 def _refuse_misfits(
-    conn: Connection, ds: Dataset, column: Column, kind: str, table: str, raw: str
+    conn: Connection,
+    ds: Dataset,
+    column: Column,
+    kind: str,
+    table: str,
+    raw: str,
+    fmt: str | None,
 ) -> None:
     records.install_fits(conn)
     misfit = (
         f"{raw} IS NOT NULL AND NOT ({records.is_empty_like_sql(raw)}) "
-        f"AND NOT {records.fits_sql(conn.dialect.name, kind, raw)}"
+        f"AND NOT {records.fits_sql(conn.dialect.name, kind, raw, fmt)}"
     )
     where = f"FROM {table} WHERE NOT deleted AND {misfit}"
     count = int(conn.exec_driver_sql(f"SELECT COUNT(*) {where}").scalar_one())

@@ -799,7 +799,20 @@ class _LinkRun:
             with self.db.write() as conn:
                 self._log(conn, INGEST, 1, outcome, started, error=str(exc))
             raise
-        self._acknowledge(INGEST, [member], request_id, started, counted=False)
+        with self.db.write() as conn:
+            # Only logged: the member was taken as it was, and its own state
+            # (a change the engine may have queued meanwhile, its `pending`)
+            # is not this request's to settle.
+            self._hold(conn, self.clock())
+            self._log(
+                conn,
+                INGEST,
+                1,
+                "ok",
+                started,
+                request_id=str(request_id),
+                warnings=getattr(request_id, "warnings", ()),
+            )
         return True
 
     def _take_pace(self) -> None:
@@ -820,7 +833,6 @@ class _LinkRun:
         *,
         replaced: bool = False,
         queued: frozenset[int] = frozenset(),
-        counted: bool = True,
     ) -> None:
         warnings: Sequence[str] = getattr(request_id, "warnings", ())
         lm = link_members
@@ -849,8 +861,7 @@ class _LinkRun:
                         pending=sa.case((lm.c.want == 1, 0), else_=1),
                     )
                 )
-                if counted:
-                    self.outcome.added += len(part)
+                self.outcome.added += len(part)
             else:
                 done = [rid for rid in dict.fromkeys(rids) if rid not in queued]
                 gone = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(done))

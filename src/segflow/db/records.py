@@ -339,7 +339,10 @@ def retype_column(
     """Widen a column's stored typed values to the type ``new``, for every row.
 
     Types only widen (see ``coltypes.widen``), so the column already has a
-    typed column and every stored raw value converts to ``new``.
+    typed column and every stored raw value with a typed value converts to
+    ``new``. A cell kept without one (it did not fit the column's type, see
+    ``segflow.ingest.columns``) stays without: converting its raw text would
+    read ``abc`` as 0 on SQLite and fail on PostgreSQL.
     """
     t = ident(table)
     raw = ident(raw_col(position))
@@ -352,7 +355,9 @@ def retype_column(
         )
         conn.exec_driver_sql(f"ALTER TABLE {t} DROP COLUMN {typed}")
         return
-    converted = convert(dialect, new, raw, fmt=fmt)
+    converted = (
+        f"CASE WHEN {typed} IS NULL THEN NULL ELSE {convert(dialect, new, raw, fmt=fmt)} END"
+    )
     refill = f"UPDATE {t} SET {typed} = {converted}"  # noqa: S608 - generated
     if dialect == "sqlite":
         # SQLite's column affinity accepts the wider values as they are.

@@ -146,6 +146,7 @@ def _widen(
     if (
         column.type == coltypes.TEXT
         and records.has_typed(file_type)
+        and detect_kind(column.name) not in (PHONE, POSTAL_CODE)
         and not records.has_values(conn, table, column.position)
     ):
         # Text only because no value was ever seen: the first values decide.

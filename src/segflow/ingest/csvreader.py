@@ -81,6 +81,13 @@ class _Lines:
             codec = codecs.lookup(encoding)
         except LookupError:
             raise ImportFailed(f"unknown encoding {encoding!r}", file=source) from None
+        if not getattr(codec, "_is_text_encoding", True):
+            # zlib, base64, hex, ...: codecs Python has that turn bytes into
+            # bytes, not text (zlib would inflate each chunk in memory first).
+            raise ImportFailed(
+                f"{encoding!r} is not a text encoding (try utf-8, cp1252 or latin-1)",
+                file=source,
+            )
         name = "utf-8-sig" if codec.name == "utf-8" else codec.name
         self.encoding = codec.name
         self._decoder = codecs.getincrementaldecoder(name)(errors="strict")

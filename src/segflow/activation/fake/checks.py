@@ -203,16 +203,22 @@ def _all_well_formed(request: Any, keys: list[Member]) -> bool:
             return False
         for code in key:
             if code[0] == "a":
-                given, family, region, postal = code[2:].split(":", 3)
-                if not postal:
-                    return False
+                parts = code[2:].split(":")
+                if len(parts) != 4 or not parts[3]:
+                    return False  # a ":" inside a part, or no postal code
+                given, family, region, _postal = parts
                 hashes += (given, family)
                 regions.append(region)
             else:
                 hashes.append(code[2:])
-    return bool(
-        _HEX_HASHES.fullmatch("\n".join(hashes) + "\n" if hashes else "")
-        and _REGIONS.fullmatch("\n".join(regions) + "\n" if regions else "")
+    joined_hashes = "\n".join(hashes) + "\n" if hashes else ""
+    joined_regions = "\n".join(regions) + "\n" if regions else ""
+    # The lengths rule out a separator inside a value ("<hash>\n<hash>").
+    return (
+        len(joined_hashes) == 65 * len(hashes)
+        and len(joined_regions) == 3 * len(regions)
+        and _HEX_HASHES.fullmatch(joined_hashes) is not None
+        and _REGIONS.fullmatch(joined_regions) is not None
     )
 
 
