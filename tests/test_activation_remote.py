@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
-import uvicorn
 
 from segflow.activation import destinations
 from segflow.activation.fake import FakeDataManager
 from segflow.cli.main import main
 from segflow.config import Settings
 from segflow.db import Database
-from segflow.web.app import create_app
-from segflow.web.server import LiveServer, free_port
+from segflow.web.server import LiveServer, live_server
 from tests.sync_helpers import (
     ACCOUNT,
     LIST_ID,
@@ -37,26 +33,10 @@ CONSENT = {"ad_user_data": "granted", "ad_personalization": "granted"}
 REGION = "WARNING_REASON_INVALID_REGION_CODE"
 
 
-@contextmanager
-def quiet_server(db: Database, settings: Settings) -> Iterator[LiveServer]:
+def quiet_server(db: Database, settings: Settings) -> AbstractContextManager[LiveServer]:
     """The app on a free port without its background work, so that nothing changes
     between what the CLI reads through it and what it reads on the database."""
-    port = free_port()
-    app = create_app(db, settings, background=False)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app)
-    finally:
-        app.state.segflow.broadcaster.close()
-        server.should_exit = True
-        thread.join(timeout=20)
+    return live_server(db, settings, background=False)
 
 
 @pytest.fixture

@@ -32,12 +32,21 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    db: Database, settings: Settings | None = None, *, poll_interval: float = 0.2
+    db: Database,
+    settings: Settings | None = None,
+    *,
+    poll_interval: float = 0.2,
+    background: bool = True,
 ) -> Iterator[LiveServer]:
-    """segflow's app with its background work, on 127.0.0.1 and a free port."""
+    """segflow's app on 127.0.0.1 and a free port; with its background work unless
+    ``background`` is False (then nothing changes but what requests change)."""
     port = free_port()
     app = create_app(
-        db, settings or Settings(), poll_interval=poll_interval, address=("127.0.0.1", port)
+        db,
+        settings or Settings(),
+        poll_interval=poll_interval,
+        background=background,
+        address=("127.0.0.1", port),
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
