@@ -36,7 +36,8 @@ EMPTY = "empty"
 
 
 #: Cells meaning "no value", compared trimmed of spaces and ignoring case.
-#: Excel writes ``#N/A`` for a failed lookup.
+#: Excel writes ``#N/A`` for a failed lookup. None may hold a digit: the
+#: typed conversions (``db.records``) test only cells without one.
 EMPTY_LIKE = frozenset({"n/a", "na", "#n/a", "null", "none", "nil", "-"})
 
 TRUE_WORDS = ("true", "yes", "t", "y")
