@@ -140,10 +140,9 @@ def narrow(candidates: dict[str, str], values: Iterable[str]) -> dict[str, str]:
 
 def first_candidates(values: Sequence[str]) -> dict[str, str]:
     """Every format some value could be written in, narrowed by all of ``values``."""
-    start: dict[str, str] = {}
-    for value in values:
-        start = {name: _start_kind(name) for name in FORMATS if fits(name, value)}
-        break
+    if not values:
+        return {}
+    start = {name: _start_kind(name) for name in FORMATS if fits(name, values[0])}
     return narrow(start, values)
 
 

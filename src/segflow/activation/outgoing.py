@@ -133,6 +133,12 @@ def consent_text(consent: tuple[str | None, str | None]) -> str:
     return "|".join(value or "-" for value in consent)
 
 
+def consent_of_text(text: str | None) -> tuple[str | None, str | None]:
+    """:func:`consent_text` read back (None: no per-record consent, as before it was kept)."""
+    given, _, personal = (text or _NO_RECORD_CONSENT).partition("|")
+    return (None if given == "-" else given, None if personal == "-" else personal)
+
+
 def consent_value(raw: str | None) -> str | None:
     """A record's consent cell as ``granted`` or ``denied``; None when it is empty.
 

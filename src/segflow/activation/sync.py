@@ -780,8 +780,8 @@ class _LinkRun:
             ).first()
         if known is None:
             return False
-        consent = tuple(None if v == "-" else v for v in (known.sent_consent or "-|-").split("|"))
-        member = OutMember(known.rid, tuple(json.loads(known.sent)), (consent[0], consent[1]))
+        consent = outgoing.consent_of_text(known.sent_consent)
+        member = OutMember(known.rid, tuple(json.loads(known.sent)), consent)
         self._take_pace()
         started = time.monotonic()
         self.outcome.requests += 1
