@@ -133,9 +133,9 @@ def datasets_page() -> HTMLResponse:
 <label>Key column <input id="key" placeholder="detected"></label>
 <label>Mode <select id="mode"><option value="upsert">upsert</option>
 <option value="replace">replace</option></select></label>
-<label>Encoding <select id="encoding"><option value="utf-8">UTF-8 (also with BOM, UTF-16 with BOM)</option>
-<option value="cp1252">Windows-1252 (Excel on Windows)</option>
-<option value="latin-1">Latin-1 (ISO 8859-1)</option>
+<label title="UTF-8 also reads files with a byte order mark, and UTF-16 ones that start with one; Excel on Windows writes Windows-1252">Encoding <select id="encoding"><option value="utf-8">UTF-8</option>
+<option value="cp1252">Windows-1252</option>
+<option value="latin-1">Latin-1</option>
 <option value="utf-16">UTF-16</option></select></label>
 <label>Delimiter <select id="delimiter"><option value="">detected</option>
 <option value="comma">comma ,</option><option value="semicolon">semicolon ;</option>
