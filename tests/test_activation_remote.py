@@ -24,6 +24,7 @@ from tests.sync_helpers import (
     NOW,
     Clock,
     customers,
+    expected_members,
     import_rows,
     run_sync,
     setup_link,
@@ -180,3 +181,53 @@ def test_destinations_lists_prints_the_same_through_a_server(
         )
         local, remote = _both(capsys, db_url, server, "destinations", "lists", "empty")
         assert remote == local and "has no user lists; create one" in local[1]
+
+
+def test_links_failed_and_resume_work_through_a_server_as_on_the_database(
+    db: Database, db_url: str, google: FakeDataManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paused link is resumed through the server (no shell on the database machine),
+    and the members Google refused are listed and sent again the same way."""
+    settings = Settings.from_env()
+    rows = customers(300)
+    setup_link(db, rows, list_id="4040")  # no such list yet: the link pauses
+    run_sync(db, settings, Clock())
+    with quiet_server(db, settings) as server:
+        local, remote = _both(capsys, db_url, server, "links")
+        assert local[0] == 0 and remote == local
+        assert "big spenders -> ads (google_ads, PAUSED: Google refused the list" in local[1]
+        local, remote = _both(capsys, db_url, server, "links", "--json")
+        assert json.loads(remote[1]) == json.loads(local[1])
+
+        google.add_list(ACCOUNT, "4040")
+        argv = ("links", "resume", "big spenders", "ads", "--server", server.url)
+        code, out, err = _cli(capsys, *argv)
+        assert code == 0, err
+        assert out == "link 'big spenders' -> 'ads' is active\n"
+        (state,) = json.loads(_cli(capsys, "links", "--json", "--db", db_url)[1])
+        assert state["paused_reason"] is None and state["next_attempt_at"] is None
+
+        # Google refuses one member; the list of refusals reads the same both ways.
+        google.refuse = {sorted(expected_members(db))[0][0]}
+        run_sync(db, settings, Clock())
+        local, remote = _both(capsys, db_url, server, "links", "failed", "big spenders", "ads")
+        assert local[0] == 0 and remote == local
+        assert local[1].count("\n") == 1 and "INVALID_AUDIENCE_MEMBER" in local[1]
+        local, remote = _both(
+            capsys, db_url, server, "links", "failed", "big spenders", "ads", "--json"
+        )
+        assert json.loads(remote[1]) == json.loads(local[1]) and len(json.loads(local[1])) == 1
+
+        # Accepted again at Google: resuming with --retry-failed sends it again.
+        google.refuse = set()
+        argv = ("links", "resume", "big spenders", "ads", "--retry-failed", "--server", server.url)
+        code, out, _ = _cli(capsys, *argv)
+        assert code == 0 and "its refused members will be tried again" in out
+        assert run_sync(db, settings, Clock()).outcomes[0].added == 1
+        local, remote = _both(capsys, db_url, server, "links", "failed", "big spenders", "ads")
+        assert remote == local and local[1] == "no refused members\n"
+
+        # Unknown names and a segment that is not linked are refused, exit 1.
+        for argv in (("nobody", "ads"), ("big spenders", "nowhere")):
+            code, _, err = _cli(capsys, "links", "resume", *argv, "--server", server.url)
+            assert code == 1 and "no " in err

@@ -187,6 +187,9 @@ def _request_for(team: Team, method: str, path: str) -> dict[str, Any]:
         ("POST", "/api/segments/{segment_id}/links"): {
             "json": {"destination_id": team.a_destination}
         },
+        ("POST", "/api/segments/{segment_id}/links/{destination_id}/resume"): {
+            "json": {"retry_failed": True}
+        },
         # Refused before Google is asked: the route reads no workspace's data.
         ("POST", "/api/google-ads/lists"): {"json": {"operating_account_id": "probe"}},
         ("PUT", "/api/destinations/{destination_id}/credentials"): {

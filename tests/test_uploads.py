@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -411,6 +412,65 @@ def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
         assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
         page.close()
         assert errors == []
+
+
+@needs_chromium
+def test_the_segment_page_resumes_a_paused_link_and_resends_refused_members(
+    db: Database, google: FakeDataManager, settings: Settings, browser: Any
+) -> None:
+    setup_link(db, customers(300), list_id="4040", **CONSENT)  # no such list: it pauses
+    run_sync(db, settings, _clock())
+    [state] = links.status(db)
+    assert state.paused_reason
+    with live_server(db, settings, poll_interval=0.2) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/segments/{state.link.segment_id}")
+        page.wait_for_selector("body[data-ready=true]")
+        status = page.locator("#links tbody tr").first.locator("td").nth(1)
+        assert "paused: Google refused the list" in (status.text_content() or "")
+        google.add_list(ACCOUNT, "4040")
+        resume = status.get_by_role("button", name="Resume")
+        resume.click()
+        resume.wait_for(state="detached")
+        assert (status.text_content() or "").startswith("active")
+        # The running worker was woken and sent everyone to the list now there.
+        _wait_until(lambda: links.status(db)[0].synced == len(expected_members(db)))
+        assert links.status(db)[0].paused_reason is None
+
+        page.close()
+        assert errors == []
+
+    # One member refused (set up with no server running, so no worker races it):
+    # the page says why, and sends it again when asked.
+    before = expected_members(db)
+    import_rows(db, [*customers(300), *customers(40, seed=5, start_id=9_000)])
+    (bad, *_) = sorted(expected_members(db) - before)
+    google.refuse = {bad[0]}
+    run_sync(db, settings, _clock())
+    assert links.status(db)[0].failed == 1
+    google.refuse = set()
+    with live_server(db, settings, poll_interval=0.2) as server:
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.url}/segments/{state.link.segment_id}")
+        page.wait_for_selector("body[data-ready=true]")
+        page.click("#links td.num details summary")
+        page.wait_for_selector("ul.refused li a")
+        assert "INVALID_AUDIENCE_MEMBER" in (page.text_content("ul.refused") or "")
+        page.get_by_role("button", name="Send 1 refused again").click()
+        _wait_until(lambda: links.status(db)[0].failed == 0)
+        _wait_until(lambda: bad in google.members("4040"))
+        page.close()
+        assert errors == []
+
+
+def _wait_until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def test_status_reads_are_paced_per_project_apart_from_sends(

@@ -319,10 +319,6 @@ def cmd_unlink(args: argparse.Namespace, db: Database, settings: Settings) -> in
     return 0
 
 
-def _print_status(items: list[links.LinkStatus]) -> None:
-    print_link_states([s.as_dict() for s in items])
-
-
 def print_link_states(items: Sequence[dict[str, Any]]) -> None:
     """Links' states as :meth:`~segflow.activation.links.LinkStatus.as_dict` gives them
     (locally or through a server's API), for people."""
@@ -445,32 +441,46 @@ def show_link(s: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_links(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    items = links.status(db, now=utcnow())
-    if args.json:
-        emit_json([s.as_dict() for s in items])
-    else:
-        _print_status(items)
+    show_links([s.as_dict() for s in links.status(db, now=utcnow())], args.json)
     return 0
+
+
+def show_links(items: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """What ``links`` prints, locally and through a server."""
+    if as_json:
+        emit_json(list(items))
+    else:
+        print_link_states(items)
 
 
 def cmd_links_failed(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     found = _find_link(db, args.segment, args.destination)
     rows = links.failed_members(db, found.id, limit=args.limit)
-    if args.json:
-        emit_json([{"key": k, "reason": r} for k, r in rows])
-        return 0
+    show_failed([{"key": k, "reason": r} for k, r in rows], args.json)
+    return 0
+
+
+def show_failed(rows: Sequence[dict[str, str]], as_json: bool) -> None:
+    """What ``links failed`` prints, locally and through a server."""
+    if as_json:
+        emit_json(list(rows))
+        return
     if not rows:
         print("no refused members")
-    for key, reason in rows:
-        print(f"{key}: {reason}")
-    return 0
+    for row in rows:
+        print(f"{row['key']}: {row['reason']}")
 
 
 def cmd_links_resume(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     resumed = links.resume(db, args.segment, args.destination, retry_failed=args.retry_failed)
-    again = " and its refused members will be tried again" if args.retry_failed else ""
-    print(f"link {resumed.segment!r} -> {resumed.destination!r} is active{again}")
+    show_resumed(resumed.segment, resumed.destination, args.retry_failed)
     return 0
+
+
+def show_resumed(segment: str, destination: str, retry_failed: bool) -> None:
+    """What ``links resume`` prints, locally and through a server."""
+    again = " and its refused members will be tried again" if retry_failed else ""
+    print(f"link {segment!r} -> {destination!r} is active{again}")
 
 
 def _find_link(db: Database, segment: str, destination: str) -> links.Link:

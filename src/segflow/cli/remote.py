@@ -243,15 +243,38 @@ def _destination(remote: Remote, name: str) -> dict[str, Any]:
 
 
 def remote_links_show(args: argparse.Namespace, remote: Remote) -> int:
-    segment = remote.segment(args.segment)
-    destination = _destination(remote, args.destination)
     state = remote.call(
         "GET",
-        f"/api/segments/{segment['id']}/links/{destination['id']}/uploads",
+        f"{_link_path(remote, args.segment, args.destination)}/uploads",
         # The API pages uploads by at most 200, the most anyone reads at once.
         params={"limit": max(1, min(args.limit, 200))},
     )
     activation.show_link(state, args.json)
+    return 0
+
+
+def remote_links(args: argparse.Namespace, remote: Remote) -> int:
+    activation.show_links(remote.call("GET", "/api/links"), args.json)
+    return 0
+
+
+def _link_path(remote: Remote, segment: str, destination: str) -> str:
+    found = remote.segment(segment)
+    return f"/api/segments/{found['id']}/links/{_destination(remote, destination)['id']}"
+
+
+def remote_links_failed(args: argparse.Namespace, remote: Remote) -> int:
+    path = _link_path(remote, args.segment, args.destination)
+    # The API answers at most 1,000 a call: more than anyone reads in a terminal.
+    rows = remote.call("GET", f"{path}/failed", params={"limit": max(1, min(args.limit, 1000))})
+    activation.show_failed(rows, args.json)
+    return 0
+
+
+def remote_links_resume(args: argparse.Namespace, remote: Remote) -> int:
+    path = _link_path(remote, args.segment, args.destination)
+    state = remote.call("POST", f"{path}/resume", json={"retry_failed": args.retry_failed})
+    activation.show_resumed(state["segment"], state["destination"], args.retry_failed)
     return 0
 
 
@@ -296,7 +319,10 @@ COMMANDS: dict[tuple[str, str | None], RemoteCommand] = {
     ("segments", "delete"): remote_segments_delete,
     ("segments", "explain"): remote_segments_explain,
     ("records", "forget"): remote_records_forget,
+    ("links", None): remote_links,
     ("links", "show"): remote_links_show,
+    ("links", "failed"): remote_links_failed,
+    ("links", "resume"): remote_links_resume,
     ("destinations", "lists"): remote_destinations_lists,
     ("destinations", "credentials"): remote_destinations_credentials,
 }

@@ -646,6 +646,48 @@ def link_uploads(
     return status.as_dict()
 
 
+@router.get("/api/links", tags=["destinations"])
+def all_links(request: Request) -> list[dict[str, Any]]:
+    """Every link's sync state in the workspace (what ``segflow links`` prints)."""
+    return [s.as_dict() for s in links.status(workspace_db(request), now=utcnow())]
+
+
+@router.get("/api/segments/{segment_id}/links/{destination_id}/failed", tags=["destinations"])
+def link_failed(
+    request: Request,
+    segment_id: SegmentId,
+    destination_id: DestinationId,
+    limit: Annotated[int, Query(ge=1, le=1000, description="members, by key")] = 100,
+) -> list[dict[str, str]]:
+    """Members the destination refused, each with its key and the destination's reason."""
+    db = workspace_db(request)
+    # The link's status finds it, or says in words which of the two is unknown or unlinked.
+    link = links.link_status(db, segment_id, destination_id, recent=1).link
+    rows = links.failed_members(db, link.id, limit=limit)
+    return [{"key": key, "reason": reason} for key, reason in rows]
+
+
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    retry_failed: bool = Field(
+        default=False, description="also send the members the destination refused again"
+    )
+
+
+@router.post("/api/segments/{segment_id}/links/{destination_id}/resume", tags=["destinations"])
+def resume_link(
+    request: Request, segment_id: SegmentId, destination_id: DestinationId, body: ResumeIn
+) -> dict[str, Any]:
+    """Unpause a link (after its cause was fixed) and make it due now; the link's state."""
+    state = _state(request)
+    resumed = links.resume(
+        workspace_db(request), segment_id, destination_id, retry_failed=body.retry_failed
+    )
+    state.broadcaster.changed()
+    state.wake()
+    return next(s for s in _link_statuses(request, segment_id) if s["id"] == resumed.id)
+
+
 @router.delete(
     "/api/segments/{segment_id}/links/{destination_id}", status_code=204, tags=["destinations"]
 )

@@ -415,16 +415,29 @@ async function segmentPage() {
   });
 
   const loadLinks = async () => {
-    const statuses = await api(`/api/segments/${id}/links`);
+    const [statuses, all] = await Promise.all([api(`/api/segments/${id}/links`), api("/api/destinations")]);
+    const idOf = Object.fromEntries(all.map((d) => [d.name, d.id]));
+    const resume = (s, retryFailed) => el("button", { type: "button", class: "small", onclick: async (event) => {
+      event.target.disabled = true;
+      try {
+        await api(`/api/segments/${id}/links/${idOf[s.destination]}/resume`, { method: "POST", json: { retry_failed: retryFailed } });
+        await loadLinks();
+      } catch (error) {
+        event.target.disabled = false;
+        $("link-error").textContent = error.message;
+      }
+    } }, retryFailed ? `Send ${fmt(s.failed)} refused again` : "Resume");
+    const state = (s) => [s.paused ? `paused: ${s.paused_reason}` : "active",
+      ...s.warnings.map((w) => el("div", { class: "warning" }, w)),
+      s.paused || s.failed ? el("div", { class: "actions" }, s.paused ? resume(s, false) : null, s.failed ? resume(s, true) : null) : null];
     $("links").tBodies[0].replaceChildren(...statuses.flatMap((s) => [el("tr", {},
-      el("td", {}, s.destination), el("td", {}, s.paused ? `paused: ${s.paused_reason}` : "active", s.warnings.map((w) => el("div", { class: "warning" }, w))),
+      el("td", {}, s.destination), el("td", {}, state(s)),
       el("td", { class: "num" }, fmt(s.synced), s.awaiting_google ? el("div", { class: "muted" }, `${fmt(s.awaiting_google)} awaiting Google`) : null),
       el("td", { class: "num" }, fmt(s.pending_adds)),
-      el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed)),
+      el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed), s.failed ? refusedList(id, idOf[s.destination]) : null),
       el("td", { class: "google" }, atGoogle(s)),
       el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || "")),
       ...(s.uploads.length ? [el("tr", { class: "uploads" }, el("td", { colspan: 9 }, uploadsTable(s.uploads)))] : [])]));
-    const all = await api("/api/destinations");
     $("link-destination").replaceChildren(...all.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
   };
   await loadLinks();
@@ -446,6 +459,22 @@ async function segmentPage() {
   });
   onLive("sync", (s) => { if (s.segment_id === id) loadLinks(); });
   await setupBuilder(segment);
+}
+
+// The members a destination refused, read when the user opens the list.
+function refusedList(segmentId, destinationId) {
+  const list = el("ul", { class: "refused" });
+  const box = el("details", {}, el("summary", {}, "why"), list);
+  box.addEventListener("toggle", async () => {
+    if (!box.open || list.childElementCount) return;
+    try {
+      const rows = await api(`/api/segments/${segmentId}/links/${destinationId}/failed?limit=50`);
+      list.replaceChildren(...rows.map((r) => el("li", {}, el("a", { href: "#explain-form", title: "why is this person a member?", onclick: () => { $("explain-key").value = r.key; $("explain-form").requestSubmit(); } }, r.key), `: ${r.reason}`)));
+    } catch (error) {
+      list.replaceChildren(el("li", { class: "error" }, error.message));
+    }
+  });
+  return box;
 }
 
 // What Google reported about a link: the last upload's status, match rate, list size.
