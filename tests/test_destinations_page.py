@@ -250,3 +250,38 @@ def test_the_segment_page_shows_the_field_warnings_google_gave(
         assert len(cells) == 2 and cells[1] == "-"
         assert cells[0].startswith("WARNING_REASON_INVALID_REGION_CODE (audience_members[")
         assert cells[0].endswith("].user_data): a value was ignored")
+
+
+def test_the_table_says_what_each_destination_is_fed_by_and_deletes_after_asking(
+    db: Database, server: LiveServer, page: Any
+) -> None:
+    _ready(page, f"{server.url}/destinations")
+    assert page.is_visible("#destinations-empty") and not page.is_visible("#destinations")
+
+    setup_link(db, customers(30))  # "big spenders" -> "ads"
+    destinations.add_destination(db, "spare", "file", {"path": "spare.jsonl"}, NOW)
+    _ready(page, f"{server.url}/destinations")
+    assert not page.is_visible("#destinations-empty")
+    ads = page.locator("#destinations tbody tr", has_text="ads").first
+    cells = [c.strip() for c in ads.locator("td").all_text_contents()]
+    assert cells[1] == "Google Customer Match"
+    settings = ads.locator("td.settings div").all_text_contents()
+    assert f"account: {ACCOUNT}" in settings and f"list: {LIST_ID}" in settings
+    assert "Customer Match terms accepted" in settings
+    assert not any("ad_user_data" in line or "," in line for line in settings)
+    assert ads.get_by_role("link", name="big spenders").get_attribute("href", timeout=2000)
+    # A linked destination cannot be deleted from here: the button says why.
+    linked_delete = ads.get_by_role("button", name="Delete")
+    assert linked_delete.is_disabled() and "unlink" in (linked_delete.get_attribute("title") or "")
+
+    spare = page.locator("#destinations tbody tr", has_text="spare")
+    assert "none" in (spare.locator("td").nth(4).text_content() or "")
+    spare.get_by_role("button", name="Delete").click()
+    # Asked once more in the row; Cancel keeps it.
+    assert "Delete spare?" in (spare.text_content() or "")
+    spare.get_by_role("button", name="Cancel").click()
+    assert [d.name for d in destinations.list_destinations(db)] == ["ads", "spare"]
+    spare.get_by_role("button", name="Delete").click()
+    spare.get_by_role("button", name="Delete").click()
+    page.wait_for_selector("#destinations tbody tr:has-text('spare')", state="detached")
+    assert [d.name for d in destinations.list_destinations(db)] == ["ads"]

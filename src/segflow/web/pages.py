@@ -172,8 +172,10 @@ def dataset_page(name: str) -> HTMLResponse:
 @router.get("/destinations")
 def destinations_page() -> HTMLResponse:
     body = """
+<p id="destinations-empty" hidden>No destinations yet. Add one below: a Google Customer Match list,
+or a file that records what would be sent.</p>
 <table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
-<th>Credentials</th></tr></thead><tbody></tbody></table>
+<th>Credentials</th><th>Segments</th><th></th></tr></thead><tbody></tbody></table>
 <section><h2>Add a destination</h2>
 <form id="destination-form" autocomplete="off" novalidate>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>

@@ -652,15 +652,59 @@ async function datasetPage() {
 
 // ------------------------------------------------------------------ destinations
 
+const KIND_NAMES = { google_ads: "Google Customer Match", file: "file (JSON lines)" };
+const SETTING_NAMES = {
+  operating_account_id: "account", login_account_id: "login account", product_destination_id: "list",
+  ad_user_data: "ad user data", ad_personalization: "ad personalization", path: "file",
+};
+
+// A destination's settings in words, one a line; consent and terms as sentences.
+function settingLines(settings) {
+  return Object.entries(settings).map(([key, value]) => {
+    if (key === "terms_accepted") return value ? "Customer Match terms accepted" : "terms not accepted";
+    if (key === "validate_only") return value ? "validate only (Google stores nothing)" : null;
+    return `${SETTING_NAMES[key] || key.replaceAll("_", " ")}: ${value}`;
+  }).filter((line) => line !== null);
+}
+
 async function destinationsPage() {
   const load = async () => {
-    const all = await api("/api/destinations");
+    const [all, linked, segs] = await Promise.all([api("/api/destinations"), api("/api/links"), api("/api/segments")]);
+    const segmentId = Object.fromEntries(segs.map((g) => [g.name, g.id]));
+    const feeding = (d) => linked.filter((l) => l.destination === d.name).map((l) => l.segment);
+    $("destinations-empty").hidden = all.length > 0;
+    $("destinations").hidden = all.length === 0;
     $("destinations").tBodies[0].replaceChildren(...all.map((d) => {
       const { credentials, ...settings } = d.config;
-      return el("tr", {}, el("td", {}, d.name), el("td", {}, d.kind),
-        el("td", {}, Object.entries(settings).map(([k, v]) => `${k}: ${v}`).join(", ")),
-        el("td", {}, credentials || (d.has_credentials ? "stored" : "-")));
+      const segmentsOf = feeding(d);
+      return el("tr", {}, el("td", {}, d.name), el("td", {}, KIND_NAMES[d.kind] || d.kind),
+        el("td", { class: "settings" }, settingLines(settings).map((line) => el("div", {}, line))),
+        el("td", {}, credentials || (d.has_credentials ? "stored" : "-")),
+        el("td", {}, segmentsOf.length
+          ? segmentsOf.map((name) => el("div", {}, el("a", { href: `/segments/${segmentId[name]}` }, name)))
+          : el("span", { class: "muted" }, "none")),
+        el("td", {}, deleteButton(d, segmentsOf)));
     }));
+  };
+  // Deleting asks once more in the row; a linked destination cannot go.
+  const deleteButton = (d, segmentsOf) => {
+    if (segmentsOf.length) {
+      return el("button", { type: "button", class: "small remove", disabled: true, title: "unlink its segments first (on their pages)" }, "Delete");
+    }
+    const cell = el("span", { class: "actions" });
+    const ask = el("button", { type: "button", class: "small remove", onclick: () => cell.replaceChildren(
+      el("span", {}, `Delete ${d.name}? ${d.kind === "google_ads" ? "Its list at Google stays as it is." : ""}`),
+      el("button", { type: "button", class: "small remove", onclick: async () => {
+        try {
+          await api(`/api/destinations/${d.id}`, { method: "DELETE" });
+          await load();
+        } catch (error) {
+          cell.replaceChildren(el("span", { class: "error" }, error.message));
+        }
+      } }, "Delete"),
+      el("button", { type: "button", class: "small", onclick: () => cell.replaceChildren(ask) }, "Cancel")) }, "Delete");
+    cell.append(ask);
+    return cell;
   };
   await load();
   const kind = $("d-kind");
