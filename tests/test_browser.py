@@ -471,3 +471,29 @@ def test_a_dataset_address_with_html_in_it_still_loads_the_app(
     # "<!--<script>" inside a script element would swallow the next one.
     _ready(page, f"{server.url}/datasets/%3C!--%3Cscript%3E")
     assert page.text_content("#title") == "Dataset <!--<script>"
+
+
+def test_no_page_scrolls_sideways_on_a_phone_width_window(
+    server: LiveServer, db: Database, browser: Any, request: pytest.FixtureRequest
+) -> None:
+    """At 390 px (a phone) the header wraps and wide tables scroll inside their box."""
+    _import(server, list(demo.rows(200, seed=3)), key="id")
+    made = segments.create_segment(
+        db, name="a segment with a long name", dataset="customers",
+        rules_json={"conditions": [{"field": "lifetime_spend", "operator": "greater_than",
+                                    "value": 100}]}, now=NOW,
+    )  # fmt: skip
+    destinations.add_destination(db, "an audience file", "file", {"path": "a.jsonl"}, NOW)
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    try:
+        for name, path in [("segments", "/segments"), ("segment", f"/segments/{made.id}"),
+                           ("builder", "/segments/new"), ("datasets", "/datasets"),
+                           ("dataset", "/datasets/customers"),
+                           ("destinations", "/destinations")]:  # fmt: skip
+            _ready(page, server.url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide"
+            _shot(page, f"{name}-390px", request)
+    finally:
+        context.close()

@@ -72,8 +72,8 @@ def home() -> RedirectResponse:
 def segments_page() -> HTMLResponse:
     body = """
 <p><a class="button" href="/segments/new">New segment</a></p>
-<table id="segments"><thead><tr><th>Segment</th><th>Dataset</th><th class="num">Members</th>
-<th>Last processed</th><th>Sync</th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="segments"><thead><tr><th>Segment</th><th>Dataset</th><th class="num">Members</th>
+<th>Last processed</th><th>Sync</th></tr></thead><tbody></tbody></table></div>
 <p id="empty" hidden>No segments yet. Import a dataset, then build one.</p>"""
     return _layout("Segments", "segments", body)
 
@@ -174,8 +174,8 @@ def destinations_page() -> HTMLResponse:
     body = """
 <p id="destinations-empty" hidden>No destinations yet. Add one below: a Google Customer Match list,
 or a file that records what would be sent.</p>
-<table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
-<th>Credentials</th><th>Segments</th><th></th></tr></thead><tbody></tbody></table>
+<div class="scroll"><table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
+<th>Credentials</th><th>Segments</th><th></th></tr></thead><tbody></tbody></table></div>
 <section><h2>Add a destination</h2>
 <form id="destination-form" autocomplete="off" novalidate>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
