@@ -497,3 +497,22 @@ def test_no_page_scrolls_sideways_on_a_phone_width_window(
             _shot(page, f"{name}-390px", request)
     finally:
         context.close()
+
+
+def test_an_untouched_builder_asks_for_a_value_and_errors_name_conditions_in_words(
+    server: LiveServer, page: Any, db: Database
+) -> None:
+    _import(server, list(demo.rows(50, seed=5)), key="id")
+    _ready(page, f"{server.url}/segments/new?dataset=customers")
+    page.wait_for_selector("#preview span.muted")
+    # No red rule path on a form nobody has touched: a hint in words instead.
+    hint = "Give condition 1 a value to count the records it matches."
+    assert page.text_content("#preview") == hint
+    assert page.locator("#preview .error").count() == 0
+
+    page.fill("#seg-name", "unfinished")
+    page.click("#save")
+    page.wait_for_selector("#save-error:not(:empty)")
+    error = page.text_content("#save-error") or ""
+    assert error.startswith("condition 1: ") and "rules.conditions" not in error
+    assert segments.list_segments(db) == []

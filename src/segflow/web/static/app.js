@@ -255,6 +255,31 @@ class Builder {
   }
 }
 
+// The first condition still waiting for its value, numbered as the user sees it ("2", "3.1"), else null.
+function firstBlank(node, label = "") {
+  if (!node.conditions) {
+    if (NO_VALUE.has(node.operator)) return null;
+    const missing = (v) => v === "" || v === null || v === undefined || Number.isNaN(v);
+    const value = node.value;
+    const blank = Array.isArray(value) ? value.length === 0 || value.some(missing) : missing(value);
+    return blank ? label : null;
+  }
+  for (const [i, child] of node.conditions.entries()) {
+    const found = firstBlank(child, label ? `${label}.${i + 1}` : `${i + 1}`);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+// The API names a rule's part by its path (rules.conditions[1].conditions[0].value);
+// the page says "condition 2.1" as the builder shows it.
+function ruleWords(message) {
+  return message.replace(/\brules((?:\.conditions\[\d+\])+)(?:\.(\w+))?:/g, (_, path, part) => {
+    const numbers = [...path.matchAll(/\[(\d+)\]/g)].map((m) => Number(m[1]) + 1).join(".");
+    return `condition ${numbers}${part && part !== "value" ? ` (${part})` : ""}:`;
+  });
+}
+
 async function setupBuilder(segment) {
   const datasetSelect = $("seg-dataset");
   const preview = $("preview");
@@ -263,6 +288,11 @@ async function setupBuilder(segment) {
   const refresh = debounce(async () => {
     const mine = ++seq;
     const rules = builder.read();
+    const blank = firstBlank(rules);
+    if (blank !== null) {
+      preview.replaceChildren(el("span", { class: "muted" }, `Give condition ${blank} a value to count the records it matches.`));
+      return;
+    }
     preview.textContent = "counting…";
     try {
       const result = await api("/api/segments/preview", {
@@ -277,7 +307,7 @@ async function setupBuilder(segment) {
       }
       preview.replaceChildren(...parts);
     } catch (error) {
-      if (mine === seq) preview.replaceChildren(el("span", { class: "error" }, error.message));
+      if (mine === seq) preview.replaceChildren(el("span", { class: "error" }, ruleWords(error.message)));
     }
   }, 250);
   async function loadDataset(name, rules) {
@@ -310,7 +340,7 @@ async function setupBuilder(segment) {
         : await api("/api/segments", { method: "POST", json: { ...body, dataset: datasetSelect.value } });
       window.location.href = `/segments/${saved.id}`;
     } catch (error) {
-      $("save-error").textContent = error.message;
+      $("save-error").textContent = ruleWords(error.message);
     }
   });
 }
