@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from segflow import datasets, demo, segments
-from segflow.activation import destinations
+from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
@@ -516,3 +516,20 @@ def test_an_untouched_builder_asks_for_a_value_and_errors_name_conditions_in_wor
     error = page.text_content("#save-error") or ""
     assert error.startswith("condition 1: ") and "rules.conditions" not in error
     assert segments.list_segments(db) == []
+
+
+def test_the_segments_list_shows_sync_badges_on_every_load(
+    server: LiveServer, page: Any, db: Database
+) -> None:
+    """The stream's first snapshot often arrives while the page still loads; it waits
+    for the page's listeners instead of being lost (1 load in 5 showed badges before)."""
+    _import(server, list(demo.rows(60, seed=8)), key="id")
+    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    destinations.add_destination(db, "audience", "file", {"path": "a.jsonl"}, NOW)
+    links.link(db, "big", "audience", NOW)
+    for _ in range(5):
+        _ready(page, f"{server.url}/segments")
+        badge = page.locator(f"tr[data-segment='{made.id}'] .sync .badge")
+        badge.wait_for(timeout=5000)
+        assert (badge.text_content() or "").startswith("audience: ")

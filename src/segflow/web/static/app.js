@@ -69,6 +69,9 @@ const listeners = { segment: [], import: [], sync: [] };
 function onLive(kind, fn) {
   listeners[kind].push(fn);
 }
+// Events that arrive while the page is still loading (the stream's first
+// snapshot often does) wait here until the page has registered its listeners.
+let heldEvents = [];
 function connectLive() {
   const source = new EventSource("/api/stream");
   const dot = $("live");
@@ -77,9 +80,15 @@ function connectLive() {
   for (const kind of Object.keys(listeners)) {
     source.addEventListener(kind, (e) => {
       const data = JSON.parse(e.data);
-      for (const fn of listeners[kind]) fn(data);
+      if (heldEvents) heldEvents.push([kind, data]);
+      else for (const fn of listeners[kind]) fn(data);
     });
   }
+}
+function releaseLive() {
+  const held = heldEvents;
+  heldEvents = null;
+  for (const [kind, data] of held) for (const fn of listeners[kind]) fn(data);
 }
 
 // ------------------------------------------------------------------ segments list
@@ -973,5 +982,6 @@ const PAGES = {
   if (name !== "login") await showAccount();
   if (name !== "docs" && name !== "login") connectLive();
   if (page) await page();
+  releaseLive();
   document.body.dataset.ready = "true";
 })();
