@@ -19,12 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from segflow import datasets, demo, segments
 from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
+from segflow.db.schema import segments as segments_table
 from segflow.web.server import LiveServer, free_port, live_server
 from tests.helpers import needs_chromium
 from tests.sync_helpers import NOW, csv_bytes
@@ -533,3 +535,24 @@ def test_the_segments_list_shows_sync_badges_on_every_load(
         badge = page.locator(f"tr[data-segment='{made.id}'] .sync .badge")
         badge.wait_for(timeout=5000)
         assert (badge.text_content() or "").startswith("audience: ")
+
+
+def test_a_segment_that_stopped_updating_says_so_in_words(
+    server: LiveServer, page: Any, db: Database
+) -> None:
+    _import(server, list(demo.rows(20, seed=8)), key="id")
+    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    reason = (
+        "the database cannot evaluate these rules: rules.conditions[0].value: "
+        + "a value the database refused, " * 5
+    )
+    with db.write() as conn:  # as the engine records a segment it could not evaluate
+        conn.execute(sa.update(segments_table).values(error=reason))
+    _ready(page, f"{server.url}/segments")
+    note = page.locator(f"tr[data-segment='{made.id}'] .processed span.error")
+    shown = note.text_content() or ""
+    assert shown.startswith("not updating: the database cannot evaluate these rules: condition 1:")
+    assert len(shown) < 100 and "rules.conditions" not in (note.get_attribute("title") or "")
+    _ready(page, f"{server.url}/segments/{made.id}")
+    assert "not updating: " in (page.text_content("#summary") or "")

@@ -123,7 +123,7 @@ async function segmentsPage() {
     tr.querySelector("a").textContent = s.name;
     if (s.dataset) tr.querySelector(".dataset").textContent = s.dataset;
     tr.querySelector(".count").textContent = fmt(s.member_count);
-    tr.querySelector(".processed").textContent = s.error ? `error: ${s.error}` : when(s.last_processed_at);
+    tr.querySelector(".processed").replaceChildren(s.error ? brokenNote(s.error) : when(s.last_processed_at));
     tr.querySelector(".sync").replaceChildren(...badge(s.id));
     $("empty").hidden = rows.size > 0;
   }
@@ -135,6 +135,14 @@ async function segmentsPage() {
     const tr = rows.get(s.segment_id);
     if (tr) tr.querySelector(".sync").replaceChildren(...badge(s.segment_id));
   });
+}
+
+// A segment that cannot be evaluated: a short note in the list, the whole reason on hover
+// and on its own page.
+function brokenNote(error) {
+  const words = ruleWords(error);
+  const short = words.length > 70 ? `${words.slice(0, 67)}…` : words;
+  return el("span", { class: "error", title: words }, `not updating: ${short}`);
 }
 
 // ------------------------------------------------------------------ rule builder
@@ -415,7 +423,7 @@ async function segmentPage() {
     $("title").textContent = `Segment ${s.name}`;
     $("summary").replaceChildren(el("strong", { id: "member-count" }, fmt(s.member_count)),
       ` members of dataset `, el("a", { href: `/datasets/${encodeURIComponent(segment.dataset)}` }, segment.dataset),
-      ` · last processed ${when(s.last_processed_at)}`, s.error ? ` · error: ${s.error}` : "");
+      ` · last processed ${when(s.last_processed_at)}`, s.error ? el("span", { class: "error" }, ` · not updating: ${ruleWords(s.error)}`) : "");
   };
   showSummary(segment);
   const loadHistory = async () => drawChart($("chart"), await api(`/api/segments/${id}/history`));
