@@ -556,3 +556,41 @@ def test_a_segment_that_stopped_updating_says_so_in_words(
     assert len(shown) < 100 and "rules.conditions" not in (note.get_attribute("title") or "")
     _ready(page, f"{server.url}/segments/{made.id}")
     assert "not updating: " in (page.text_content("#summary") or "")
+
+
+def test_the_segment_page_links_only_new_destinations_unlinks_after_asking_and_explains_events(
+    server: LiveServer, page: Any, db: Database
+) -> None:
+    _import(server, list(demo.rows(60, seed=8)), key="id")
+    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    for name in ("first", "second"):
+        destinations.add_destination(db, name, "file", {"path": f"{name}.jsonl"}, NOW)
+    links.link(db, "big", "first", NOW)
+    _ready(page, f"{server.url}/segments/{made.id}")
+    offered = page.locator("#link-destination option").all_text_contents()
+    assert offered == ["second (file)"]  # "first" is linked already
+    page.click("#link-form button[type=submit]")
+    page.wait_for_selector("#links tbody tr:has-text('second')")
+    assert page.is_hidden("#link-form")
+    assert (page.text_content("#link-none") or "").startswith("Linked to every destination.")
+
+    row = page.locator("#links tbody tr", has_text="second").first
+    row.get_by_role("button", name="Unlink").click()
+    assert "Stop syncing to second?" in (row.text_content() or "")
+    row.get_by_role("button", name="Cancel").click()
+    assert [lk.destination for lk in links.list_links(db)] == ["first", "second"]
+    row.get_by_role("button", name="Unlink").click()
+    row.get_by_role("button", name="Unlink").click()
+    page.wait_for_selector("#links tbody tr:has-text('second')", state="detached")
+    assert [lk.destination for lk in links.list_links(db)] == ["first"]
+    assert page.locator("#link-destination option").all_text_contents() == ["second (file)"]
+
+    # Events: no internal sequence column; a key explains that record.
+    assert page.locator("#events thead th").all_text_contents() == ["When", "Record", "Change"]
+    first_event = page.locator("#events tbody tr").first
+    key = first_event.locator("a").text_content() or ""
+    assert (first_event.locator("td").nth(2).text_content() or "") == "entered"
+    first_event.locator("a").click()
+    page.wait_for_selector("#explain p")
+    assert (page.text_content("#explain p") or "").startswith(f"{key} is a member")

@@ -112,11 +112,12 @@ phone numbers keep every digit.</small></p>
 <th class="num">Synced</th><th class="num">Pending adds</th><th class="num">Pending removes</th>
 <th class="num">Failed</th><th>At Google</th><th>Last success</th><th>Last error</th></tr></thead>
 <tbody></tbody></table>
-<form id="link-form"><select id="link-destination"></select>
-<button type="submit">Link destination</button> <span id="link-error" class="error"></span></form>
+<form id="link-form"><select id="link-destination" aria-label="destination to link"></select>
+<button type="submit">Link destination</button></form>
+<p id="link-none" hidden></p><p id="link-error" class="error" aria-live="polite"></p>
 </section>
 <section><h2>Recent events</h2><table id="events"><thead><tr><th>When</th><th>Record</th>
-<th>Change</th><th class="num">Sequence</th></tr></thead><tbody></tbody></table></section>
+<th>Change</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Edit rules</h2>{_BUILDER}</section>"""
     return _layout("Segment", "segment", body, {"segment_id": segment_id})
 

@@ -443,8 +443,9 @@ async function segmentPage() {
   const loadEvents = async () => {
     const page = await api(`/api/segments/${id}/events?limit=20`);
     $("events").tBodies[0].replaceChildren(...page.items.map((e) =>
-      el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.key), el("td", { class: e.kind }, e.kind), el("td", { class: "num" }, fmt(e.seq)))));
+      el("tr", {}, el("td", {}, when(e.at)), el("td", {}, explainLink(e.key)), el("td", { class: e.kind }, e.kind === "enter" ? "entered" : "left"))));
   };
+
   await loadEvents();
 
   $("explain-form").addEventListener("submit", async (event) => {
@@ -477,15 +478,38 @@ async function segmentPage() {
     const state = (s) => [s.paused ? `paused: ${s.paused_reason}` : "active",
       ...s.warnings.map((w) => el("div", { class: "warning" }, w)),
       s.paused || s.failed ? el("div", { class: "actions" }, s.paused ? resume(s, false) : null, s.failed ? resume(s, true) : null) : null];
+    const unlink = (s) => {
+      const cell = el("div", { class: "actions" });
+      const ask = el("button", { type: "button", class: "small remove", onclick: () => cell.replaceChildren(
+        el("span", {}, `Stop syncing to ${s.destination}? It keeps the ${fmt(s.synced)} members it was sent.`),
+        el("button", { type: "button", class: "small remove", onclick: async () => {
+          try {
+            await api(`/api/segments/${id}/links/${idOf[s.destination]}`, { method: "DELETE" });
+            await loadLinks();
+          } catch (error) {
+            cell.replaceChildren(el("span", { class: "error" }, error.message));
+          }
+        } }, "Unlink"),
+        el("button", { type: "button", class: "small", onclick: () => cell.replaceChildren(ask) }, "Cancel")) }, "Unlink");
+      cell.append(ask);
+      return cell;
+    };
     $("links").tBodies[0].replaceChildren(...statuses.flatMap((s) => [el("tr", {},
-      el("td", {}, s.destination), el("td", {}, state(s)),
+      el("td", {}, s.destination, unlink(s)), el("td", {}, state(s)),
       el("td", { class: "num" }, fmt(s.synced), s.awaiting_google ? el("div", { class: "muted" }, `${fmt(s.awaiting_google)} awaiting Google`) : null),
       el("td", { class: "num" }, fmt(s.pending_adds)),
       el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed), s.failed ? refusedList(id, idOf[s.destination]) : null),
       el("td", { class: "google" }, atGoogle(s)),
       el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || "")),
       ...(s.uploads.length ? [el("tr", { class: "uploads" }, el("td", { colspan: 9 }, uploadsTable(s.uploads)))] : [])]));
-    $("link-destination").replaceChildren(...all.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
+    // Only destinations this segment is not linked to yet can be picked.
+    const free = all.filter((d) => !statuses.some((s) => s.destination === d.name));
+    $("link-destination").replaceChildren(...free.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
+    $("link-form").hidden = free.length === 0;
+    $("link-none").hidden = free.length > 0;
+    $("link-none").replaceChildren(all.length
+      ? "Linked to every destination. "
+      : "No destinations yet. ", el("a", { href: "/destinations" }, all.length ? "Add another" : "Add one"), " on the Destinations page.");
   };
   await loadLinks();
   $("link-form").addEventListener("submit", async (event) => {
@@ -508,6 +532,14 @@ async function segmentPage() {
   await setupBuilder(segment);
 }
 
+// A record's key that, clicked, explains on the segment page why it is (not) a member.
+function explainLink(key) {
+  return el("a", { href: "#explain-form", title: "why is this record (not) a member?", onclick: () => {
+    $("explain-key").value = key;
+    $("explain-form").requestSubmit();
+  } }, key);
+}
+
 // The members a destination refused, read when the user opens the list.
 function refusedList(segmentId, destinationId) {
   const list = el("ul", { class: "refused" });
@@ -516,7 +548,7 @@ function refusedList(segmentId, destinationId) {
     if (!box.open || list.childElementCount) return;
     try {
       const rows = await api(`/api/segments/${segmentId}/links/${destinationId}/failed?limit=50`);
-      list.replaceChildren(...rows.map((r) => el("li", {}, el("a", { href: "#explain-form", title: "why is this person a member?", onclick: () => { $("explain-key").value = r.key; $("explain-form").requestSubmit(); } }, r.key), `: ${r.reason}`)));
+      list.replaceChildren(...rows.map((r) => el("li", {}, explainLink(r.key), `: ${r.reason}`)));
     } catch (error) {
       list.replaceChildren(el("li", { class: "error" }, error.message));
     }
