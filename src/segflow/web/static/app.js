@@ -462,6 +462,7 @@ async function segmentPage() {
     }
   });
 
+  const unlinking = new Set();
   const loadLinks = async () => {
     const [statuses, all] = await Promise.all([api(`/api/segments/${id}/links`), api("/api/destinations")]);
     const idOf = Object.fromEntries(all.map((d) => [d.name, d.id]));
@@ -478,20 +479,26 @@ async function segmentPage() {
     const state = (s) => [s.paused ? `paused: ${s.paused_reason}` : "active",
       ...s.warnings.map((w) => el("div", { class: "warning" }, w)),
       s.paused || s.failed ? el("div", { class: "actions" }, s.paused ? resume(s, false) : null, s.failed ? resume(s, true) : null) : null];
+    // Live updates redraw the table; an open "stop syncing?" question survives them.
     const unlink = (s) => {
       const cell = el("div", { class: "actions" });
-      const ask = el("button", { type: "button", class: "small remove", onclick: () => cell.replaceChildren(
+      const question = () => [
         el("span", {}, `Stop syncing to ${s.destination}? It keeps the ${fmt(s.synced)} members it was sent.`),
         el("button", { type: "button", class: "small remove", onclick: async () => {
           try {
             await api(`/api/segments/${id}/links/${idOf[s.destination]}`, { method: "DELETE" });
+            unlinking.delete(s.destination);
             await loadLinks();
           } catch (error) {
             cell.replaceChildren(el("span", { class: "error" }, error.message));
           }
         } }, "Unlink"),
-        el("button", { type: "button", class: "small", onclick: () => cell.replaceChildren(ask) }, "Cancel")) }, "Unlink");
-      cell.append(ask);
+        el("button", { type: "button", class: "small", onclick: () => { unlinking.delete(s.destination); cell.replaceChildren(ask); } }, "Cancel")];
+      const ask = el("button", { type: "button", class: "small remove", onclick: () => {
+        unlinking.add(s.destination);
+        cell.replaceChildren(...question());
+      } }, "Unlink");
+      cell.replaceChildren(...(unlinking.has(s.destination) ? question() : [ask]));
       return cell;
     };
     $("links").tBodies[0].replaceChildren(...statuses.flatMap((s) => [el("tr", {},
