@@ -187,6 +187,11 @@ def install_fits(conn: Connection) -> None:
     )
 
 
+def empty_like_list() -> str:
+    """``coltypes.EMPTY_LIKE`` as the items of an SQL ``IN`` list, lower-case."""
+    return _EMPTY_LIKE_SQL
+
+
 def is_empty_like_sql(raw_sql: str) -> str:
     """SQL true when a raw cell holds no value (``coltypes.is_empty_like``; NULL included)."""
     return f"COALESCE(LOWER(TRIM({raw_sql})) IN ('', {_EMPTY_LIKE_SQL}), TRUE)"

@@ -10,6 +10,7 @@ also kept in the dataset's import history.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import logging
 import os
@@ -26,7 +27,7 @@ from segflow.db import records, sequence
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, identifier_maps, imports, segments
 from segflow.errors import ImportFailed, InvalidInput
-from segflow.ingest import columns, phones
+from segflow.ingest import columns, phones, preview
 from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
@@ -72,14 +73,34 @@ def import_csv(
         raise InvalidInput(
             f"the delete limit is a percent from 0 to 100, got {options.delete_limit}"
         )
+    taken: preview.Sample | None = None
+    if options.sample_bytes is not None:
+        if not options.dry_run:
+            raise InvalidInput("only a dry run reads a sample of the file; a real import reads all")
+        stream, taken = preview.sample(stream, options.sample_bytes, options.encoding, source)
+        total_bytes = taken.bytes
+    bom = _bom(stream) if options.dry_run else None
     offset = _position(stream)
     reader = _open_reader(stream, options, source, settings)
     header = reader.header
     existing = find_dataset(db, options.dataset)
     _check_width(header, existing, source)
-    key_index = _resolve_key(header, existing, options.key, source)
+    guessed = False
+    try:
+        key_index = _resolve_key(header, existing, options.key, source)
+    except ImportFailed:
+        if not options.dry_run or existing is not None or options.key is not None:
+            raise
+        # A preview is where the key is chosen: it shows the candidates anyway.
+        key_index, guessed = preview.guess_key(header), True
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
+    run.read = {"encoding": reader.encoding, "header_line": reader.header_line}
+    if bom is not None:
+        run.read["bom"] = bom
+    run.sample = taken
+    if options.dry_run:
+        run.read["key_guessed"] = guessed
     region, consent_columns = _dataset_region(db, existing.id if existing else None)
     job = Job(
         offset or 0,
@@ -258,6 +279,10 @@ class _Run:
         self.total_bytes = total_bytes
         self.rejects = RejectLog(settings.max_reject_details)
         self.report: ProgressFn = lambda _p: None
+        #: How the file was read: its encoding, header line (and a dry run's BOM).
+        self.read: dict[str, Any] = {}
+        self.sample: preview.Sample | None = None
+        self.described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def execute(self, rows: Rows) -> dict[str, Any]:
         if isinstance(rows, SqliteRows) and find_dataset(self.db, self.options.dataset) is None:
@@ -276,6 +301,8 @@ class _Run:
             with conn.begin():
                 staging.create()
                 rows.stage(staging, self)
+                if self.options.dry_run:
+                    self.described = preview.describe(staging, self.header, self.rejects)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     why = f"duplicate key {key!r} (first seen on line {first})"
@@ -394,6 +421,9 @@ class _Run:
             duplicates,
             self.started,
         )
+        summary.update(self.read)
+        if self.options.dry_run:
+            _add_preview(summary, self.described, self.sample)
         conn.execute(
             imports.insert().values(
                 dataset_id=outcome.dataset_id,
@@ -428,6 +458,53 @@ def _segments_after(conn: Connection, dataset_id: int, now: dt.datetime) -> list
 
 class _Retry(Exception):
     """Loading straight into a new dataset did not work out; stage the file instead."""
+
+
+def _add_preview(
+    summary: dict[str, Any],
+    described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None,
+    taken: preview.Sample | None,
+) -> None:
+    """A dry run's summary: also the key candidates, each column's examples
+    and empty-like tokens, and how much of the file was read."""
+    candidates, details = described or ([], {})
+    types = {c["name"]: c["type"] for c in summary["columns"]}
+    summary["key_candidates"] = [c for c in candidates if preview.may_be_key(c, types[c["column"]])]
+    for column in summary["columns"]:
+        column.update(details.get(column["name"], {}))
+    if summary.get("key_guessed"):
+        summary["notes"].append(
+            f"no key column was given and none is named {', '.join(DEFAULT_KEYS)}: the counts "
+            f"take {summary['key']!r} for the key; choose one (see the key candidates)"
+        )
+    whole = preview.Sample(summary["bytes"], True)
+    summary["sample"] = (taken or whole).as_dict(summary["rows"])
+    if taken is not None and not taken.whole:
+        summary["notes"].append(
+            f"a sample: only the first {taken.bytes:,} bytes ({summary['rows']:,} rows) were "
+            "read, and the counts are theirs"
+            + ("; records not in it count as deleted" if summary["mode"] == "replace" else "")
+        )
+
+
+def _bom(stream: BinaryIO) -> str | None:
+    """The byte order mark the stream starts with (``utf-8``, ``utf-16-le``, ...), else ''.
+
+    None where the stream cannot be looked at without consuming it.
+    """
+    at = _position(stream)
+    if at is None:
+        return None
+    first = stream.read(3)
+    stream.seek(at)
+    for mark, name in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if first.startswith(mark):
+            return name
+    return ""
 
 
 def _position(stream: BinaryIO) -> int | None:
