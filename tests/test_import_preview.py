@@ -23,6 +23,7 @@ from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest import preview
 from segflow.ingest.options import MB
 from segflow.web.app import create_app
+from segflow.web.server import live_server
 from tests.helpers import NOW, do_import, live, typed_values
 
 #: A CRM export as Excel writes it: BOM, ``;``, decimal commas, dotted dates,
@@ -351,3 +352,21 @@ def test_worker_dry_run_keeps_the_preview_fields(db: Database) -> None:
         clock=lambda: NOW,
     )
     assert summary["sample"]["whole_file"] is False and summary["key_candidates"]
+
+
+def test_the_cli_previews_a_sample_and_retypes_with_a_format_through_a_server(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "big.csv"
+    path.write_bytes(_rows(100_000))
+    do_import(db, b"id;amount\n1;1.234\n2;1.234.567\n")  # integer, 1.234,56
+    with live_server(db, Settings()) as server:
+        argv = ["import", str(path), "--dataset", "big", "--dry-run", "--server", server.url]
+        assert cli.main([*argv, "--sample-mb", "0.25"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Preview of big.csv for a new dataset 'big'")
+        assert "read a sample of the file (" in out and "note: a sample: only the first" in out
+        retyped = ["datasets", "retype", "people", "amount", "number", "--server", server.url]
+        assert cli.main([*retyped, "--format", "1.234,56"]) == 0
+        assert "is now number, 1.234,56 (was integer, 1.234,56" in capsys.readouterr().out
+    assert datasets.find_dataset(db, "big") is None

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import colformats, engine
+from segflow import colformats, coltypes, engine
 from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
@@ -65,6 +65,8 @@ def import_csv(
     in which case nothing was stored.
     """
     settings = settings or Settings()
+    # Typing here, in a helper process and in SQL must read the same words.
+    coltypes.use_empty_like(settings.empty_like)
     started = time.monotonic()
     validate_dataset_name(options.dataset)
     if options.mode not in MODES:
@@ -110,6 +112,7 @@ def import_csv(
         key_index,
         phone_region=region,
         consent_columns=consent_columns,
+        empty_like=sorted(coltypes.EMPTY_LIKE),
     )
     helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
