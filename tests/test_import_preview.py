@@ -370,3 +370,26 @@ def test_the_cli_previews_a_sample_and_retypes_with_a_format_through_a_server(
         assert cli.main([*retyped, "--format", "1.234,56"]) == 0
         assert "is now number, 1.234,56 (was integer, 1.234,56" in capsys.readouterr().out
     assert datasets.find_dataset(db, "big") is None
+
+
+def test_a_dry_run_says_when_the_deletes_would_need_confirming(
+    db: Database, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    do_import(db, b"id,spend\n1,10\n2,20\n3,30\n4,40\n", dataset="crm")
+    over = _dry(db, b"id,spend\n1,10\n", mode="replace")
+    assert over["deleted"] == 3  # counted as if confirmed
+    guard = over["delete_guard"]
+    assert guard["needs_confirmation"] is True
+    assert (guard["would_delete"], guard["records"], guard["percent"]) == (3, 4, 75.0)
+    assert "would delete 3 of 4 records (75%)" in guard["message"]
+    within = _dry(db, b"id,spend\n1,10\n2,20\n3,30\n4,41\n", mode="replace")
+    assert within["delete_guard"] == {"needs_confirmation": False}
+    confirmed = _dry(db, b"id,spend\n1,10\n", mode="replace", confirm_delete=True)
+    assert confirmed["delete_guard"] == {"needs_confirmation": False}
+    path = tmp_path / "one.csv"
+    path.write_bytes(b"id,spend\n1,10\n")
+    argv = ["import", str(path), "--dataset", "crm", "--mode", "replace", "--dry-run"]
+    assert cli.main([*argv, "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert "deletes need confirming (--confirm-delete): 3 of 4 records, over the 20% limit" in out
+    assert len(live(db, "crm")) == 4

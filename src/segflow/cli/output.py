@@ -100,6 +100,17 @@ def import_preview(s: dict[str, Any]) -> None:
         f"  would insert {s['inserted']:,}, update {s['updated']:,}, delete {s['deleted']:,}; "
         f"{s['unchanged']:,} unchanged, {s['rejected']:,} rejected"
     )
+    guard = s.get("delete_guard") or {}
+    if guard.get("needs_confirmation"):
+        lost = "".join(
+            f", {d['members_removed']:,} of {d['members']:,} members of {d['destination']!r}"
+            for d in guard["destinations"]
+            if d["members_removed"]
+        )
+        print(
+            f"  the deletes need confirming (--confirm-delete): {guard['would_delete']:,} of "
+            f"{guard['records']:,} records{lost}, over the {guard['limit_percent']}% limit"
+        )
     candidates = s.get("key_candidates", [])
     if candidates:
         print("  key candidates:")

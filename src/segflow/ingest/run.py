@@ -32,6 +32,7 @@ from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.guard import DeleteNeedsConfirmation
 from segflow.ingest.options import (
     DEFAULT_KEYS,
     MAX_COLUMNS,
@@ -311,27 +312,42 @@ class _Run:
                     why = f"duplicate key {key!r} (first seen on line {first})"
                     self.rejects.add(line, why)
             self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
-            try:
-                with self.db.writing(conn):
-                    outcome = apply(
-                        conn,
-                        staging,
-                        self.options,
-                        self.header,
-                        lambda: rows.finish_checks(staging).types,
-                        self.now,
-                        rows.guessed_types,
-                        # A dry run shows how much would go rather than refuse.
-                        delete_limit=None if self.options.dry_run else self._delete_limit(),
-                        source=self.source,
-                    )
-                    quality = rows.finish_checks(staging).quality
-                    summary = self._record(conn, rows, outcome, quality, len(duplicates))
-                    if self.options.dry_run:
-                        summary["segments"] = _segments_after(conn, outcome.dataset_id, self.now)
-                        raise _RolledBack(summary)
-            except _RolledBack as dry:
-                summary = dry.summary
+            limit = self._delete_limit()
+            guard: dict[str, Any] = {"needs_confirmation": False}
+            while True:
+                try:
+                    with self.db.writing(conn):
+                        outcome = apply(
+                            conn,
+                            staging,
+                            self.options,
+                            self.header,
+                            lambda: rows.finish_checks(staging).types,
+                            self.now,
+                            rows.guessed_types,
+                            delete_limit=limit,
+                            source=self.source,
+                        )
+                        quality = rows.finish_checks(staging).quality
+                        summary = self._record(conn, rows, outcome, quality, len(duplicates))
+                        if self.options.dry_run:
+                            summary["segments"] = _segments_after(
+                                conn, outcome.dataset_id, self.now
+                            )
+                            summary["delete_guard"] = guard
+                            raise _RolledBack(summary)
+                    break
+                except _RolledBack as dry:
+                    summary = dry.summary
+                    break
+                except DeleteNeedsConfirmation as refused:
+                    if not self.options.dry_run or limit is None:
+                        raise
+                    # A dry run shows how much would go rather than refuse: the
+                    # refusal's numbers (nothing was written), then the counts.
+                    guard = {"needs_confirmation": True, "message": str(refused)}
+                    guard.update(refused.details())
+                    limit = None
         self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
         return summary
 
