@@ -178,7 +178,9 @@ def test_a_sample_needs_a_dry_run_and_a_whole_line(db: Database) -> None:
 
 def test_the_cut_counts_quotes_only_outside_doubled_ones() -> None:
     data = b'id,n\n1,"a ""quoted"" word\nand more"\n2,b\n3,"open\n'
-    stream, taken = preview.sample(io.BytesIO(data), len(data) - 1, "utf-8", "x.csv")
+    cut = preview.sample(io.BytesIO(data), len(data) - 1, "utf-8", "x.csv")
+    assert cut is not None
+    stream, taken = cut
     assert stream.read() == b'id,n\n1,"a ""quoted"" word\nand more"\n2,b\n'
     assert not taken.whole
 
@@ -219,6 +221,11 @@ def test_the_cli_takes_a_sample_in_megabytes(
     assert summary["sample"]["whole_file"] is False
     assert MB - 20 < summary["sample"]["bytes"] <= MB
     assert summary["inserted"] == summary["sample"]["rows"] < 200_000
+    # A sample as large as the file is the file; a sample is held in memory, hence a limit.
+    assert cli.main([*argv[:-1], "3", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sample"]["whole_file"] is True
+    assert cli.main([*argv[:-1], "300", "--dry-run"]) == 1
+    assert "a sample is from 1 byte to 256 MB" in capsys.readouterr().err
 
 
 def test_the_api_previews_with_the_analysis_and_a_sample(db: Database) -> None:

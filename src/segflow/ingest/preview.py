@@ -23,10 +23,12 @@ from typing import Any, BinaryIO
 from segflow import coltypes
 from segflow.db import records
 from segflow.db.records import ident
-from segflow.errors import ImportFailed
-from segflow.ingest.options import DEFAULT_KEYS, normalise_name
+from segflow.errors import ImportFailed, InvalidInput
+from segflow.ingest.options import DEFAULT_KEYS, MB, normalise_name
 from segflow.ingest.staging import RejectLog, Staging
 
+#: The largest sample (``ImportOptions.sample_bytes``), which is held in memory.
+MAX_SAMPLE_BYTES = 256 * MB
 #: Example values shown for each column.
 EXAMPLES = 3
 #: Rows looked at, in file order, for a column's examples.
@@ -180,15 +182,24 @@ class Sample:
         return {"bytes": self.bytes, "rows": rows, "whole_file": self.whole}
 
 
-def sample(stream: BinaryIO, size: int, encoding: str, source: str) -> tuple[BinaryIO, Sample]:
-    """The stream's first ``size`` bytes, cut after the last whole record in them.
+def sample(
+    stream: BinaryIO, size: int, encoding: str, source: str, total: int | None = None
+) -> tuple[BinaryIO, Sample] | None:
+    """The stream's first ``size`` bytes, cut after the last whole record in them;
+    None where the stream's ``total`` size (if known) is no more than ``size``.
 
     A line end counts as a record's end only outside quotes: where the
     quotes before it are even in number (a quote inside a quoted field is
-    doubled). The stream is read no further than ``size`` bytes and one byte.
+    doubled). The sample is held in memory, hence ``MAX_SAMPLE_BYTES``; the
+    stream is read no further than ``size`` bytes and one byte.
     """
-    if size < 1:
-        raise ImportFailed(f"a sample must be at least 1 byte, got {size}", file=source)
+    if not 1 <= size <= MAX_SAMPLE_BYTES:
+        raise InvalidInput(
+            f"a sample is from 1 byte to {MAX_SAMPLE_BYTES // MB:,} MB, got {size:,} bytes "
+            "(without one, a dry run reads the whole file)"
+        )
+    if total is not None and total <= size:
+        return None
     data = stream.read(size + 1)
     if len(data) <= size:
         return io.BytesIO(data), Sample(len(data), True)

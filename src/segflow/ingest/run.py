@@ -80,8 +80,10 @@ def import_csv(
     if options.sample_bytes is not None:
         if not options.dry_run:
             raise InvalidInput("only a dry run reads a sample of the file; a real import reads all")
-        stream, taken = preview.sample(stream, options.sample_bytes, options.encoding, source)
-        total_bytes = taken.bytes
+        cut = preview.sample(stream, options.sample_bytes, options.encoding, source, total_bytes)
+        if cut is not None:
+            stream, taken = cut
+            total_bytes = taken.bytes
     bom = _bom(stream) if options.dry_run else None
     offset = _position(stream)
     reader = _open_reader(stream, options, source, settings)
@@ -496,7 +498,7 @@ def _add_preview(
             f"no key column was given and none is named {', '.join(DEFAULT_KEYS)}: the counts "
             f"take {summary['key']!r} for the key; choose one (see the key candidates)"
         )
-    whole = preview.Sample(summary["bytes"], True)
+    whole = preview.Sample(summary["bytes"], whole=True)
     summary["sample"] = (taken or whole).as_dict(summary["rows"])
     if taken is not None and not taken.whole:
         summary["notes"].append(
