@@ -40,9 +40,8 @@ def _typed(column: dict[str, Any]) -> str:
 
 def import_summary(s: dict[str, Any]) -> None:
     created = "created, " if s["created"] else ""
-    did = "Dry run, nothing was stored: would import" if s.get("dry_run") else "Imported"
     print(
-        f"{did} {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
+        f"Imported {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
         f"{s['mode']}) in {s['duration_s']:.1f}s"
     )
     print(

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from segflow import coltypes
+from segflow import colformats, coltypes
 from segflow.db import records
 from segflow.db.records import ident
 from segflow.errors import ImportFailed, InvalidInput
@@ -33,6 +33,9 @@ MAX_SAMPLE_BYTES = 256 * MB
 EXAMPLES = 3
 #: Rows looked at, in file order, for a column's examples.
 _EXAMPLE_ROWS = 200
+#: Rows in which a column not named like a key must have no repeat to be
+#: counted in full: a repeat there already rules it out, at far less cost.
+_FIRST_ROWS = 1_000
 #: Columns asked about in one statement (a statement's columns are limited).
 _CHUNK = 100
 _KEY_NAMES = {normalise_name(k) for k in DEFAULT_KEYS}
@@ -52,9 +55,12 @@ class _Counts:
 
 
 def describe(
-    staging: Staging, header: Sequence[str], rejects: RejectLog
+    staging: Staging, header: Sequence[str], types: Sequence[str], rejects: RejectLog
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The key candidates, and per column name its examples and empty-like tokens.
+
+    ``types``: the file's column types as the checks found them (or their
+    format states, ``segflow.colformats``).
 
     To be called before duplicate keys are removed, so that the staged rows
     are all the file's accepted rows. Rows rejected for an empty key were
@@ -62,18 +68,30 @@ def describe(
     """
     conn, table = staging.conn, ident(staging.rows)
     rows = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())  # noqa: S608
+    tokens: list[dict[str, int]] = [{} for _ in header]
+    for i, token, times in _empty_like_tokens(staging, len(header)):
+        tokens[i][token] = times
     counts = [_Counts() for _ in header]
     for chunk in _chunks(range(len(header))):
-        filled = ", ".join(f"COUNT(CASE WHEN {_holds(i)} THEN 1 END)" for i in chunk)
-        found = conn.exec_driver_sql(f"SELECT {filled} FROM {table}").one()  # noqa: S608
+        # Not blank, less the empty-like cells just counted: one LOWER a cell saved.
+        present = ", ".join(f"COUNT(NULLIF(TRIM(s{i}), ''))" for i in chunk)
+        found = conn.exec_driver_sql(f"SELECT {present} FROM {table}").one()  # noqa: S608
         for i, value in zip(chunk, found, strict=True):
-            counts[i].filled = int(value)
-    # Distinct values only where they can make a candidate: a full count each.
-    wanted = [
+            counts[i].filled = int(value) - sum(tokens[i].values())
+    named = {i for i, name in enumerate(header) if named_like_key(name) or i == staging.key_index}
+    # Other columns are candidates only when unique: full of text or whole
+    # numbers (see ``may_be_key``) without a repeat among the first rows.
+    others = [
         i
-        for i, name in enumerate(header)
-        if named_like_key(name) or i == staging.key_index or (rows and counts[i].filled == rows)
+        for i in range(len(header))
+        if i not in named
+        and rows
+        and counts[i].filled == rows
+        and coltypes.column_type(colformats.resolve(types[i]).kind)
+        in (coltypes.TEXT, coltypes.INTEGER)
     ]
+    wanted = sorted(named | set(_unique_at_first(staging, others)))
+    # Distinct values where they can make a candidate: a full count each.
     for chunk in _chunks(wanted):
         distinct = ", ".join(f"COUNT(DISTINCT CASE WHEN {_holds(i)} THEN s{i} END)" for i in chunk)
         found = conn.exec_driver_sql(f"SELECT {distinct} FROM {table}").one()  # noqa: S608
@@ -98,9 +116,6 @@ def describe(
                 "duplicates": duplicates,
             }
         )
-    tokens: list[dict[str, int]] = [{} for _ in header]
-    for i, token, times in _empty_like_tokens(staging, len(header)):
-        tokens[i][token] = times
     columns = {
         name: {
             "examples": _examples(staging, i),
@@ -135,6 +150,19 @@ def _holds(index: int) -> str:
 
 def _empty_key(reason: str) -> bool:
     return reason.startswith("the key column") and reason.endswith("is empty")
+
+
+def _unique_at_first(staging: Staging, columns: Sequence[int]) -> list[int]:
+    """The columns without a repeated value among the first ``_FIRST_ROWS`` rows."""
+    out: list[int] = []
+    for chunk in _chunks(columns):
+        repeats = ", ".join(f"COUNT(*) - COUNT(DISTINCT s{i})" for i in chunk)
+        found = staging.conn.exec_driver_sql(
+            f"SELECT {repeats} FROM (SELECT * FROM {ident(staging.rows)} "  # noqa: S608
+            f"ORDER BY n LIMIT {_FIRST_ROWS}) first_rows"
+        ).one()
+        out.extend(i for i, value in zip(chunk, found, strict=True) if not value)
+    return out
 
 
 def _chunks(items: Sequence[int]) -> list[Sequence[int]]:

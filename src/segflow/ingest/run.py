@@ -308,7 +308,8 @@ class _Run:
                 staging.create()
                 rows.stage(staging, self)
                 if self.options.dry_run:
-                    self.described = preview.describe(staging, self.header, self.rejects)
+                    types = rows.finish_checks(staging).types
+                    self.described = preview.describe(staging, self.header, types, self.rejects)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     why = f"duplicate key {key!r} (first seen on line {first})"
