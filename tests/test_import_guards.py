@@ -492,8 +492,9 @@ def test_the_cli_and_the_api_preview_an_import(
     path.write_bytes(b"id,name\n1,Ann\n2,Bob\n")
     assert main(["import", str(path), "--dataset", "people", "--dry-run", "--db", db_url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Dry run, nothing was stored: would import")
-    assert "2 inserted" in out
+    assert out.startswith(f"Preview of {path} for a new dataset 'people'")
+    assert "nothing was stored" in out.splitlines()[0]
+    assert "would insert 2, update 0, delete 0" in out
     assert datasets.find_dataset(db, "people") is None
 
     app = create_app(db, Settings(), background=False)

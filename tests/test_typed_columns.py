@@ -153,6 +153,8 @@ def test_retype_narrows_when_every_value_fits_and_reevaluates_the_segments(db: D
         "column": "score",
         "from": "text",
         "to": "integer",
+        "from_format": None,
+        "format": None,
         "values": 3,
         "segments": ["scored"],
     }

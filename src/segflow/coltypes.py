@@ -21,9 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from segflow import colformats
+from segflow.errors import InvalidInput
 
 INTEGER = "integer"
 NUMBER = "number"
@@ -38,7 +39,51 @@ EMPTY = "empty"
 #: Cells meaning "no value", compared trimmed of spaces and ignoring case.
 #: Excel writes ``#N/A`` for a failed lookup. None may hold a digit: the
 #: typed conversions (``db.records``) test only cells without one.
-EMPTY_LIKE = frozenset({"n/a", "na", "#n/a", "null", "none", "nil", "-"})
+DEFAULT_EMPTY_LIKE = frozenset({"n/a", "na", "#n/a", "null", "none", "nil", "-"})
+#: The words in use: ``DEFAULT_EMPTY_LIKE`` unless the process was given its
+#: own (``SEGFLOW_EMPTY_LIKE``, :func:`use_empty_like`). One list for the
+#: whole process, so that typing here and the SQL conversions agree.
+EMPTY_LIKE = DEFAULT_EMPTY_LIKE
+_EMPTY_LIKE_WORD = re.compile(r"[!-&(-+\--/:-~][ !-&(-+\--/:-~]*")
+_MAX_EMPTY_LIKE = 50
+
+
+def empty_like_words(words: Iterable[str]) -> frozenset[str]:
+    """Words for :data:`EMPTY_LIKE`, lower-cased, each checked.
+
+    ASCII only, as SQLite's ``LOWER`` lower-cases only ASCII letters; no
+    digit (see above), quote or comma (the setting's separator).
+    """
+    out = set()
+    for given in words:
+        word = given.strip(" ").lower()
+        if not word:
+            continue
+        if (
+            len(word) > 30
+            or not _EMPTY_LIKE_WORD.fullmatch(word)
+            or any(ch.isdigit() for ch in word)
+        ):
+            raise InvalidInput(
+                f"empty-like word {given!r} is not allowed: at most 30 ASCII letters, spaces "
+                "and punctuation, with no digit, quote or comma (SEGFLOW_EMPTY_LIKE)"
+            )
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            raise InvalidInput(
+                f"empty-like word {given!r} is a boolean value (true/false/yes/no/t/f/y/n) "
+                "and cannot also mean empty (SEGFLOW_EMPTY_LIKE)"
+            )
+        out.add(word)
+    if len(out) > _MAX_EMPTY_LIKE:
+        raise InvalidInput(f"at most {_MAX_EMPTY_LIKE} empty-like words (SEGFLOW_EMPTY_LIKE)")
+    return frozenset(out)
+
+
+def use_empty_like(words: Iterable[str] | None) -> None:
+    """Make ``words`` the process's empty-like cells (None: the built-in ones)."""
+    global EMPTY_LIKE
+    EMPTY_LIKE = DEFAULT_EMPTY_LIKE if words is None else empty_like_words(words)
+
 
 TRUE_WORDS = ("true", "yes", "t", "y")
 FALSE_WORDS = ("false", "no", "f", "n")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from segflow import coltypes
 from segflow.errors import InvalidInput
 from segflow.secrets import Cipher
 
@@ -36,6 +37,9 @@ class Settings:
     #: Percent of a dataset's records (or of a linked destination's members)
     #: above which a replace import's deletes must be confirmed.
     replace_delete_limit: int = 20
+    #: Cells that mean "no value" (``coltypes.EMPTY_LIKE``); None: the built-in
+    #: ones. One list for every process of a deployment (see the README).
+    empty_like: tuple[str, ...] | None = None
     #: Seconds between the worker's safety-net ticks.
     tick_seconds: int = 60
     #: ``HOST:PORT`` of a local Data Manager API double (loopback only,
@@ -98,6 +102,7 @@ class Settings:
             replace_delete_limit=_percent(
                 env, "SEGFLOW_REPLACE_DELETE_LIMIT", cls.replace_delete_limit
             ),
+            empty_like=_words(env.get("SEGFLOW_EMPTY_LIKE") or ""),
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
             oauth_token_uri=_token_uri(env.get("SEGFLOW_OAUTH_TOKEN_URI") or ""),
@@ -144,6 +149,13 @@ class Settings:
     def lease_seconds(self) -> int:
         """How long a sync worker owns a list before another may take over."""
         return self.sync_lease or self.sync_timeout * 2 + 30
+
+
+def _words(raw: str) -> tuple[str, ...] | None:
+    """SEGFLOW_EMPTY_LIKE: comma-separated words, each checked; unset or blank: None."""
+    if not raw.strip():
+        return None
+    return tuple(sorted(coltypes.empty_like_words(raw.split(","))))
 
 
 def _endpoint(raw: str) -> str:

@@ -47,6 +47,9 @@ class Retyped:
     #: Stored values that now have a typed value, and segments evaluated again.
     values: int
     segments: list[str]
+    #: The column's number or date format after the change (None: plain).
+    format: str | None = None
+    old_format: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,16 +57,52 @@ class Retyped:
             "column": self.column,
             "from": self.old,
             "to": self.new,
+            "from_format": self.old_format,
+            "format": self.format,
             "values": self.values,
             "segments": self.segments,
         }
 
 
-def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.datetime) -> Retyped:
-    """Give ``column`` of ``dataset`` the type ``kind`` (see the module docstring)."""
+def check_format(kind: str, fmt: str) -> str:
+    """``fmt`` when it is a format that type ``kind`` reads values in; else a clear refusal."""
+    numbers, dates = list(colformats.NUMBER_FORMATS), list(colformats.DATE_FORMATS)
+    choices = f"number formats: {', '.join(numbers)}; date formats: {', '.join(dates)}"
+    name = fmt.strip()
+    shape = colformats.FORMATS.get(name) or colformats.FORMATS.get(name.upper())
+    if shape is None:
+        raise InvalidInput(f"unknown format {fmt!r} ({choices})")
+    if kind in (coltypes.INTEGER, coltypes.NUMBER) and shape.name in numbers:
+        return shape.name
+    if kind == coltypes.DATE and shape.name in dates:
+        return shape.name
+    takes = {
+        coltypes.INTEGER: f"the number formats {', '.join(numbers)}",
+        coltypes.NUMBER: f"the number formats {', '.join(numbers)}",
+        coltypes.DATE: f"the date formats {', '.join(dates)}",
+    }.get(kind, "no format")
+    raise InvalidInput(f"format {shape.name!r} does not go with type {kind}: {kind} takes {takes}")
+
+
+def retype(
+    db: Database,
+    dataset: str,
+    column: str,
+    kind: str,
+    *,
+    now: dt.datetime,
+    fmt: str | None = None,
+) -> Retyped:
+    """Give ``column`` of ``dataset`` the type ``kind`` (see the module docstring).
+
+    ``fmt``: how its values are written (``1.234,56``, ``DD.MM.YYYY``: see
+    :mod:`segflow.colformats`); without it a number or date column keeps its
+    format where the new type reads values written so.
+    """
     kind = kind.strip().lower()
     if kind not in TYPES:
         raise InvalidInput(f"unknown type {kind!r}; choose one of {', '.join(TYPES)}")
+    wanted = None if fmt is None else check_format(kind, fmt)
     with db.write() as conn:
         ds = require(conn, dataset, lock=True)
         found = ds.column(column)
@@ -72,11 +111,11 @@ def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.dateti
             raise NotFound(f"dataset {ds.name!r} has no column {column!r} (its columns: {names})")
         if found.position == _key_position(ds):
             raise InvalidInput(f"{found.name!r} is the dataset's key, which is kept as text")
-        if found.type == kind:
-            return Retyped(ds.name, found.name, kind, kind, 0, [])
+        fmt = _kept_format(found.format, kind) if wanted is None else wanted
+        if found.type == kind and fmt == found.format:
+            return Retyped(ds.name, found.name, kind, kind, 0, [], fmt, fmt)
         table = ident(ds.records_table)
         raw = ident(records.raw_col(found.position))
-        fmt = _kept_format(found.format, kind)
         if kind != coltypes.TEXT:
             _refuse_misfits(conn, ds, found, kind, table, raw, fmt)
         users = _segments_reading(conn, ds, found, kind)
@@ -111,7 +150,16 @@ def retype(db: Database, dataset: str, column: str, kind: str, *, now: dt.dateti
                 f"SELECT COUNT({raw}) FROM {table} WHERE NOT deleted"  # noqa: S608 - generated
             ).scalar_one()
         )
-    return Retyped(ds.name, found.name, found.type, kind, values, [name for _, name in users])
+    return Retyped(
+        ds.name,
+        found.name,
+        found.type,
+        kind,
+        values,
+        [name for _, name in users],
+        fmt,
+        found.format,
+    )
 
 
 def _index_time_columns(conn: Connection, ds: Dataset, column: Column, segment_id: int) -> None:
@@ -163,7 +211,8 @@ def _refuse_misfits(
     examples = ", ".join(f"{key} {value!r}" for key, value in shown)
     values = "1 stored value does not" if count == 1 else f"{count:,} stored values do not"
     raise InvalidInput(
-        f"{values} fit {kind} in column {column.name!r} of dataset {ds.name!r} "
+        f"{values} fit {kind}{f' written {fmt}' if fmt else ''} in column {column.name!r} "
+        f"of dataset {ds.name!r} "
         f"(key and value: {examples}); nothing was changed. Correct them and import the "
         f"file again, or keep the column {column.type}"
     )

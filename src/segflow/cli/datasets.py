@@ -7,13 +7,14 @@ import os
 import sys
 from typing import Any, BinaryIO
 
-from segflow import datasets, ingest, retype, segments, worker
+from segflow import colformats, datasets, ingest, retype, segments, worker
 from segflow.cli import output as show
 from segflow.cli.args import delimiter_arg
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
-from segflow.errors import SegflowError
+from segflow.errors import InvalidInput, SegflowError
+from segflow.ingest.options import MB
 from segflow.progress import TerminalProgress
 
 
@@ -27,6 +28,7 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
         confirm_delete=args.confirm_delete,
         delete_limit=args.delete_limit,
         dry_run=args.dry_run,
+        sample_bytes=sample_bytes(args.sample_mb, args.dry_run),
     )
     stream: BinaryIO
     if args.path == "-":
@@ -55,10 +57,24 @@ def cmd_import(args: argparse.Namespace, db: Database, settings: Settings) -> in
             stream.close()
     if args.json:
         show.emit_json(summary)
+    elif summary.get("dry_run"):
+        show.import_preview(summary)
+        import_notes(summary)
     else:
         show.import_summary(summary)
         import_notes(summary)
     return 0
+
+
+def sample_bytes(sample_mb: float | None, dry_run: bool) -> int | None:
+    """``--sample-mb`` in bytes; refused without ``--dry-run``."""
+    if sample_mb is None:
+        return None
+    if not dry_run:
+        raise InvalidInput("--sample-mb reads part of the file, which only --dry-run does")
+    if not sample_mb > 0:
+        raise InvalidInput(f"--sample-mb must be more than 0, got {sample_mb}")
+    return max(1, int(sample_mb * MB))
 
 
 def import_notes(summary: dict[str, Any]) -> None:
@@ -89,7 +105,7 @@ def cmd_datasets_delete(args: argparse.Namespace, db: Database, settings: Settin
 
 
 def cmd_datasets_retype(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    changed = retype.retype(db, args.name, args.column, args.type, now=utcnow())
+    changed = retype.retype(db, args.name, args.column, args.type, now=utcnow(), fmt=args.format)
     show.retyped(changed.as_dict(), args.json)
     return 0
 
@@ -140,6 +156,13 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         "enters and exits), storing nothing",
     )
     imp.add_argument(
+        "--sample-mb",
+        type=float,
+        metavar="N",
+        help="with --dry-run: a quick look, reading only the file's first N MB (cut after the "
+        "last whole row in them; default: the whole file)",
+    )
+    imp.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -172,6 +195,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     ds_retype.add_argument("column", metavar="COLUMN")
     ds_retype.add_argument(
         "type", metavar="TYPE", choices=retype.TYPES, help=", ".join(retype.TYPES)
+    )
+    ds_retype.add_argument(
+        "--format",
+        metavar="FORMAT",
+        help="how the values are written: for integer and number "
+        + ", ".join(repr(f) for f in colformats.NUMBER_FORMATS)
+        + "; for date "
+        + ", ".join(colformats.DATE_FORMATS)
+        + " (default: the column's format where the new type reads it, else plain)",
     )
     ds_retype.set_defaults(func=cmd_datasets_retype)
     ds_delete = ds_sub.add_parser("delete", parents=[common], help="delete a dataset")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from segflow import __version__, auth
+from segflow import __version__, auth, coltypes
 from segflow.cli import activation as cli_activation
 from segflow.cli import datasets as cli_datasets
 from segflow.cli import demo as cli_demo
@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db: Database | None = None
     try:
         settings = Settings.from_env()
+        coltypes.use_empty_like(settings.empty_like)
         server = getattr(args, "server", None) or settings.server
         if server:
             return cli_remote.run(args, server, getattr(args, "token", None) or settings.token)

@@ -40,9 +40,8 @@ def _typed(column: dict[str, Any]) -> str:
 
 def import_summary(s: dict[str, Any]) -> None:
     created = "created, " if s["created"] else ""
-    did = "Dry run, nothing was stored: would import" if s.get("dry_run") else "Imported"
     print(
-        f"{did} {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
+        f"Imported {s['source']} into dataset {s['dataset']!r} ({created}key {s['key']!r}, "
         f"{s['mode']}) in {s['duration_s']:.1f}s"
     )
     print(
@@ -80,6 +79,90 @@ def import_summary(s: dict[str, Any]) -> None:
             print(f"    line {reject['line']}: {reject['reason']}")
 
 
+def import_preview(s: dict[str, Any]) -> None:
+    """A dry run's summary, told as what the import would do."""
+    what = "a new dataset" if s["created"] else "dataset"
+    print(
+        f"Preview of {s['source']} for {what} {s['dataset']!r} (key {s['key']!r}, {s['mode']}); "
+        "nothing was stored"
+    )
+    sample = s.get("sample") or {}
+    read = "the whole file" if sample.get("whole_file", True) else "a sample of the file"
+    bom = f" with a {s['bom'].upper()} byte order mark" if s.get("bom") else ""
+    delimiter = {"\t": "tab"}.get(s["delimiter"], repr(s["delimiter"]))
+    print(
+        f"  read {read} ({s['bytes']:,} bytes, {plural(s['rows'], 'row')}): encoding "
+        f"{s.get('encoding', '?')}{bom}, delimiter {delimiter}, header on line "
+        f"{s.get('header_line', 1)}"
+    )
+    print(
+        f"  would insert {s['inserted']:,}, update {s['updated']:,}, delete {s['deleted']:,}; "
+        f"{s['unchanged']:,} unchanged, {s['rejected']:,} rejected"
+    )
+    guard = s.get("delete_guard") or {}
+    if guard.get("needs_confirmation"):
+        lost = "".join(
+            f", {d['members_removed']:,} of {d['members']:,} members of {d['destination']!r}"
+            for d in guard["destinations"]
+            if d["members_removed"]
+        )
+        print(
+            f"  the deletes need confirming (--confirm-delete): {guard['would_delete']:,} of "
+            f"{guard['records']:,} records{lost}, over the {guard['limit_percent']}% limit"
+        )
+    candidates = s.get("key_candidates", [])
+    if candidates:
+        print("  key candidates:")
+        for c in candidates:
+            chosen = " (the key)" if c["chosen"] else ""
+            if c["unique"]:
+                state = "unique, every row has one"
+            else:
+                parts = []
+                if c["duplicates"]:
+                    parts.append(plural(c["duplicates"], "repeated value"))
+                if c["empty"]:
+                    parts.append(plural(c["empty"], "empty cell"))
+                state = "not unique: " + ", ".join(parts or ["no rows"])
+            print(f"    {c['column']}{chosen}: {state}")
+    print("  columns:")
+    width = max([len(c["name"]) for c in s["columns"]] + [4])
+    for c in s["columns"]:
+        examples = ", ".join(repr(e) for e in c.get("examples", [])) or "no values"
+        line = f"    {c['name']:<{width}}  {_typed(c):<20} e.g. {examples}"
+        tokens = c.get("empty_like") or {}
+        if tokens:
+            line += "; empty-like: " + ", ".join(f"{t!r} x{n:,}" for t, n in tokens.items())
+        print(line)
+    for ident in s["identifiers"]:
+        print(
+            f"  {ident['kind']} column {ident['column']!r}: {ident['valid']:,} valid of "
+            f"{ident['non_empty']:,} non-empty"
+        )
+    for line in misfit_lines(s.get("misfits", [])):
+        print(f"  {line}")
+    for change in s["schema_changes"]:
+        if change["change"] == "added":
+            print(f"  would add column {change['column']!r} ({change['type']})")
+        else:
+            print(
+                f"  column {change['column']!r} would become {change['to']} (is {change['from']})"
+            )
+    for o in s.get("segments", []):
+        if o["error"]:
+            print(f"  segment {o['name']!r}: {o['error']}")
+        else:
+            print(
+                f"  segment {o['name']!r}: would gain {o['entered']:,} and lose {o['exited']:,} "
+                f"members, to {o['member_count']:,}"
+            )
+    if s["rejects"]:
+        shown = s["rejects"][:20]
+        print(f"  rows it would reject (first {len(shown)} of {s['rejected']:,}; all with --json):")
+        for reject in shown:
+            print(f"    line {reject['line']}: {reject['reason']}")
+
+
 #: How a value of each type is called in "5 values are not numbers".
 _KIND_WORDS = {
     "integer": "whole numbers",
@@ -108,12 +191,14 @@ def retyped(info: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    if info["from"] == info["to"]:
-        print(f"column {info['column']!r} of dataset {info['dataset']!r} is {info['to']} already")
+    new = _typed({"type": info["to"], "format": info.get("format")})
+    old = _typed({"type": info["from"], "format": info.get("from_format")})
+    if new == old:
+        print(f"column {info['column']!r} of dataset {info['dataset']!r} is {new} already")
         return
     print(
-        f"column {info['column']!r} of dataset {info['dataset']!r} is now {info['to']} "
-        f"(was {info['from']}; {plural(info['values'], 'stored value')})"
+        f"column {info['column']!r} of dataset {info['dataset']!r} is now {new} "
+        f"(was {old}; {plural(info['values'], 'stored value')})"
     )
     if info["segments"]:
         names = ", ".join(repr(name) for name in info["segments"])

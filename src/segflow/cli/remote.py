@@ -10,6 +10,8 @@ tokens, secrets...) only work on the database.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import httpx
 from segflow.cli import activation
 from segflow.cli import output as show
 from segflow.cli.args import rules_arg
+from segflow.cli.datasets import sample_bytes
 from segflow.errors import (
     Conflict,
     Forbidden,
@@ -108,6 +111,12 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
         form["confirm_delete"] = "true"
     if args.delete_limit is not None:
         form["delete_limit"] = str(args.delete_limit)
+    sample = sample_bytes(args.sample_mb, args.dry_run)
+    if sample is not None:
+        form["sample_mb"] = str(args.sample_mb)
+        # The server cuts the sample at a row boundary: it needs no more than that.
+        with stream if stream is not sys.stdin.buffer else contextlib.nullcontext():
+            stream = io.BytesIO(stream.read(sample + 1))
     try:
         summary = remote.call(
             "POST",
@@ -121,7 +130,7 @@ def remote_import(args: argparse.Namespace, remote: Remote) -> int:
     if args.json:
         show.emit_json(summary)
     else:
-        show.import_summary(summary)
+        (show.import_preview if summary.get("dry_run") else show.import_summary)(summary)
         for note in summary.get("notes", []):
             print(f"  note: {note}")
     return 0
@@ -154,7 +163,7 @@ def remote_datasets_retype(args: argparse.Namespace, remote: Remote) -> int:
     changed = remote.call(
         "PUT",
         f"/api/datasets/{_q(args.name)}/columns/{_q(args.column)}/type",
-        json={"type": args.type},
+        json={"type": args.type, **({"format": args.format} if args.format else {})},
     )
     show.retyped(changed, args.json)
     return 0

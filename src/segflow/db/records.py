@@ -16,6 +16,7 @@ taken from user input; column names users see live in ``sf_dataset_columns``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -66,10 +67,6 @@ def sql_type(dialect: str, kind: str) -> str:
         coltypes.DATE: "TEXT" if sqlite else "DATE",
         coltypes.DATETIME: "TEXT" if sqlite else "TIMESTAMPTZ",
     }[kind]
-
-
-#: ``coltypes.EMPTY_LIKE`` as an SQL list (constants of ours: no quote inside).
-_EMPTY_LIKE_SQL = ", ".join(f"'{word}'" for word in sorted(coltypes.EMPTY_LIKE))
 
 
 def convert(
@@ -187,9 +184,20 @@ def install_fits(conn: Connection) -> None:
     )
 
 
+def empty_like_list() -> str:
+    """``coltypes.EMPTY_LIKE`` (as the process has it now) as the items of an SQL
+    ``IN`` list; its words hold no quote (``coltypes.empty_like_words``)."""
+    return _sql_list(coltypes.EMPTY_LIKE)
+
+
+@functools.lru_cache(maxsize=4)
+def _sql_list(words: frozenset[str]) -> str:
+    return ", ".join(f"'{word}'" for word in sorted(words))
+
+
 def is_empty_like_sql(raw_sql: str) -> str:
     """SQL true when a raw cell holds no value (``coltypes.is_empty_like``; NULL included)."""
-    return f"COALESCE(LOWER(TRIM({raw_sql})) IN ('', {_EMPTY_LIKE_SQL}), TRUE)"
+    return f"COALESCE(LOWER(TRIM({raw_sql})) IN ('', {empty_like_list()}), TRUE)"
 
 
 def _convert(dialect: str, kind: str, raw_sql: str) -> str:
@@ -199,7 +207,7 @@ def _convert(dialect: str, kind: str, raw_sql: str) -> str:
     digit = f"{raw_sql} GLOB '*[0-9]*'" if dialect == "sqlite" else f"{raw_sql} ~ '[0-9]'"
     value = (
         f"CASE WHEN {digit} THEN NULLIF(TRIM({raw_sql}), '') "
-        f"WHEN LOWER(TRIM({raw_sql})) IN ({_EMPTY_LIKE_SQL}) THEN NULL "
+        f"WHEN LOWER(TRIM({raw_sql})) IN ({empty_like_list()}) THEN NULL "
         f"ELSE NULLIF(TRIM({raw_sql}), '') END"
     )
     if kind == coltypes.INTEGER:

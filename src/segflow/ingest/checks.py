@@ -109,6 +109,8 @@ class Job:
     phone_region: str = phones.DEFAULT_REGION
     #: Consent columns a stored mapping names, by mapping entry (None: detect).
     consent_columns: dict[str, str] | None = None
+    #: The importer's empty-like words (``coltypes.EMPTY_LIKE``), which typing here must share.
+    empty_like: list[str] | None = None
 
     def reader(self, stream: BinaryIO, source: str) -> CsvReader:
         stream.seek(self.offset)
@@ -330,6 +332,7 @@ def check(
 def main() -> int:
     fd = int(sys.argv[1])
     job = Job(**json.loads(sys.stdin.buffer.read()))
+    coltypes.use_empty_like(job.empty_like)
     if job.nice and hasattr(os, "nice"):
         os.nice(job.nice)
     parent = os.getppid()

@@ -12,6 +12,7 @@ refusal rolls the transaction back, so nothing is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -25,10 +26,41 @@ class DeleteNeedsConfirmation(ImportFailed):
 
     code = "confirmation_needed"
 
-    def __init__(self, reason: str, *, file: str | None, deleted: int, removed: int) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None,
+        deleted: int,
+        live: int,
+        limit: int,
+        losses: list[Loss],
+    ) -> None:
         super().__init__(reason, file=file)
         self.deleted = deleted
-        self.removed = removed
+        self.live = live
+        self.limit = limit
+        self.losses = losses
+        self.removed = sum(loss.leaving for loss in losses)
+
+    def details(self) -> dict[str, Any]:
+        """The numbers, for a confirm step: what the message says, as fields."""
+        return {
+            "would_delete": self.deleted,
+            "records": self.live,
+            "percent": _share(self.deleted, self.live),
+            "limit_percent": self.limit,
+            "members_removed": self.removed,
+            "destinations": [
+                {
+                    "destination": loss.destination,
+                    "members_removed": loss.leaving,
+                    "members": loss.members,
+                    "percent": _share(loss.leaving, loss.members),
+                }
+                for loss in self.losses
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -63,6 +95,10 @@ def destination_losses(conn: Connection, deletes_table: str, dataset_id: int) ->
         .order_by(destinations.c.name)
     ).all()
     return [Loss(str(name), int(leaving), int(total)) for name, total, leaving in rows]
+
+
+def _share(part: int, whole: int) -> float:
+    return round(100 * part / whole, 2) if whole else 0.0
 
 
 def _over(part: int, whole: int, limit: int) -> bool:
@@ -114,5 +150,7 @@ def check(
         "in the API)",
         file=source,
         deleted=deleted,
-        removed=removed,
+        live=live,
+        limit=limit,
+        losses=losses,
     )

@@ -16,6 +16,8 @@ DEFAULT_KEYS = ("id", "customer_id", "email", "email_address")
 #: value): PostgreSQL allows 1,600 columns a table, so (1,600 - 4) // 2;
 #: SQLite's default SQLITE_MAX_COLUMN (2,000) would allow 998.
 MAX_COLUMNS = (1_600 - 4) // 2
+#: A megabyte, as a dry run's sample size is given (``--sample-mb``, ``sample_mb``).
+MB = 1024**2
 #: Rows parsed, staged and checked at a time.
 BATCH_ROWS = 10_000
 #: Rejects kept in the stored import history (the returned summary keeps more).
@@ -37,6 +39,9 @@ class ImportOptions:
     #: Read, check and apply the file, count what would change (segments'
     #: enters and exits too), then roll everything back: nothing is stored.
     dry_run: bool = False
+    #: A dry run's quick look: read only the file's first this many bytes,
+    #: cut after the last whole record in them. None: the whole file.
+    sample_bytes: int | None = None
 
 
 #: Names a delimiter may be given by, where the character itself is awkward to type.

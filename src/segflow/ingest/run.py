@@ -10,6 +10,7 @@ also kept in the dataset's import history.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import logging
 import os
@@ -19,18 +20,19 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import colformats, engine
+from segflow import colformats, coltypes, engine
 from segflow.config import Settings
 from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
 from segflow.db import records, sequence
 from segflow.db.engine import Database
 from segflow.db.schema import datasets, identifier_maps, imports, segments
 from segflow.errors import ImportFailed, InvalidInput
-from segflow.ingest import columns, phones
+from segflow.ingest import columns, phones, preview
 from segflow.ingest.apply import Outcome, apply
 from segflow.ingest.checks import Helper, Job
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.guard import DeleteNeedsConfirmation
 from segflow.ingest.options import (
     DEFAULT_KEYS,
     MAX_COLUMNS,
@@ -64,6 +66,8 @@ def import_csv(
     in which case nothing was stored.
     """
     settings = settings or Settings()
+    # Typing here, in a helper process and in SQL must read the same words.
+    coltypes.use_empty_like(settings.empty_like)
     started = time.monotonic()
     validate_dataset_name(options.dataset)
     if options.mode not in MODES:
@@ -72,14 +76,36 @@ def import_csv(
         raise InvalidInput(
             f"the delete limit is a percent from 0 to 100, got {options.delete_limit}"
         )
+    taken: preview.Sample | None = None
+    if options.sample_bytes is not None:
+        if not options.dry_run:
+            raise InvalidInput("only a dry run reads a sample of the file; a real import reads all")
+        cut = preview.sample(stream, options.sample_bytes, options.encoding, source, total_bytes)
+        if cut is not None:
+            stream, taken = cut
+            total_bytes = taken.bytes
+    bom = _bom(stream) if options.dry_run else None
     offset = _position(stream)
     reader = _open_reader(stream, options, source, settings)
     header = reader.header
     existing = find_dataset(db, options.dataset)
     _check_width(header, existing, source)
-    key_index = _resolve_key(header, existing, options.key, source)
+    guessed = False
+    try:
+        key_index = _resolve_key(header, existing, options.key, source)
+    except ImportFailed:
+        if not options.dry_run or existing is not None or options.key is not None:
+            raise
+        # A preview is where the key is chosen: it shows the candidates anyway.
+        key_index, guessed = preview.guess_key(header), True
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
+    run.read = {"encoding": reader.encoding, "header_line": reader.header_line}
+    if bom is not None:
+        run.read["bom"] = bom
+    run.sample = taken
+    if options.dry_run:
+        run.read["key_guessed"] = guessed
     region, consent_columns = _dataset_region(db, existing.id if existing else None)
     job = Job(
         offset or 0,
@@ -89,6 +115,7 @@ def import_csv(
         key_index,
         phone_region=region,
         consent_columns=consent_columns,
+        empty_like=sorted(coltypes.EMPTY_LIKE),
     )
     helper = plain = None
     if offset is not None and _worth_a_helper(stream, total_bytes, settings):
@@ -258,6 +285,10 @@ class _Run:
         self.total_bytes = total_bytes
         self.rejects = RejectLog(settings.max_reject_details)
         self.report: ProgressFn = lambda _p: None
+        #: How the file was read: its encoding, header line (and a dry run's BOM).
+        self.read: dict[str, Any] = {}
+        self.sample: preview.Sample | None = None
+        self.described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def execute(self, rows: Rows) -> dict[str, Any]:
         if isinstance(rows, SqliteRows) and find_dataset(self.db, self.options.dataset) is None:
@@ -276,32 +307,50 @@ class _Run:
             with conn.begin():
                 staging.create()
                 rows.stage(staging, self)
+                if self.options.dry_run:
+                    types = rows.finish_checks(staging).types
+                    self.described = preview.describe(staging, self.header, types, self.rejects)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
                     why = f"duplicate key {key!r} (first seen on line {first})"
                     self.rejects.add(line, why)
             self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
-            try:
-                with self.db.writing(conn):
-                    outcome = apply(
-                        conn,
-                        staging,
-                        self.options,
-                        self.header,
-                        lambda: rows.finish_checks(staging).types,
-                        self.now,
-                        rows.guessed_types,
-                        # A dry run shows how much would go rather than refuse.
-                        delete_limit=None if self.options.dry_run else self._delete_limit(),
-                        source=self.source,
-                    )
-                    quality = rows.finish_checks(staging).quality
-                    summary = self._record(conn, rows, outcome, quality, len(duplicates))
-                    if self.options.dry_run:
-                        summary["segments"] = _segments_after(conn, outcome.dataset_id, self.now)
-                        raise _RolledBack(summary)
-            except _RolledBack as dry:
-                summary = dry.summary
+            limit = self._delete_limit()
+            guard: dict[str, Any] = {"needs_confirmation": False}
+            while True:
+                try:
+                    with self.db.writing(conn):
+                        outcome = apply(
+                            conn,
+                            staging,
+                            self.options,
+                            self.header,
+                            lambda: rows.finish_checks(staging).types,
+                            self.now,
+                            rows.guessed_types,
+                            delete_limit=limit,
+                            source=self.source,
+                        )
+                        quality = rows.finish_checks(staging).quality
+                        summary = self._record(conn, rows, outcome, quality, len(duplicates))
+                        if self.options.dry_run:
+                            summary["segments"] = _segments_after(
+                                conn, outcome.dataset_id, self.now
+                            )
+                            summary["delete_guard"] = guard
+                            raise _RolledBack(summary)
+                    break
+                except _RolledBack as dry:
+                    summary = dry.summary
+                    break
+                except DeleteNeedsConfirmation as refused:
+                    if not self.options.dry_run or limit is None:
+                        raise
+                    # A dry run shows how much would go rather than refuse: the
+                    # refusal's numbers (nothing was written), then the counts.
+                    guard = {"needs_confirmation": True, "message": str(refused)}
+                    guard.update(refused.details())
+                    limit = None
         self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
         return summary
 
@@ -394,6 +443,9 @@ class _Run:
             duplicates,
             self.started,
         )
+        summary.update(self.read)
+        if self.options.dry_run:
+            _add_preview(summary, self.described, self.sample)
         conn.execute(
             imports.insert().values(
                 dataset_id=outcome.dataset_id,
@@ -428,6 +480,53 @@ def _segments_after(conn: Connection, dataset_id: int, now: dt.datetime) -> list
 
 class _Retry(Exception):
     """Loading straight into a new dataset did not work out; stage the file instead."""
+
+
+def _add_preview(
+    summary: dict[str, Any],
+    described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None,
+    taken: preview.Sample | None,
+) -> None:
+    """A dry run's summary: also the key candidates, each column's examples
+    and empty-like tokens, and how much of the file was read."""
+    candidates, details = described or ([], {})
+    types = {c["name"]: c["type"] for c in summary["columns"]}
+    summary["key_candidates"] = [c for c in candidates if preview.may_be_key(c, types[c["column"]])]
+    for column in summary["columns"]:
+        column.update(details.get(column["name"], {}))
+    if summary.get("key_guessed"):
+        summary["notes"].append(
+            f"no key column was given and none is named {', '.join(DEFAULT_KEYS)}: the counts "
+            f"take {summary['key']!r} for the key; choose one (see the key candidates)"
+        )
+    whole = preview.Sample(summary["bytes"], whole=True)
+    summary["sample"] = (taken or whole).as_dict(summary["rows"])
+    if taken is not None and not taken.whole:
+        summary["notes"].append(
+            f"a sample: only the first {taken.bytes:,} bytes ({summary['rows']:,} rows) were "
+            "read, and the counts are theirs"
+            + ("; records not in it count as deleted" if summary["mode"] == "replace" else "")
+        )
+
+
+def _bom(stream: BinaryIO) -> str | None:
+    """The byte order mark the stream starts with (``utf-8``, ``utf-16-le``, ...), else ''.
+
+    None where the stream cannot be looked at without consuming it.
+    """
+    at = _position(stream)
+    if at is None:
+        return None
+    first = stream.read(3)
+    stream.seek(at)
+    for mark, name in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    ):
+        if first.startswith(mark):
+            return name
+    return ""
 
 
 def _position(stream: BinaryIO) -> int | None:

@@ -27,6 +27,7 @@ from segflow.activation import destinations, links, mapping
 from segflow.activation.google import userlists
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, Throttled
+from segflow.ingest.options import MB
 from segflow.progress import Progress
 from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
@@ -96,6 +97,12 @@ class ImportForm(BaseModel):
     delete_limit: int | None = Field(
         default=None, ge=0, le=100, description="percent; default SEGFLOW_REPLACE_DELETE_LIMIT"
     )
+    sample_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="preview only: read just the file's first this many MB (cut after the "
+        "last whole row in them); default: the whole file",
+    )
 
 
 @router.post("/api/datasets/{name}/imports", status_code=201, tags=["datasets"])
@@ -118,7 +125,12 @@ def preview_import(
 ) -> dict[str, Any]:
     """What importing this file would do, storing nothing: the same summary as an import
     (``dry_run`` true), with the counts it would insert, update and delete and each
-    segment's enters and exits. A replace over the delete limit is shown, not refused."""
+    segment's enters and exits. A replace over the delete limit is shown, not refused.
+
+    Also how the file was read (``encoding``, ``bom``, ``delimiter``, ``header_line``,
+    ``sample``: bytes and rows read, whether the whole file), ``key_candidates``
+    (each with ``unique``, ``empty``, ``duplicates``), and per column its ``examples``,
+    ``empty`` cells and ``empty_like`` tokens found with their counts."""
     return _import(request, name, file, form, dry_run=True)
 
 
@@ -128,6 +140,8 @@ def _import(
     state = _state(request)
     db = workspace_db(request)
     source = file.filename or "upload.csv"
+    if form.sample_mb is not None and not dry_run:
+        raise InvalidInput("sample_mb reads part of the file, which only a preview does")
     file.file.seek(0, io.SEEK_END)
     total = file.file.tell()
     file.file.seek(0)
@@ -165,6 +179,7 @@ def _import(
             confirm_delete=form.confirm_delete,
             delete_limit=form.delete_limit,
             dry_run=dry_run,
+            sample_bytes=None if form.sample_mb is None else max(1, int(form.sample_mb * MB)),
         ),
         source=source,
         clock=utcnow,
@@ -240,6 +255,13 @@ class ColumnTypeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(description="text, integer, number, boolean, date or datetime")
+    format: str | None = Field(
+        default=None,
+        max_length=20,
+        description="how the values are written: 1,234.56 or 1.234,56 (integer, number); "
+        "DD.MM.YYYY, DD/MM/YYYY, MM/DD/YYYY or YYYY/MM/DD (date); default: the column's "
+        "format where the new type reads it, else plain",
+    )
 
 
 @router.put("/api/datasets/{name}/columns/{column}/type", tags=["datasets"])
@@ -251,7 +273,9 @@ def retype_column(request: Request, name: str, column: str, body: ColumnTypeIn) 
     column are evaluated again in full.
     """
     state = _state(request)
-    changed = retype.retype(workspace_db(request), name, column, body.type, now=utcnow())
+    changed = retype.retype(
+        workspace_db(request), name, column, body.type, now=utcnow(), fmt=body.format
+    )
     state.broadcaster.changed()
     state.wake()
     return changed.as_dict()

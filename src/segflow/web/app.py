@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from segflow import __version__
+from segflow import __version__, coltypes
 from segflow.config import Settings
 from segflow.db.engine import Database
 from segflow.web import api, auth, errors, pages
@@ -60,6 +60,7 @@ def create_app(
     only requests naming it (or localhost) by ``Host`` are answered. None, for
     an app not served on a socket of its own, checks no ``Host``.
     """
+    coltypes.use_empty_like(settings.empty_like)
     broadcaster = Broadcaster(db, interval=poll_interval)
     state = AppState(db=db, settings=settings, broadcaster=broadcaster)
     app = FastAPI(

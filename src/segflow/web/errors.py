@@ -29,6 +29,7 @@ from segflow.errors import (
     Throttled,
     describe_failure,
 )
+from segflow.ingest.guard import DeleteNeedsConfirmation
 from segflow.web.headers import headers_for
 
 log = logging.getLogger("segflow.web")
@@ -100,6 +101,9 @@ async def segflow_error(request: Request, exc: SegflowError) -> JSONResponse:
     details: dict[str, Any] | None = None
     if isinstance(exc, ImportFailed):
         details = {"file": exc.file, "line": exc.line, "column": exc.column}
+    if isinstance(exc, DeleteNeedsConfirmation):
+        # What a confirm step shows: the numbers of the message, as fields.
+        details = {**(details or {}), **exc.details()}
     path = getattr(exc, "path", None)
     if path is not None:
         details = {"path": path}
