@@ -26,6 +26,7 @@ from segflow.activation import destinations, links
 from segflow.config import Settings
 from segflow.datasets import get_dataset
 from segflow.db import Database
+from segflow.db.schema import imports as imports_table
 from segflow.db.schema import segments as segments_table
 from segflow.web.server import LiveServer, free_port, live_server
 from tests.helpers import needs_chromium
@@ -594,3 +595,27 @@ def test_the_segment_page_links_only_new_destinations_unlinks_after_asking_and_e
     first_event.locator("a").click()
     page.wait_for_selector("#explain p")
     assert (page.text_content("#explain p") or "").startswith(f"{key} is a member")
+
+
+def test_a_double_click_imports_once_and_a_failed_import_hides_the_bar(
+    db: Database, server: LiveServer, page: Any, tmp_path: Path
+) -> None:
+    good = tmp_path / "customers.csv"
+    good.write_bytes(csv_bytes(list(demo.rows(3_000, seed=13))))
+    _ready(page, f"{server.url}/datasets")
+    page.set_input_files("#file", str(good))
+    page.fill("#key", "id")
+    page.dblclick("#upload-button")  # the second click meets a disabled button
+    page.wait_for_selector("#import-summary .import-counts")
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(imports_table)).scalar() == 1
+    assert page.is_enabled("#upload-button")
+
+    bad = tmp_path / "logo.csv"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    page.set_input_files("#file", str(bad))
+    page.click("#upload-button")
+    page.wait_for_selector("#upload-status .error")
+    assert "PNG" in (page.text_content("#upload-status") or "")
+    # A failed import leaves no full blue bar behind.
+    assert page.is_hidden("#upload-progress") and page.is_enabled("#upload-button")

@@ -642,8 +642,14 @@ async function datasetsPage() {
   });
   const bar = $("upload-progress");
   const status = $("upload-status");
+  const button = $("upload-button");
+  // Only this page's own upload moves the bar: an event that arrives after the
+  // answer (the stream can lag it) must not overwrite the answer shown.
+  let inFlight = false;
   onLive("import", (p) => {
-    if (p.dataset !== $("dataset-name").value) return;
+    if (!inFlight || p.dataset !== $("dataset-name").value) return;
+    if (p.phase === "reading" && p.total_bytes) bar.value = (100 * p.bytes_read) / p.total_bytes;
+    else bar.removeAttribute("value");  // applying: no measure of how far it is
     status.textContent = p.phase === "reading" ? `reading: ${fmt(p.rows)} rows` : `${p.phase}…`;
   });
   $("upload-form").addEventListener("submit", (event) => {
@@ -668,13 +674,24 @@ async function datasetsPage() {
     xhr.setRequestHeader("X-CSRF-Token", csrfToken());
     bar.hidden = false;
     bar.value = 0;
+    inFlight = true;
+    button.disabled = true;  // one import at a time from this page
+    const finished = (ok) => {
+      inFlight = false;
+      button.disabled = false;
+      if (ok) bar.value = 100;
+      else bar.hidden = true;
+    };
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total;
       status.textContent = `uploading: ${fmt(e.loaded)} of ${fmt(e.total)} bytes`;
     };
-    xhr.upload.onload = () => { status.textContent = "importing…"; };
+    xhr.upload.onload = () => {
+      status.textContent = "importing…";
+      bar.removeAttribute("value");
+    };
     xhr.onload = async () => {
-      bar.value = 100;
+      finished(xhr.status === 201);
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
       if (xhr.status === 201) {
@@ -687,7 +704,10 @@ async function datasetsPage() {
         status.replaceChildren(el("span", { class: "error" }, body && body.error ? body.error.message : `HTTP ${xhr.status}`));
       }
     };
-    xhr.onerror = () => { status.replaceChildren(el("span", { class: "error" }, "upload failed: connection lost")); };
+    xhr.onerror = () => {
+      finished(false);
+      status.replaceChildren(el("span", { class: "error" }, "upload failed: connection lost"));
+    };
     xhr.send(form);
   }
 }
