@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow.activation.among import among
 from segflow.activation.identifiers import code_keys
 from segflow.db.schema import link_hashes, link_members
 
@@ -74,7 +75,7 @@ def forget_sent(conn: Connection, link_id: int, rids: Sequence[int]) -> None:
     lm = link_members
     rows = conn.execute(
         sa.select(lm.c.rid, lm.c.sent).where(
-            lm.c.link_id == link_id, lm.c.rid.in_(rids), lm.c.sent.is_not(None)
+            lm.c.link_id == link_id, among(conn, lm.c.rid, rids), lm.c.sent.is_not(None)
         )
     )
     forget(conn, link_id, [(rid, json.loads(sent)) for rid, sent in rows])

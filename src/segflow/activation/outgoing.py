@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.activation import identifiers as ids
+from segflow.activation.among import among
 from segflow.activation.transport import OutMember
 from segflow.datasets import Column, Dataset
 from segflow.db import records
@@ -55,7 +56,8 @@ def read_records(
         for c in mapped.values()
         if c is not None
     ]
-    rows = conn.execute(sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_(rids))).all()
+    query = sa.select(rec.c.rid, rec.c.deleted, *cols).where(among(conn, rec.c.rid, rids))
+    rows = conn.execute(query).all()
     return mapped, {r.rid: r for r in rows}
 
 
