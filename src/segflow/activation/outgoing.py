@@ -75,6 +75,9 @@ def plan_adds(
     identifiers are unchanged is settled.
     """
     plan = AddPlan()
+    # Without consent columns every member takes the destination's consent.
+    per_record = bool(mapping.consent_ad_user_data or mapping.consent_ad_personalization)
+    no_consent: tuple[str | None, str | None] = (None, None)
     for item in due:
         rid = item.rid
         row = by_rid.get(rid)
@@ -90,11 +93,13 @@ def plan_adds(
         if not codes:
             plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
             continue
-        consent = (
-            consent_value(record.get(mapping.consent_ad_user_data or "")),
-            consent_value(record.get(mapping.consent_ad_personalization or "")),
-        )
-        consent_key = consent_text(consent)
+        consent, consent_key = no_consent, _NO_RECORD_CONSENT
+        if per_record:
+            consent = (
+                consent_value(record.get(mapping.consent_ad_user_data or "")),
+                consent_value(record.get(mapping.consent_ad_personalization or "")),
+            )
+            consent_key = consent_text(consent)
         old = json.loads(item.sent) if item.sent else None
         if (
             item.have == 1
@@ -117,7 +122,7 @@ def plan_adds(
         plan.sent.append(
             {
                 "r": rid,
-                "s": json.dumps(codes),
+                "s": ids.codes_json(codes),
                 "g": json.dumps(gone) if gone else None,
                 # Replaced identifiers: the list no longer holds this member as sent.
                 "h": 0 if gone else item.have,
