@@ -230,7 +230,8 @@ def _get(record: dict[str, str | None], column: str | None) -> str | None:
     if column is None:
         return None
     value = record.get(column)
-    return value if value is not None and value.strip() else None
+    # Blank as strip() sees it, without building the stripped copy.
+    return value if value and not value.isspace() else None
 
 
 class Capped:

@@ -48,7 +48,11 @@ class AddPlan:
 def read_records(
     conn: Connection, dataset: Dataset, mapping: ids.Mapping, rids: list[int]
 ) -> tuple[dict[str, Column | None], dict[int, sa.Row[Any]]]:
-    """The mapped columns by mapping name, and these records' rows by rid."""
+    """The mapped columns by name, and these records' rows by rid.
+
+    A row holds rid, deleted, then the value of each mapped column in
+    ``mapped`` order (the columns a dataset lacks left out).
+    """
     rec = records.table(dataset.records_table, dataset.columns)
     mapped = {name: dataset.column(name) for name in mapping.columns()}
     cols = [
@@ -78,16 +82,15 @@ def plan_adds(
     # Without consent columns every member takes the destination's consent.
     per_record = bool(mapping.consent_ad_user_data or mapping.consent_ad_personalization)
     no_consent: tuple[str | None, str | None] = (None, None)
+    names = [name for name, col in mapped.items() if col is not None]
     for item in due:
         rid = item.rid
         row = by_rid.get(rid)
         if row is None or row.deleted:
             plan.refused.append({"r": rid, "reason": "the record was deleted"})
             continue
-        values = row._mapping
-        record = {
-            name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
-        }
+        # The row's values after rid and deleted, in `mapped` order (read_records).
+        record = dict(zip(names, row[2:], strict=True))
         skipped = ids.Skipped()
         codes = ids.encode(ids.identifiers_for(record, mapping, skipped, plan.capped))
         if not codes:
