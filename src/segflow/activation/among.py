@@ -3,11 +3,13 @@
 ``rid IN (...)`` over a batch of 10,000 members costs SQLAlchemy a bind
 parameter each to render and PostgreSQL one each to parse and plan: a
 batch's records read that way took 174 ms of the server's time, 25 ms with
-``rid = ANY(array)``. SQLite keeps ``IN``, which its driver binds cheaply.
+``rid = ANY(array)``. SQLite reads the ids from one JSON array
+(``json_each``): 22 ms of segflow's time for those records instead of 31 ms.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,4 +26,5 @@ def among(
     if conn.dialect.name == "postgresql":
         array = sa.cast(sa.bindparam(None, values), postgresql.ARRAY(sa.BigInteger))
         return column == sa.any_(array)
-    return column.in_(values)
+    each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.String))
+    return column.in_(sa.select(each.table_valued("value").c.value))
