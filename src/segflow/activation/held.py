@@ -11,7 +11,9 @@ in the transaction that writes its ``sent``, before the request leaves, so
 the table never misses a code of a wanted member's current set, which is
 everything the list may hold for it that it does not mean to remove itself
 (its ``stale`` sets are on their way out). Rows are dropped when the remove
-of their member is acknowledged or the member leaves without one.
+of their member is acknowledged or the member leaves without one, and with
+their link by a trigger on ``sf_links`` (no foreign key: checking one for
+each row inserted cost PostgreSQL as much again as the insert).
 
 A row may outlive its member's set: a request refused whole, or a
 destination leaving validate-only mode, clears ``sent`` without coming here.
