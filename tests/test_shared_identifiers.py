@@ -214,15 +214,23 @@ def test_members_sent_before_the_upgrade_keep_a_shared_email(
     with db.write() as conn:
         conn.exec_driver_sql("DROP TABLE sf_link_hashes")
         conn.exec_driver_sql("DELETE FROM sf_schema_migrations WHERE version = 8")
-    assert [m.version for m in upgrade(db)] == [8]
-    assert _codes_held(db) == held_before
-
-    _import(db, [("1", SHARED, "(415) 555-0101", "5"), rows[1]])
-    run_sync(db, settings)
+    _upgrade_keeps_the_shared_email(db, fake, settings, 8, held_before)
 
     bo = tuple(sorted([_e(SHARED), _p("+14155550102")]))
-    assert _removed_codes(fake) == [(_p("+14155550101"),)]
     assert _as_google_holds(fake) == {bo}
+
+
+def _upgrade_keeps_the_shared_email(
+    db: Database, fake: FakeDataManager, settings: Settings, version: int, held: dict[int, set[int]]
+) -> None:
+    """Migration ``version`` runs alone and keeps the codes held, which still keep the
+    email member 2 shares out of member 1's remove."""
+    assert [m.version for m in upgrade(db)] == [version]
+    assert _codes_held(db) == held
+
+    _import(db, [("1", SHARED, "(415) 555-0101", "5"), ("2", SHARED, "(415) 555-0102", "500")])
+    run_sync(db, settings)
+    assert _removed_codes(fake) == [(_p("+14155550101"),)]
 
 
 def _held_by_link(db: Database) -> dict[int, int]:
@@ -273,12 +281,6 @@ def test_codes_held_before_migration_12_are_kept_and_go_with_their_link(
         conn.exec_driver_sql("INSERT INTO sf_link_hashes SELECT * FROM sf_link_hashes_11")
         conn.exec_driver_sql("DROP TABLE sf_link_hashes_11")
         conn.exec_driver_sql("DELETE FROM sf_schema_migrations WHERE version = 12")
-    assert [m.version for m in upgrade(db)] == [12]
-    assert _codes_held(db) == held_before
-
-    # The shared email still stays out of a remove, read from the kept rows.
-    _import(db, [("1", SHARED, "(415) 555-0101", "5"), rows[1]])
-    run_sync(db, settings)
-    assert _removed_codes(fake) == [(_p("+14155550101"),)]
+    _upgrade_keeps_the_shared_email(db, fake, settings, 12, held_before)
     links.unlink(db, "big", "ads")
     assert _codes_held(db) == {}
