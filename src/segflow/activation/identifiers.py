@@ -288,7 +288,7 @@ def identifiers_for(
         _get(record, c)
         for c in (mapping.first_name, mapping.last_name, mapping.country, mapping.postal_code)
     ]
-    if all(p is not None for p in raw_parts):
+    if None not in raw_parts:
         given, family = normalise_name(raw_parts[0]), normalise_name(raw_parts[1])
         region, postal = normalise_region(raw_parts[2]), normalise_postal_code(raw_parts[3])
         if given and family and region and postal:

@@ -83,6 +83,8 @@ def plan_adds(
     per_record = bool(mapping.consent_ad_user_data or mapping.consent_ad_personalization)
     no_consent: tuple[str | None, str | None] = (None, None)
     names = [name for name, col in mapped.items() if col is not None]
+    # One member's unusable values at a time (a Counter a member costs more than its JSON).
+    skipped = ids.Skipped()
     for item in due:
         rid = item.rid
         row = by_rid.get(rid)
@@ -91,7 +93,8 @@ def plan_adds(
             continue
         # The row's values after rid and deleted, in `mapped` order (read_records).
         record = dict(zip(names, row[2:], strict=True))
-        skipped = ids.Skipped()
+        if skipped.counts:
+            skipped.counts.clear()
         codes = ids.encode(ids.identifiers_for(record, mapping, skipped, plan.capped))
         if not codes:
             plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
@@ -119,8 +122,9 @@ def plan_adds(
         gone: list[list[str]] = json.loads(item.stale) if item.stale else []
         if old is not None and old != codes and old not in gone:
             gone.append(old)
-        gone = [g for g in gone if g != codes]
-        plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
+        if gone:
+            gone = [g for g in gone if g != codes]
+            plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
         plan.members.append(OutMember(rid, tuple(codes), consent))
         plan.sent.append(
             {
