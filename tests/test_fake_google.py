@@ -35,6 +35,8 @@ from google.oauth2.credentials import Credentials
 from google.rpc import error_details_pb2
 
 from segflow.activation.fake import Failure, FakeDataManager, member_key
+from segflow.activation.fake.checks import member_keys, member_problems
+from segflow.activation.fake.state import CustomerList
 from tests.sync_helpers import ACCOUNT, LIST_ID
 
 MANAGER = "5550001111"
@@ -737,3 +739,63 @@ def test_values_that_only_look_well_formed_together_are_refused(
     )
     assert violations(exc) and all("[1]" in where for where, _ in violations(exc))
     assert fake.members(LIST_ID) == set()
+
+
+def test_a_remove_takes_every_entry_sharing_a_code_before_and_after_its_first_remove() -> None:
+    held = CustomerList("1", "2", "list")
+    held.add(("e:a", "p:1"))
+    held.add(("e:b", "p:1"))
+    held.add(("e:c",))
+    held.add(("e:c",))  # a member added twice is held once
+    held.remove_matching(("p:1",))
+    assert held.entries == {("e:c",)}
+    # Entries added once removes have begun are matched as well.
+    held.add(("e:d", "p:2"))
+    held.remove_matching(("p:2", "e:zz"))
+    assert held.entries == {("e:c",)}
+    held.remove_matching(("e:c",))
+    assert held.entries == set()
+
+
+_HASH = "ab" * 32
+
+
+def _member(email: str = _HASH, phone: str = _HASH, **address: str) -> dict[str, Any]:
+    parts = {"given_name": _HASH, "family_name": _HASH, "region_code": "US"}
+    parts |= {"postal_code": "94043"} | address
+    identifiers = [{"email_address": email}, {"phone_number": phone}, {"address": parts}]
+    return {"user_data": {"user_identifiers": identifiers}}
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        _member(),
+        _member(email=_HASH.upper()),
+        _member(postal_code="SW1A 1AA"),
+        _member(email=_HASH[:-2]),
+        _member(phone="zz" * 32),
+        _member(email=""),
+        _member(email=f"{_HASH}\n{_HASH}"),
+        _member(email=f"{_HASH}\ne:{_HASH}"),
+        _member(given_name=_HASH + "0"),
+        _member(family_name=""),
+        _member(region_code="us"),
+        _member(region_code="USA"),
+        _member(region_code="U:"),
+        _member(postal_code=""),
+        _member(postal_code="9:4"),
+        _member(postal_code="94\n043"),
+        {"user_data": {"user_identifiers": [{}, {"email_address": _HASH}]}},
+        {"user_data": {"user_identifiers": []}},
+        {"user_data": {"user_identifiers": [{"email_address": _HASH}] * 11}},
+    ],
+)
+def test_the_checks_over_a_whole_request_find_what_the_checks_a_member_find(
+    member: dict[str, Any],
+) -> None:
+    request = dm.IngestAudienceMembersRequest(
+        encoding=dm.Encoding.HEX, audience_members=[_member(), member]
+    )._pb
+    # Given the keys, a request found well formed as a whole skips the member checks.
+    assert member_problems(request, [], member_keys(request)) == member_problems(request, [])

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segflow.activation.identifiers import (
     Mapping,
     Skipped,
+    codes_json,
+    encode,
     identifiers_for,
     normalise_email,
     normalise_phone,
@@ -164,6 +167,25 @@ def test_no_raw_value_survives_into_the_identifiers(email: str, first: str, last
         assert raw not in flat
     for value in flat:
         assert value in ("US", "94043") or len(value) == 64
+
+
+@settings(deadline=None)  # the first country name looked up loads the translations
+@given(
+    st.emails(),
+    _names,
+    _names,
+    st.sampled_from(["US", "de", "United Kingdom", "Deutschland"]) | st.text(max_size=20),
+    st.from_regex(r"[A-Za-z0-9 -]{1,16}", fullmatch=True) | st.text(max_size=20),
+)
+def test_stored_codes_are_their_json(
+    email: str, first: str, last: str, country: str, postal: str
+) -> None:
+    # `sent` is written without the JSON encoder: whatever a record holds,
+    # the codes must read back as they were encoded.
+    record = {"email": email, "first": first, "last": last, "country": country, "zip": postal}
+    codes = encode(identifiers_for(record, MAPPING))
+    assert codes_json(codes) == json.dumps(codes)
+    assert json.loads(codes_json(codes)) == codes
 
 
 @st.composite

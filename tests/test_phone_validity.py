@@ -57,3 +57,23 @@ def test_sync_skips_invalid_phones_and_says_why(db: Database, fake: FakeDataMana
     assert email_only in sent
     never = f"p:{ids.sha256_hex('+15550100')}"
     assert not any(never in member for member in sent)
+
+
+def test_a_members_reason_names_only_its_own_invalid_values(
+    db: Database, fake: FakeDataManager
+) -> None:
+    settings = Settings(datamanager_endpoint=fake.address, sync_timeout=2, sync_lease=30)
+    rows = [list(with_spend(r, 500)) for r in customers(2)]
+    email, phone = HEADER.index("email"), HEADER.index("phone")
+    rows[0][phone] = "555-0100"  # invalid, but its email goes
+    rows[1][email], rows[1][phone] = "", ""
+    link = setup_link(db, [tuple(r) for r in rows])
+    mapping.set_mapping(db, "customers", {"first_name": None}, NOW)
+
+    assert run_sync(db, settings).ok
+
+    failed = links.failed_members(db, link.id)
+    assert [reason for _, reason in failed] == [
+        "no usable identifier (email, phone and address are empty)"
+    ]
+    assert len(fake.members(LIST_ID)) == 1

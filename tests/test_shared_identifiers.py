@@ -22,7 +22,7 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.schema import link_hashes, link_members
-from tests.sync_helpers import LIST_ID, NOW, csv_bytes, google_destination, run_sync
+from tests.sync_helpers import ACCOUNT, LIST_ID, NOW, csv_bytes, google_destination, run_sync
 
 HEADER = ("id", "email", "phone", "spend")
 SHARED = "family@example.com"
@@ -214,12 +214,73 @@ def test_members_sent_before_the_upgrade_keep_a_shared_email(
     with db.write() as conn:
         conn.exec_driver_sql("DROP TABLE sf_link_hashes")
         conn.exec_driver_sql("DELETE FROM sf_schema_migrations WHERE version = 8")
-    assert [m.version for m in upgrade(db)] == [8]
-    assert _codes_held(db) == held_before
-
-    _import(db, [("1", SHARED, "(415) 555-0101", "5"), rows[1]])
-    run_sync(db, settings)
+    _upgrade_keeps_the_shared_email(db, fake, settings, 8, held_before)
 
     bo = tuple(sorted([_e(SHARED), _p("+14155550102")]))
-    assert _removed_codes(fake) == [(_p("+14155550101"),)]
     assert _as_google_holds(fake) == {bo}
+
+
+def _upgrade_keeps_the_shared_email(
+    db: Database, fake: FakeDataManager, settings: Settings, version: int, held: dict[int, set[int]]
+) -> None:
+    """Migration ``version`` runs alone and keeps the codes held, which still keep the
+    email member 2 shares out of member 1's remove."""
+    assert [m.version for m in upgrade(db)] == [version]
+    assert _codes_held(db) == held
+
+    _import(db, [("1", SHARED, "(415) 555-0101", "5"), ("2", SHARED, "(415) 555-0102", "500")])
+    run_sync(db, settings)
+    assert _removed_codes(fake) == [(_p("+14155550101"),)]
+
+
+def _held_by_link(db: Database) -> dict[int, int]:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(link_hashes.c.link_id, sa.func.count()).group_by(link_hashes.c.link_id)
+        ).all()
+    return {link_id: count for link_id, count in rows}
+
+
+def test_a_links_held_codes_go_with_it_and_no_other_links(
+    db: Database, fake: FakeDataManager
+) -> None:
+    rows = [("1", SHARED, "(415) 555-0101", "500"), ("2", "solo@example.com", "", "500")]
+    settings = _linked(db, fake, rows)
+    fake.add_list(ACCOUNT, "999")
+    google_destination(db, "ads2", list_id="999")
+    links.link(db, "big", "ads2", NOW)
+    run_sync(db, settings)
+    first, second = sorted(_held_by_link(db))
+    assert _held_by_link(db) == {first: 3, second: 3}
+
+    links.unlink(db, "big", "ads")
+    assert _held_by_link(db) == {second: 3}
+    # However a link row goes, its codes go with it (a trigger, not a foreign key).
+    with db.write() as conn:
+        conn.exec_driver_sql(f"DELETE FROM sf_links WHERE id = {second}")
+    assert _held_by_link(db) == {}
+
+
+def test_codes_held_before_migration_12_are_kept_and_go_with_their_link(
+    db: Database, fake: FakeDataManager
+) -> None:
+    rows = [("1", SHARED, "(415) 555-0101", "500"), ("2", SHARED, "(415) 555-0102", "500")]
+    settings = _linked(db, fake, rows)
+    held_before = _codes_held(db)
+    # As a database migrated to 11: the table with its foreign key, no trigger.
+    with db.write() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER sf_links_drop_hashes" + (" ON sf_links" if db.is_postgres else "")
+        )
+        conn.exec_driver_sql("ALTER TABLE sf_link_hashes RENAME TO sf_link_hashes_11")
+        conn.exec_driver_sql(
+            "CREATE TABLE sf_link_hashes (link_id INTEGER NOT NULL REFERENCES sf_links (id)"
+            " ON DELETE CASCADE, h BIGINT NOT NULL, rid BIGINT NOT NULL,"
+            " PRIMARY KEY (link_id, h, rid))" + ("" if db.is_postgres else " WITHOUT ROWID")
+        )
+        conn.exec_driver_sql("INSERT INTO sf_link_hashes SELECT * FROM sf_link_hashes_11")
+        conn.exec_driver_sql("DROP TABLE sf_link_hashes_11")
+        conn.exec_driver_sql("DELETE FROM sf_schema_migrations WHERE version = 12")
+    _upgrade_keeps_the_shared_email(db, fake, settings, 12, held_before)
+    links.unlink(db, "big", "ads")
+    assert _codes_held(db) == {}

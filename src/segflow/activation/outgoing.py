@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.activation import identifiers as ids
+from segflow.activation.among import among
 from segflow.activation.transport import OutMember
 from segflow.datasets import Column, Dataset
 from segflow.db import records
@@ -47,7 +48,11 @@ class AddPlan:
 def read_records(
     conn: Connection, dataset: Dataset, mapping: ids.Mapping, rids: list[int]
 ) -> tuple[dict[str, Column | None], dict[int, sa.Row[Any]]]:
-    """The mapped columns by mapping name, and these records' rows by rid."""
+    """The mapped columns by name, and these records' rows by rid.
+
+    A row holds rid, deleted, then the value of each mapped column in
+    ``mapped`` order (the columns a dataset lacks left out).
+    """
     rec = records.table(dataset.records_table, dataset.columns)
     mapped = {name: dataset.column(name) for name in mapping.columns()}
     cols = [
@@ -55,7 +60,8 @@ def read_records(
         for c in mapped.values()
         if c is not None
     ]
-    rows = conn.execute(sa.select(rec.c.rid, rec.c.deleted, *cols).where(rec.c.rid.in_(rids))).all()
+    query = sa.select(rec.c.rid, rec.c.deleted, *cols).where(among(conn, rec.c.rid, rids))
+    rows = conn.execute(query).all()
     return mapped, {r.rid: r for r in rows}
 
 
@@ -73,26 +79,33 @@ def plan_adds(
     identifiers are unchanged is settled.
     """
     plan = AddPlan()
+    # Without consent columns every member takes the destination's consent.
+    per_record = bool(mapping.consent_ad_user_data or mapping.consent_ad_personalization)
+    no_consent: tuple[str | None, str | None] = (None, None)
+    names = [name for name, col in mapped.items() if col is not None]
+    # One member's unusable values at a time (a Counter a member costs more than its JSON).
+    skipped = ids.Skipped()
     for item in due:
         rid = item.rid
         row = by_rid.get(rid)
         if row is None or row.deleted:
             plan.refused.append({"r": rid, "reason": "the record was deleted"})
             continue
-        values = row._mapping
-        record = {
-            name: values[f"c{col.position}"] for name, col in mapped.items() if col is not None
-        }
-        skipped = ids.Skipped()
+        # The row's values after rid and deleted, in `mapped` order (read_records).
+        record = dict(zip(names, row[2:], strict=True))
+        if skipped.counts:
+            skipped.counts.clear()
         codes = ids.encode(ids.identifiers_for(record, mapping, skipped, plan.capped))
         if not codes:
             plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
             continue
-        consent = (
-            consent_value(record.get(mapping.consent_ad_user_data or "")),
-            consent_value(record.get(mapping.consent_ad_personalization or "")),
-        )
-        consent_key = consent_text(consent)
+        consent, consent_key = no_consent, _NO_RECORD_CONSENT
+        if per_record:
+            consent = (
+                consent_value(record.get(mapping.consent_ad_user_data or "")),
+                consent_value(record.get(mapping.consent_ad_personalization or "")),
+            )
+            consent_key = consent_text(consent)
         old = json.loads(item.sent) if item.sent else None
         if (
             item.have == 1
@@ -109,13 +122,14 @@ def plan_adds(
         gone: list[list[str]] = json.loads(item.stale) if item.stale else []
         if old is not None and old != codes and old not in gone:
             gone.append(old)
-        gone = [g for g in gone if g != codes]
-        plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
+        if gone:
+            gone = [g for g in gone if g != codes]
+            plan.stale.extend(OutMember(rid, tuple(g)) for g in gone)
         plan.members.append(OutMember(rid, tuple(codes), consent))
         plan.sent.append(
             {
                 "r": rid,
-                "s": json.dumps(codes),
+                "s": ids.codes_json(codes),
                 "g": json.dumps(gone) if gone else None,
                 # Replaced identifiers: the list no longer holds this member as sent.
                 "h": 0 if gone else item.have,

@@ -68,6 +68,7 @@ from sqlalchemy.engine import Connection
 from segflow import outbox
 from segflow.activation import held, outgoing, pacing
 from segflow.activation import identifiers as ids
+from segflow.activation.among import among
 from segflow.activation.destinations import (
     Destination,
     destination_from_row,
@@ -560,14 +561,14 @@ class _LinkRun:
                 # Nothing of their old sets is left to remove.
                 conn.execute(
                     sa.update(lm)
-                    .where(lm.c.link_id == self.link_id, lm.c.rid.in_(emptied))
+                    .where(lm.c.link_id == self.link_id, among(conn, lm.c.rid, emptied))
                     .values(stale=None)
                 )
         self.outcome.identifiers_left_out += plan.capped.identifiers
         if plan.settled:
             conn.execute(
                 sa.update(lm)
-                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(plan.settled))
+                .where(lm.c.link_id == self.link_id, among(conn, lm.c.rid, plan.settled))
                 .values(pending=0)
             )
         if plan.refused:
@@ -596,7 +597,9 @@ class _LinkRun:
                     "UPDATE sf_link_members AS m SET sent = t.s, stale = t.g, norm_version = :v,"
                     " sent_consent = t.c FROM unnest(CAST(:r AS BIGINT[]), CAST(:s AS TEXT[]),"
                     " CAST(:g AS TEXT[]), CAST(:c AS TEXT[])) AS t (r, s, g, c)"
-                    " WHERE m.link_id = :l AND m.rid = t.r"
+                    # The ids again, as a condition on the key: without it the
+                    # planner may hash the whole link's members to find these.
+                    " WHERE m.link_id = :l AND m.rid = ANY(CAST(:r AS BIGINT[])) AND m.rid = t.r"
                 ),
                 {
                     "l": self.link_id,
@@ -667,7 +670,7 @@ class _LinkRun:
         if never_sent:
             held.forget_sent(conn, self.link_id, never_sent)
             conn.execute(
-                sa.delete(lm).where(lm.c.link_id == self.link_id, lm.c.rid.in_(never_sent))
+                sa.delete(lm).where(lm.c.link_id == self.link_id, among(conn, lm.c.rid, never_sent))
             )
         leaving = {m.rid for m in out}
         going = [r.rid for r in rows if r.have == 1 and r.rid in leaving]
@@ -677,7 +680,7 @@ class _LinkRun:
             # `have` = 1 would settle the re-entry without an add.
             conn.execute(
                 sa.update(lm)
-                .where(lm.c.link_id == self.link_id, lm.c.rid.in_(going))
+                .where(lm.c.link_id == self.link_id, among(conn, lm.c.rid, going))
                 .values(have=0)
             )
         return out
@@ -838,13 +841,13 @@ class _LinkRun:
         lm = link_members
         now = self.clock()
         rids = [m.rid for m in part]
-        mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(rids))
         with self.db.write() as conn:
+            mine = sa.and_(lm.c.link_id == self.link_id, among(conn, lm.c.rid, rids))
             # Only while the list is still ours: had the lease run out (a long
             # database outage, say), another worker may have sent since, and
             # this older answer must not overwrite what it recorded.
             self._hold(conn, now)
-            outbox.lock_in_order(conn, self.link_id, lm.c.rid.in_(rids))
+            outbox.lock_in_order(conn, self.link_id, among(conn, lm.c.rid, rids))
             if replaced:
                 # Old identifiers of members that stay: only they are settled.
                 conn.execute(sa.update(lm).where(mine).values(stale=None))
@@ -864,7 +867,7 @@ class _LinkRun:
                 self.outcome.added += len(part)
             else:
                 done = [rid for rid in dict.fromkeys(rids) if rid not in queued]
-                gone = sa.and_(lm.c.link_id == self.link_id, lm.c.rid.in_(done))
+                gone = sa.and_(lm.c.link_id == self.link_id, among(conn, lm.c.rid, done))
                 held.forget_sent(conn, self.link_id, done)
                 conn.execute(sa.delete(lm).where(gone, lm.c.want == 0))
                 conn.execute(

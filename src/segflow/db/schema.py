@@ -371,15 +371,11 @@ link_members = sa.Table(
 # three integers, ordered for that lookup. Two codes may share a key (about
 # n²/2^65 for n codes): a key's members are checked against their ``sent``,
 # and a false match could only leave an identifier out of a remove.
+# No foreign key (migration 12): a trigger on sf_links deletes a link's rows.
 link_hashes = sa.Table(
     "sf_link_hashes",
     metadata,
-    sa.Column(
-        "link_id",
-        sa.Integer,
-        sa.ForeignKey("sf_links.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    sa.Column("link_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("h", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("rid", sa.BigInteger, primary_key=True, autoincrement=False),
     sqlite_with_rowid=False,

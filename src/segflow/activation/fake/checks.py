@@ -185,8 +185,12 @@ def member_problems(
     return out
 
 
-_HEX_HASHES = re.compile(r"(?:[0-9a-fA-F]{64}\n)*+")
-_REGIONS = re.compile(r"(?:[A-Z]{2}\n)*+")
+#: Every code of a request, each followed by a newline, all well formed: an
+#: email or phone hash, or an address of two hashes, a region and a postal
+#: code (no ":" inside a part, none empty).
+_WELL_FORMED = re.compile(
+    r"(?:(?:[ep]:[0-9a-fA-F]{64}|a:[0-9a-fA-F]{64}:[0-9a-fA-F]{64}:[A-Z]{2}:[^:\n]+)\n)*+"
+)
 
 
 def _all_well_formed(request: Any, keys: list[Member]) -> bool:
@@ -194,32 +198,17 @@ def _all_well_formed(request: Any, keys: list[Member]) -> bool:
     all well formed and every member holding 1 to 10 identifiers, each with a value."""
     if request.encoding == BASE64:
         return False
-    hashes: list[str] = []
-    regions: list[str] = []
-    for member, key in zip(request.audience_members, keys, strict=True):
-        if not 0 < len(key) <= MAX_IDENTIFIERS or len(key) != len(
-            member.user_data.user_identifiers
-        ):
-            return False
-        for code in key:
-            if code[0] == "a":
-                parts = code[2:].split(":")
-                if len(parts) != 4 or not parts[3]:
-                    return False  # a ":" inside a part, or no postal code
-                given, family, region, _postal = parts
-                hashes += (given, family)
-                regions.append(region)
-            else:
-                hashes.append(code[2:])
-    joined_hashes = "\n".join(hashes) + "\n" if hashes else ""
-    joined_regions = "\n".join(regions) + "\n" if regions else ""
-    # The lengths rule out a separator inside a value ("<hash>\n<hash>").
-    return (
-        len(joined_hashes) == 65 * len(hashes)
-        and len(joined_regions) == 3 * len(regions)
-        and _HEX_HASHES.fullmatch(joined_hashes) is not None
-        and _REGIONS.fullmatch(joined_regions) is not None
-    )
+    if not all(0 < len(key) <= MAX_IDENTIFIERS for key in keys):
+        return False
+    # A key leaves out an identifier without a value, so the key of every
+    # member is as long as its identifiers exactly when the totals are equal.
+    identifiers = sum(len(member.user_data.user_identifiers) for member in request.audience_members)
+    codes = [code for key in keys for code in key]
+    if len(codes) != identifiers:
+        return False
+    joined = "\n".join(codes) + "\n" if codes else ""
+    # The count rules out a newline inside a value ("<hash>\n<hash>").
+    return joined.count("\n") == len(codes) and _WELL_FORMED.fullmatch(joined) is not None
 
 
 def _identifier_problems(at: str, identifier: Any, base64_encoded: bool) -> list[Violation]:

@@ -42,20 +42,30 @@ class CustomerList:
     description: str = ""
     membership_days: int = 540
     entries: set[Member] = field(default_factory=set)
-    #: identifier code -> the entries carrying it, for matching removes.
-    by_code: dict[str, set[Member]] = field(default_factory=dict)
+    #: identifier code -> the entries carrying it, for matching removes; built
+    #: at the list's first remove (a set a code costs as much as the rest of
+    #: an ingest, and a list only ever added to never reads it).
+    by_code: dict[str, set[Member]] | None = None
     ingested: int = 0
     held_on_ingest: int = 0
 
     def add(self, entry: Member) -> None:
-        if entry in self.entries:
-            return
+        size = len(self.entries)
         self.entries.add(entry)
+        if self.by_code is not None and len(self.entries) > size:
+            self._index(entry)
+
+    def _index(self, entry: Member) -> None:
+        assert self.by_code is not None
         for code in entry:
             self.by_code.setdefault(code, set()).add(entry)
 
     def remove_matching(self, codes: Member) -> None:
         """Take out every entry sharing any identifier code with ``codes``."""
+        if self.by_code is None:
+            self.by_code = {}
+            for held in self.entries:
+                self._index(held)
         doomed: set[Member] = set()
         for code in codes:
             doomed |= self.by_code.get(code, set())
