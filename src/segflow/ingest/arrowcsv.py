@@ -22,20 +22,21 @@ from __future__ import annotations
 import codecs
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from segflow.ingest.checks import ColumnChecks
+from segflow import coltypes
+from segflow.ingest.checks import ColumnChecks, frozen_heap
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.staging import Reading, Staging
 from segflow.progress import READING, Progress
 
 #: Bytes Arrow reads (and this module checks) at a time; about one batch.
-BLOCK_BYTES = 1 << 21
+BLOCK_BYTES = 1 << 20
 
 
 class NotClean(Exception):
@@ -216,15 +217,16 @@ class ArrowRows:
         stager = _Stager(staging, schema)
         failed = True
         try:
-            try:
+            with frozen_heap():
                 for batch in self._open():
                     columns = self._accept(batch, line, run)
                     stager.put(columns)
                     line += batch.num_rows
                     rows += columns.num_rows
                     run.report(Progress(READING, self.bytes_read, run.total_bytes, rows))
-            except pa.ArrowException as exc:
-                raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
+        except pa.ArrowException as exc:
+            raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
+        else:
             failed = False
         finally:
             stager.finish(failed)
@@ -242,7 +244,10 @@ class ArrowRows:
             if longest is not None and longest >= self.max_field_chars:
                 raise NotClean("a field is as long as the limit or longer")
         lines = pa.array(range(first_line, first_line + rows), pa.int64())
-        values: list[Sequence[str]] = [array.to_pylist() for array in arrays]
+        values = [
+            array.to_pylist() if i == self.key_index or self._checked(i) else []
+            for i, array in enumerate(arrays)
+        ]
         empty = [i for i, key in enumerate(values[self.key_index]) if not key.strip()]
         if empty:
             key_name = self.header[self.key_index]
@@ -253,9 +258,22 @@ class ArrowRows:
             arrays = [array.filter(keep) for array in arrays]
             dropped = set(empty)
             values = [[v for i, v in enumerate(col) if i not in dropped] for col in values]
+        if not self._checked(self.key_index):
+            values[self.key_index] = []
         self.checks.add_columns(values, len(lines))
         return pa.RecordBatch.from_arrays(
             [lines, *arrays], names=["line", *(f"s{i}" for i in range(ncols))]
+        )
+
+    def _checked(self, index: int) -> bool:
+        """Whether the checks still look at a column's values: not for a text
+        column that is no identifier and no consent column (a third of a
+        batch's cost is making Python strings of its cells)."""
+        quality = self.checks.quality
+        return (
+            self.checks.types[index] != coltypes.TEXT
+            or index in quality.columns
+            or index in quality.consent
         )
 
     def finish_checks(self, staging: Staging | None = None) -> ColumnChecks:

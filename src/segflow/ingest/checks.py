@@ -6,7 +6,9 @@ source while the other thread stages the batch before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from segflow import coltypes
@@ -42,3 +44,23 @@ class ColumnChecks:
             self.types[i] = coltypes.batch_type(self.types[i], values)
             self.quality.add(i, values)
         self.quality.add_members(columns)
+        gc.collect()  # see ``frozen_heap``
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """While an import's batches are checked: everything older frozen (``gc.freeze``).
+
+    phonenumbers raises and catches an exception for a number it cannot
+    parse, and that exception's frames form a reference cycle that holds the
+    whole call chain, up to the batch's values. Only a full garbage collection
+    frees them; without one after each batch, an export with foreign phones
+    kept gigabytes of old batches. With the heap from before the import
+    frozen, that collection looks at the import's own objects only (20 ms for
+    1M clean rows instead of 2.6 s).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

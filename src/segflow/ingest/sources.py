@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from segflow.ingest.arrowcsv import ArrowRows
-from segflow.ingest.checks import ColumnChecks
+from segflow.ingest.checks import ColumnChecks, frozen_heap
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.options import BATCH_ROWS
 from segflow.ingest.staging import Reading, Staging
@@ -86,7 +86,7 @@ class PythonRows:
         return self.reader.bytes_read
 
     def stage(self, staging: Staging, run: Reading) -> None:
-        with _BackgroundWriter(staging) as writer:
+        with _BackgroundWriter(staging) as writer, frozen_heap():
             for batch, bad, kept in self.reader.batches(BATCH_ROWS, staging.key_index):
                 for reject in bad:
                     run.rejects.add(reject.line, reject.reason)
