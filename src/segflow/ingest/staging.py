@@ -180,16 +180,6 @@ class Staging:
                 rows,
             )
 
-    def staged_rows(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
-        """The staged rows again, as (line, *fields), in batches in file order."""
-        names = ", ".join(["line", *(f"s{i}" for i in range(self.ncols))])
-        result = self.conn.exec_driver_sql(
-            f"SELECT {names} FROM {ident(self.rows)} ORDER BY n",  # noqa: S608 - generated
-            execution_options={"stream_results": True},  # a server-side cursor on PostgreSQL
-        )
-        while batch := result.fetchmany(size):
-            yield [tuple(row) for row in batch]
-
     def max_n(self) -> int:
         return int(
             self.conn.exec_driver_sql(
