@@ -1,23 +1,29 @@
-"""Import benchmark: segflow on SQLite and PostgreSQL against the seed layout and DuckDB.
+"""Import benchmark: segflow on SQLite and PostgreSQL against DuckDB, the seed layout and a floor.
 
-Generates N synthetic customer rows (default 1,000,000; 11 columns: int id,
-email, phone, first/last name, state, country, zip, float spend, ISO date,
-boolean), then measures, each in a fresh process so that peak RSS is its own:
+Three input files of N rows each (default 1,000,000), made once into bench/data:
 
-* segflow import into a new SQLite file, then the same file again (re-import);
-* the same into a fresh PostgreSQL schema (when --postgres or
-  SEGFLOW_TEST_POSTGRES_URL gives a server);
-* the seed design's layout: uuid id + one JSON text per row, executemany into SQLite;
-* DuckDB's read_csv into a table;
-* a bare loader: csv.reader into executemany with nothing checked, the
-  floor for any Python import on the same SQLite build.
+* ``export``: what a CRM or shop export looks like: 12 columns, emails
+  padded and in mixed case, accented names, phones in several national and
+  international formats, blank cells, a few quoted fields with commas;
+* ``clean``: the demo's 11-column customer file (no quotes, nothing odd);
+* ``quoted``: the export file with every field quoted, as some tools write.
 
-Prints times, rows/s, peak RSS and the ratios the foundation issue targets.
-With ``--repeat N`` every measurement is taken N times, round by round, and
-the ratios are of the medians: on a shared machine one run of the seed
-layout varied from 19.9 s to 28.2 s within an hour.
+For each file it measures, each in a fresh process so that peak RSS is its
+own: segflow's import into a new SQLite file, then the same file again
+(re-import); the same into a fresh PostgreSQL schema (when --postgres or
+SEGFLOW_TEST_POSTGRES_URL gives a server); DuckDB's read_csv into a table.
+On the clean file also the seed design's layout (uuid id + one JSON text per
+row, executemany into SQLite) and a bare loader (csv.reader into executemany
+with nothing checked, the floor for any Python import on the same SQLite).
 
-    python bench/import_bench.py [--rows N] [--postgres URL] [--skip-duckdb] [--repeat N]
+Prints wall and CPU seconds (CPU: this process's, all its threads; the
+PostgreSQL server's own CPU is not in it), rows/s, peak RSS, and each
+import's ratio to DuckDB's time for the same file. With ``--repeat N`` every
+measurement is taken N times, round by round, and the ratios are of the
+medians: on a shared machine one run varies by a third within an hour.
+
+    python bench/import_bench.py [--rows N] [--postgres URL] [--cases export,clean,quoted]
+                                 [--skip-duckdb] [--skip-seed] [--repeat N]
 """
 
 from __future__ import annotations
@@ -43,24 +49,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _helper_rss_mb(path: str) -> float:
-    """Peak RSS of segflow's column-check helper process, run alone over the file.
-
-    Not ``RUSAGE_CHILDREN``: a child's figure includes the parent's memory
-    from before it replaced itself with a new Python.
-    """
-    from segflow.ingest import checks
-
-    with open(path, "rb") as stream:
-        key_index = stream.readline().decode().rstrip("\r\n").split(",").index("id")
-        stream.seek(0)
-        helper = checks.Helper.start(stream, checks.Job(0, "utf-8", ",", 1 << 20, key_index))
-        assert helper is not None, "the helper cannot be started here"
-        report = helper.report()
-    assert report is not None and report.get("peak_rss_kb"), "the helper did not report"
-    return float(report["peak_rss_kb"]) / 1024
-
-
 # ---------------------------------------------------------------- workers
 
 
@@ -73,25 +61,27 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
 
     db = Database(db_url)
     upgrade(db)
-    timings = []
+    timings, cpu = [], []
     for _ in range(2):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with open(path, "rb") as stream:
             summary = ingest.import_csv(
                 db,
                 stream,
-                ingest.ImportOptions(dataset="bench", key="id"),
+                ingest.ImportOptions(dataset="bench"),
                 source=path,
                 now=dt.datetime.now(dt.UTC),
             )
         timings.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
         assert summary["rejected"] == 0, summary["rejects"][:3]
     db.dispose()
     return {
         "first": timings[0],
         "again": timings[1],
+        "cpu": cpu[0],
+        "again_cpu": cpu[1],
         "rss_mb": _peak_rss_mb(),
-        "helper_rss_mb": _helper_rss_mb(path),
     }
 
 
@@ -129,11 +119,15 @@ def work_seed(db_path: str, path: str) -> dict[str, Any]:
 def work_duckdb(db_path: str, path: str) -> dict[str, Any]:
     import duckdb
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     conn = duckdb.connect(db_path)
     conn.execute("CREATE TABLE t AS SELECT * FROM read_csv(?)", [path])
     conn.close()
-    return {"first": time.perf_counter() - started, "rss_mb": _peak_rss_mb()}
+    return {
+        "first": time.perf_counter() - started,
+        "cpu": time.process_time() - cpu_started,
+        "rss_mb": _peak_rss_mb(),
+    }
 
 
 def work_bare(db_path: str, path: str) -> dict[str, Any]:
@@ -206,18 +200,86 @@ def _run_worker(kind: str, target: str, path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------- driver
 
 
-def ensure_csv(rows: int) -> Path:
+def ensure_csv(rows: int, case: str = "clean") -> Path:
+    """The input file of ``rows`` rows for ``case`` (see the module's docstring)."""
     from segflow import demo
 
     DATA.mkdir(exist_ok=True)
-    path = DATA / f"customers_{rows}.csv"
+    path = DATA / (f"customers_{rows}.csv" if case == "clean" else f"{case}_{rows}.csv")
     if not path.exists():
         print(f"generating {rows:,} rows -> {path} ...", flush=True)
         tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as out:
-            demo.write_csv(out, rows, seed=42)
+        with tmp.open("w", newline="", encoding="utf-8") as out:
+            if case == "clean":
+                demo.write_csv(out, rows, seed=42)
+            else:
+                quoting = csv.QUOTE_ALL if case == "quoted" else csv.QUOTE_MINIMAL
+                writer = csv.writer(out, lineterminator="\n", quoting=quoting)
+                writer.writerow(EXPORT_HEADER)
+                writer.writerows(export_rows(rows, seed=42))
         tmp.rename(path)
     return path
+
+
+EXPORT_HEADER = (
+    "Customer ID",
+    "E-mail Address",
+    "Phone",
+    "First Name",
+    "Last Name",
+    "Company",
+    "City",
+    "Country",
+    "Postal Code",
+    "Lifetime Value",
+    "Signup Date",
+    "Subscribed",
+)
+_COUNTRIES = (
+    # country, cities, phone formats ({a}: an area code, {b}: four digits)
+    ("US", ("New York", "Austin", "San José"), ("+1 {a} 555 {b}", "({a}) 555-{b}", "{a}.555.{b}")),
+    ("US", ("Chicago", "Seattle"), ("1-{a}-555-{b}", "{a}-555-{b}", "+1{a}555{b}")),
+    ("GB", ("London", "Leeds"), ("+44 20 7946 {b}", "020 7946 {b}", "+44 (0)20 7946 {b}")),
+    ("DE", ("München", "Köln"), ("+49 30 1234{b}", "030 1234{b}", "0049 30 1234{b}")),
+    ("FR", ("Paris", "Besançon"), ("+33 1 42 68 {b2}", "01 42 68 {b2}")),
+)
+_AREA_CODES = (212, 213, 312, 415, 512, 617, 702, 206, 305, 404)
+_EXPORT_FIRST = "Chloé José Zoë Ana Wei Priya Søren Agnès Łukasz Mary John Linda".split()
+_EXPORT_LAST = "García Müller O'Brien Nguyen Dvořák Smith Jones Lefèvre Åberg Kim".split()
+_COMPANIES = ("Acme", "Globex", "Umbrella", "Initrode", "")
+#: Quoted by the CSV writer; a few rows have one.
+_COMMA_COMPANIES = ("Initech, Inc.", "Müller & Söhne, GmbH")
+
+
+def export_rows(count: int, *, seed: int) -> Any:
+    """Rows as a CRM or shop export writes them (see the module's docstring)."""
+    import random
+
+    rng = random.Random(seed)
+    for n in range(1, count + 1):
+        # Mostly the dataset's own country; phonenumbers checks each other
+        # country's number one by one (tens of microseconds a number).
+        place = rng.random()
+        country, cities, phones = _COUNTRIES[
+            0 if place < 0.45 else 1 if place < 0.9 else rng.randrange(2, len(_COUNTRIES))
+        ]
+        first, last = rng.choice(_EXPORT_FIRST), rng.choice(_EXPORT_LAST)
+        local = f"{first}.{last}{n}".replace("'", "")
+        roll = rng.random()
+        email = "" if roll < 0.02 else f"{local}@Example.COM" if roll < 0.2 else f"{local}@mail.com"
+        if rng.random() < 0.1:
+            email = f"  {email} "
+        b = f"{rng.randint(0, 9999):04d}"
+        phone = rng.choice(phones).format(a=rng.choice(_AREA_CODES), b=b, b2=f"{b[:2]} {b[2:]}")
+        phone = "" if rng.random() < 0.05 else phone
+        postal = (
+            f"{rng.randint(501, 99950):05d}" if country != "GB" else f"SW1A {rng.randint(1, 9)}AA"
+        )
+        company = rng.choice(_COMMA_COMPANIES if rng.random() < 0.03 else _COMPANIES)
+        value = "" if rng.random() < 0.03 else f"{rng.expovariate(1 / 120):.2f}"
+        signup = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        where = (rng.choice(cities), country, postal)
+        yield (str(n), email, phone, first, last, company, *where, value, signup, rng.choice("yn"))
 
 
 def _pg_schema(base: str) -> tuple[str, str]:
@@ -252,6 +314,9 @@ def bench_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--postgres", default=os.environ.get("SEGFLOW_TEST_POSTGRES_URL"))
     parser.add_argument("--skip-duckdb", action="store_true")
     parser.add_argument("--skip-seed", action="store_true")
+    parser.add_argument(
+        "--cases", default="export,clean,quoted", help="which input files, comma-separated"
+    )
     return parser
 
 
@@ -271,14 +336,13 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args.target, args.csv)))
         return
 
-    path = ensure_csv(args.rows)
-    size_mb = path.stat().st_size / 1e6
-    print(f"input: {args.rows:,} rows, {size_mb:,.0f} MB ({path})", flush=True)
+    cases = [c for c in args.cases.split(",") if c]
+    paths = {case: ensure_csv(args.rows, case) for case in cases}
     work = DATA / "work"
     work.mkdir(exist_ok=True)
     rounds: dict[str, list[dict[str, Any]]] = {}
 
-    def measure(name: str, kind: str, target: str) -> None:
+    def measure(name: str, kind: str, target: str, path: Path) -> None:
         result = _run_worker(kind, target, path)
         rounds.setdefault(name, []).append(result)
         _report(name, result, args.rows)
@@ -286,62 +350,61 @@ def main() -> None:
     for round_ in range(args.repeat):
         if args.repeat > 1:
             print(f"round {round_ + 1} of {args.repeat}:", flush=True)
-        for old in work.iterdir():
-            old.unlink()
-        measure("segflow sqlite", "segflow", f"sqlite:///{work / 'segflow.db'}")
-        if args.postgres:
-            schema, url = _pg_schema(args.postgres)
-            try:
-                measure("segflow postgres", "segflow", url)
-            finally:
-                _drop_pg_schema(args.postgres, schema)
-        if not args.skip_seed:
-            measure("seed layout", "seed", str(work / "seed.db"))
-        if not args.skip_duckdb:
-            measure("duckdb", "duckdb", str(work / "duck.db"))
-        measure("bare loader", "bare", str(work / "bare.db"))
+        for case, path in paths.items():
+            print(f"{case}: {args.rows:,} rows, {path.stat().st_size / 1e6:,.0f} MB ({path})")
+            for old in work.iterdir():
+                old.unlink()
+            measure(f"{case} segflow sqlite", "segflow", f"sqlite:///{work / 'segflow.db'}", path)
+            if args.postgres:
+                schema, url = _pg_schema(args.postgres)
+                try:
+                    measure(f"{case} segflow postgres", "segflow", url, path)
+                finally:
+                    _drop_pg_schema(args.postgres, schema)
+            if not args.skip_duckdb:
+                measure(f"{case} duckdb", "duckdb", str(work / "duck.db"), path)
+            if case == "clean":
+                if not args.skip_seed:
+                    measure("clean seed layout", "seed", str(work / "seed.db"), path)
+                measure("clean bare loader", "bare", str(work / "bare.db"), path)
     results = {name: _median(runs) for name, runs in rounds.items()}
     if args.repeat > 1:
         print(f"\nmedians of {args.repeat} rounds (peak RSS: the largest):")
         for name, result in results.items():
             _report(name, result, args.rows)
-        if "seed layout" in rounds:
-            each = [
-                f"{a['first'] / b['first']:.2f}"
-                for a, b in zip(rounds["segflow sqlite"], rounds["seed layout"], strict=True)
-            ]
-            print(f"segflow sqlite / seed layout, round by round: {', '.join(each)}")
 
-    ours = results["segflow sqlite"]
-    print("\nratios (targets from the foundation issue):")
-    if "seed layout" in results:
-        _ratio(
-            "segflow sqlite / seed layout", ours["first"] / results["seed layout"]["first"], 0.25
-        )
-    if "duckdb" in results:
-        _ratio("segflow sqlite / duckdb", ours["first"] / results["duckdb"]["first"], 3.0)
-    _ratio("segflow sqlite re-import / first import", ours["again"] / ours["first"], 1.0)
-    bare = results["bare loader"]["first"]
-    print(
-        f"  the bare loader (csv.reader -> executemany, no checks; a floor, no target) takes "
-        f"{bare / ours['first']:.2f} of segflow's time"
-        + (
-            f" and {bare / results['seed layout']['first']:.2f} of the seed layout's"
-            if "seed layout" in results
-            else ""
-        )
-    )
-    if "segflow postgres" in results:
-        pg = results["segflow postgres"]
-        _ratio("segflow postgres re-import / first import", pg["again"] / pg["first"], 1.0)
-    for name in ("segflow sqlite", "segflow postgres"):
-        if name in results:
-            rss = results[name]["rss_mb"]
-            helper = results[name].get("helper_rss_mb", 0.0)
-            print(
-                f"  {name} peak RSS {rss:,.0f} MB, its check helper {helper:,.0f} MB "
-                f"(target < 300 MB each): {_ok(rss < 300 and helper < 300)}"
+    print("\nratios (targets from issue 18):")
+    for case in cases:
+        duck = results.get(f"{case} duckdb")
+        for engine in ("sqlite", "postgres"):
+            ours = results.get(f"{case} segflow {engine}")
+            if ours is None:
+                continue
+            if duck is not None:
+                _ratio(f"{case}: segflow {engine} / duckdb", ours["first"] / duck["first"], 2.0)
+            _ratio(
+                f"{case}: segflow {engine} re-import / first", ours["again"] / ours["first"], 0.8
             )
+            if case == "quoted" and f"export segflow {engine}" in results:
+                plain = results[f"export segflow {engine}"]["first"]
+                _ratio(f"quoted: segflow {engine} / export's", ours["first"] / plain, 1.3)
+            print(
+                f"  {case}: segflow {engine} peak RSS {ours['rss_mb']:,.0f} MB "
+                f"(target < 300 MB): {_ok(ours['rss_mb'] < 300)}"
+            )
+    if "clean seed layout" in results:
+        seed = results["clean seed layout"]["first"]
+        _ratio(
+            "clean: segflow sqlite / seed layout",
+            results["clean segflow sqlite"]["first"] / seed,
+            0.25,
+        )
+    if "clean bare loader" in results and "clean segflow sqlite" in results:
+        bare = results["clean bare loader"]["first"]
+        print(
+            "  the bare loader (csv.reader -> executemany, no checks; a floor, no target) takes "
+            f"{bare / results['clean segflow sqlite']['first']:.2f} of segflow sqlite's time"
+        )
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -354,9 +417,12 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _report(name: str, r: dict[str, Any], rows: int) -> None:
-    line = f"{name:<18} import {r['first']:7.2f} s  {rows / r['first']:>10,.0f} rows/s"
+    line = f"  {name:<24} import {r['first']:7.2f} s"
+    if "cpu" in r:
+        line += f" (CPU {r['cpu']:6.2f} s)"
+    line += f" {rows / r['first']:>10,.0f} rows/s"
     if "again" in r:
-        line += f"  re-import {r['again']:6.2f} s"
+        line += f"  re-import {r['again']:6.2f} s (CPU {r['again_cpu']:6.2f} s)"
     print(line + f"  peak RSS {r['rss_mb']:,.0f} MB", flush=True)
 
 

@@ -27,6 +27,7 @@ from segflow.ingest.options import MAX_COLUMNS
 from segflow.web.app import create_app
 from segflow.web.server import live_server
 from tests.helpers import FIXTURES, NOW, do_import, live, sequence_value, snapshot
+from tests.test_import_arrow import unseekable
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -397,21 +398,17 @@ PLAIN_TRAILING = b"id,name,\n1,Ann,\n2,Bob,\n3,Cy,\n"
 def test_excel_shapes_read_the_same_on_every_path(
     db: Database, tmp_path: Path, data: bytes
 ) -> None:
-    """A file big enough for the helper process (and on SQLite for SQLite's own
-    reading) gives what segflow's reader gives in process."""
+    """Read by Arrow where the file is clean, it gives what segflow's reader gives."""
     path = tmp_path / "export.csv"
     path.write_bytes(data)
-    in_process = do_import(db, path, dataset="alone")
-    helped = Settings(checks_process_bytes=1)
-    with path.open("rb") as stream:
-        other = ingest.import_csv(
-            db,
-            stream,
-            ingest.ImportOptions(dataset="helped"),
-            source=str(path),
-            now=NOW,
-            settings=helped,
-        )
+    in_process = do_import(db, path, dataset="helped")
+    other = ingest.import_csv(
+        db,
+        unseekable(data),
+        ingest.ImportOptions(dataset="alone"),
+        source=str(path),
+        now=NOW,
+    )
     for field in ("columns", "inserted", "rejects", "notes", "key", "delimiter"):
         assert other[field] == in_process[field]
     assert live(db, "helped") == live(db, "alone")

@@ -28,12 +28,6 @@ class Settings:
     max_field_chars: int = 1_048_576
     #: How many rejected rows an import keeps in detail (all are counted).
     max_reject_details: int = 100_000
-    #: Files at least this large have their columns checked on a second
-    #: process while the importing one stores the rows (on two or more cores).
-    checks_process_bytes: int = 8 * 1024**2
-    #: Whether SQLite may read a plain file itself while the second process
-    #: checks it (see ``segflow.ingest.csvtable``); off makes every import parse in Python.
-    sqlite_reads_csv: bool = True
     #: Percent of a dataset's records (or of a linked destination's members)
     #: above which a replace import's deletes must be confirmed.
     replace_delete_limit: int = 20
@@ -95,10 +89,6 @@ class Settings:
             database_url=env.get("SEGFLOW_DATABASE_URL") or DEFAULT_DATABASE_URL,
             max_field_chars=_int(env, "SEGFLOW_MAX_FIELD_CHARS", cls.max_field_chars),
             max_reject_details=_int(env, "SEGFLOW_MAX_REJECT_DETAILS", cls.max_reject_details),
-            checks_process_bytes=_int(
-                env, "SEGFLOW_CHECKS_PROCESS_BYTES", cls.checks_process_bytes
-            ),
-            sqlite_reads_csv=_switch(env, "SEGFLOW_SQLITE_READS_CSV", cls.sqlite_reads_csv),
             replace_delete_limit=_percent(
                 env, "SEGFLOW_REPLACE_DELETE_LIMIT", cls.replace_delete_limit
             ),

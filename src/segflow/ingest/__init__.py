@@ -10,12 +10,10 @@ An import runs in two phases on one connection of its own:
    widens the dataset's columns, and writes inserts, real changes and (in
    replace mode) deletes, each with its own next sequence number.
 
-The rows come from segflow's reader (``sources.PythonRows``), or on SQLite,
-for a file that may be plain, from SQLite reading the file itself
-(``sources.SqliteRows``, ``csvtable``) while helper processes check it. A
-new dataset then skips staging: its records are copied from the file inside
-the write transaction. When the helpers find the file was not plain, that
-work is rolled back and the import starts again with segflow's reader.
+The rows come from Apache Arrow (``arrowcsv.ArrowRows``) for a clean file,
+on both engines; when the file turns out not to be clean, that work is
+rolled back and the import starts again with segflow's reader
+(``sources.PythonRows``), which also reads standard input.
 
 Either the whole file is applied or nothing is: a failure or a kill at any
 point leaves the dataset exactly as it was.
@@ -23,13 +21,13 @@ point leaves the dataset exactly as it was.
 Modules: ``options`` (what an import is asked), ``run`` (one import),
 ``sources`` (where rows come from), ``staging`` (the temporary tables),
 ``apply`` (the write transaction), ``columns`` (the dataset's columns),
-``csvreader`` (the parser), ``checks`` (types and identifier quality, also
-as the helper process ``python -m segflow.ingest.checks``), ``quality``,
-``consent`` (per-record consent cells) and ``csvtable`` (SQLite's reading).
+``arrowcsv`` (Arrow's reading), ``csvreader`` (segflow's parser), ``checks``
+(types and identifier quality), ``quality`` and ``consent`` (per-record
+consent cells).
 
-``import_csv`` is imported on first use: the helper process imports this
-package too, and needs only the reader and the checks, not SQLAlchemy and
-the database (a third of a second more to start).
+``import_csv`` is imported on first use: the package's options are imported
+by the command and the web app, which need neither Arrow nor the database
+layer to start.
 """
 
 from __future__ import annotations

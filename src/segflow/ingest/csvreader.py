@@ -15,8 +15,7 @@ import codecs
 import csv
 import itertools
 import re
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -73,10 +72,8 @@ class _Lines:
         self.notes: list[str] = []
         self.source = source
         self.bytes_read = 0
-        #: CRC-32 of the bytes read, so that two readers can tell they read the same.
-        self.crc = 0
         self._newlines_before = 0  # b"\n" seen in fully decoded chunks
-        self.lines_out = 0
+        self.lines_out = 0  # lines split off so far
         try:
             codec = codecs.lookup(encoding)
         except LookupError:
@@ -145,7 +142,6 @@ class _Lines:
                 self._at_start = False
                 self._first_bytes(chunk)
             self.bytes_read += len(chunk)
-            self.crc = zlib.crc32(chunk, self.crc)
             text = self._decode(chunk, final=not chunk)
             if "\x00" in text:
                 before = remainder + text[: text.index("\x00")]
@@ -197,31 +193,20 @@ class CsvReader:
         encoding: str = "utf-8",
         delimiter: str | None = None,
         max_field_chars: int = 1_048_576,
-        header: Sequence[str] | None = None,
     ) -> None:
-        """``header``, if given, names the columns of a stream that starts
-        after the header line: a stretch of a file from a line start on."""
         if delimiter is not None and len(delimiter) != 1:
             raise ImportFailed(f"delimiter must be one character, got {delimiter!r}", file=source)
         if delimiter in ('"', "\n", "\r"):
             raise ImportFailed(f"{delimiter!r} cannot be the delimiter", file=source)
         self.source = source
         self.max_field_chars = max_field_chars
-        self._lines = _Lines(stream, encoding, source, at_start=header is None)
+        self._lines = _Lines(stream, encoding, source, at_start=True)
         #: Unnamed columns dropped from the end of the header (their cells
         #: must be empty), and the header's line (2 after a ``sep=`` line).
         self.trailing = 0
         self.header_line = 1
         self._line_iter = itertools.chain.from_iterable(self._lines.chunks())
-        #: Lines read other than by ``_reader`` (see ``accepted``).
-        self._line_base = 0
         csv.field_size_limit(max_field_chars)
-        if header is not None:
-            self.delimiter = delimiter or ","
-            self._reader = self._csv(self._line_iter)
-            self._next_start = 1
-            self.header = list(header)
-            return
         first = next(self._line_iter, None)
         if first is None:
             raise ImportFailed("the file is empty (expected a header line)", file=source)
@@ -288,28 +273,9 @@ class CsvReader:
         return self._lines.notes
 
     @property
-    def crc(self) -> int:
-        return self._lines.crc
-
-    @property
     def encoding(self) -> str:
         """The name of the codec the stream is decoded with."""
         return self._lines.encoding
-
-    @property
-    def plain(self) -> bool:
-        """Whether everything read so far is plain (see ``_Lines.plain``)."""
-        return self._lines.plain
-
-    @property
-    def lines_split(self) -> int:
-        """Physical lines split off the bytes read so far (some not parsed yet)."""
-        return self._lines.lines_out
-
-    @property
-    def lines_read(self) -> int:
-        """Physical lines that the records read so far span, the header's included."""
-        return self._line_base + int(self._reader.line_num)
 
     def _next_record(self) -> tuple[int, list[str]] | None:
         start = self._next_start
@@ -390,86 +356,6 @@ class CsvReader:
         except csv.Error as exc:
             raise self._csv_error(str(exc), start) from None
         yield batch, rejects, kept
-
-    def accepted(self, size: int, key_index: int) -> Iterator[tuple[list[Sequence[str]], int, int]]:
-        """The rows ``batches`` accepts, as columns, with how many there are
-        and how many it rejects: ``(columns, rows, rejected)`` a batch.
-
-        For work that needs no line numbers (the column checks). While the
-        file is plain, a batch of lines is split at the delimiter in C and
-        its columns are slices of that; that is exactly the csv module's
-        parse when every line has the header's number of fields and no line
-        is too long, and any batch where that is not so is parsed by the csv
-        module. From the first quote on, the csv module's records are taken
-        a batch at a time. A malformed file raises the same errors as
-        ``batches``, with less exact lines.
-        """
-        ncols = len(self.header)
-        while self.plain:
-            lines = list(itertools.islice(self._line_iter, size))
-            if not lines:
-                return
-            if not self.plain:
-                # These lines came with a chunk that has a quote: a quoted
-                # field may start in them and end after them.
-                self._line_base += int(self._reader.line_num)
-                self._reader = self._csv(itertools.chain(lines, self._line_iter))
-                break
-            self._line_base += len(lines)
-            columns = self._split(lines, ncols, key_index)
-            if columns is not None:
-                yield columns, len(lines), 0
-            else:
-                yield self._accept(self._csv_rows(iter(lines)), ncols, key_index, self.trailing)
-        while True:
-            try:
-                rows: list[list[str]] = list(itertools.islice(self._reader, size))
-            except csv.Error as exc:
-                raise self._csv_error(str(exc), self.lines_read) from None
-            if not rows:
-                return
-            yield self._accept(rows, ncols, key_index, self.trailing)
-
-    def _split(self, lines: list[str], ncols: int, key_index: int) -> list[Sequence[str]] | None:
-        """The columns of plain lines that each hold one good record, or None."""
-        sep = self.delimiter
-        if list(map(str.count, lines, itertools.repeat(sep))).count(ncols - 1) != len(lines):
-            return None
-        if max(map(len, lines)) > self.max_field_chars:
-            return None
-        joined = sep.join(lines)
-        if "\r" in joined:  # plain: every CR ends a line (CRLF), the csv module drops it
-            joined = joined.replace("\r", "")
-        fields = joined.split(sep)
-        columns: list[Sequence[str]] = [fields[i::ncols] for i in range(ncols)]
-        # Also where the key is the only column: a blank line, which the csv
-        # module skips instead of rejecting.
-        if "" in map(str.strip, columns[key_index]):
-            return None
-        return columns
-
-    def _csv_rows(self, lines: Iterator[str]) -> list[list[str]]:
-        try:
-            return list(self._csv(lines))
-        except csv.Error as exc:
-            raise self._csv_error(str(exc), self.lines_read) from None
-
-    @staticmethod
-    def _accept(
-        rows: list[list[str]], ncols: int, key_index: int, trailing: int
-    ) -> tuple[list[Sequence[str]], int, int]:
-        if trailing:  # as ``batches`` takes them: empty unnamed cells dropped
-            rows = [
-                row[:ncols]
-                if ncols < len(row) <= ncols + trailing and not "".join(row[ncols:]).strip()
-                else row
-                for row in rows
-            ]
-        good = [row for row in rows if len(row) == ncols and row[key_index].strip()]
-        if not good:
-            return [() for _ in range(ncols)], 0, sum(1 for row in rows if row)
-        columns: list[Sequence[str]] = list(zip(*good, strict=True))
-        return columns, len(good), sum(1 for row in rows if row) - len(good)
 
 
 def _header_names(fields: list[str]) -> list[str]:

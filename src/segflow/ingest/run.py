@@ -2,10 +2,8 @@
 
 It resolves the key, picks where the rows come from (``sources``), and runs
 the two phases (see ``segflow.ingest``): staging on the import's own
-connection, then the apply step (``apply``) under the write lock. A new
-dataset on SQLite, read by SQLite itself, skips staging: its records are
-copied from the file inside the write transaction. The summary it returns is
-also kept in the dataset's import history.
+connection, then the apply step (``apply``) under the write lock. The
+summary it returns is also kept in the dataset's import history.
 """
 
 from __future__ import annotations
@@ -13,23 +11,21 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import logging
-import os
 import time
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from segflow import colformats, coltypes, engine
+from segflow import coltypes, engine
 from segflow.config import Settings
-from segflow.datasets import Column, Dataset, find_dataset, load_dataset, validate_dataset_name
-from segflow.db import records, sequence
+from segflow.datasets import Column, Dataset, find_dataset, validate_dataset_name
 from segflow.db.engine import Database
-from segflow.db.schema import datasets, identifier_maps, imports, segments
+from segflow.db.schema import identifier_maps, imports, segments
 from segflow.errors import ImportFailed, InvalidInput
-from segflow.ingest import columns, phones, preview
+from segflow.ingest import phones, preview
 from segflow.ingest.apply import Outcome, apply
-from segflow.ingest.checks import Helper, Job
+from segflow.ingest.arrowcsv import ArrowRows, NotClean
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
 from segflow.ingest.guard import DeleteNeedsConfirmation
@@ -42,7 +38,7 @@ from segflow.ingest.options import (
     normalise_name,
 )
 from segflow.ingest.quality import QualityCounter
-from segflow.ingest.sources import NotPlain, PythonRows, Rows, SqliteRows
+from segflow.ingest.sources import PythonRows, Rows
 from segflow.ingest.staging import RejectLog, Staging
 from segflow.progress import APPLYING, DONE, Progress, ProgressFn
 
@@ -107,25 +103,11 @@ def import_csv(
     if options.dry_run:
         run.read["key_guessed"] = guessed
     region, consent_columns = _dataset_region(db, existing.id if existing else None)
-    job = Job(
-        offset or 0,
-        options.encoding,
-        reader.delimiter,
-        settings.max_field_chars,
-        key_index,
-        phone_region=region,
-        consent_columns=consent_columns,
-        empty_like=sorted(coltypes.EMPTY_LIKE),
-    )
-    helper = plain = None
-    if offset is not None and _worth_a_helper(stream, total_bytes, settings):
-        # A dry run stages: SQLite's reading writes a new dataset straight away.
-        if offset == 0 and db.is_sqlite and settings.sqlite_reads_csv and not options.dry_run:
-            plain = SqliteRows.start(stream, reader, job, header)
-        if plain is None:
-            helper = Helper.start(stream, job)
+    arrow = ArrowRows.start(stream, offset, reader, key_index, region, consent_columns)
     try:
-        return _execute(run, stream, options, source, settings, reader, job, helper, plain)
+        return _execute(
+            run, stream, offset, options, source, settings, reader, arrow, (region, consent_columns)
+        )
     except Exception as exc:
         limit = _postgres_limit(exc)
         if limit is None:
@@ -141,31 +123,23 @@ def import_csv(
 def _execute(
     run: _Run,
     stream: BinaryIO,
+    offset: int | None,
     options: ImportOptions,
     source: str,
     settings: Settings,
     reader: CsvReader,
-    job: Job,
-    helper: Helper | None,
-    plain: SqliteRows | None,
+    arrow: ArrowRows | None,
+    phones_and_consent: tuple[str, dict[str, str] | None],
 ) -> dict[str, Any]:
-    try:
-        if plain is not None:
-            try:
-                return run.execute(plain)
-            except NotPlain as exc:
-                log.debug("%s: staging from Python: %s", source, exc)
-            finally:
-                plain.cancel()
-            stream.seek(0)  # SQLite reads only files it is given from their start
-            reader = _open_reader(stream, options, source, settings)
-            helper = Helper.start(stream, job)
-        return run.execute(
-            PythonRows(reader, helper, run.header, job.phone_region, job.consent_columns)
-        )
-    finally:
-        if helper is not None:
-            helper.cancel()
+    """The import from Arrow's rows; from segflow's reader where the file is not clean."""
+    if arrow is not None:
+        try:
+            return run.execute(arrow)
+        except NotClean as exc:
+            log.debug("%s: reading with segflow's reader: %s", source, exc)
+        stream.seek(offset or 0)
+        reader = _open_reader(stream, options, source, settings)
+    return run.execute(PythonRows(reader, run.header, *phones_and_consent))
 
 
 #: PostgreSQL's "program limit exceeded" errors that a wide file can meet:
@@ -291,11 +265,6 @@ class _Run:
         self.described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     def execute(self, rows: Rows) -> dict[str, Any]:
-        if isinstance(rows, SqliteRows) and find_dataset(self.db, self.options.dataset) is None:
-            try:
-                return self._load_new(rows)
-            except _Retry as exc:
-                log.debug("%s: staging the file: %s", self.source, exc)
         return self._stage_and_apply(rows)
 
     def _stage_and_apply(self, rows: Rows) -> dict[str, Any]:
@@ -361,67 +330,6 @@ class _Run:
         limit = self.options.delete_limit
         return self.settings.replace_delete_limit if limit is None else limit
 
-    def _load_new(self, rows: SqliteRows) -> dict[str, Any]:
-        """Load a new dataset's records straight from the file, with no staging.
-
-        Raises ``_Retry`` (nothing written) where the file has duplicate
-        keys, which staging reports line by line, or the dataset appeared
-        meanwhile; ``NotPlain`` where SQLite's reading cannot be used.
-        """
-        self.rejects = RejectLog(self.settings.max_reject_details)
-        options, header = self.options, self.header
-        assert rows.guessed_types is not None
-        with self.db.import_connection() as conn, self.db.writing(conn):
-            dialect = conn.dialect.name
-            if load_dataset(conn, options.dataset, lock=True) is not None:
-                raise _Retry("the dataset was created meanwhile")
-            numbers = sequence.take(conn)
-            base = numbers.base
-            dataset_id, table = columns.create_dataset(
-                conn, options.dataset, header[self.key_index], self.now
-            )
-            mapping: list[Column] = []
-            # No rid: SQLite numbers the rows of the new table 1, 2, ... itself,
-            # appending without the seek that a given rowid costs (a third of
-            # the copy's time). Empty fields come as NULL (``nulls``), which is
-            # how raw cells store them, saving a NULLIF a cell.
-            names, values = ["key", "seq"], [f"IFNULL(c{self.key_index}, '')", "? + rowid"]
-            for index, name in enumerate(header):
-                guess = rows.guessed_types[index]
-                column = columns.new_column(index, name, colformats.resolve(guess))
-                columns.add_column(conn, dataset_id, table, column)
-                mapping.append(column)
-                names.append(records.raw_col(index))
-                values.append(f"c{index}")
-                if records.has_typed(column.type):
-                    names.append(records.typed_col(index))
-                    values.append(
-                        records.convert(dialect, column.type, f"c{index}", fmt=column.format)
-                    )
-            count = rows.copy(
-                conn, self, into=table, columns=names, values=values, params=(base,), nulls=True
-            )
-            self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, count))
-            try:
-                records.create_indexes(conn, table)
-            except sa.exc.IntegrityError:
-                rows.finish_checks()  # first, whether SQLite's rows can be used at all
-                raise _Retry("the file has duplicate keys") from None
-            checks = rows.finish_checks()
-            outcome = Outcome(dataset_id=dataset_id, created=True, inserted=count)
-            columns.correct_guesses(
-                conn, dataset_id, table, mapping, checks.types, notes=outcome.notes
-            )
-            outcome.columns = mapping
-            if count:
-                outcome.first_seq, outcome.last_seq = base + 1, numbers.use(count)
-            conn.execute(
-                sa.update(datasets).where(datasets.c.id == dataset_id).values(record_count=count)
-            )
-            summary = self._record(conn, rows, outcome, checks.quality, 0)
-        self.report(Progress(DONE, rows.bytes_read, self.total_bytes, count))
-        return summary
-
     def _record(
         self,
         conn: Connection,
@@ -478,10 +386,6 @@ def _segments_after(conn: Connection, dataset_id: int, now: dt.datetime) -> list
     return [o.as_dict() for o in report.outcomes]
 
 
-class _Retry(Exception):
-    """Loading straight into a new dataset did not work out; stage the file instead."""
-
-
 def _add_preview(
     summary: dict[str, Any],
     described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None,
@@ -535,20 +439,6 @@ def _position(stream: BinaryIO) -> int | None:
         return stream.tell() if stream.seekable() else None
     except (AttributeError, OSError, ValueError):
         return None
-
-
-def _worth_a_helper(stream: BinaryIO, total_bytes: int | None, settings: Settings) -> bool:
-    """Whether the column checks should run on a second process."""
-    if total_bytes is None:
-        try:
-            total_bytes = os.fstat(stream.fileno()).st_size
-        except (AttributeError, OSError, ValueError):
-            return False
-    if total_bytes < settings.checks_process_bytes:
-        return False
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) > 1
-    return (os.cpu_count() or 1) > 1
 
 
 def _summary(

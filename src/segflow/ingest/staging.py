@@ -3,19 +3,37 @@ and the log of the rows it rejects.
 
 The staged rows are raw text, numbered densely in file order (``n``); the
 apply step compares them with the stored records in SQL.
+
+Arrow's batches are bulk loaded (:meth:`Staging.load_arrow`): on PostgreSQL
+by COPY on the import's own connection, into its temporary table; on SQLite
+by ADBC's bulk ingest, which needs a connection of its own, so the rows go to
+a scratch database file of the import's own, attached to the import's
+connection before its transaction starts (SQLite attaches only outside one)
+and removed afterwards; a killed import's file is removed by the next import.
+Only the staged copy lives there: the apply step writes the dataset in the
+import's one transaction on the main database, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import tempfile
 import uuid
+import weakref
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.db.records import ident
 from segflow.ingest.csvreader import Reject
+from segflow.progress import ProgressFn
 
 
 class RejectLog:
@@ -32,6 +50,14 @@ class RejectLog:
             self.details.append(Reject(line, reason))
 
 
+class Reading(Protocol):
+    """The import a row source reads for: where it logs rejects and reports progress."""
+
+    rejects: RejectLog
+    report: ProgressFn
+    total_bytes: int | None
+
+
 class Staging:
     """The temporary tables of one import, on the import's own connection."""
 
@@ -46,9 +72,19 @@ class Staging:
         self.changes = f"sf_chg_{suffix}"
         self.deletes = f"sf_del_{suffix}"
         self.count = 0
-        #: Whether empty cells were staged as NULL (SQLite's reading) rather
-        #: than as '' (segflow's reader).
-        self.nulls = False
+        #: Where the staged rows are when not a temporary table (SQLite's
+        #: scratch file, once ``load_arrow`` has put them there).
+        self.schema: str | None = None
+        self.file: Path | None = None
+        if self.dialect == "sqlite":
+            self.file = _scratch_file()
+            weakref.finalize(self, _remove, self.file)
+            # On the driver's connection: outside the transaction SQLAlchemy
+            # would begin, as ATTACH and these pragmas must be.
+            raw: Any = conn.connection.driver_connection
+            raw.execute(f"ATTACH DATABASE ? AS {_SCRATCH}", (str(self.file),))
+            raw.execute(f"PRAGMA {_SCRATCH}.journal_mode=MEMORY")
+            raw.execute(f"PRAGMA {_SCRATCH}.synchronous=OFF")
 
     def key_col(self) -> str:
         return f"s{self.key_index}"
@@ -56,9 +92,8 @@ class Staging:
     def cell(self, index: int) -> str:
         """SQL for a staged cell (of the staged rows as ``s``) as records
         store it: NULL when empty."""
-        column = f"s.s{int(index)}"
         # A NULLIF a cell is a third of comparing a large file with stored records.
-        return column if self.nulls else f"NULLIF({column}, '')"
+        return f"NULLIF(s.s{int(index)}, '')"
 
     def create(self) -> None:
         if self.dialect == "sqlite":
@@ -66,6 +101,11 @@ class Staging:
             # the memory map that reads for scans, those pages would count as
             # the import's memory. The connection is closed after the import.
             self.conn.exec_driver_sql("PRAGMA mmap_size=0")
+        collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {ident(self.rows)} ({self._columns()})")
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {ident(self.keep)} (key TEXT{collate})")
+
+    def _columns(self) -> str:
         collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
         cols = ", ".join(
             f"s{i} TEXT{collate if i == self.key_index else ''}" for i in range(self.ncols)
@@ -77,10 +117,45 @@ class Staging:
             if self.dialect == "sqlite"
             else "n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
         )
-        self.conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {ident(self.rows)} ({n}, line BIGINT NOT NULL, {cols})"
+        return f"{n}, line BIGINT NOT NULL, {cols}"
+
+    def load_arrow(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
+        """Stage record batches of (line, s0, s1, ...), in file order, in bulk."""
+        counted = self._counted(batches)
+        if self.dialect == "postgresql":
+            self._copy_arrow(counted)
+            return
+        import adbc_driver_sqlite.dbapi as adbc
+
+        assert self.file is not None
+        # The empty temporary table would hide the scratch file's one.
+        self.conn.exec_driver_sql(f"DROP TABLE temp.{ident(self.rows)}")
+        self.schema = _SCRATCH
+        with adbc.connect(str(self.file)) as scratch, scratch.cursor() as cur:
+            cur.execute(f"CREATE TABLE {ident(self.rows)} ({self._columns()})")
+            cur.adbc_ingest(self.rows, pa.RecordBatchReader.from_batches(schema, counted), "append")
+            scratch.commit()
+
+    def _counted(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            self.count += batch.num_rows
+            yield batch
+
+    def _copy_arrow(self, batches: Iterator[pa.RecordBatch]) -> None:
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        names = ", ".join(["line", *(f"s{i}" for i in range(self.ncols))])
+        # CSV, written by Arrow in C++: an empty cell is '' (FORCE_NOT_NULL), as staged from Python.
+        copy = (
+            f"COPY {ident(self.rows)} ({names}) FROM STDIN "
+            f"(FORMAT csv, FORCE_NOT_NULL ({names.removeprefix('line, ')}))"
         )
-        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {ident(self.keep)} (key TEXT{collate})")
+        options = pacsv.WriteOptions(include_header=False)
+        with raw.cursor() as cur, cur.copy(copy) as cp:
+            for batch in batches:
+                out = io.BytesIO()
+                pacsv.write_csv(batch, out, options)
+                cp.write(out.getbuffer())
 
     def insert(self, batch: list[tuple[Any, ...]]) -> None:
         self.count += len(batch)
@@ -105,16 +180,6 @@ class Staging:
                 rows,
             )
 
-    def staged_rows(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
-        """The staged rows again, as (line, *fields), in batches in file order."""
-        names = ", ".join(["line", *(f"s{i}" for i in range(self.ncols))])
-        result = self.conn.exec_driver_sql(
-            f"SELECT {names} FROM {ident(self.rows)} ORDER BY n",  # noqa: S608 - generated
-            execution_options={"stream_results": True},  # a server-side cursor on PostgreSQL
-        )
-        while batch := result.fetchmany(size):
-            yield [tuple(row) for row in batch]
-
     def max_n(self) -> int:
         return int(
             self.conn.exec_driver_sql(
@@ -126,7 +191,8 @@ class Staging:
         """Drop later rows whose key an earlier row of the file already has."""
         t = ident(self.rows)
         k = self.key_col()
-        index = ident(self.rows + "_key")
+        # SQLite puts an index whose name is not qualified in the main database.
+        index = (f"{self.schema}." if self.schema else "") + ident(self.rows + "_key")
         try:
             # Usually there are none, which the index alone shows.
             with self.conn.begin_nested():
@@ -156,3 +222,38 @@ class Staging:
             )
             self.count -= len(dups)
         return dups
+
+
+#: The name the import's scratch database file is attached under (SQLite).
+_SCRATCH = "sf_scratch"
+
+
+def _scratch_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "segflow-staging"
+
+
+def _scratch_file() -> Path:
+    """A new scratch file's name; removes files of imports that were killed."""
+    folder = _scratch_dir()
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.db*"):
+        pid = old.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(old)
+    return folder / f"{os.getpid()}-{uuid.uuid4().hex}.db"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    for name in (path, path.with_name(path.name + "-journal")):
+        with contextlib.suppress(OSError):
+            name.unlink()

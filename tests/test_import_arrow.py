@@ -1,23 +1,25 @@
-"""SQLite reading a plain file itself gives exactly what segflow's reader gives.
+"""Arrow reading a clean file gives exactly what segflow's reader gives.
 
-On SQLite a file that the helper process finds plain is read by SQLite
-(``segflow.ingest.csvtable``): straight into a new dataset's records, or into the
-staging table of an existing one. These tests import each file twice, once
-with SQLite reading it and once checked in one process with segflow's reader,
-and compare summaries, stored records and typed values. They also check which
-way each file went, so a fast path that silently never runs fails them.
+A file read from disk or an upload is parsed by Apache Arrow when it is clean
+(``segflow.ingest.arrowcsv``); anything else is read again with segflow's
+reader. These tests import each file twice, once through Arrow and once
+through segflow's reader (a stream that cannot be read again, like standard
+input, always goes there), and compare summaries, stored records and typed
+values. They also check which way each file went, so a fast path that
+silently never runs fails them.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,21 +31,22 @@ from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.records import ident, typed_col
 from segflow.errors import ImportFailed
-from segflow.ingest import checks, csvtable
+from segflow.ingest import arrowcsv, staging
 from segflow.ingest.options import BATCH_ROWS
 from segflow.progress import Progress
 from tests.helpers import FIXTURES, NOW, all_rows, do_import, live, snapshot
 from tests.sync_helpers import csv_bytes
 from tests.test_csv_fixtures import BAD_FILES, GOOD_FILES, SEED
 
-SQLITE_READS = Settings(checks_process_bytes=0, max_field_chars=100)
-ALONE = Settings(checks_process_bytes=1 << 62, max_field_chars=100)
+#: The fixtures' field limit (see test_csv_fixtures).
+LIMITS = Settings(max_field_chars=100)
 VARYING = ("dataset", "duration_s", "first_seq", "last_seq", "created", "source")
 
-#: Fixtures whose bytes SQLite may read: no quotes, LF or CRLF, no blank
-#: lines, no rejected rows, UTF-8.
-PLAIN = {
+#: Fixtures Arrow reads: UTF-8, one record a line, well-formed quotes, no
+#: blank line, no rejected row but an empty key.
+CLEAN = {
     "bom_crlf.csv",
+    "crm_trailing_semicolons.csv",
     "header_only.csv",
     "no_final_newline.csv",
     "semicolon.csv",
@@ -52,42 +55,54 @@ PLAIN = {
 }
 
 
+class _Pipe(io.RawIOBase):
+    """Bytes that can be read once, from the start: what standard input is."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+
+def unseekable(data: bytes) -> BinaryIO:
+    """A stream of ``data`` that cannot seek: the import reads it with segflow's reader."""
+    return cast(BinaryIO, io.BufferedReader(_Pipe(data)))
+
+
 @pytest.fixture
 def ways(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """How each import that SQLite could have read went: 'direct' (straight
-    into a new dataset), 'staged' (into staging), or why it was not used."""
+    """How each import Arrow could have read went: 'arrow', or why not."""
     seen: list[str] = []
-    real_usable = csvtable.usable
-    real_copy = csvtable.copy
+    real = arrowcsv.ArrowRows.stage
 
-    def copy(*args: Any, **kwargs: Any) -> int:
-        seen.append("direct" if not kwargs["into"].startswith("sf_stage_") else "staged")
-        return real_copy(*args, **kwargs)
+    def stage(self: arrowcsv.ArrowRows, *args: Any) -> None:
+        try:
+            real(self, *args)
+        except arrowcsv.NotClean as exc:
+            seen.append(f"not clean: {exc}")
+            raise
+        seen.append("arrow")
 
-    def usable(answer: Any, **kwargs: Any) -> str | None:
-        reason = real_usable(answer, **kwargs)
-        if reason is not None:
-            seen.append(f"not used: {reason}")
-        return reason
-
-    monkeypatch.setattr(csvtable, "copy", copy)
-    monkeypatch.setattr(csvtable, "usable", usable)
+    monkeypatch.setattr(arrowcsv.ArrowRows, "stage", stage)
     return seen
 
 
 def _import(
-    db: Database, data: bytes | Path, dataset: str, settings: Settings, **options: Any
+    db: Database, data: bytes | Path, dataset: str, arrow: bool, **options: Any
 ) -> dict[str, Any]:
     raw = data.read_bytes() if isinstance(data, Path) else data
-    # A real file: SQLite reads it by its descriptor, as it does an upload.
-    with open(_write(raw), "rb") as stream:
+    with open(_write(raw), "rb") as file:
         return ingest.import_csv(
             db,
-            stream,
+            file if arrow else unseekable(raw),
             ingest.ImportOptions(dataset=dataset, **options),
             source="file.csv",
             now=NOW,
-            settings=settings,
+            settings=LIMITS,
         )
 
 
@@ -110,7 +125,7 @@ def _files(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Any:
-    """A database on SQLite only: the behaviour under test is SQLite's own."""
+    """A database on SQLite only, for the many small imports of the property test."""
     database = Database(f"sqlite:///{tmp_path / 'sqlite-only.db'}")
     upgrade(database)
     yield database
@@ -140,21 +155,18 @@ def _same(db: Database, fast: dict[str, Any], alone: dict[str, Any], a: str, b: 
 
 
 @pytest.mark.parametrize(("fixture", "options"), [(n, o) for n, o, _ in GOOD_FILES])
-def test_fixtures_import_alike_and_plain_ones_are_read_by_sqlite(
+def test_fixtures_import_alike_and_clean_ones_are_read_by_arrow(
     db: Database, fixture: str, options: dict[str, Any], ways: list[str]
 ) -> None:
     path = FIXTURES / fixture
-    alone = _import(db, path, "alone", ALONE, **options)
+    alone = _import(db, path, "alone", False, **options)
     assert ways == []
-    fast = _import(db, path, "fast", SQLITE_READS, **options)
+    fast = _import(db, path, "fast", True, **options)
     _same(db, fast, alone, "fast", "alone")
-    if db.is_postgres:
-        assert ways == []  # PostgreSQL always reads with segflow's reader
-    elif fixture in PLAIN:
-        assert ways == ["direct"]
-    elif ways:
-        # Read by SQLite only if the start looked plain; then refused.
-        assert ways[0] == "direct" and ways[1].startswith("not used"), ways
+    if fixture in CLEAN:
+        assert ways == ["arrow"]
+    else:
+        assert ways == [] or (len(ways) == 1 and ways[0].startswith("not clean")), ways
 
 
 @pytest.mark.parametrize(("fixture", "options", "message"), BAD_FILES)
@@ -166,44 +178,44 @@ def test_bad_files_fail_alike_and_store_nothing(
     # Into an existing dataset, the fixture's own error, the same either way.
     before = snapshot(db, "people")
     errors = []
-    for how in (ALONE, SQLITE_READS):
+    for arrow in (False, True):
         with pytest.raises(ImportFailed) as caught:
-            _import(db, path, "people", how, **options)
+            _import(db, path, "people", arrow, **options)
         errors.append(str(caught.value))
     assert errors[0] == errors[1] and message in errors[0]
     assert snapshot(db, "people") == before
     # Into a new dataset (some fixtures are only bad for an existing one).
     outcomes = []
-    for name, how in (("alone", ALONE), ("fast", SQLITE_READS)):
+    for name, arrow in (("alone", False), ("fast", True)):
         try:
-            outcomes.append(_comparable(_import(db, path, name, how, **options)))
+            outcomes.append(_comparable(_import(db, path, name, arrow, **options)))
         except ImportFailed as exc:
             outcomes.append({"error": str(exc)})
             assert datasets.find_dataset(db, name) is None
     assert outcomes[0] == outcomes[1]
 
 
-def test_a_changing_import_into_an_existing_dataset_is_staged_by_sqlite(
+def test_a_changing_import_into_an_existing_dataset_is_read_by_arrow(
     db: Database, ways: list[str]
 ) -> None:
     rows = list(demo.rows(3_000, seed=8))
     first = csv_bytes(rows)
-    for dataset, how in (("alone", ALONE), ("fast", SQLITE_READS)):
-        _import(db, first, dataset, how, key="id")
+    for dataset, arrow in (("alone", False), ("fast", True)):
+        _import(db, first, dataset, arrow, key="id")
     # Changed values, new rows, a dropped row, a new column, a widened type.
     changed = [(*r[:8], f"{float(r[8]) + 1:.2f}", *r[9:], "7") for r in rows[1:]]
     changed[5] = (*changed[5][:8], "12.5", *changed[5][9:])
     changed += [(str(90_000 + i), *rows[i][1:], "x") for i in range(40)]
     second = csv_bytes(changed, (*demo.HEADER, "visits"))
     ways.clear()
-    alone = _import(db, second, "alone", ALONE, key="id", mode="replace")
-    fast = _import(db, second, "fast", SQLITE_READS, key="id", mode="replace")
+    alone = _import(db, second, "alone", False, key="id", mode="replace")
+    fast = _import(db, second, "fast", True, key="id", mode="replace")
     _same(db, fast, alone, "fast", "alone")
     assert fast["deleted"] == 1 and fast["inserted"] == 40 and fast["schema_changes"]
-    assert ways == ([] if db.is_postgres else ["staged"])
+    assert ways == ["arrow"]
     # The same file again changes nothing.
     before = snapshot(db, "fast")
-    again = _import(db, second, "fast", SQLITE_READS, key="id", mode="replace")
+    again = _import(db, second, "fast", True, key="id", mode="replace")
     assert (again["unchanged"], again["updated"], again["inserted"]) == (3_039, 0, 0)
     assert snapshot(db, "fast")[1:] == before[1:]
 
@@ -232,81 +244,35 @@ def _wide_file(first_rows: int, later: dict[str, str]) -> bytes:
     ],
 )
 def test_a_new_dataset_gets_the_whole_files_types_not_its_first_rows(
-    db: Database, later: dict[str, str], ways: list[str]
+    db: Database, later: dict[str, str], ways: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(arrowcsv, "BLOCK_BYTES", 1 << 16)  # many batches
     data = _wide_file(BATCH_ROWS + 100, later)
-    alone = _import(db, data, "alone", ALONE)
-    fast = _import(db, data, "fast", SQLITE_READS)
+    alone = _import(db, data, "alone", False)
+    fast = _import(db, data, "fast", True)
     _same(db, fast, alone, "fast", "alone")
-    assert ways == ([] if db.is_postgres else ["direct"])
+    assert ways == ["arrow"]
 
 
-def test_duplicate_keys_in_a_plain_new_file_are_reported_by_line(
-    db: Database, ways: list[str]
-) -> None:
+def test_duplicate_and_empty_keys_are_reported_by_line(db: Database, ways: list[str]) -> None:
     rows = list(demo.rows(500, seed=3))
     rows.insert(300, rows[7])
+    rows.insert(400, ("  ", *rows[9][1:]))
     data = csv_bytes(rows)
-    alone = _import(db, data, "alone", ALONE)
-    fast = _import(db, data, "fast", SQLITE_READS)
+    alone = _import(db, data, "alone", False)
+    fast = _import(db, data, "fast", True)
     _same(db, fast, alone, "fast", "alone")
     assert fast["rejects"] == [
-        {"line": 302, "reason": f"duplicate key {rows[7][0]!r} (first seen on line 9)"}
+        {"line": 302, "reason": f"duplicate key {rows[7][0]!r} (first seen on line 9)"},
+        {"line": 402, "reason": "the key column 'id' is empty"},
     ]
-    if db.is_sqlite:
-        assert ways == ["direct", "staged"]  # the key index refused, staging reports
-
-
-def _file_changes_from_look(monkeypatch: pytest.MonkeyPatch, first_changed: int) -> None:
-    """Make the file look modified (a new mtime) from the ``first_changed``-th
-    look at its state on (counting from 0), as if written to meanwhile."""
-    real = csvtable.file_state
-    looks = itertools.count()
-
-    def looked(fd: int) -> csvtable.FileState:
-        state, n = real(fd), next(looks)
-        return csvtable.FileState(
-            state.device, state.inode, state.size, n if n >= first_changed else 0
-        )
-
-    monkeypatch.setattr(csvtable, "file_state", looked)
-
-
-@pytest.mark.parametrize("path", ["direct", "staged"])
-def test_a_file_that_changes_while_read_is_read_again_by_segflow(
-    sqlite_db: Database, path: str, ways: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db = sqlite_db
-    data = csv_bytes(list(demo.rows(800, seed=4)))
-    if path == "staged":
-        _import(db, csv_bytes(list(demo.rows(10, seed=4))), "fast", SQLITE_READS)
-    alone = _import(db, data, "alone", ALONE)
-    _file_changes_from_look(monkeypatch, 1)  # between the first look and the second
-    ways.clear()
-    fast = _import(db, data, "fast", SQLITE_READS)
-    assert ways == [path, "not used: the file changed while it was read"]
-    assert live(db, "fast") == live(db, "alone")
-    if path == "direct":
-        _same(db, fast, alone, "fast", "alone")
-
-
-def test_without_the_helpers_answer_sqlites_rows_are_not_used(
-    sqlite_db: Database, ways: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db = sqlite_db
-    data = csv_bytes(list(demo.rows(800, seed=6)))
-    alone = _import(db, data, "alone", ALONE)
-    monkeypatch.setattr(checks.Helper, "report", lambda self: None)
-    fast = _import(db, data, "fast", SQLITE_READS)
-    assert ways == ["direct", "not used: the helper process gave no answer"]
-    _same(db, fast, alone, "fast", "alone")
+    assert ways == ["arrow"]
 
 
 def test_progress_is_reported_and_an_interrupt_stores_nothing(
-    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, ways: list[str]
 ) -> None:
-    db = sqlite_db
-    monkeypatch.setattr(csvtable, "PROGRESS_ROWS", 100)
+    monkeypatch.setattr(arrowcsv, "BLOCK_BYTES", 1 << 14)
 
     def run(data: bytes, progress: Callable[[Progress], None]) -> None:
         with open(_write(data), "rb") as stream:
@@ -316,14 +282,16 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
                 ingest.ImportOptions(dataset="people"),
                 source="file.csv",
                 now=NOW,
-                settings=SQLITE_READS,
                 progress=progress,
             )
 
     seen: list[Progress] = []
-    run(csv_bytes(list(demo.rows(1_000, seed=2))), seen.append)
-    reading = [p.rows for p in seen if p.phase == "reading"]
-    assert reading == list(range(100, 1_001, 100))
+    data = csv_bytes(list(demo.rows(1_000, seed=2)))
+    run(data, seen.append)
+    reading = [p for p in seen if p.phase == "reading"]
+    assert len(reading) > 3 and reading[-1].rows == 1_000
+    assert [p.rows for p in reading] == sorted(p.rows for p in reading)
+    assert reading[-1].bytes_read == len(data)
 
     before = snapshot(db, "people")
 
@@ -335,14 +303,14 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
     with pytest.raises(KeyboardInterrupt):
         run(changed, interrupt)
     assert snapshot(db, "people") == before
+    assert ways == ["arrow"]
 
 
-def test_only_an_imports_own_connection_can_read_files(sqlite_db: Database) -> None:
-    db = sqlite_db
+def test_only_an_imports_own_connection_can_read_files(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("sqlean's vsv module is SQLite's")
     query = "SELECT COUNT(*) FROM pragma_module_list WHERE name = 'vsv'"
-    with db.import_connection() as conn:
-        assert conn.exec_driver_sql(query).scalar_one() == 1
-    _import(db, csv_bytes(list(demo.rows(50, seed=1))), "people", SQLITE_READS)
+    _import(db, csv_bytes(list(demo.rows(50, seed=1))), "people", True)
     for _ in range(3):  # every pooled connection, however many the pool holds
         with db.connect() as conn:
             assert conn.exec_driver_sql(query).scalar_one() == 0
@@ -366,10 +334,12 @@ def test_only_an_imports_own_connection_can_read_files(sqlite_db: Database) -> N
     assert "SQLEAN_ENABLE_VSV" not in os.environ
 
 
-# Fields drawn to sit on every edge of "plain": delimiters, quotes, CRs,
+# Fields drawn to sit on every edge of "clean": delimiters, quotes, CRs,
 # spaces, empty values, short and long rows, blank lines, duplicate keys.
-_FIELD = st.sampled_from(["", " ", "a", "b c", "1", "-2", "3.5", "2026-01-02", "yes", "é", "x"])
-_ODD = st.sampled_from(['"', "\r", ",", ";", "\t", "  "])
+_FIELD = st.sampled_from(
+    ["", " ", "a", "b c", "1", "-2", "3.5", "2026-01-02", "yes", "é", "x", '"q"', '"a,b"', '""']
+)
+_ODD = st.sampled_from(['"', "\r", ",", ";", "\t", "  ", "\n", '"x"y', "\x00"])
 
 
 @st.composite
@@ -391,29 +361,27 @@ def _csv_files(draw: st.DrawFn) -> tuple[bytes, str]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=_csv_files())
-def test_any_file_imports_alike_read_by_sqlite_or_by_segflow(
+def test_any_file_imports_alike_read_by_arrow_or_by_segflow(
     sqlite_db: Database, case: tuple[bytes, str]
 ) -> None:
     db = sqlite_db
     data, delimiter = case
     name = f"f{next(_NUMBERS)}"
     outcomes = []
-    for settings_ in (ALONE, SQLITE_READS):
+    for arrow in (False, True):
         try:
-            summary = _import(
-                db, data, f"{name}{settings_ is ALONE}", settings_, delimiter=delimiter, key="id"
-            )
+            summary = _import(db, data, f"{name}{arrow}", arrow, delimiter=delimiter, key="id")
             outcomes.append(("ok", _comparable(summary)))
         except Exception as exc:  # the same refusal either way
             outcomes.append(("failed", str(exc)))
     assert outcomes[0] == outcomes[1]
     if outcomes[0][0] == "ok":
-        a, b = f"{name}True", f"{name}False"
+        a, b = f"{name}False", f"{name}True"
         assert all_rows_without_ids(db, a) == all_rows_without_ids(db, b)
         assert _typed(db, a) == _typed(db, b)
 
@@ -423,84 +391,81 @@ def all_rows_without_ids(db: Database, dataset: str) -> list[tuple[Any, ...]]:
     return [row[1:2] + row[3:] for row in all_rows(db, dataset)]
 
 
-def test_the_csv_writer_round_trip_used_above_is_plain() -> None:
-    # Guards the PLAIN set and the generators: csv_bytes writes no quotes for
-    # demo rows, so those files are plain.
-    data = csv_bytes(list(demo.rows(200, seed=9)))
-    assert b'"' not in data and b"\r" not in data
-    assert list(csv.reader(io.StringIO(data.decode())))[0] == list(demo.HEADER)
-
-
-def test_quotes_after_the_first_megabyte_are_read_exactly(db: Database, ways: list[str]) -> None:
-    # Plain for more than a chunk, then quoted fields with line breaks: the
-    # reader must keep them, and SQLite's reading must be refused.
-    rows = list(demo.rows(25_000, seed=12))
-    body = csv_bytes(rows)
-    assert len(body) > 2 * (1 << 20)
-    tail = b'90001,"two\nlines",x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\r\n'
-    tail += b'90002,"crlf\r\ninside",x,Bo,Ng,CA,US,90210,2.5,2026-01-03,no\n'
-    data = body + tail
-    alone = _import(db, data, "alone", ALONE)
-    fast = _import(db, data, "fast", SQLITE_READS)
+def test_a_file_with_every_field_quoted_is_read_by_arrow(db: Database, ways: list[str]) -> None:
+    rows = list(demo.rows(2_000, seed=5))
+    rows[10] = (rows[10][0], 'say "hi", then', *rows[10][2:])
+    data = b"".join(
+        b",".join(b'"' + str(v).replace('"', '""').encode() + b'"' for v in row) + b"\r\n"
+        for row in [demo.HEADER, *rows]
+    )
+    alone = _import(db, data, "alone", False)
+    fast = _import(db, data, "fast", True)
     _same(db, fast, alone, "fast", "alone")
-    stored = live(db, "alone")
-    assert stored["90001"]["email"] == "two\nlines"
-    assert stored["90002"]["email"] == "crlf\r\ninside"
-    if db.is_sqlite:
-        assert ways == [
-            "direct",
-            "not used: the file has quotes or other line ends than LF and CRLF",
-        ]
+    assert live(db, "fast")[rows[10][0]]["email"] == 'say "hi", then'
+    assert ways == ["arrow"]
 
 
-def test_a_file_that_changes_between_two_readings_is_read_again_by_segflow(
-    sqlite_db: Database, ways: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("tail", "why"),
+    [
+        (b'90001,"two\nlines",x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\r\n', "quoted line"),
+        (b'90001,"x"y,x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\n', "quotes not around"),
+        (b"90001,short\n", "Expected 11 columns"),
+        (b"\n90001,a,x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\n", "blank lines"),
+        (b"90001,a\rb,x,Ann,Lee,CA,US,90210,1.5,2026-01-02,yes\n", "line ends"),
+    ],
+    ids=["quoted-newline", "stray-quote", "short-row", "blank-line", "bare-cr"],
+)
+def test_a_problem_after_the_first_blocks_is_read_exactly(
+    db: Database, ways: list[str], tail: bytes, why: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Duplicate keys send a new dataset from the direct load to staging: the
-    # second reading is held against the helpers' answer as the first was.
-    db = sqlite_db
-    rows = list(demo.rows(500, seed=13))
-    rows.insert(100, rows[3])
-    data = csv_bytes(rows)
-    alone = _import(db, data, "alone", ALONE)
-    _file_changes_from_look(monkeypatch, 2)  # after the first reading was checked
-    fast = _import(db, data, "fast", SQLITE_READS)
-    assert ways == ["direct", "staged", "not used: the file changed while it was read"]
-    _same(db, fast, alone, "fast", "alone")
+    # Clean for several of Arrow's blocks, then not: segflow's reader reads
+    # the whole file again, keeping what it keeps and refusing what it refuses.
+    monkeypatch.setattr(arrowcsv, "BLOCK_BYTES", 1 << 18)
+    body = csv_bytes(list(demo.rows(12_000, seed=12)))
+    assert len(body) > 2 * arrowcsv.BLOCK_BYTES
+    data = body + tail + b"90002,b,x,Bo,Ng,CA,US,90210,2.5,2026-01-03,no\n"
+    outcomes = []
+    for name, arrow in (("alone", False), ("fast", True)):
+        try:
+            outcomes.append(_comparable(_import(db, data, name, arrow)))
+        except ImportFailed as exc:
+            outcomes.append({"error": str(exc)})
+    assert outcomes[0] == outcomes[1]
+    assert len(ways) == 1 and ways[0].startswith("not clean") and why in ways[0], ways
+    if "error" not in outcomes[0]:
+        assert live(db, "fast") == live(db, "alone")
 
 
-def test_a_file_touched_while_the_helpers_still_read_is_read_again_by_segflow(
-    sqlite_db: Database, ways: list[str], monkeypatch: pytest.MonkeyPatch
+def test_a_problem_in_the_first_block_is_read_exactly(db: Database, ways: list[str]) -> None:
+    data = b'id,name\n1,"x"y\n2,b\n'
+    with pytest.raises(ImportFailed, match=r"line 2: a closing quote is followed by"):
+        _import(db, data, "people", True)
+    assert len(ways) == 1 and ways[0].startswith("not clean")
+    assert datasets.find_dataset(db, "people") is None
+
+
+def test_the_scratch_file_is_removed_and_a_killed_imports_one_too(
+    db: Database, tmp_path: Path
 ) -> None:
-    # SQLite has finished its copy; the helpers have not answered yet. A
-    # change now may be in what they read and not in what SQLite read.
-    db = sqlite_db
-    data = csv_bytes(list(demo.rows(600, seed=14)))
-    alone = _import(db, data, "alone", ALONE)
-    path = _write(data)
-    real = checks.Helper.report
-    touched: list[bool] = []
-
-    def touch_then_report(self: checks.Helper) -> Any:
-        if not touched:
-            stat = path.stat()
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-            touched.append(True)
-        return real(self)
-
-    monkeypatch.setattr(checks.Helper, "report", touch_then_report)
-    with open(path, "rb") as stream:
-        fast = ingest.import_csv(
-            db,
-            stream,
-            ingest.ImportOptions(dataset="fast"),
-            source="file.csv",
-            now=NOW,
-            settings=SQLITE_READS,
-        )
-    assert touched
-    assert ways == ["direct", "not used: the file changed while it was read"]
-    _same(db, fast, alone, "fast", "alone")
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL stages into the import's temporary table")
+    folder = staging._scratch_dir()
+    folder.mkdir(exist_ok=True)
+    # A process that is gone left a scratch file behind.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    left = folder / f"{int(dead.stdout)}-leftover.db"
+    left.write_bytes(b"x")
+    before = {p.name for p in folder.iterdir()}
+    _import(db, csv_bytes(list(demo.rows(300, seed=1))), "people", True)
+    after = {p.name for p in folder.iterdir()}
+    assert not left.exists()
+    assert after <= before - {left.name}
 
 
 def test_imports_open_their_own_connection_whatever_the_pool_holds(
@@ -508,16 +473,16 @@ def test_imports_open_their_own_connection_whatever_the_pool_holds(
 ) -> None:
     # The pool holds connections that have used temporary tables (the
     # engine's evaluations do; PostgreSQL then refuses to size an import's
-    # temporary memory) and, on SQLite, cannot read files.
+    # temporary memory).
     with db.connect() as one, db.connect() as two:
         for conn in (one, two):
             conn.exec_driver_sql("CREATE TEMP TABLE sf_used (x INTEGER)")
             conn.commit()
     rows = list(demo.rows(60, seed=3))
-    first = _import(db, csv_bytes(rows), "people", SQLITE_READS)
-    again = _import(db, csv_bytes([(*r[:8], "5.00", *r[9:]) for r in rows]), "people", SQLITE_READS)
+    first = _import(db, csv_bytes(rows), "people", True)
+    again = _import(db, csv_bytes([(*r[:8], "5.00", *r[9:]) for r in rows]), "people", True)
     assert (first["inserted"], again["updated"]) == (60, 60)
-    assert ways == (["direct", "staged"] if db.is_sqlite else [])
+    assert ways == ["arrow", "arrow"]
 
 
 def test_statements_repeated_elsewhere_survive_an_import_that_changes_columns(

@@ -1,0 +1,283 @@
+"""Apache Arrow reading a CSV file: the import's row source for clean files.
+
+``pyarrow.csv`` parses the file in C++ on its own threads, as a stream of
+record batches, every column as text (raw values exactly as written). Its
+parser is laxer than segflow's reader: it takes ``1,"x"y,3``, and an
+unterminated quote swallows the rest of the file. So Arrow's rows are used
+only for a *clean* file, where both parsers provably agree: UTF-8, every
+physical line one record with the header's fields, no blank line, no NUL,
+no line end but LF or CRLF, and every quote part of a well-formed quoted
+field (checked line by line with one RE2 expression, in C++, only on the
+lines that have a quote). The bytes are checked as Arrow reads them
+(:class:`_CheckedFile`), so it is the bytes Arrow parsed that were checked.
+
+A file that is not clean raises :class:`NotClean` before anything is
+applied; the import then reads it again with segflow's reader
+(``sources.PythonRows``), which stores the same rows a clean file would
+give and words every error and reject exactly (file, line, column, reason).
+"""
+
+from __future__ import annotations
+
+import codecs
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from segflow import coltypes
+from segflow.ingest.checks import ColumnChecks, frozen_heap
+from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.staging import Reading, Staging
+from segflow.progress import READING, Progress
+
+#: Bytes Arrow reads (and this module checks) at a time; about one batch.
+BLOCK_BYTES = 1 << 20
+
+
+class NotClean(Exception):
+    """The file is not one whose Arrow parse is segflow's; read it with segflow's reader."""
+
+
+def _line_pattern(delimiter: str) -> str:
+    """RE2: one physical line made of well-formed fields, quoted or not."""
+    d = f"\\x{{{ord(delimiter):X}}}"
+    field = f'(?:"(?:[^"\\r\\n]|"")*"|[^"{d}\\r\\n]*)'
+    return f"^{field}(?:{d}{field})*\\r?$"
+
+
+class _CheckedFile:
+    """The file as Arrow reads it, each stretch of whole lines checked for cleanness.
+
+    Raises :class:`NotClean` from ``read`` at the first stretch that is not
+    clean; Arrow passes it on from its reader.
+    """
+
+    def __init__(self, stream: BinaryIO, delimiter: str, max_line: int) -> None:
+        self.stream = stream
+        self.pattern = _line_pattern(delimiter)
+        self.max_line = max_line
+        self.bytes_read = 0
+        self.closed = False
+        self._carry = b""  # the last, unfinished line of what was read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.bytes_read += len(data)
+        if not data:
+            if self._carry:
+                self._check(self._carry)
+                self._carry = b""
+            return data
+        end = data.rfind(b"\n") + 1
+        if end:
+            self._check(self._carry + data[:end])
+            self._carry = data[end:]
+        else:
+            self._carry += data
+            if len(self._carry) > self.max_line:
+                raise NotClean("a line is longer than a field may be")
+        return data
+
+    def _check(self, lines: bytes) -> None:
+        if b"\x00" in lines:
+            raise NotClean("the file has a NUL byte")
+        if lines.count(b"\r") != lines.count(b"\r\n"):
+            raise NotClean("the file has line ends other than LF and CRLF")
+        if lines.startswith((b"\n", b"\r\n")) or b"\n\n" in lines or b"\n\r\n" in lines:
+            raise NotClean("the file has blank lines")
+        if b'"' not in lines:
+            return
+        split = pc.split_pattern(pa.array([lines], pa.binary()), b"\n").flatten()
+        quoted = split.filter(pc.match_substring(split, b'"'))
+        if not pc.all(pc.match_substring_regex(quoted, self.pattern)).as_py():
+            raise NotClean("the file has quoted line breaks or quotes not around a whole field")
+
+    # What Arrow asks of a file object besides ``read``.
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Stager:
+    """Loads the batches into staging on a second thread while the next ones are checked."""
+
+    def __init__(self, staging: Staging, schema: pa.Schema) -> None:
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(staging, schema), name="segflow-stage", daemon=True
+        )
+        self._thread.start()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self._queue.get()) is not None:
+            yield batch
+
+    def _run(self, staging: Staging, schema: pa.Schema) -> None:
+        try:
+            staging.load_arrow(schema, self._batches())
+        except BaseException as exc:  # re-raised on the importing thread
+            self._error = exc
+            while self._queue.get() is not None:
+                pass  # drain, so the producer never blocks on a dead loader
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def finish(self, failed: bool) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and not failed:
+            raise self._error
+
+
+class ArrowRows:
+    """A clean file's rows as Arrow parses them (see the module's docstring)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        offset: int,
+        reader: CsvReader,
+        header: list[str],
+        key_index: int,
+        phone_region: str,
+        consent_columns: Mapping[str, str] | None,
+    ) -> None:
+        self.stream = stream
+        self.offset = offset
+        self.delimiter = reader.delimiter
+        self.notes = reader.notes
+        self.header_line = reader.header_line
+        self.trailing = reader.trailing
+        self.max_field_chars = reader.max_field_chars
+        self.header = header
+        self.key_index = key_index
+        self.checks = ColumnChecks(header, phone_region, consent_columns)
+        self.guessed_types: list[str] | None = None
+        self._file: _CheckedFile | None = None
+
+    @classmethod
+    def start(
+        cls,
+        stream: BinaryIO,
+        offset: int | None,
+        reader: CsvReader,
+        key_index: int,
+        phone_region: str,
+        consent_columns: Mapping[str, str] | None,
+    ) -> ArrowRows | None:
+        """Arrow's reading of ``stream`` from ``offset`` (the file's start), or
+        None where it cannot be clean: not UTF-8, or not seekable."""
+        if offset is None or codecs.lookup(reader.encoding).name != "utf-8":
+            return None
+        return cls(stream, offset, reader, reader.header, key_index, phone_region, consent_columns)
+
+    @property
+    def bytes_read(self) -> int:
+        return self._file.bytes_read if self._file else 0
+
+    def _open(self) -> Any:
+        ncols = len(self.header) + self.trailing
+        names = [f"c{i}" for i in range(ncols)]
+        self.stream.seek(self.offset)
+        self._file = _CheckedFile(self.stream, self.delimiter, 4 * self.max_field_chars + 4096)
+        return pacsv.open_csv(
+            self._file,
+            read_options=pacsv.ReadOptions(
+                block_size=BLOCK_BYTES, skip_rows=self.header_line, column_names=names
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=self.delimiter, newlines_in_values=False, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+            # mimalloc, Arrow's default, keeps what a batch freed for the next
+            # ones: 20 MB more at the peak than the C library's allocator.
+            memory_pool=pa.system_memory_pool(),
+        )
+
+    def stage(self, staging: Staging, run: Reading) -> None:
+        ncols = len(self.header)
+        schema = pa.schema([("line", pa.int64()), *((f"s{i}", pa.string()) for i in range(ncols))])
+        line, rows = self.header_line + 1, 0
+        stager = _Stager(staging, schema)
+        failed = True
+        try:
+            with frozen_heap():
+                for batch in self._open():
+                    columns = self._accept(batch, line, run)
+                    stager.put(columns)
+                    line += batch.num_rows
+                    rows += columns.num_rows
+                    run.report(Progress(READING, self.bytes_read, run.total_bytes, rows))
+        except pa.ArrowException as exc:
+            raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
+        else:
+            failed = False
+        finally:
+            stager.finish(failed)
+
+    def _accept(self, batch: pa.RecordBatch, first_line: int, run: Reading) -> pa.RecordBatch:
+        """The batch's accepted rows for staging, (line, s0, s1, ...); checks them too."""
+        ncols = len(self.header)
+        rows = batch.num_rows
+        for column in batch.columns[ncols:]:  # cells under the dropped unnamed columns
+            if any(map(str.strip, column.to_pylist())):
+                raise NotClean("a row has a value in a column the header does not name")
+        arrays = list(batch.columns[:ncols])
+        for array in arrays:
+            longest = pc.max(pc.utf8_length(array)).as_py()
+            if longest is not None and longest >= self.max_field_chars:
+                raise NotClean("a field is as long as the limit or longer")
+        lines = pa.array(range(first_line, first_line + rows), pa.int64())
+        values = [
+            array.to_pylist() if i == self.key_index or self._checked(i) else []
+            for i, array in enumerate(arrays)
+        ]
+        empty = [i for i, key in enumerate(values[self.key_index]) if not key.strip()]
+        if empty:
+            key_name = self.header[self.key_index]
+            for i in empty:
+                run.rejects.add(first_line + i, f"the key column {key_name!r} is empty")
+            keep = pc.invert(pc.is_in(pa.array(range(rows)), pa.array(empty)))
+            lines = lines.filter(keep)
+            arrays = [array.filter(keep) for array in arrays]
+            dropped = set(empty)
+            values = [[v for i, v in enumerate(col) if i not in dropped] for col in values]
+        if not self._checked(self.key_index):
+            values[self.key_index] = []
+        self.checks.add_columns(values, len(lines))
+        return pa.RecordBatch.from_arrays(
+            [lines, *arrays], names=["line", *(f"s{i}" for i in range(ncols))]
+        )
+
+    def _checked(self, index: int) -> bool:
+        """Whether the checks still look at a column's values: not for a text
+        column that is no identifier and no consent column (a third of a
+        batch's cost is making Python strings of its cells)."""
+        quality = self.checks.quality
+        return (
+            self.checks.types[index] != coltypes.TEXT
+            or index in quality.columns
+            or index in quality.consent
+        )
+
+    def finish_checks(self, staging: Staging | None = None) -> ColumnChecks:
+        return self.checks
