@@ -1,5 +1,5 @@
 """Empty-like cells as a setting (``SEGFLOW_EMPTY_LIKE``): one list that typing,
-the SQL conversions, the helper process, retype and the preview all read.
+the SQL conversions, the Arrow path's column checks, retype and the preview all read.
 On both engines.
 """
 
@@ -57,15 +57,14 @@ def test_with_the_built_in_words_the_same_file_is_text(db: Database) -> None:
     assert _types(do_import(db, FILE))["amount"] == "text"
 
 
-def test_the_helper_process_reads_the_same_words(db: Database, tmp_path: Path) -> None:
+def test_a_file_read_by_arrow_is_typed_with_the_same_words(db: Database, tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     path.write_bytes(
         b"id,amount\n" + b"".join(f"{i},{'n.v.' if i % 3 else i}\n".encode() for i in range(3000))
     )
-    helped = Settings(empty_like=DUTCH.empty_like, checks_process_bytes=1, sqlite_reads_csv=False)
-    with path.open("rb") as stream:  # a file of its own: the checks run on a helper process
+    with path.open("rb") as stream:  # a clean file: Arrow reads it and the checks type its batches
         summary = ingest.import_csv(
-            db, stream, ingest.ImportOptions("people"), source=str(path), now=NOW, settings=helped
+            db, stream, ingest.ImportOptions("people"), source=str(path), now=NOW, settings=DUTCH
         )
     assert _types(summary)["amount"] == "integer"
     assert typed_values(db, "people", "amount")["3"] == 3
