@@ -98,3 +98,10 @@ def test_the_cli_reads_the_setting(
     monkeypatch.setenv("SEGFLOW_EMPTY_LIKE", "n.v.,2")
     assert cli.main(["datasets", "list", "--db", db_url]) == 1
     assert "empty-like word '2' is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("word", ["n%a", 'say "no"', "n\\a", "—", "n,a"])
+def test_words_that_would_break_the_sql_or_the_setting_are_refused(word: str) -> None:
+    # '%' is psycopg's placeholder mark in the SQL that lists the words.
+    with pytest.raises(InvalidInput, match="is not allowed"):
+        coltypes.empty_like_words([word])

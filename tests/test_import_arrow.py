@@ -11,9 +11,11 @@ silently never runs fails them.
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -31,7 +33,7 @@ from segflow.db import Database
 from segflow.db.migrations import upgrade
 from segflow.db.records import ident, typed_col
 from segflow.errors import ImportFailed
-from segflow.ingest import arrowcsv, staging
+from segflow.ingest import arrowcsv, checks, staging
 from segflow.ingest.options import BATCH_ROWS
 from segflow.progress import Progress
 from tests.helpers import FIXTURES, NOW, all_rows, do_import, live, snapshot
@@ -450,8 +452,10 @@ def test_the_scratch_file_is_removed_and_a_killed_imports_one_too(
 ) -> None:
     if not db.is_sqlite:
         pytest.skip("PostgreSQL stages into the import's temporary table")
-    folder = staging._scratch_dir()
-    folder.mkdir(exist_ok=True)
+    folder = staging._scratch_dir(db.engine.url.database)
+    # Beside the database file, private to its user.
+    assert folder.parent == Path(str(db.engine.url.database)).resolve().parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     # A process that is gone left a scratch file behind.
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -504,3 +508,25 @@ def test_statements_repeated_elsewhere_survive_an_import_that_changes_columns(
         read()
     do_import(db, b"id,spend,tier\n1,5.5,gold\n2,6,silver\n", "people")
     assert len(read()) == 2 and len(read()[0]) > 6
+
+
+def test_imports_at_once_share_one_heap_freeze() -> None:
+    """A server's imports run on threads: the last to end thaws the heap, not the first."""
+    with checks.frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with checks.frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_scratch_file_is_private_to_its_owner(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL stages into the import's temporary table")
+    with db.import_connection() as conn:
+        staged = staging.Staging(conn, 2, 0)
+        assert staged.file is not None and staged.file.exists()
+        # A full copy of the file's rows: no other local user may read it.
+        assert stat.S_IMODE(staged.file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(staged.file.parent.stat().st_mode) == 0o700

@@ -224,8 +224,9 @@ def test_the_cli_takes_a_sample_in_megabytes(
     # A sample as large as the file is the file; a sample is held in memory, hence a limit.
     assert cli.main([*argv[:-1], "3", "--dry-run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sample"]["whole_file"] is True
-    assert cli.main([*argv[:-1], "300", "--dry-run"]) == 1
-    assert "a sample is from 1 byte to 256 MB" in capsys.readouterr().err
+    for size in ("300", "inf", "nan", "0"):
+        assert cli.main([*argv[:-1], size, "--dry-run"]) == 1
+        assert "a sample is more than 0 and at most 256 MB" in capsys.readouterr().err
 
 
 def test_the_api_previews_with_the_analysis_and_a_sample(db: Database) -> None:
@@ -256,6 +257,14 @@ def test_the_api_previews_with_the_analysis_and_a_sample(db: Database) -> None:
         )
         assert refused.status_code == 400
         assert "only a preview does" in refused.json()["error"]["message"]
+        for size in ("inf", "nan", "300"):  # a 500 for inf once
+            wrong = client.post(
+                "/api/datasets/big/imports/preview",
+                files={"file": ("big.csv", data[:1000], "text/csv")},
+                data={"sample_mb": size},
+            )
+            assert wrong.status_code == 422, (size, wrong.text)
+            assert "sample_mb" in wrong.json()["error"]["message"]
     assert datasets.find_dataset(db, "crm") is None
     assert datasets.find_dataset(db, "big") is None
 

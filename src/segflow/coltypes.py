@@ -44,7 +44,10 @@ DEFAULT_EMPTY_LIKE = frozenset({"n/a", "na", "#n/a", "null", "none", "nil", "-"}
 #: own (``SEGFLOW_EMPTY_LIKE``, :func:`use_empty_like`). One list for the
 #: whole process, so that typing here and the SQL conversions agree.
 EMPTY_LIKE = DEFAULT_EMPTY_LIKE
-_EMPTY_LIKE_WORD = re.compile(r"[!-&(-+\--/:-~][ !-&(-+\--/:-~]*")
+#: Letters and punctuation; never a quote, comma, ``%`` (psycopg reads it as a
+#: placeholder in the SQL that lists the words) or backslash.
+_EMPTY_LIKE_CHARS = r"A-Za-z!#$&()*+\-./:;<=>?@\[\]^_`{|}~"
+_EMPTY_LIKE_WORD = re.compile(f"[{_EMPTY_LIKE_CHARS}][ {_EMPTY_LIKE_CHARS}]*")
 _MAX_EMPTY_LIKE = 50
 
 
@@ -66,7 +69,7 @@ def empty_like_words(words: Iterable[str]) -> frozenset[str]:
         ):
             raise InvalidInput(
                 f"empty-like word {given!r} is not allowed: at most 30 ASCII letters, spaces "
-                "and punctuation, with no digit, quote or comma (SEGFLOW_EMPTY_LIKE)"
+                "and punctuation, with no digit, quote, comma, % or backslash (SEGFLOW_EMPTY_LIKE)"
             )
         if word in TRUE_WORDS or word in FALSE_WORDS:
             raise InvalidInput(

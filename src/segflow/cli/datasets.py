@@ -14,7 +14,7 @@ from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, SegflowError
-from segflow.ingest.options import MB
+from segflow.ingest import preview
 from segflow.progress import TerminalProgress
 
 
@@ -72,9 +72,7 @@ def sample_bytes(sample_mb: float | None, dry_run: bool) -> int | None:
         return None
     if not dry_run:
         raise InvalidInput("--sample-mb reads part of the file, which only --dry-run does")
-    if not sample_mb > 0:
-        raise InvalidInput(f"--sample-mb must be more than 0, got {sample_mb}")
-    return max(1, int(sample_mb * MB))
+    return preview.sample_bytes_of(sample_mb)
 
 
 def import_notes(summary: dict[str, Any]) -> None:

@@ -72,11 +72,7 @@ def import_summary(s: dict[str, Any]) -> None:
     outcomes(s.get("segments", []))
     if s.get("segments_deferred"):
         print(f"  {s['segments_deferred']}")
-    if s["rejects"]:
-        shown = s["rejects"][:20]
-        print(f"  rejected rows (first {len(shown)} of {s['rejected']:,}; all with --json):")
-        for reject in shown:
-            print(f"    line {reject['line']}: {reject['reason']}")
+    rejected_rows(s, "rejected rows")
 
 
 def import_preview(s: dict[str, Any]) -> None:
@@ -156,11 +152,7 @@ def import_preview(s: dict[str, Any]) -> None:
                 f"  segment {o['name']!r}: would gain {o['entered']:,} and lose {o['exited']:,} "
                 f"members, to {o['member_count']:,}"
             )
-    if s["rejects"]:
-        shown = s["rejects"][:20]
-        print(f"  rows it would reject (first {len(shown)} of {s['rejected']:,}; all with --json):")
-        for reject in shown:
-            print(f"    line {reject['line']}: {reject['reason']}")
+    rejected_rows(s, "rows it would reject")
 
 
 #: How a value of each type is called in "5 values are not numbers".
@@ -359,3 +351,15 @@ def forgotten(report: dict[str, Any], key: str, as_json: bool) -> None:
         f"  key replaced in {plural(report['events_scrubbed'], 'event')}; "
         f"{plural(report['import_details_scrubbed'], 'rejected-row detail')} dropped from imports"
     )
+
+
+def rejected_rows(s: dict[str, Any], title: str) -> None:
+    """The first rejected rows of an import's summary, and where the rest are."""
+    if not s["rejects"]:
+        return
+    shown = s["rejects"][:20]
+    kept = len(s["rejects"])
+    more = f"the first {kept:,} with --json" if s.get("rejects_truncated") else "all with --json"
+    print(f"  {title} (first {len(shown)} of {s['rejected']:,}; {more}):")
+    for reject in shown:
+        print(f"    line {reject['line']}: {reject['reason']}")

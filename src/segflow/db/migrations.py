@@ -457,8 +457,15 @@ def _m12_link_hashes_without_foreign_key(conn: Connection, dialect: str) -> None
     # trigger on sf_links removes a link's rows with it instead, however the
     # link goes (unlinked, or with its segment or destination).
     if dialect == "postgresql":
+        # Whatever the foreign key is named (PostgreSQL names one it was not told).
+        keys = conn.exec_driver_sql(
+            "SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'sf_link_hashes'::regclass AND contype = 'f'"
+        ).scalars()
+        for name in list(keys):
+            conn.exec_driver_sql(f'ALTER TABLE sf_link_hashes DROP CONSTRAINT "{name}"')
         for statement in (
-            "ALTER TABLE sf_link_hashes DROP CONSTRAINT IF EXISTS sf_link_hashes_link_id_fkey",
+            "DROP TRIGGER IF EXISTS sf_links_drop_hashes ON sf_links",
             """CREATE OR REPLACE FUNCTION sf_link_hashes_of_deleted_link() RETURNS trigger
             LANGUAGE plpgsql AS $$
             BEGIN

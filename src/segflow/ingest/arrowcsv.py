@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 
 from segflow import coltypes
 from segflow.ingest.checks import ColumnChecks, frozen_heap
-from segflow.ingest.csvreader import CsvReader
+from segflow.ingest.csvreader import CsvReader, empty_key_reason
 from segflow.ingest.staging import Reading, Staging
 from segflow.progress import READING, Progress
 
@@ -180,8 +180,11 @@ class ArrowRows:
         consent_columns: Mapping[str, str] | None,
     ) -> ArrowRows | None:
         """Arrow's reading of ``stream`` from ``offset`` (the file's start), or
-        None where it cannot be clean: not UTF-8, or not seekable."""
+        None where it cannot be clean: not UTF-8, not seekable, or split by a
+        delimiter that is not ASCII."""
         if offset is None or codecs.lookup(reader.encoding).name != "utf-8":
+            return None
+        if not reader.delimiter.isascii():  # Arrow splits on one byte only
             return None
         return cls(stream, offset, reader, reader.header, key_index, phone_region, consent_columns)
 
@@ -255,7 +258,7 @@ class ArrowRows:
         if empty:
             key_name = self.header[self.key_index]
             for i in empty:
-                run.rejects.add(first_line + i, f"the key column {key_name!r} is empty")
+                run.rejects.add(first_line + i, empty_key_reason(key_name))
             keep = pc.invert(pc.is_in(pa.array(range(rows)), pa.array(empty)))
             lines = lines.filter(keep)
             arrays = [array.filter(keep) for array in arrays]

@@ -61,6 +61,15 @@ class Reject:
         return {"line": self.line, "reason": self.reason}
 
 
+def empty_key_reason(key_name: str) -> str:
+    """Why a row whose key cell is empty is rejected (both row sources say it so)."""
+    return f"the key column {key_name!r} is empty"
+
+
+def is_empty_key_reason(reason: str) -> bool:
+    return reason.startswith("the key column ") and reason.endswith(" is empty")
+
+
 class _Lines:
     """Decoded physical lines of a binary stream, tracking bytes and line numbers."""
 
@@ -348,7 +357,7 @@ class CsvReader:
                             yield batch, rejects, kept
                             batch, rejects, kept = [], [], []
                         continue
-                    rejects.append(Reject(line, f"the key column {key_name!r} is empty"))
+                    rejects.append(Reject(line, empty_key_reason(key_name)))
                 elif row:
                     rejects.append(Reject(line, f"expected {ncols} fields, found {len(row)}"))
                     if len(row) > key_index and row[key_index].strip():

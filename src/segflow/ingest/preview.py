@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ from segflow.ingest.staging import RejectLog, Staging
 
 #: The largest sample (``ImportOptions.sample_bytes``), which is held in memory.
 MAX_SAMPLE_BYTES = 256 * MB
+
+
+def sample_bytes_of(megabytes: float) -> int:
+    """A sample's size in bytes, given in MB (the CLI's ``--sample-mb``, the API's
+    ``sample_mb``): more than 0 and at most ``MAX_SAMPLE_BYTES``."""
+    if not math.isfinite(megabytes) or not 0 < megabytes <= MAX_SAMPLE_BYTES // MB:
+        raise InvalidInput(
+            f"a sample is more than 0 and at most {MAX_SAMPLE_BYTES // MB:,} MB, got {megabytes}"
+        )
+    return max(1, int(megabytes * MB))
+
+
 #: Example values shown for each column.
 EXAMPLES = 3
 #: Rows looked at, in file order, for a column's examples.
@@ -97,7 +110,7 @@ def describe(
         found = conn.exec_driver_sql(f"SELECT {distinct} FROM {table}").one()  # noqa: S608
         for i, value in zip(chunk, found, strict=True):
             counts[i].distinct = int(value)
-    empty_keys = sum(1 for r in rejects.details if _empty_key(r.reason))
+    empty_keys = rejects.empty_keys
     candidates = []
     for i in wanted:
         name, count = header[i], counts[i]
@@ -146,10 +159,6 @@ def may_be_key(candidate: dict[str, Any], kind: str) -> bool:
 def _holds(index: int) -> str:
     """SQL true where a staged cell holds a value: not blank, not empty-like."""
     return f"NOT ({records.is_empty_like_sql(f's{int(index)}')})"
-
-
-def _empty_key(reason: str) -> bool:
-    return reason.startswith("the key column") and reason.endswith("is empty")
 
 
 def _unique_at_first(staging: Staging, columns: Sequence[int]) -> list[int]:

@@ -61,9 +61,11 @@ def import_csv(
     Raises :class:`ImportFailed` for a file that cannot be imported at all,
     in which case nothing was stored.
     """
+    if settings is not None:
+        # The caller's words (the server's, the CLI's); without settings the
+        # process keeps the ones it has. Typing and SQL read the same list.
+        coltypes.use_empty_like(settings.empty_like)
     settings = settings or Settings()
-    # Typing here, in a helper process and in SQL must read the same words.
-    coltypes.use_empty_like(settings.empty_like)
     started = time.monotonic()
     validate_dataset_name(options.dataset)
     if options.mode not in MODES:

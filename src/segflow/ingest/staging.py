@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
 import uuid
 import weakref
@@ -31,8 +32,10 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from segflow.db.engine import create_private_file
 from segflow.db.records import ident
-from segflow.ingest.csvreader import Reject
+from segflow.errors import SegflowError
+from segflow.ingest.csvreader import Reject, is_empty_key_reason
 from segflow.progress import ProgressFn
 
 
@@ -42,10 +45,14 @@ class RejectLog:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
+        #: Rows rejected for an empty key, all counted (a preview shows them).
+        self.empty_keys = 0
         self.details: list[Reject] = []
 
     def add(self, line: int, reason: str) -> None:
         self.count += 1
+        if is_empty_key_reason(reason):
+            self.empty_keys += 1
         if len(self.details) < self.limit:
             self.details.append(Reject(line, reason))
 
@@ -77,7 +84,9 @@ class Staging:
         self.schema: str | None = None
         self.file: Path | None = None
         if self.dialect == "sqlite":
-            self.file = _scratch_file()
+            self.file = _scratch_file(_scratch_dir(conn.engine.url.database))
+            # A full copy of the file's rows: readable by its owner only.
+            create_private_file(str(self.file))
             weakref.finalize(self, _remove, self.file)
             # On the driver's connection: outside the transaction SQLAlchemy
             # would begin, as ATTACH and these pragmas must be.
@@ -148,7 +157,8 @@ class Staging:
         # CSV, written by Arrow in C++: an empty cell is '' (FORCE_NOT_NULL), as staged from Python.
         copy = (
             f"COPY {ident(self.rows)} ({names}) FROM STDIN "
-            f"(FORMAT csv, FORCE_NOT_NULL ({names.removeprefix('line, ')}))"
+            # Arrow writes UTF-8, whatever the connection's client encoding is.
+            f"(FORMAT csv, ENCODING 'UTF8', FORCE_NOT_NULL ({names.removeprefix('line, ')}))"
         )
         options = pacsv.WriteOptions(include_header=False)
         with raw.cursor() as cur, cur.copy(copy) as cp:
@@ -228,14 +238,30 @@ class Staging:
 _SCRATCH = "sf_scratch"
 
 
-def _scratch_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "segflow-staging"
+def _scratch_dir(database: str | None) -> Path:
+    """The private folder (mode 0700, this user's) that holds a SQLite database's
+    scratch files: beside a database file, so that they take its disk and its
+    owner's rights, else this user's own folder in the temporary directory."""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).resolve()
+        folder = path.with_name(path.name + "-staging")
+    else:
+        folder = Path(tempfile.gettempdir()) / f"segflow-staging-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    found = folder.lstat()
+    # Another local user's folder (or a link to one) would receive the rows.
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise SegflowError(
+            f"{folder} is not a folder of this user's: segflow stages imports there; "
+            "remove it or fix its owner"
+        )
+    if stat.S_IMODE(found.st_mode) & 0o077:
+        folder.chmod(0o700)
+    return folder
 
 
-def _scratch_file() -> Path:
-    """A new scratch file's name; removes files of imports that were killed."""
-    folder = _scratch_dir()
-    folder.mkdir(exist_ok=True)
+def _scratch_file(folder: Path) -> Path:
+    """A new scratch file's name in ``folder``; removes files of imports that were killed."""
     for old in folder.glob("*.db*"):
         pid = old.name.split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):

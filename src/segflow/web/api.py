@@ -26,8 +26,8 @@ from segflow import datasets, forget, ingest, retype, rules, segments, worker
 from segflow.activation import destinations, links, mapping
 from segflow.activation.google import userlists
 from segflow.db.engine import utcnow
-from segflow.errors import InvalidInput, Throttled
-from segflow.ingest.options import MB
+from segflow.errors import InvalidInput, NotFound, Throttled
+from segflow.ingest import preview as import_preview
 from segflow.progress import Progress
 from segflow.web.auth import principal_of, still_signed_in, workspace_db
 from segflow.web.broadcaster import Event
@@ -100,6 +100,8 @@ class ImportForm(BaseModel):
     sample_mb: float | None = Field(
         default=None,
         gt=0,
+        le=256,
+        allow_inf_nan=False,
         description="preview only: read just the file's first this many MB (cut after the "
         "last whole row in them); default: the whole file",
     )
@@ -179,7 +181,9 @@ def _import(
             confirm_delete=form.confirm_delete,
             delete_limit=form.delete_limit,
             dry_run=dry_run,
-            sample_bytes=None if form.sample_mb is None else max(1, int(form.sample_mb * MB)),
+            sample_bytes=(
+                None if form.sample_mb is None else import_preview.sample_bytes_of(form.sample_mb)
+            ),
         ),
         source=source,
         clock=utcnow,
@@ -647,7 +651,7 @@ def add_link(request: Request, segment_id: SegmentId, body: LinkIn) -> dict[str,
     made = links.link(workspace_db(request), segment_id, body.destination_id, utcnow())
     state.broadcaster.changed()
     state.wake()
-    return next(s for s in _link_statuses(request, segment_id) if s["id"] == made.id)
+    return _link_status_of(request, segment_id, made.id)
 
 
 @router.get("/api/segments/{segment_id}/links", tags=["destinations"])
@@ -709,7 +713,15 @@ def resume_link(
     )
     state.broadcaster.changed()
     state.wake()
-    return next(s for s in _link_statuses(request, segment_id) if s["id"] == resumed.id)
+    return _link_status_of(request, segment_id, resumed.id)
+
+
+def _link_status_of(request: Request, segment_id: int, link_id: int) -> dict[str, Any]:
+    """One link's status; NotFound if it went meanwhile (unlinked by someone else)."""
+    for found in _link_statuses(request, segment_id):
+        if found["id"] == link_id:
+            return found
+    raise NotFound(f"segment {segment_id}'s link {link_id} was removed meanwhile")
 
 
 @router.delete(

@@ -1048,7 +1048,10 @@ const PAGES = {
   const page = PAGES[name];
   if (name !== "login") await showAccount();
   if (name !== "docs" && name !== "login") connectLive();
-  if (page) await page();
-  releaseLive();
+  try {
+    if (page) await page();
+  } finally {
+    releaseLive();  // else a page that failed to load would hold every event from then on
+  }
   document.body.dataset.ready = "true";
 })();
