@@ -33,6 +33,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -352,8 +353,8 @@ def main() -> None:
             print(f"round {round_ + 1} of {args.repeat}:", flush=True)
         for case, path in paths.items():
             print(f"{case}: {args.rows:,} rows, {path.stat().st_size / 1e6:,.0f} MB ({path})")
-            for old in work.iterdir():
-                old.unlink()
+            for old in work.iterdir():  # the database files and its scratch folder
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
             measure(f"{case} segflow sqlite", "segflow", f"sqlite:///{work / 'segflow.db'}", path)
             if args.postgres:
                 schema, url = _pg_schema(args.postgres)
