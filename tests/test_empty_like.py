@@ -75,7 +75,7 @@ def test_the_preview_and_retype_use_the_words(db: Database) -> None:
     columns = {c["name"]: c for c in preview["columns"]}
     assert columns["amount"]["empty_like"] == {"Onbekend": 1, "n.v.": 1}
     assert columns["country"]["empty_like"] == {"n.v.": 1}
-    do_import(db, FILE)  # the built-in words: amount is text
+    do_import(db, FILE, settings=Settings())  # the built-in words: amount is text
     with pytest.raises(InvalidInput, match="2 stored values do not fit integer"):
         retype.retype(db, "people", "amount", "integer", now=NOW)
     coltypes.use_empty_like(DUTCH.empty_like)
