@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from segflow import colformats, coltypes
-from segflow.coltypes import VALUE_PATTERNS, _calendar_ok, widen
+from segflow.coltypes import VALUE_PATTERNS, calendar_ok, widen
+from segflow.ingest import checks
 
 CASES = [
     (["1", "2", "-3"], "integer"),
@@ -75,7 +77,7 @@ def _one(value: str) -> str:
     for kind in ("integer", "number", "boolean", "date", "datetime"):
         if not re.fullmatch(VALUE_PATTERNS[kind], stripped):
             continue
-        if kind not in ("date", "datetime") or _calendar_ok(kind, [stripped]):
+        if kind not in ("date", "datetime") or calendar_ok(kind, [stripped]):
             return kind
     found = colformats.narrow(
         {name: "d" if name in colformats.DATE_FORMATS else "i" for name in colformats.FORMATS},
@@ -163,3 +165,30 @@ def test_each_edge_among_many_distinct_integers(value: str, current: str) -> Non
         for one in values:
             expected = widen(expected, _one(one))
         assert coltypes.batch_type(current, values) == expected, (value, at)
+
+
+arrow_cells = cells | st.sampled_from(
+    ["N/A", " 5", "5 ", "1.234,56", "31.12.2024", "12/31/2024", "2024-01-01T10:00", "TRUE", "1e5"]
+)
+
+
+@given(
+    st.lists(st.lists(arrow_cells, max_size=8), max_size=5),
+    st.sampled_from(["empty", "integer", "number", "boolean", "date", "datetime", "text"]),
+    st.booleans(),
+)
+def test_the_imports_arrow_checks_are_the_reference(
+    batches: list[list[str]], current: str, nulls: bool
+) -> None:
+    """The import decides types with Arrow; the reference is ``coltypes.batch_type``.
+    A batch it calls plain must hold only cells a bare cast converts alike."""
+    kind, reference = current, current
+    for batch in batches:
+        cells_in = [None if nulls and v == "" else v for v in batch]
+        kind, plain = checks.batch_type(kind, pa.array(cells_in, pa.string()))
+        reference = coltypes.batch_type(reference, batch)
+        assert kind == reference
+        if plain and kind not in ("empty", "text"):
+            for value in filter(None, batch):
+                assert value == value.strip() and not coltypes.is_empty_like(value)
+                assert re.fullmatch(VALUE_PATTERNS[kind], value)

@@ -14,11 +14,9 @@ from __future__ import annotations
 import gc
 import io
 import itertools
-import os
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -306,34 +304,6 @@ def test_progress_is_reported_and_an_interrupt_stores_nothing(
         run(changed, interrupt)
     assert snapshot(db, "people") == before
     assert ways == ["arrow"]
-
-
-def test_only_an_imports_own_connection_can_read_files(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("sqlean's vsv module is SQLite's")
-    query = "SELECT COUNT(*) FROM pragma_module_list WHERE name = 'vsv'"
-    _import(db, csv_bytes(list(demo.rows(50, seed=1))), "people", True)
-    for _ in range(3):  # every pooled connection, however many the pool holds
-        with db.connect() as conn:
-            assert conn.exec_driver_sql(query).scalar_one() == 0
-
-    # Connections opened on other threads while imports open theirs.
-    def importing() -> None:
-        for _ in range(40):
-            with db.import_connection() as conn:
-                conn.exec_driver_sql("SELECT 1")
-
-    thread = threading.Thread(target=importing)
-    thread.start()
-    seen = []
-    while thread.is_alive():
-        other = Database(str(db.url))
-        with other.connect() as conn:
-            seen.append(conn.exec_driver_sql(query).scalar_one())
-        other.dispose()
-    thread.join()
-    assert seen and set(seen) == {0}
-    assert "SQLEAN_ENABLE_VSV" not in os.environ
 
 
 # Fields drawn to sit on every edge of "clean": delimiters, quotes, CRs,

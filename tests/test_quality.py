@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
+import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,7 +27,7 @@ def test_counts_equal_per_value_checks(rows: list[list[str]]) -> None:
     counter = QualityCounter(HEADER)
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(HEADER)
     for index, values in enumerate(columns):
-        counter.add(index, values)
+        counter.add(index, pa.array(values, pa.string()))
     for index, summary in enumerate(counter.summary()):
         values = columns[index]
         kind = summary["kind"]
@@ -44,12 +45,12 @@ def test_phones_count_as_valid_only_when_they_could_be_sent() -> None:
     # "Possible" numbers phonenumbers does not call valid: never matchable.
     values = ["555-0100", "+1 555 0100", "(415) 555-0100", "441134960987", "020 7946 0958", ""]
     us = QualityCounter(["phone"])
-    us.add(0, values)
+    us.add(0, pa.array(values, pa.string()))
     assert us.summary() == [
         {"column": "phone", "kind": "phone", "non_empty": 5, "valid": 2, "invalid": 3}
     ]
     gb = QualityCounter(["phone"], phone_region="GB")
-    gb.add(0, values)
+    gb.add(0, pa.array(values, pa.string()))
     assert gb.summary()[0]["valid"] == 2  # 441134960987 and 020 7946 0958; 415... is no GB number
 
 
@@ -95,7 +96,7 @@ def test_few_and_many_distinct_invalid_values_count_alike() -> None:
     many = names + [str(i) for i in range(200)]
     for values in (few, many):
         counter = QualityCounter(["first_name"])
-        counter.add(0, values)
+        counter.add(0, pa.array(values, pa.string()))
         (summary,) = counter.summary()
         assert summary["valid"] == sum(1 for v in values if _SINGLE["first_name"].fullmatch(v))
         assert summary["non_empty"] == sum(1 for v in values if v)

@@ -136,6 +136,11 @@ _LADDER = {
 }
 
 
+def ladder(current: str) -> tuple[str, ...]:
+    """The types a column of type ``current`` may move to, narrowest first."""
+    return _LADDER.get(current, ())
+
+
 def column_type(kind: str) -> str:
     """The type a new column gets from its values' type: text if it had none."""
     return TEXT if kind == EMPTY else kind
@@ -158,7 +163,7 @@ def widen(a: str, b: str) -> str:
     return TEXT
 
 
-def _calendar_ok(kind: str, values: Sequence[str]) -> bool:
+def calendar_ok(kind: str, values: Sequence[str]) -> bool:
     # The patterns accept 2023-02-30; the calendar does not.
     parse = dt.date.fromisoformat if kind == DATE else dt.datetime.fromisoformat
     try:
@@ -267,7 +272,7 @@ def fits(kind: str, raw: str | None, fmt: str | None = None) -> bool:
     pattern = _VALUE_RE.get(kind)
     if pattern is None or not pattern.fullmatch(value):
         return False
-    return kind not in (DATE, DATETIME) or _calendar_ok(kind, [value])
+    return kind not in (DATE, DATETIME) or calendar_ok(kind, [value])
 
 
 _VALUE_RE = {name: re.compile(pattern) for name, pattern in VALUE_PATTERNS.items()}
@@ -288,7 +293,7 @@ def _batch_type(current: str, values: Sequence[str]) -> str:
         return NUMBER
     for candidate in _LADDER[current]:
         if _BATCH[candidate].fullmatch(joined):
-            if candidate in (DATE, DATETIME) and not _calendar_ok(candidate, values):
+            if candidate in (DATE, DATETIME) and not calendar_ok(candidate, values):
                 continue
             return candidate
     return TEXT

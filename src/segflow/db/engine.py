@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,13 +23,8 @@ try:
     # depend on the host's library. (pysqlite3-binary was tried and dropped:
     # it keeps temporary tables and sorts in memory, unbounded.)
     import sqlean as sqlite_module  # type: ignore[import-untyped]
-
-    #: Set while a connection opens, it gives that connection the vsv module.
-    CSV_MODULE_FLAG: str | None = "SQLEAN_ENABLE_VSV"
 except ImportError:  # pragma: no cover - platforms without the wheel
     import sqlite3 as sqlite_module
-
-    CSV_MODULE_FLAG = None
 
 # IS [NOT] DISTINCT FROM, used by imports, arrived in 3.39.
 MIN_SQLITE = (3, 39, 0)
@@ -166,19 +160,13 @@ class Database:
     def import_connection(self) -> Iterator[Connection]:
         """A connection of its own for one import, closed afterwards.
 
-        On SQLite it can read CSV files itself (sqlean's ``vsv`` module, see
-        ``segflow.ingest.csvtable``). That module reads any file it is named, so
-        only these connections have it: they are opened for the import, not
-        taken from the pool, and closed after it. On PostgreSQL an import's
-        temporary tables stay in memory up to ``IMPORT_TEMP_BUFFERS``, which
-        only a session that has used no temporary table yet can set.
+        Not taken from the pool: closing it drops the import's temporary
+        tables at once, and on SQLite detaches its scratch file. On
+        PostgreSQL an import's temporary tables stay in memory up to
+        ``IMPORT_TEMP_BUFFERS``, which only a session that has used no
+        temporary table yet can set.
         """
-        _csv_module.wanted = self.is_sqlite
-        try:
-            conn = self._import_engine.connect()
-        finally:
-            _csv_module.wanted = False
-        with conn:
+        with self._import_engine.connect() as conn:
             conn.execution_options(**{WORKSPACE_OPTION: self.workspace_id})
             if self.is_postgres:
                 conn.exec_driver_sql(f"SET temp_buffers = '{IMPORT_TEMP_BUFFERS}'")
@@ -237,14 +225,6 @@ class Database:
         self._import_engine.dispose()
 
 
-#: Whether the connection this thread opens next gets the vsv module.
-_csv_module = threading.local()
-# The module is switched on by an environment variable that sqlean reads as
-# a connection opens, so connections open one at a time, each with the
-# variable set only if its own thread asked for the module.
-_CONNECTING = threading.Lock()
-
-
 def create_private_file(path: str) -> None:
     """Create an empty database file readable by its owner only, unless it exists.
 
@@ -265,15 +245,7 @@ def _install_sqlite_hooks(engine: Engine, path: str | None) -> None:
     def _open(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
         if path and not path.startswith("file:"):
             create_private_file(path)
-        if CSV_MODULE_FLAG is None:
-            return dialect.loaded_dbapi.connect(*cargs, **cparams)
-        with _CONNECTING:
-            if getattr(_csv_module, "wanted", False):
-                os.environ[CSV_MODULE_FLAG] = "1"
-            try:
-                return dialect.loaded_dbapi.connect(*cargs, **cparams)
-            finally:
-                os.environ.pop(CSV_MODULE_FLAG, None)
+        return dialect.loaded_dbapi.connect(*cargs, **cparams)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

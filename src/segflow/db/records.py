@@ -70,7 +70,13 @@ def sql_type(dialect: str, kind: str) -> str:
 
 
 def convert(
-    dialect: str, kind: str, raw_sql: str, *, guarded: bool = False, fmt: str | None = None
+    dialect: str,
+    kind: str,
+    raw_sql: str,
+    *,
+    guarded: bool = False,
+    fmt: str | None = None,
+    plain: bool = False,
 ) -> str:
     """SQL turning a raw text expression into ``kind``; empty-like cells give NULL.
 
@@ -78,18 +84,22 @@ def convert(
     ``guarded``: then a cell that does not fit gives NULL too (a stored
     typed column keeps its type when a file has such cells), at the cost of
     a function call a cell (:func:`install_fits`, on the same connection).
+    ``plain``: every cell is NULL or the type's plain form, unpadded
+    (``ingest.checks`` says so), and is cast as it is.
 
     SQLite keeps dates as ``YYYY-MM-DD`` and datetimes as UTC
     ``YYYY-MM-DD HH:MM:SS.SSS`` text, which compare correctly as strings.
     """
+    if plain and fmt is None and not guarded:
+        return _convert(dialect, kind, raw_sql, plain=True)
     if fmt is None:
         converted = _convert(dialect, kind, raw_sql)
     else:
         # Written as a country writes it: rewritten plainly first.
-        plain = _plain(dialect, colformats.FORMATS[fmt], raw_sql)
+        rewritten = _plain(dialect, colformats.FORMATS[fmt], raw_sql)
         converted = (
             f"CASE WHEN {is_empty_like_sql(raw_sql)} THEN NULL "
-            f"ELSE {_convert(dialect, kind, plain)} END"
+            f"ELSE {_convert(dialect, kind, rewritten)} END"
         )
     if guarded:
         return f"CASE WHEN {fits_sql(dialect, kind, raw_sql, fmt)} THEN {converted} END"
@@ -200,13 +210,15 @@ def is_empty_like_sql(raw_sql: str) -> str:
     return f"COALESCE(LOWER(TRIM({raw_sql})) IN ('', {empty_like_list()}), TRUE)"
 
 
-def _convert(dialect: str, kind: str, raw_sql: str) -> str:
+def _convert(dialect: str, kind: str, raw_sql: str, *, plain: bool = False) -> str:
     # No empty-like word holds a digit, and every number and date does: a
     # cell with a digit skips the word test (its LOWER and IN list cost as
     # much as the conversion itself, on every typed cell of an import).
     digit = f"{raw_sql} GLOB '*[0-9]*'" if dialect == "sqlite" else f"{raw_sql} ~ '[0-9]'"
     value = (
-        f"CASE WHEN {digit} THEN NULLIF(TRIM({raw_sql}), '') "
+        raw_sql
+        if plain
+        else f"CASE WHEN {digit} THEN NULLIF(TRIM({raw_sql}), '') "
         f"WHEN LOWER(TRIM({raw_sql})) IN ({empty_like_list()}) THEN NULL "
         f"ELSE NULLIF(TRIM({raw_sql}), '') END"
     )
@@ -225,7 +237,8 @@ def _convert(dialect: str, kind: str, raw_sql: str) -> str:
             for word, flag in zip(pair, ("TRUE", "FALSE"), strict=True)
         ]
         whens = " ".join(f"WHEN '{w}' THEN {b}" for w, b in words)
-        return f"CASE LOWER(TRIM({raw_sql})) {whens} END"
+        word = raw_sql if plain else f"TRIM({raw_sql})"
+        return f"CASE LOWER({word}) {whens} END"
     if kind == coltypes.DATE:
         return value if dialect == "sqlite" else f"CAST({value} AS DATE)"
     if kind == coltypes.DATETIME:

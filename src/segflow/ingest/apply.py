@@ -24,6 +24,7 @@ from segflow.db.records import ident
 from segflow.db.schema import datasets
 from segflow.errors import ImportFailed
 from segflow.ingest import columns, guard
+from segflow.ingest.checks import ColumnChecks
 from segflow.ingest.options import REPLACE, ImportOptions
 from segflow.ingest.staging import Staging
 
@@ -54,20 +55,17 @@ def apply(
     staging: Staging,
     options: ImportOptions,
     header: list[str],
-    file_types: Callable[[], list[str]],
+    file_checks: Callable[[], ColumnChecks],
     now: dt.datetime,
-    guessed_types: list[str] | None = None,
     *,
     delete_limit: int | None = None,
     source: str | None = None,
 ) -> Outcome:
     """Write the staged rows into the dataset, under the write lock.
 
-    ``file_types`` may wait for the helper process, so it is asked as late as
-    possible: after staged rows are compared with stored ones, and for a new
-    dataset with ``guessed_types`` (from the file's first rows) after its
-    records are written with those, which are then corrected where the whole
-    file says otherwise.
+    ``file_checks`` (the file's column types) may wait for the last batch's
+    checks, so it is asked as late as possible: after staged rows are
+    compared with stored ones.
 
     In replace mode the records to delete are found before anything is
     written, and with a ``delete_limit`` (percent) the import is refused
@@ -96,22 +94,21 @@ def apply(
     if not empty:
         total, fresh, revived = write.compare(header, target.existing)
 
-    guessing = target.created and guessed_types is not None
-    types = guessed_types if guessed_types is not None and guessing else file_types()
+    checks = file_checks()
     misfits: set[int] = set()
     mapping = columns.fit_columns(
         conn,
         target.dataset_id,
         target.table,
         header,
-        types,
+        checks.types,
         target.existing,
         created=target.created,
         changes=outcome.schema_changes,
         misfits=misfits,
-        # Guessed from the first rows: the notes come with the whole file's types.
-        notes=None if guessing else outcome.notes,
+        notes=outcome.notes,
     )
+    write.plain = {i for i, plain in enumerate(checks.plain) if plain} - misfits
     if misfits:
         records.install_fits(conn)
         write.guarded = misfits
@@ -126,11 +123,6 @@ def apply(
         numbered = write.insert_all(mapping)
         if target.created:
             records.create_indexes(conn, target.table)
-        if guessing:
-            columns.correct_guesses(
-                conn, target.dataset_id, target.table, mapping, file_types(), notes=outcome.notes
-            )
-            outcome.columns = sorted(mapping, key=lambda c: c.position)
     else:
         numbered = total
         write.write_compared(mapping, fresh=fresh, total=total)
@@ -199,6 +191,8 @@ class _Writes:
         self.r, self.s, self.k = ident(table), ident(staging.rows), staging.key_col()
         #: File columns whose cells may not fit their column's type.
         self.guarded: set[int] = set()
+        #: File columns whose every cell is empty or its type's plain form.
+        self.plain: set[int] = set()
 
     def misfits(self, index: int, column: Column, examples: int = 3) -> dict[str, Any]:
         """How many of the file's cells in column ``index`` do not fit its stored type."""
@@ -274,8 +268,15 @@ class _Writes:
             sets.append(f"{raw} = {staged(i)}")
             if records.has_typed(col.type):
                 typed = ident(records.typed_col(col.position))
+                plain = i in self.plain
                 conversion = records.convert(
-                    self.dialect, col.type, f"s.s{i}", guarded=i in self.guarded, fmt=col.format
+                    self.dialect,
+                    col.type,
+                    # A plain cast needs NULL for an empty cell, not ''.
+                    staged(i) if plain else f"s.s{i}",
+                    guarded=i in self.guarded,
+                    fmt=col.format,
+                    plain=plain,
                 )
                 names.append(typed)
                 values.append(conversion)

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from segflow import coltypes
 from segflow.ingest.checks import ColumnChecks, frozen_heap
 from segflow.ingest.csvreader import CsvReader, empty_key_reason
 from segflow.ingest.staging import Reading, Staging
@@ -143,6 +142,16 @@ class _Stager:
             raise self._error
 
 
+def _empty_keys(keys: pa.Array) -> list[int]:
+    """Rows (in the batch) whose key is empty or only white space, as
+    ``str.strip`` has it: the few keys with no ASCII letter or digit are
+    looked at in Python."""
+    doubtful = pc.invert(pc.fill_null(pc.match_substring_regex(keys, "[0-9A-Za-z]"), False))
+    at = pc.indices_nonzero(doubtful).to_pylist()
+    cells = keys.take(pa.array(at, pa.int64())).to_pylist() if at else []
+    return [i for i, key in zip(at, cells, strict=True) if not (key or "").strip()]
+
+
 class ArrowRows:
     """A clean file's rows as Arrow parses them (see the module's docstring)."""
 
@@ -166,7 +175,6 @@ class ArrowRows:
         self.header = header
         self.key_index = key_index
         self.checks = ColumnChecks(header, phone_region, consent_columns)
-        self.guessed_types: list[str] | None = None
         self._file: _CheckedFile | None = None
 
     @classmethod
@@ -207,9 +215,10 @@ class ArrowRows:
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                null_values=[],
+                # An empty cell is NULL, as records store it.
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
             ),
             # mimalloc, Arrow's default, keeps what a batch freed for the next
             # ones: 20 MB more at the peak than the C library's allocator.
@@ -242,7 +251,7 @@ class ArrowRows:
         ncols = len(self.header)
         rows = batch.num_rows
         for column in batch.columns[ncols:]:  # cells under the dropped unnamed columns
-            if any(map(str.strip, column.to_pylist())):
+            if any(v and v.strip() for v in column.to_pylist()):
                 raise NotClean("a row has a value in a column the header does not name")
         arrays = list(batch.columns[:ncols])
         for array in arrays:
@@ -250,11 +259,7 @@ class ArrowRows:
             if longest is not None and longest >= self.max_field_chars:
                 raise NotClean("a field is as long as the limit or longer")
         lines = pa.array(range(first_line, first_line + rows), pa.int64())
-        values = [
-            array.to_pylist() if i == self.key_index or self._checked(i) else []
-            for i, array in enumerate(arrays)
-        ]
-        empty = [i for i, key in enumerate(values[self.key_index]) if not key.strip()]
+        empty = _empty_keys(arrays[self.key_index])
         if empty:
             key_name = self.header[self.key_index]
             for i in empty:
@@ -262,25 +267,10 @@ class ArrowRows:
             keep = pc.invert(pc.is_in(pa.array(range(rows)), pa.array(empty)))
             lines = lines.filter(keep)
             arrays = [array.filter(keep) for array in arrays]
-            dropped = set(empty)
-            values = [[v for i, v in enumerate(col) if i not in dropped] for col in values]
-        if not self._checked(self.key_index):
-            values[self.key_index] = []
-        self.checks.add_columns(values, len(lines))
+        self.checks.add(arrays, len(lines))
         return pa.RecordBatch.from_arrays(
             [lines, *arrays], names=["line", *(f"s{i}" for i in range(ncols))]
         )
 
-    def _checked(self, index: int) -> bool:
-        """Whether the checks still look at a column's values: not for a text
-        column that is no identifier and no consent column (a third of a
-        batch's cost is making Python strings of its cells)."""
-        quality = self.checks.quality
-        return (
-            self.checks.types[index] != coltypes.TEXT
-            or index in quality.columns
-            or index in quality.consent
-        )
-
-    def finish_checks(self, staging: Staging | None = None) -> ColumnChecks:
+    def finish_checks(self) -> ColumnChecks:
         return self.checks

@@ -1,7 +1,17 @@
 """The column checks of an import: type inference and identifier quality.
 
-Pure functions of the accepted rows, fed a batch at a time by either row
-source while the other thread stages the batch before.
+Pure functions of the accepted rows, fed a batch at a time as Arrow arrays
+by either row source while the other thread stages the batch before. The
+common cases are decided by Arrow's compute functions (RE2, in C++, without
+a Python string a cell): a batch whose every value is its type's plain form
+(``42``, ``1.5``, ``2024-01-31``, ``true``, nothing padded or empty-like)
+takes one regular-expression pass per column. Any other batch goes to
+:func:`segflow.coltypes.batch_type`, the reference, over its distinct values
+(a column's type depends only on which values it holds).
+
+Besides each column's type the checks tell whether every cell of a typed
+column was in that plain form (``plain``): the apply step then converts the
+column with a bare cast instead of trimming and testing every cell.
 """
 
 from __future__ import annotations
@@ -10,11 +20,22 @@ import gc
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
-from segflow import coltypes
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segflow import colformats, coltypes
 from segflow.ingest import phones
 from segflow.ingest.quality import QualityCounter
+
+#: A type's values written plainly, whole cell (RE2). No spaces: a padded
+#: cell is trimmed by the full conversion.
+_PLAIN = {kind: f"^(?:{pattern})$" for kind, pattern in coltypes.VALUE_PATTERNS.items()}
+
+
+def present(array: pa.Array) -> pa.Array:
+    """The cells holding something (neither NULL nor ``''``)."""
+    return array.filter(pc.not_equal(array, ""))
 
 
 class ColumnChecks:
@@ -27,25 +48,57 @@ class ColumnChecks:
         consent_columns: Mapping[str, str] | None = None,
     ) -> None:
         self.types = [coltypes.EMPTY] * len(header)
+        #: Per column: every cell so far empty or its type's plain form.
+        self.plain = [True] * len(header)
         self.quality = QualityCounter(header, phone_region, consent_columns=consent_columns)
         #: Accepted rows checked.
         self.rows = 0
 
-    def add(self, batch: Sequence[Sequence[Any]]) -> None:
-        """Check one batch of accepted rows, each ``(line, *fields)``."""
-        if batch:
-            self.add_columns(list(zip(*batch, strict=True))[1:], len(batch))
-
-    def add_columns(self, columns: Sequence[Sequence[str]], rows: int) -> None:
+    def add(self, columns: Sequence[pa.Array], rows: int) -> None:
         """Check one batch of ``rows`` accepted rows given as its columns."""
         if not rows:
             return
         self.rows += rows
-        for i, values in enumerate(columns):
-            self.types[i] = coltypes.batch_type(self.types[i], values)
-            self.quality.add(i, values)
+        for i, array in enumerate(columns):
+            if self.types[i] != coltypes.TEXT:
+                self.types[i], plain = batch_type(self.types[i], array)
+                self.plain[i] = self.plain[i] and plain
+            self.quality.add(i, array)
         self.quality.add_members(columns)
         gc.collect()  # see ``frozen_heap``
+
+    def watched(self, index: int) -> bool:
+        """Whether the checks still look at a column's values: not for a text
+        column that is no identifier and no consent column."""
+        return (
+            self.types[index] != coltypes.TEXT
+            or index in self.quality.columns
+            or index in self.quality.consent
+        )
+
+
+def batch_type(current: str, array: pa.Array) -> tuple[str, bool]:
+    """A column's type after also seeing one batch of its cells, and whether
+    every present cell of the batch was that type's plain form."""
+    values = present(array)
+    if not len(values):
+        return current, True
+    if not colformats.is_state(current):
+        for candidate in coltypes.ladder(current):
+            if pc.all(pc.match_substring_regex(values, _PLAIN[candidate])).as_py():
+                if candidate in (coltypes.DATE, coltypes.DATETIME) and not _calendar_ok(
+                    candidate, values
+                ):
+                    continue
+                return candidate, True
+    distinct = pc.unique(values).to_pylist()
+    return coltypes.batch_type(current, distinct), False
+
+
+def _calendar_ok(kind: str, values: pa.Array) -> bool:
+    """Whether dates the pattern accepts are on the calendar (no 2023-02-30):
+    each distinct one parsed once (a column has few distinct days)."""
+    return coltypes.calendar_ok(kind, pc.unique(values).to_pylist())
 
 
 @contextmanager

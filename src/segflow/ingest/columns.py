@@ -180,32 +180,3 @@ def _retyped(
     set_column_type(conn, dataset_id, column.position, kind, fmt)
     changes.append({"column": column.name, "change": "retyped", "from": column.type, "to": kind})
     return Column(column.position, column.name, kind, fmt)
-
-
-def correct_guesses(
-    conn: Connection,
-    dataset_id: int,
-    table: str,
-    mapping: list[Column],
-    types: list[str],
-    notes: list[str] | None = None,
-) -> None:
-    """Give a new dataset's columns the types of the whole file.
-
-    They were created with the types of the first rows, which the rest of
-    the file can only widen (an empty guess can become anything). ``mapping``
-    is corrected in place.
-    """
-    dialect = conn.dialect.name
-    for index, column in enumerate(mapping):
-        wanted = new_column(column.position, column.name, colformats.resolve(types[index]), notes)
-        if (wanted.type, wanted.format) == (column.type, column.format):
-            continue
-        if not records.has_typed(column.type):  # only empty values in the first rows
-            records.fill_typed_column(
-                conn, dialect, table, column.position, wanted.type, wanted.format
-            )
-        else:
-            records.retype_column(conn, dialect, table, column.position, wanted.type, wanted.format)
-        set_column_type(conn, dataset_id, column.position, wanted.type, wanted.format)
-        mapping[index] = wanted

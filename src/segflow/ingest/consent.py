@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,9 +120,9 @@ class ConsentColumn:
     #: Distinct unrecognised spellings as written, the first few seen.
     examples: list[str] = field(default_factory=list)
 
-    def add(self, values: Sequence[str | None]) -> None:
-        # Few distinct values in a consent column: classify each once.
-        for value, n in Counter(values).items():
+    def add_counts(self, counts: Iterable[tuple[str | None, int]]) -> None:
+        """Count cells given as (value, how many); a consent column has few distinct values."""
+        for value, n in counts:
             meaning = classify(value)
             self.counts[meaning] += n
             if meaning == UNRECOGNISED:
@@ -132,13 +132,6 @@ class ConsentColumn:
         shown = value.strip()[:_EXAMPLE_CHARS]
         if len(self.examples) < MAX_EXAMPLES and shown not in self.examples:
             self.examples.append(shown)
-
-    def merge(self, other: dict[str, Any]) -> None:
-        """Add the counts of another stretch of the file (see :meth:`as_dict`)."""
-        for meaning in (GRANTED, DENIED, EMPTY, UNRECOGNISED):
-            self.counts[meaning] += int(other.get(meaning, 0))
-        for example in other.get("unrecognised_examples", ()):
-            self._example(str(example))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -165,7 +165,10 @@ def _unique_at_first(staging: Staging, columns: Sequence[int]) -> list[int]:
     """The columns without a repeated value among the first ``_FIRST_ROWS`` rows."""
     out: list[int] = []
     for chunk in _chunks(columns):
-        repeats = ", ".join(f"COUNT(*) - COUNT(DISTINCT s{i})" for i in chunk)
+        # Empty cells are no repeats (Arrow stages them as NULL, segflow's reader as '').
+        repeats = ", ".join(
+            f"COUNT(NULLIF(s{i}, '')) - COUNT(DISTINCT NULLIF(s{i}, ''))" for i in chunk
+        )
         found = staging.conn.exec_driver_sql(
             f"SELECT {repeats} FROM (SELECT * FROM {ident(staging.rows)} "  # noqa: S608
             f"ORDER BY n LIMIT {_FIRST_ROWS}) first_rows"

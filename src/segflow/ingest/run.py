@@ -279,7 +279,7 @@ class _Run:
                 staging.create()
                 rows.stage(staging, self)
                 if self.options.dry_run:
-                    types = rows.finish_checks(staging).types
+                    types = rows.finish_checks().types
                     self.described = preview.describe(staging, self.header, types, self.rejects)
                 duplicates = staging.remove_duplicates()
                 for line, key, first in duplicates:
@@ -296,13 +296,12 @@ class _Run:
                             staging,
                             self.options,
                             self.header,
-                            lambda: rows.finish_checks(staging).types,
+                            rows.finish_checks,
                             self.now,
-                            rows.guessed_types,
                             delete_limit=limit,
                             source=self.source,
                         )
-                        quality = rows.finish_checks(staging).quality
+                        quality = rows.finish_checks().quality
                         summary = self._record(conn, rows, outcome, quality, len(duplicates))
                         if self.options.dry_run:
                             summary["segments"] = _segments_after(

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pyarrow as pa
+
 from segflow.ingest.arrowcsv import ArrowRows
 from segflow.ingest.checks import ColumnChecks, frozen_heap
 from segflow.ingest.csvreader import CsvReader
@@ -79,7 +81,6 @@ class PythonRows:
         self.delimiter = reader.delimiter
         self.notes = reader.notes
         self.checks = ColumnChecks(header, phone_region, consent_columns)
-        self.guessed_types: list[str] | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -90,11 +91,13 @@ class PythonRows:
             for batch, bad, kept in self.reader.batches(BATCH_ROWS, staging.key_index):
                 for reject in bad:
                     run.rejects.add(reject.line, reject.reason)
-                self.checks.add(batch)
+                if batch:
+                    columns = list(zip(*batch, strict=True))[1:]
+                    self.checks.add([pa.array(c, pa.string()) for c in columns], len(batch))
                 writer.put(batch, kept)
                 run.report(Progress(READING, self.reader.bytes_read, run.total_bytes, writer.rows))
 
-    def finish_checks(self, staging: Staging | None = None) -> ColumnChecks:
+    def finish_checks(self) -> ColumnChecks:
         return self.checks
 
 

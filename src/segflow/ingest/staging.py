@@ -79,6 +79,8 @@ class Staging:
         self.changes = f"sf_chg_{suffix}"
         self.deletes = f"sf_del_{suffix}"
         self.count = 0
+        #: Whether an empty cell is staged as NULL (Arrow's batches), else as ''.
+        self.nulls = False
         #: Where the staged rows are when not a temporary table (SQLite's
         #: scratch file, once ``load_arrow`` has put them there).
         self.schema: str | None = None
@@ -101,7 +103,9 @@ class Staging:
     def cell(self, index: int) -> str:
         """SQL for a staged cell (of the staged rows as ``s``) as records
         store it: NULL when empty."""
-        # A NULLIF a cell is a third of comparing a large file with stored records.
+        if self.nulls:
+            # A NULLIF a cell was a third of comparing a large file with stored records.
+            return f"s.s{int(index)}"
         return f"NULLIF(s.s{int(index)}, '')"
 
     def create(self) -> None:
@@ -131,6 +135,7 @@ class Staging:
     def load_arrow(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
         """Stage record batches of (line, s0, s1, ...), in file order, in bulk."""
         counted = self._counted(batches)
+        self.nulls = True
         if self.dialect == "postgresql":
             self._copy_arrow(counted)
             return
@@ -154,11 +159,11 @@ class Staging:
         raw = self.conn.connection.driver_connection
         assert raw is not None
         names = ", ".join(["line", *(f"s{i}" for i in range(self.ncols))])
-        # CSV, written by Arrow in C++: an empty cell is '' (FORCE_NOT_NULL), as staged from Python.
+        # CSV, written by Arrow in C++: an empty cell (NULL) unquoted, read as NULL.
         copy = (
             f"COPY {ident(self.rows)} ({names}) FROM STDIN "
             # Arrow writes UTF-8, whatever the connection's client encoding is.
-            f"(FORMAT csv, ENCODING 'UTF8', FORCE_NOT_NULL ({names.removeprefix('line, ')}))"
+            "(FORMAT csv, ENCODING 'UTF8')"
         )
         options = pacsv.WriteOptions(include_header=False)
         with raw.cursor() as cur, cur.copy(copy) as cp:
