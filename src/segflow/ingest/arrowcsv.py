@@ -227,14 +227,20 @@ class ArrowRows:
 
     def stage(self, staging: Staging, run: Reading) -> None:
         ncols = len(self.header)
-        schema = pa.schema([("line", pa.int64()), *((f"s{i}", pa.string()) for i in range(ncols))])
+        schema = pa.schema(
+            [
+                ("n", pa.int64()),
+                ("line", pa.int64()),
+                *((f"s{i}", pa.string()) for i in range(ncols)),
+            ]
+        )
         line, rows = self.header_line + 1, 0
         stager = _Stager(staging, schema)
         failed = True
         try:
             with frozen_heap():
                 for batch in self._open():
-                    columns = self._accept(batch, line, run)
+                    columns = self._accept(batch, line, rows, run)
                     stager.put(columns)
                     line += batch.num_rows
                     rows += columns.num_rows
@@ -246,8 +252,11 @@ class ArrowRows:
         finally:
             stager.finish(failed)
 
-    def _accept(self, batch: pa.RecordBatch, first_line: int, run: Reading) -> pa.RecordBatch:
-        """The batch's accepted rows for staging, (line, s0, s1, ...); checks them too."""
+    def _accept(
+        self, batch: pa.RecordBatch, first_line: int, rows_before: int, run: Reading
+    ) -> pa.RecordBatch:
+        """The batch's accepted rows for staging, (n, line, s0, s1, ...), numbered
+        after the ``rows_before`` accepted so far; checks them too."""
         ncols = len(self.header)
         rows = batch.num_rows
         for column in batch.columns[ncols:]:  # cells under the dropped unnamed columns
@@ -269,7 +278,13 @@ class ArrowRows:
             arrays = [array.filter(keep) for array in arrays]
         self.checks.add(arrays, len(lines))
         return pa.RecordBatch.from_arrays(
-            [lines, *arrays], names=["line", *(f"s{i}" for i in range(ncols))]
+            # n numbered here: a database numbering them costs a sequence call a row.
+            [
+                pa.array(range(rows_before + 1, rows_before + len(lines) + 1), pa.int64()),
+                lines,
+                *arrays,
+            ],
+            names=["n", "line", *(f"s{i}" for i in range(ncols))],
         )
 
     def finish_checks(self) -> ColumnChecks:
