@@ -10,7 +10,8 @@ Three input files of N rows each (default 1,000,000), made once into bench/data:
 
 For each file it measures, each in a fresh process so that peak RSS is its
 own: segflow's import into a new SQLite file, then the same file again
-(re-import); the same into a fresh PostgreSQL schema (when --postgres or
+(re-import), then the file with 1% of its rows changed (made once beside it);
+the same into a fresh PostgreSQL schema (when --postgres or
 SEGFLOW_TEST_POSTGRES_URL gives a server); DuckDB's read_csv into a table.
 On the clean file also the seed design's layout (uuid id + one JSON text per
 row, executemany into SQLite) and a bare loader (csv.reader into executemany
@@ -66,14 +67,15 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
     # Python loading pyarrow and phonenumbers (0.6 s), is measured.
     import_csv = ingest.import_csv
     timings, cpu = [], []
-    for _ in range(2):
+    # The file, the same file again, then the file with 1% of its rows changed.
+    for source in (path, path, str(changed_csv(Path(path)))):
         started, cpu_started = time.perf_counter(), time.process_time()
-        with open(path, "rb") as stream:
+        with open(source, "rb") as stream:
             summary = import_csv(
                 db,
                 stream,
                 ingest.ImportOptions(dataset="bench"),
-                source=path,
+                source=source,
                 now=dt.datetime.now(dt.UTC),
             )
         timings.append(time.perf_counter() - started)
@@ -83,6 +85,7 @@ def work_segflow(db_url: str, path: str) -> dict[str, Any]:
     return {
         "first": timings[0],
         "again": timings[1],
+        "changed": timings[2],
         "cpu": cpu[0],
         "again_cpu": cpu[1],
         "rss_mb": _peak_rss_mb(),
@@ -225,6 +228,28 @@ def ensure_csv(rows: int, case: str = "clean") -> Path:
     return path
 
 
+def changed_csv(path: Path) -> Path:
+    """``path`` with every 100th row's third-last field (a spend) changed: a 1% change."""
+    out = path.with_name(path.stem + "_changed.csv")
+    if out.exists():
+        return out
+    quoting = csv.QUOTE_ALL if path.name.startswith("quoted") else csv.QUOTE_MINIMAL
+    tmp = out.with_suffix(".tmp")
+    with (
+        path.open(newline="", encoding="utf-8") as src,
+        tmp.open("w", newline="", encoding="utf-8") as dst,
+    ):
+        reader = csv.reader(src)
+        writer = csv.writer(dst, lineterminator="\n", quoting=quoting)
+        writer.writerow(next(reader))
+        for n, row in enumerate(reader):
+            if n % 100 == 0:
+                row[-3] = f"{float(row[-3] or 0) + 1:.2f}"
+            writer.writerow(row)
+    tmp.rename(out)
+    return out
+
+
 EXPORT_HEADER = (
     "Customer ID",
     "E-mail Address",
@@ -342,6 +367,8 @@ def main() -> None:
 
     cases = [c for c in args.cases.split(",") if c]
     paths = {case: ensure_csv(args.rows, case) for case in cases}
+    for path in paths.values():
+        changed_csv(path)  # made before any clock starts
     work = DATA / "work"
     work.mkdir(exist_ok=True)
     rounds: dict[str, list[dict[str, Any]]] = {}
@@ -389,6 +416,11 @@ def main() -> None:
             _ratio(
                 f"{case}: segflow {engine} re-import / first", ours["again"] / ours["first"], 0.8
             )
+            _ratio(
+                f"{case}: segflow {engine} 1% changed / first",
+                ours["changed"] / ours["first"],
+                0.6,
+            )
             if case == "quoted" and f"export segflow {engine}" in results:
                 plain = results[f"export segflow {engine}"]["first"]
                 _ratio(f"quoted: segflow {engine} / export's", ours["first"] / plain, 1.3)
@@ -427,6 +459,7 @@ def _report(name: str, r: dict[str, Any], rows: int) -> None:
     line += f" {rows / r['first']:>10,.0f} rows/s"
     if "again" in r:
         line += f"  re-import {r['again']:6.2f} s (CPU {r['again_cpu']:6.2f} s)"
+        line += f"  1% changed {r['changed']:6.2f} s"
     print(line + f"  peak RSS {r['rss_mb']:,.0f} MB", flush=True)
 
 

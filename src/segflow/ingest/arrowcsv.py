@@ -20,8 +20,6 @@ give and words every error and reject exactly (file, line, column, reason).
 from __future__ import annotations
 
 import codecs
-import queue
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
@@ -31,7 +29,7 @@ import pyarrow.csv as pacsv
 
 from segflow.ingest.checks import ColumnChecks, frozen_heap
 from segflow.ingest.csvreader import CsvReader, empty_key_reason
-from segflow.ingest.staging import Reading, Staging
+from segflow.ingest.staging import Loader, Reading, Staging
 from segflow.progress import READING, Progress
 
 #: Bytes Arrow reads (and this module checks) at a time; about one batch.
@@ -105,41 +103,6 @@ class _CheckedFile:
 
     def close(self) -> None:
         self.closed = True
-
-
-class _Stager:
-    """Loads the batches into staging on a second thread while the next ones are checked."""
-
-    def __init__(self, staging: Staging, schema: pa.Schema) -> None:
-        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(staging, schema), name="segflow-stage", daemon=True
-        )
-        self._thread.start()
-
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        while (batch := self._queue.get()) is not None:
-            yield batch
-
-    def _run(self, staging: Staging, schema: pa.Schema) -> None:
-        try:
-            staging.load_arrow(schema, self._batches())
-        except BaseException as exc:  # re-raised on the importing thread
-            self._error = exc
-            while self._queue.get() is not None:
-                pass  # drain, so the producer never blocks on a dead loader
-
-    def put(self, batch: pa.RecordBatch) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(batch)
-
-    def finish(self, failed: bool) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None and not failed:
-            raise self._error
 
 
 def _empty_keys(keys: pa.Array) -> list[int]:
@@ -235,22 +198,20 @@ class ArrowRows:
             ]
         )
         line, rows = self.header_line + 1, 0
-        stager = _Stager(staging, schema)
-        failed = True
+
+        def load(batches: Iterator[pa.RecordBatch]) -> None:
+            staging.load_arrow(schema, batches)
+
         try:
-            with frozen_heap():
+            with Loader(load) as loader, frozen_heap():
                 for batch in self._open():
                     columns = self._accept(batch, line, rows, run)
-                    stager.put(columns)
+                    loader.put(columns)
                     line += batch.num_rows
                     rows += columns.num_rows
                     run.report(Progress(READING, self.bytes_read, run.total_bytes, rows))
         except pa.ArrowException as exc:
             raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
-        else:
-            failed = False
-        finally:
-            stager.finish(failed)
 
     def _accept(
         self, batch: pa.RecordBatch, first_line: int, rows_before: int, run: Reading

@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
 import stat
 import tempfile
+import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -63,6 +65,52 @@ class Reading(Protocol):
     rejects: RejectLog
     report: ProgressFn
     total_bytes: int | None
+
+
+T = TypeVar("T")
+
+
+class Loader(Generic[T]):
+    """Stages batches on a second thread while the importing thread reads and
+    checks the next ones: ``load`` consumes, in order, what ``put`` is given.
+
+    The databases and Arrow release the GIL while they work, so reading and
+    storing overlap on two cores. At most two batches wait. An error in
+    ``load`` is raised on the importing thread, at its next ``put`` or at
+    the end.
+    """
+
+    def __init__(self, load: Callable[[Iterator[T]], None]) -> None:
+        self._queue: queue.Queue[tuple[T] | None] = queue.Queue(2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(load,), name="segflow-stage")
+
+    def __enter__(self) -> Loader[T]:
+        self._thread.start()
+        return self
+
+    def _items(self) -> Iterator[T]:
+        while (item := self._queue.get()) is not None:
+            yield item[0]
+
+    def _run(self, load: Callable[[Iterator[T]], None]) -> None:
+        try:
+            load(self._items())
+        except BaseException as exc:  # re-raised on the importing thread
+            self._error = exc
+            while self._queue.get() is not None:
+                pass  # drain, so the importing thread never blocks on a dead loader
+
+    def put(self, item: T) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((item,))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc is None:
+            raise self._error
 
 
 class Staging:
