@@ -264,3 +264,50 @@ def test_stored_typed_values_equal_the_reference_conversion(
     if column_type == "text":
         expected = {k: (c or None) for k, c in zip(expected, cells, strict=True)}
     assert stored == expected
+
+
+def test_repeated_keys_in_a_first_import_are_rejected_and_the_first_row_kept(db: Database) -> None:
+    # A new dataset finds repeats with its records' key index, not one on the staged rows.
+    summary = do_import(db, b"id,name\n1,Ann\n2,Bob\n1,Again\n3,Cy\n2,Twice\n")
+    assert (summary["inserted"], summary["rejected"], summary["duplicate_keys"]) == (3, 2, 2)
+    assert [r["line"] for r in summary["rejects"]] == [4, 6]
+    assert summary["rejects"][0]["reason"] == "duplicate key '1' (first seen on line 2)"
+    assert {k: v["name"] for k, v in live(db, "people").items()} == {
+        "1": "Ann",
+        "2": "Bob",
+        "3": "Cy",
+    }
+    assert (summary["first_seq"], summary["rows"]) == (1, 5)
+    assert datasets.get_dataset(db, "people").record_count == 3
+
+
+def test_records_arriving_while_a_first_import_reads_are_compared_not_doubled(
+    db: Database,
+) -> None:
+    # The import began on an empty dataset (so its staged keys were not checked
+    # for repeats); another import stored records before its apply step.
+    from segflow import ingest
+    from segflow.progress import Progress
+
+    others: list[dict[str, object]] = []
+
+    def meanwhile(progress: Progress) -> None:
+        if progress.phase == "applying" and not others:
+            others.append(do_import(db, b"id,name\n1,Old\n9,Other\n"))
+
+    summary = ingest.import_csv(
+        db,
+        io.BytesIO(b"id,name\n1,Ann\n2,Bob\n1,Again\n"),
+        ingest.ImportOptions(dataset="people"),
+        source="test.csv",
+        now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        progress=meanwhile,
+    )
+    assert others and others[0]["inserted"] == 2
+    assert (summary["inserted"], summary["updated"], summary["rejected"]) == (1, 1, 1)
+    assert summary["rejects"][0]["reason"] == "duplicate key '1' (first seen on line 2)"
+    assert {k: v["name"] for k, v in live(db, "people").items()} == {
+        "1": "Ann",
+        "2": "Bob",
+        "9": "Other",
+    }

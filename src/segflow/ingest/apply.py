@@ -77,6 +77,10 @@ def apply(
     outcome = Outcome(dataset_id=target.dataset_id, created=target.created)
 
     empty = write.records_empty()
+    if not (empty or staging.deduped):
+        # Records arrived since the import began: the comparison needs one
+        # staged row a key, found outside this transaction.
+        raise NotDeduped
     missing = 0
     if options.mode == REPLACE and not empty:
         missing = write.find_missing()
@@ -118,11 +122,9 @@ def apply(
 
     if empty:
         # A new or emptied dataset: every staged row is an insert, no comparison needed.
-        total = fresh = staging.count
+        numbered = write.insert_all_once(mapping, created=target.created)
+        total = fresh = staging.count  # after any repeated keys were dropped
         revived = 0
-        numbered = write.insert_all(mapping)
-        if target.created:
-            records.create_indexes(conn, target.table)
     else:
         numbered = total
         write.write_compared(mapping, fresh=fresh, total=total)
@@ -147,6 +149,11 @@ def apply(
             )
         )
     return outcome
+
+
+class NotDeduped(Exception):
+    """Raised before any write: the dataset has records and the staged rows
+    were not yet checked for repeated keys (``Staging.remove_duplicates``)."""
 
 
 @dataclass
@@ -300,6 +307,30 @@ class _Writes:
             return 0
         self._insert(mapping, f"{self.mark} + s.n", f"FROM {self.s} s")
         return self.staging.max_n()
+
+    def insert_all_once(self, mapping: list[Column], *, created: bool) -> int:
+        """Insert every staged row into an empty dataset, each key once (a new
+        dataset's indexes built afterwards); the sequence numbers this used.
+
+        Where the file's keys were not checked for repeats yet, the records'
+        own unique key index does it: a file without repeats (nearly every
+        one) costs no index on the staged rows. Only when it finds one are
+        the staged repeats removed and the rows written again.
+        """
+        if self.staging.deduped:
+            return self._insert_with_indexes(mapping, created)
+        try:
+            with self.conn.begin_nested():
+                return self._insert_with_indexes(mapping, created)
+        except sa.exc.IntegrityError:
+            self.staging.remove_duplicates()
+            return self._insert_with_indexes(mapping, created)
+
+    def _insert_with_indexes(self, mapping: list[Column], created: bool) -> int:
+        numbered = self.insert_all(mapping)
+        if created:
+            records.create_indexes(self.conn, self.table)
+        return numbered
 
     def write_compared(self, mapping: list[Column], *, fresh: int, total: int) -> None:
         """Write the compared rows: ``fresh`` inserts, the rest of ``total`` updates."""

@@ -24,7 +24,7 @@ from segflow.db.engine import Database
 from segflow.db.schema import identifier_maps, imports, segments
 from segflow.errors import ImportFailed, InvalidInput
 from segflow.ingest import phones, preview
-from segflow.ingest.apply import Outcome, apply
+from segflow.ingest.apply import NotDeduped, Outcome, apply
 from segflow.ingest.arrowcsv import ArrowRows, NotClean
 from segflow.ingest.consent import AD_PERSONALIZATION, AD_USER_DATA
 from segflow.ingest.csvreader import CsvReader
@@ -98,6 +98,7 @@ def import_csv(
         key_index, guessed = preview.guess_key(header), True
     run = _Run(db, options, source, now, header, key_index, settings, started, total_bytes)
     run.report = progress or run.report
+    run.fresh = existing is None or existing.record_count == 0
     run.read = {"encoding": reader.encoding, "header_line": reader.header_line}
     if bom is not None:
         run.read["bom"] = bom
@@ -265,12 +266,16 @@ class _Run:
         self.read: dict[str, Any] = {}
         self.sample: preview.Sample | None = None
         self.described: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
+        #: Whether the dataset had no records when the import began.
+        self.fresh = False
+        self._duplicates_logged = 0
 
     def execute(self, rows: Rows) -> dict[str, Any]:
         return self._stage_and_apply(rows)
 
     def _stage_and_apply(self, rows: Rows) -> dict[str, Any]:
         self.rejects = RejectLog(self.settings.max_reject_details)
+        self._duplicates_logged = 0
         # The connection is closed afterwards, which drops the temporary
         # tables at once (much faster than dropping a large one page by page).
         with self.db.import_connection() as conn:
@@ -281,10 +286,10 @@ class _Run:
                 if self.options.dry_run:
                     types = rows.finish_checks().types
                     self.described = preview.describe(staging, self.header, types, self.rejects)
-                duplicates = staging.remove_duplicates()
-                for line, key, first in duplicates:
-                    why = f"duplicate key {key!r} (first seen on line {first})"
-                    self.rejects.add(line, why)
+                if not self.fresh:
+                    # A dataset with records: the comparison needs one row a
+                    # key. An empty one lets its key index find repeats (apply).
+                    staging.remove_duplicates()
             self.report(Progress(APPLYING, rows.bytes_read, self.total_bytes, staging.count))
             limit = self._delete_limit()
             guard: dict[str, Any] = {"needs_confirmation": False}
@@ -302,7 +307,10 @@ class _Run:
                             source=self.source,
                         )
                         quality = rows.finish_checks().quality
-                        summary = self._record(conn, rows, outcome, quality, len(duplicates))
+                        self._reject_duplicates(staging.duplicates)
+                        summary = self._record(
+                            conn, rows, outcome, quality, len(staging.duplicates)
+                        )
                         if self.options.dry_run:
                             summary["segments"] = _segments_after(
                                 conn, outcome.dataset_id, self.now
@@ -313,6 +321,9 @@ class _Run:
                 except _RolledBack as dry:
                     summary = dry.summary
                     break
+                except NotDeduped:
+                    with conn.begin():
+                        staging.remove_duplicates()
                 except DeleteNeedsConfirmation as refused:
                     if not self.options.dry_run or limit is None:
                         raise
@@ -323,6 +334,12 @@ class _Run:
                     limit = None
         self.report(Progress(DONE, rows.bytes_read, self.total_bytes, staging.count))
         return summary
+
+    def _reject_duplicates(self, duplicates: list[tuple[int, str, int]]) -> None:
+        """Log the rows dropped for a repeated key (once, however often the apply step ran)."""
+        for line, key, first in duplicates[self._duplicates_logged :]:
+            self.rejects.add(line, f"duplicate key {key!r} (first seen on line {first})")
+        self._duplicates_logged = len(duplicates)
 
     def _delete_limit(self) -> int | None:
         """The replace guard's limit in percent; None where deletes were confirmed."""

@@ -129,6 +129,9 @@ class Staging:
         self.count = 0
         #: Whether an empty cell is staged as NULL (Arrow's batches), else as ''.
         self.nulls = False
+        #: Whether ``remove_duplicates`` ran, and what it removed.
+        self.deduped = False
+        self.duplicates: list[tuple[int, str, int]] = []
         #: Where the staged rows are when not a temporary table (SQLite's
         #: scratch file, once ``load_arrow`` has put them there).
         self.schema: str | None = None
@@ -251,7 +254,13 @@ class Staging:
         )
 
     def remove_duplicates(self) -> list[tuple[int, str, int]]:
-        """Drop later rows whose key an earlier row of the file already has."""
+        """Drop later rows whose key an earlier row of the file already has;
+        they are also kept in ``duplicates`` as (line, key, line first seen)."""
+        self.deduped = True
+        self.duplicates = self._remove_duplicates()
+        return self.duplicates
+
+    def _remove_duplicates(self) -> list[tuple[int, str, int]]:
         t = ident(self.rows)
         k = self.key_col()
         # SQLite puts an index whose name is not qualified in the main database.
