@@ -225,9 +225,12 @@ class ArrowRows:
                 raise NotClean("a row has a value in a column the header does not name")
         arrays = list(batch.columns[:ncols])
         for array in arrays:
-            longest = pc.max(pc.utf8_length(array)).as_py()
+            # Bytes first (read off the offsets): characters are never more.
+            longest = pc.max(pc.binary_length(array)).as_py()
             if longest is not None and longest >= self.max_field_chars:
-                raise NotClean("a field is as long as the limit or longer")
+                longest = pc.max(pc.utf8_length(array)).as_py()
+                if longest >= self.max_field_chars:
+                    raise NotClean("a field is as long as the limit or longer")
         lines = pa.array(range(first_line, first_line + rows), pa.int64())
         empty = _empty_keys(arrays[self.key_index])
         if empty:
