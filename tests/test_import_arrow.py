@@ -500,3 +500,41 @@ def test_the_scratch_file_is_private_to_its_owner(db: Database) -> None:
         # A full copy of the file's rows: no other local user may read it.
         assert stat.S_IMODE(staged.file.stat().st_mode) == 0o600
         assert stat.S_IMODE(staged.file.parent.stat().st_mode) == 0o700
+
+
+def _verdict(data: bytes, read_size: int, delimiter: str = ",") -> str | None:
+    """Why the clean check refuses ``data`` read ``read_size`` bytes at a time, or None."""
+    checked = arrowcsv._CheckedFile(io.BytesIO(data), delimiter, 1 << 20)
+    try:
+        while checked.read(read_size):
+            pass
+    except arrowcsv.NotClean as exc:
+        return str(exc)
+    return None
+
+
+@given(_csv_files(), st.integers(1, 40))
+def test_the_clean_check_does_not_depend_on_where_reads_split_the_file(
+    drawn: tuple[bytes, str], read_size: int
+) -> None:
+    # Arrow reads a file in blocks; a blank line, a lone CR or a NUL must be
+    # found whether it straddles two reads or not.
+    data, delimiter = drawn
+    whole = _verdict(data, len(data) + 1, delimiter)
+    assert (_verdict(data, read_size, delimiter) is None) == (whole is None)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"id,a\n1,x\n\n2,y\n", "blank lines"),
+        (b"id,a\r\n1,x\r\n\r\n2,y\r\n", "blank lines"),
+        (b"id,a\n1,x\r2,y\n", "line ends other than LF and CRLF"),
+        (b"id,a\n1,x\x00\n", "NUL byte"),
+        (b'id,a\n1,"x\n', "quoted line breaks"),
+    ],
+)
+def test_the_clean_check_finds_each_problem_at_every_split(data: bytes, why: str) -> None:
+    for size in range(1, len(data) + 2):
+        found = _verdict(data, size)
+        assert found is not None and why in found, (size, found)
