@@ -311,3 +311,26 @@ def test_records_arriving_while_a_first_import_reads_are_compared_not_doubled(
         "2": "Bob",
         "9": "Other",
     }
+
+
+def test_a_repeated_key_in_a_first_import_leaves_no_second_copy_behind(db: Database) -> None:
+    # The first insert, rolled back when the key index finds the repeat, must
+    # not stay in the table as dead rows (PostgreSQL) nor use up record ids.
+    rows = "".join(f"{i},name {i}\n" for i in range(1, 2001))
+    do_import(db, f"id,name\n{rows}".encode(), dataset="plain")
+    summary = do_import(db, f"id,name\n{rows}7,again\n".encode(), dataset="repeated")
+    assert (summary["inserted"], summary["rejected"]) == (2000, 1)
+    sizes = []
+    for name in ("plain", "repeated"):
+        table = datasets.get_dataset(db, name).records_table
+        with db.read() as conn:
+            assert conn.exec_driver_sql(f'SELECT MIN(rid), MAX(rid) FROM "{table}"').one() == (
+                1,
+                2000,
+            )
+            if db.is_postgres:
+                sizes.append(
+                    conn.exec_driver_sql("SELECT pg_relation_size(%s)", (f'"{table}"',)).scalar()
+                )
+    if db.is_postgres:
+        assert sizes[0] == sizes[1]

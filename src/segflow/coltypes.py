@@ -11,9 +11,10 @@ What a file does to a stored column's type is the import's business
 datetime) happens by itself, a stored typed column never becomes text
 because of a file (:func:`fits` tells which cells do not fit it).
 
-Checking is done per batch on the column's values joined with NUL, which the
-reader guarantees never occurs inside a value: one regular-expression pass in
-C per column per batch instead of a Python call per cell.
+:func:`batch_type` is the reference an import's checks are held to
+(``segflow.ingest.checks`` decides plain batches with Arrow and hands it the
+rest): per batch, on the column's values joined with NUL, which the reader
+guarantees never occurs inside a value, one regular-expression pass in C.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ records table and its key index front to back.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +54,7 @@ def apply(
     staging: Staging,
     options: ImportOptions,
     header: list[str],
-    file_checks: Callable[[], ColumnChecks],
+    checks: ColumnChecks,
     now: dt.datetime,
     *,
     delete_limit: int | None = None,
@@ -63,9 +62,8 @@ def apply(
 ) -> Outcome:
     """Write the staged rows into the dataset, under the write lock.
 
-    ``file_checks`` (the file's column types) may wait for the last batch's
-    checks, so it is asked as late as possible: after staged rows are
-    compared with stored ones.
+    ``checks`` are the file's column checks (its types, and which columns
+    hold only plain values).
 
     In replace mode the records to delete are found before anything is
     written, and with a ``delete_limit`` (percent) the import is refused
@@ -98,7 +96,6 @@ def apply(
     if not empty:
         total, fresh, revived = write.compare(header, target.existing)
 
-    checks = file_checks()
     misfits: set[int] = set()
     mapping = columns.fit_columns(
         conn,
@@ -323,6 +320,11 @@ class _Writes:
             with self.conn.begin_nested():
                 return self._insert_with_indexes(mapping, created)
         except sa.exc.IntegrityError:
+            if created and self.dialect == "postgresql":
+                # The rolled-back rows stay in the new table as dead tuples
+                # (twice its size); a table made in this transaction can be
+                # emptied for good.
+                self.conn.exec_driver_sql(f"TRUNCATE {self.r} RESTART IDENTITY")
             self.staging.remove_duplicates()
             return self._insert_with_indexes(mapping, created)
 

@@ -212,16 +212,17 @@ class ArrowRows:
         def load(batches: Iterator[pa.RecordBatch]) -> None:
             staging.load_arrow(schema, batches)
 
-        try:
-            with Loader(load) as loader, frozen_heap():
+        with Loader(load) as loader, frozen_heap():
+            try:
                 for batch in self._open():
                     columns = self._accept(batch, line, rows, run)
                     loader.put(columns)
                     line += batch.num_rows
                     rows += columns.num_rows
                     run.report(Progress(READING, self.bytes_read, run.total_bytes, rows))
-        except pa.ArrowException as exc:
-            raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
+            except pa.ArrowException as exc:
+                # Arrow's parse only: the loader's own errors are the import's.
+                raise NotClean(f"Arrow could not read it as segflow does: {exc}") from None
 
     def _accept(
         self, batch: pa.RecordBatch, first_line: int, rows_before: int, run: Reading

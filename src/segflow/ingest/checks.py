@@ -26,16 +26,11 @@ import pyarrow.compute as pc
 
 from segflow import colformats, coltypes
 from segflow.ingest import phones
-from segflow.ingest.quality import QualityCounter
+from segflow.ingest.quality import QualityCounter, present
 
 #: A type's values written plainly, whole cell (RE2). No spaces: a padded
 #: cell is trimmed by the full conversion.
 _PLAIN = {kind: f"^(?:{pattern})$" for kind, pattern in coltypes.VALUE_PATTERNS.items()}
-
-
-def present(array: pa.Array) -> pa.Array:
-    """The cells holding something (neither NULL nor ``''``)."""
-    return array.filter(pc.not_equal(array, ""))
 
 
 class ColumnChecks:
@@ -54,12 +49,15 @@ class ColumnChecks:
         #: Accepted rows checked.
         self.rows = 0
 
-    def add(self, columns: Sequence[pa.Array], rows: int) -> None:
-        """Check one batch of ``rows`` accepted rows given as its columns."""
+    def add(self, columns: Sequence[pa.Array | None], rows: int) -> None:
+        """Check one batch of ``rows`` accepted rows given as its columns (None
+        for a column no longer ``watched``)."""
         if not rows:
             return
         self.rows += rows
         for i, array in enumerate(columns):
+            if array is None:
+                continue
             if self.types[i] != coltypes.TEXT:
                 self.types[i], plain = batch_type(self.types[i], array)
                 self.plain[i] = self.plain[i] and plain
@@ -86,19 +84,13 @@ def batch_type(current: str, array: pa.Array) -> tuple[str, bool]:
     if not colformats.is_state(current):
         for candidate in coltypes.ladder(current):
             if pc.all(pc.match_substring_regex(values, _PLAIN[candidate])).as_py():
-                if candidate in (coltypes.DATE, coltypes.DATETIME) and not _calendar_ok(
-                    candidate, values
-                ):
+                # The patterns accept 2023-02-30: each distinct date parsed once.
+                days = candidate in (coltypes.DATE, coltypes.DATETIME)
+                if days and not coltypes.calendar_ok(candidate, pc.unique(values).to_pylist()):
                     continue
                 return candidate, True
     distinct = pc.unique(values).to_pylist()
     return coltypes.batch_type(current, distinct), False
-
-
-def _calendar_ok(kind: str, values: pa.Array) -> bool:
-    """Whether dates the pattern accepts are on the calendar (no 2023-02-30):
-    each distinct one parsed once (a column has few distinct days)."""
-    return coltypes.calendar_ok(kind, pc.unique(values).to_pylist())
 
 
 @contextmanager

@@ -64,8 +64,8 @@ _NAME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 # What ``\s`` matches, spelled out: emails may hold none of it.
 _SPACE_CHARS = "".join(re.findall(r"\s", "".join(map(chr, range(0x3001)))))
 _SPACES = re.escape(_SPACE_CHARS)
-#: Each kind's valid value, whole (Python's ``re``): the reference, and
-#: what the sync pass checks one value with.
+#: Each kind's valid value, whole (Python's ``re``): the reference for the
+#: RE2 forms below, and how several emails of one member are told apart.
 _VALID = {
     EMAIL: rf"[ ]*+[^\x00@{_SPACES}]++@[^\x00@{_SPACES}.]++(?:\.[^\x00@{_SPACES}.]++)++[ ]*+",
     FIRST_NAME: r"[^\x00\d]*?[^\W\d_][^\x00\d]*",
@@ -88,6 +88,11 @@ _VALID_RE2 = {
     COUNTRY: f"^{_VALID[COUNTRY]}$",
     POSTAL_CODE: f"^{_VALID[POSTAL_CODE]}$",
 }
+
+
+def present(array: pa.Array) -> pa.Array:
+    """The cells holding something (neither NULL nor ``''``)."""
+    return array.filter(pc.not_equal(array, ""))
 
 
 def detect_kind(column_name: str) -> str | None:
@@ -160,9 +165,10 @@ class QualityCounter:
                 index = folded.index(name.casefold())
                 self.consent[index] = ConsentColumn(self.header[index], kind)
 
-    def add_members(self, columns: Sequence[pa.Array]) -> None:
-        """Count the members of one batch (``columns`` by header position) that
-        carry two or more distinct valid emails, or phones.
+    def add_members(self, columns: Sequence[pa.Array | None]) -> None:
+        """Count the members of one batch (``columns`` by header position; an
+        identifier column is always given) that carry two or more distinct
+        valid emails, or phones.
 
         Only kinds with several columns cost anything: a value at a time, as
         the sync pass will treat each.
@@ -171,7 +177,8 @@ class QualityCounter:
             indexes = [i for i, c in self.columns.items() if c.kind == kind]
             if len(indexes) < 2:
                 continue
-            rows = zip(*(columns[i].to_pylist() for i in indexes), strict=True)
+            cells = [columns[i] for i in indexes]
+            rows = zip(*(c.to_pylist() for c in cells if c is not None), strict=True)
             self.several[kind] += sum(len(self._distinct_valid(kind, row)) >= 2 for row in rows)
 
     def _distinct_valid(self, kind: str, values: Sequence[str | None]) -> set[str]:
@@ -201,7 +208,7 @@ class QualityCounter:
         column = self.columns.get(index)
         if column is None:
             return
-        values = array.filter(pc.not_equal(array, ""))
+        values = present(array)
         column.non_empty += len(values)
         if column.kind == PHONE:
             cells = values.to_pylist()

@@ -301,7 +301,7 @@ class _Run:
                             staging,
                             self.options,
                             self.header,
-                            rows.finish_checks,
+                            rows.finish_checks(),
                             self.now,
                             delete_limit=limit,
                             source=self.source,

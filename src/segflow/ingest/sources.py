@@ -55,7 +55,12 @@ class PythonRows:
                     run.rejects.add(reject.line, reject.reason)
                 if batch:
                     columns = list(zip(*batch, strict=True))[1:]
-                    self.checks.add([pa.array(c, pa.string()) for c in columns], len(batch))
+                    watched = self.checks.watched
+                    arrays = [
+                        pa.array(c, pa.string()) if watched(i) else None
+                        for i, c in enumerate(columns)
+                    ]
+                    self.checks.add(arrays, len(batch))
                 loader.put((batch, kept))
                 rows += len(batch)
                 run.report(Progress(READING, self.reader.bytes_read, run.total_bytes, rows))

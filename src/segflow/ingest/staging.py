@@ -253,12 +253,11 @@ class Staging:
             ).scalar_one()
         )
 
-    def remove_duplicates(self) -> list[tuple[int, str, int]]:
-        """Drop later rows whose key an earlier row of the file already has;
-        they are also kept in ``duplicates`` as (line, key, line first seen)."""
+    def remove_duplicates(self) -> None:
+        """Drop later rows whose key an earlier row of the file already has,
+        kept in ``duplicates`` as (line, key, line first seen)."""
         self.deduped = True
         self.duplicates = self._remove_duplicates()
-        return self.duplicates
 
     def _remove_duplicates(self) -> list[tuple[int, str, int]]:
         t = ident(self.rows)
