@@ -54,7 +54,7 @@ _CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 _NANP = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
 #: Default regions: every one, with the ones whose rules differ most drawn more often.
 _REGIONS = st.sampled_from(["US", "CA", "BM", "JM", "us", "GB", "DE", "FR", "JP", "IT"]) | (
-    st.sampled_from(sorted(PHONE_REGIONS))
+    st.sampled_from(sorted(PHONE_REGIONS) + ["001", "XX", "gb"])
 )
 
 
@@ -158,6 +158,14 @@ _NANP_TRUNK = st.builds(
 @given(_NANP_TRUNK, st.sampled_from(_NANP))
 def test_north_american_numbers_with_their_trunk_one(raw: str, region: str) -> None:
     assert normalise_phone(raw, region) == _phonenumbers_rule(raw, region)
+
+
+@given(st.lists(_NANP_TRUNK | st.sampled_from(["+1 212 555 0100", "212 555 0100"])), _REGIONS)
+def test_a_batch_of_north_american_numbers(values: list[str], region: str) -> None:
+    # The batch pass takes "1" and ten digits in the regions where parse
+    # reads them plainly.
+    kept = sum(_phonenumbers_rule(value, region) is not None for value in values)
+    assert count_valid(values, region) == kept
 
 
 @pytest.fixture

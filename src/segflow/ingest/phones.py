@@ -43,24 +43,34 @@ PHONE_REGIONS = frozenset(
 ) - {"001"}
 
 
-def _desc_pattern(desc: phonenumbers.PhoneNumberDesc | None) -> str | None:
+def _desc_pattern(
+    desc: phonenumbers.PhoneNumberDesc | None, checked: frozenset[int], length: int | None
+) -> str | None:
     """A regex fully matching the numbers of one number type, its possible lengths included.
 
     None when no number can be of the type: phonenumbers checks a number's
     length against the type's possible lengths (when it lists any) and then
-    fully matches the type's pattern.
+    fully matches the type's pattern. ``checked`` are the only lengths the
+    number can have by then (the general description's): a type allowing
+    them all needs no length check of its own; nor does any when the
+    regex is only ever given numbers of ``length`` digits.
     """
     if desc is None or not desc.national_number_pattern:
         return None
     lengths = [n for n in desc.possible_length if n > 0]
     if desc.possible_length and not lengths:
         return None
-    length = "|".join(f"[0-9]{{{n}}}\\Z" for n in lengths)
-    check = f"(?={length})" if length else ""
+    check = ""
+    if length is not None:
+        if lengths and length not in lengths:
+            return None
+    elif lengths and not (checked and checked <= set(lengths)):
+        alternatives = "|".join(f"[0-9]{{{n}}}\\Z" for n in lengths)
+        check = f"(?={alternatives})"
     return f"{check}(?:{desc.national_number_pattern})\\Z"
 
 
-def _valid_in_region(md: PhoneMetadata) -> str | None:
+def _valid_in_region(md: PhoneMetadata, length: int | None) -> str | None:
     """A regex fully matching the national numbers valid in one region.
 
     As ``_number_type_helper`` decides: the general pattern, then any number
@@ -79,14 +89,15 @@ def _valid_in_region(md: PhoneMetadata) -> str | None:
     ]
     if not md.same_mobile_and_fixed_line_pattern:
         types.append(md.mobile)
-    patterns = [p for p in map(_desc_pattern, types) if p is not None]
-    general = _desc_pattern(md.general_desc)
+    general = _desc_pattern(md.general_desc, frozenset(), length)
+    lengths = frozenset(md.general_desc.possible_length if md.general_desc else ())
+    patterns = [p for p in (_desc_pattern(t, lengths, length) for t in types) if p is not None]
     if general is None or not patterns:
         return None
     return f"(?={general})(?:{'|'.join(patterns)})"
 
 
-def _valid_pattern(country_code: int) -> str:
+def _valid_pattern(country_code: int, length: int | None = None) -> str:
     """A regex fully matching the national numbers phonenumbers calls valid under a country code.
 
     It is built from phonenumbers' own metadata and follows how
@@ -95,12 +106,13 @@ def _valid_pattern(country_code: int) -> str:
     the number decides, a region with leading digits claiming every number
     that starts with them and a region without claiming the numbers valid in
     it. One regex instead of the library's calls takes a valid US number
-    from about 12 us to well under one.
+    from about 12 us to well under one. With ``length``, it is only ever
+    given numbers of that many digits.
     """
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]
     if len(regions) == 1:
         md = PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
-        valid = None if md is None else _valid_in_region(md)
+        valid = None if md is None else _valid_in_region(md, length)
         return valid if valid is not None else "(?!)"
     branches = []
     earlier_leading: list[str] = []
@@ -108,7 +120,7 @@ def _valid_pattern(country_code: int) -> str:
         md = PhoneMetadata.metadata_for_region(region)
         if md is None:
             continue
-        valid = _valid_in_region(md)
+        valid = _valid_in_region(md, length)
         if valid is not None:
             not_claimed = "".join(f"(?!{lead})" for lead in earlier_leading)
             claim = f"(?={md.leading_digits})" if md.leading_digits else ""
@@ -171,10 +183,10 @@ class _Plan:
         prefix = md.national_prefix_for_parsing
         self.national_prefix = re.compile(prefix) if prefix else None
         self.transforms = bool(md.national_prefix_transform_rule)
-        general = md.general_desc
-        self.general = re.compile(general.national_number_pattern or "" if general else "")
-        self.lengths: tuple[int, ...] = tuple(general.possible_length) if general else ()
-        self.local_lengths = frozenset(general.possible_length_local_only if general else ())
+        general = md.general_desc or phonenumbers.PhoneNumberDesc()
+        self.general = re.compile(general.national_number_pattern or "")
+        self.lengths: tuple[int, ...] = tuple(general.possible_length)
+        self.local_lengths = frozenset(general.possible_length_local_only)
 
     def usable(self) -> bool:
         return bool(self.general.pattern) and bool(self.lengths)
@@ -342,7 +354,8 @@ _SEPARATORS = re.compile(r"[ ().-]")
 _NANP_E164 = re.compile(r"\+1([2-9][0-9]{9})")
 _NANP_NATIONAL = re.compile(r"[2-9][0-9]{9}")
 _NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
-_NANP_VALID = _valid_for(1)[1]
+#: Given ten digits only.
+_NANP_VALID = re.compile(_valid_pattern(1, 10))
 #: Longer values make phonenumbers give up (``_MAX_INPUT_STRING_LENGTH``, with the "+" it adds).
 _MAX_DECIDED_LENGTH = 249
 
@@ -387,39 +400,41 @@ def _valid(raw: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     return number if phonenumbers.is_valid_number(number) else None
 
 
-# The fast path's two shapes over a whole batch joined with NUL, each value
-# between NULs: one regex pass each counts (and removes) the valid ones.
+# The North American shapes over a whole batch joined with NUL, each value
+# between NULs: one regex pass counts (and removes) the valid ones.
 _BATCH_VALID = _NANP_VALID.pattern.replace(r"\Z", r"(?=\x00)")
-_BATCH_E164 = re.compile(rf"\x00\+1(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})")
-_BATCH_NATIONAL = re.compile(rf"\x00(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})")
 _LITERALS = re.compile(r"[0-9]+(?:\|[0-9]+)*")
-_BATCH_TRUNK: dict[str, re.Pattern[str] | None] = {}
+_BATCH_PASS: dict[str, re.Pattern[str]] = {}
 
 
-def _batch_trunk(region: str) -> re.Pattern[str] | None:
-    """The batch pass for "1" and ten digits in a North American default region, if plain there.
+def _batch_pass(region: str) -> re.Pattern[str]:
+    """The batch pass for North American numbers in a default region (built on first use).
 
-    In a region whose international and national prefixes are digits (or
-    alternatives of digits) and for which eleven digits are too long, parse
-    reads "1" and ten digits not starting with either prefix as the country
-    code and a national number (see ``_national``), so the value is valid
-    exactly when the ten digits are. Elsewhere these go through ``_decide``.
+    "+1" and ten digits anywhere; in a North American region also the ten
+    digits alone and, where the region's international and national
+    prefixes are digits (or alternatives of digits) and eleven digits are
+    too long for it, "1" and ten digits not starting with either prefix:
+    parse reads those as the country code and the national number (see
+    ``_national``), so the value is valid exactly when the ten digits are.
+    Elsewhere these go through ``_decide``.
     """
-    if region not in _BATCH_TRUNK:
-        plan, main = _region_plan(region), _code_plan(1)
-        pattern = None
-        if region in _NANP_REGIONS and plan is not None and main is not None:
-            prefixes = [plan.international_prefix, plan.national_prefix, main.national_prefix]
-            patterns = [p.pattern for p in prefixes if p is not None]
-            if plan.code == "1" and plan.too_long(11) and all(map(_LITERALS.fullmatch, patterns)):
-                idd = patterns[0] if plan.international_prefix is not None else None
-                national = "".join(f"(?!{p.pattern})" for p in prefixes[1:] if p is not None)
-                guard = f"(?!{idd})" if idd is not None else ""
-                pattern = re.compile(
-                    rf"\x00{guard}1{national}(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})"
-                )
-        _BATCH_TRUNK[region] = pattern
-    return _BATCH_TRUNK[region]
+    found = _BATCH_PASS.get(region)
+    if found is not None:
+        return found
+    shapes = [r"\+1"]
+    plan, main = _region_plan(region), _code_plan(1)
+    if region in _NANP_REGIONS and plan is not None and main is not None:
+        idd, national = plan.international_prefix, [plan.national_prefix, main.national_prefix]
+        prefixes = [p.pattern for p in (idd, *national) if p is not None]
+        if plan.code == "1" and plan.too_long(11) and all(map(_LITERALS.fullmatch, prefixes)):
+            guard = "" if idd is None else f"(?!{idd.pattern})"
+            after = "".join(f"(?!{p.pattern})" for p in national if p is not None)
+            shapes.append(f"{guard}1{after}")
+        shapes.append("")
+    pattern = _BATCH_PASS[region] = re.compile(
+        rf"\x00(?:{'|'.join(shapes)})(?=[2-9][0-9]{{9}}\x00)(?:{_BATCH_VALID})"
+    )
+    return pattern
 
 
 #: Distinct left-over values one import remembers the answer for.
@@ -439,20 +454,18 @@ def count_valid(
     :func:`normalise_phone` once, remembering the answer in ``memo`` across
     the batches of one import.
     """
+    if max(map(len, values), default=0) > _MAX_DECIDED_LENGTH:
+        # Too long for the fast paths: one at a time.
+        fits = [value for value in values if len(value) <= _MAX_DECIDED_LENGTH]
+        longer = [value for value in values if len(value) > _MAX_DECIDED_LENGTH]
+        alone = sum(1 for value in longer if normalise_phone(value, default_region) is not None)
+        return alone + count_valid(fits, default_region, memo)
     joined = "\x00" + "\x00".join(values) + "\x00"
-    # A NUL inside a value, or a value too long for the fast paths.
-    if joined.count("\x00") != len(values) + 1 or (
-        max(map(len, values), default=0) > _MAX_DECIDED_LENGTH
-    ):
+    if joined.count("\x00") != len(values) + 1:  # a NUL inside a value
         return sum(1 for value in values if normalise_phone(value, default_region) is not None)
     region = default_region.upper()
     compact = joined.translate(_DROP_SEPARATORS)
-    rest = _BATCH_E164.sub("", compact)
-    if region in _NANP_REGIONS:
-        rest = _BATCH_NATIONAL.sub("", rest)
-        trunk = _batch_trunk(region)
-        if trunk is not None:
-            rest = trunk.sub("", rest)
+    rest = _batch_pass(region).sub("", compact)
     # Each match took its value and the NUL before it.
     valid = compact.count("\x00") - rest.count("\x00")
     # Whether a value matched or is decided depends on its compact form
