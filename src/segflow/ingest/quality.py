@@ -3,14 +3,15 @@
 Which columns look like Customer Match identifiers (by their header names):
 every email and phone column (a record may carry several) and the first of
 each address part; how many of their values would be usable, and how many
-records carry two or more distinct valid emails, or phones. Counting runs per batch with
-one regular-expression pass over the column, by Arrow (RE2, in C++).
+records carry two or more distinct valid emails, or phones. Counting runs
+per batch with one regular-expression pass over the column, by Arrow (RE2,
+in C++).
 
 Phones are counted with the rule the sync pass sends by
 (:func:`segflow.ingest.phones.normalise_phone`, in the dataset's default
 region): a number phonenumbers does not call valid is invalid here too.
-Most numbers take its regular-expression fast path (about 1.5 us a value);
-the rest cost tens of microseconds each.
+Numbers of digits and separators take its fast path (under 1 us a value);
+only those with letters or other characters cost tens of microseconds.
 
 Per-record consent columns (the dataset's mapping, else their header names)
 are counted too: how many cells are granted, denied, empty and unrecognised
