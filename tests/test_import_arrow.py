@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -538,3 +539,11 @@ def test_the_clean_check_finds_each_problem_at_every_split(data: bytes, why: str
     for size in range(1, len(data) + 2):
         found = _verdict(data, size)
         assert found is not None and why in found, (size, found)
+
+
+def test_the_checked_file_is_a_file_arrow_can_close() -> None:
+    checked = arrowcsv._CheckedFile(io.BytesIO(b"id\n1\n"), ",", 1 << 20)
+    wrapped = pa.PythonFile(checked, mode="r")
+    assert wrapped.read(5) == b"id\n1\n"
+    wrapped.close()
+    assert checked.closed and checked.readable() and not checked.seekable()

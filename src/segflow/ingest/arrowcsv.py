@@ -106,6 +106,16 @@ class _CheckedFile:
         if not pc.all(pc.match_substring_regex(quoted, self.pattern)).as_py():
             raise NotClean("the file has quoted line breaks or quotes not around a whole field")
 
+    # What Arrow asks of a file object besides ``read``.
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
 
 def _quoted_lines(data: bytes, start: int, end: int) -> pa.Array | None:
     """The lines of ``data[start:end]`` that hold a quote, if they are few
@@ -128,16 +138,6 @@ def _quoted_lines(data: bytes, start: int, end: int) -> pa.Array | None:
         lines.append(data[begin:stop])
         at = data.find(b'"', stop, end)
     return pa.array(lines, pa.binary())
-
-    # What Arrow asks of a file object besides ``read``.
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _empty_keys(keys: pa.Array) -> list[int]:
