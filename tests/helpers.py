@@ -49,6 +49,19 @@ def do_import(
     )
 
 
+def asks_in_row(row: Any, button: str, question: str) -> None:
+    """Click a table row's ``button``: the row asks ``question``; Cancel takes it back."""
+    row.get_by_role("button", name=button).click()
+    assert question in (row.text_content() or "")
+    row.get_by_role("button", name="Cancel").click()
+
+
+def confirm_in_row(row: Any, button: str) -> None:
+    """Click a table row's ``button``, then the same button again, which confirms."""
+    row.get_by_role("button", name=button).click()
+    row.get_by_role("button", name=button).click()
+
+
 def sequence_value(db: Database) -> int:
     with db.read() as conn:
         return int(conn.execute(sa.select(change_sequence.c.value)).scalar_one())

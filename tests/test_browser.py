@@ -29,7 +29,7 @@ from segflow.db import Database
 from segflow.db.schema import imports as imports_table
 from segflow.db.schema import segments as segments_table
 from segflow.web.server import LiveServer, free_port, live_server
-from tests.helpers import needs_chromium
+from tests.helpers import asks_in_row, confirm_in_row, needs_chromium
 from tests.sync_helpers import NOW, csv_bytes
 
 ARTIFACTS = (
@@ -62,6 +62,14 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     yield opened
     context.close()
     assert errors == [], f"JavaScript errors or CSP violations: {errors}"
+
+
+def _big_spenders(server: LiveServer, db: Database, customers: int) -> Any:
+    """``customers`` demo customers imported through the page's API, and segment
+    "big" of those who spent over 100."""
+    _import(server, list(demo.rows(customers, seed=8)), key="id")
+    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
+    return segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
 
 
 def _shot(page: Any, name: str, request: pytest.FixtureRequest) -> None:
@@ -526,9 +534,7 @@ def test_the_segments_list_shows_sync_badges_on_every_load(
 ) -> None:
     """The stream's first snapshot often arrives while the page still loads; it waits
     for the page's listeners instead of being lost (1 load in 5 showed badges before)."""
-    _import(server, list(demo.rows(60, seed=8)), key="id")
-    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
-    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    made = _big_spenders(server, db, 60)
     destinations.add_destination(db, "audience", "file", {"path": "a.jsonl"}, NOW)
     links.link(db, "big", "audience", NOW)
     for _ in range(5):
@@ -541,9 +547,7 @@ def test_the_segments_list_shows_sync_badges_on_every_load(
 def test_a_segment_that_stopped_updating_says_so_in_words(
     server: LiveServer, page: Any, db: Database
 ) -> None:
-    _import(server, list(demo.rows(20, seed=8)), key="id")
-    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
-    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    made = _big_spenders(server, db, 20)
     reason = (
         "the database cannot evaluate these rules: rules.conditions[0].value: "
         + "a value the database refused, " * 5
@@ -562,9 +566,7 @@ def test_a_segment_that_stopped_updating_says_so_in_words(
 def test_the_segment_page_links_only_new_destinations_unlinks_after_asking_and_explains_events(
     server: LiveServer, page: Any, db: Database
 ) -> None:
-    _import(server, list(demo.rows(60, seed=8)), key="id")
-    rule = {"conditions": [{"field": "lifetime_spend", "operator": "greater_than", "value": 100}]}
-    made = segments.create_segment(db, name="big", dataset="customers", rules_json=rule, now=NOW)
+    made = _big_spenders(server, db, 60)
     for name in ("first", "second"):
         destinations.add_destination(db, name, "file", {"path": f"{name}.jsonl"}, NOW)
     links.link(db, "big", "first", NOW)
@@ -577,12 +579,9 @@ def test_the_segment_page_links_only_new_destinations_unlinks_after_asking_and_e
     assert (page.text_content("#link-none") or "").startswith("Linked to every destination.")
 
     row = page.locator("#links tbody tr", has_text="second").first
-    row.get_by_role("button", name="Unlink").click()
-    assert "Stop syncing to second?" in (row.text_content() or "")
-    row.get_by_role("button", name="Cancel").click()
+    asks_in_row(row, "Unlink", "Stop syncing to second?")
     assert [lk.destination for lk in links.list_links(db)] == ["first", "second"]
-    row.get_by_role("button", name="Unlink").click()
-    row.get_by_role("button", name="Unlink").click()
+    confirm_in_row(row, "Unlink")
     page.wait_for_selector("#links tbody tr:has-text('second')", state="detached")
     assert [lk.destination for lk in links.list_links(db)] == ["first"]
     assert page.locator("#link-destination option").all_text_contents() == ["second (file)"]

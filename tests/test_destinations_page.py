@@ -18,7 +18,7 @@ from segflow.activation.google.client import GoogleConnection
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.web.server import LiveServer, live_server
-from tests.helpers import needs_chromium
+from tests.helpers import asks_in_row, confirm_in_row, needs_chromium
 from tests.sync_helpers import (
     ACCOUNT,
     LIST_ID,
@@ -276,12 +276,9 @@ def test_the_table_says_what_each_destination_is_fed_by_and_deletes_after_asking
 
     spare = page.locator("#destinations tbody tr", has_text="spare")
     assert "none" in (spare.locator("td").nth(4).text_content() or "")
-    spare.get_by_role("button", name="Delete").click()
     # Asked once more in the row; Cancel keeps it.
-    assert "Delete spare?" in (spare.text_content() or "")
-    spare.get_by_role("button", name="Cancel").click()
+    asks_in_row(spare, "Delete", "Delete spare?")
     assert [d.name for d in destinations.list_destinations(db)] == ["ads", "spare"]
-    spare.get_by_role("button", name="Delete").click()
-    spare.get_by_role("button", name="Delete").click()
+    confirm_in_row(spare, "Delete")
     page.wait_for_selector("#destinations tbody tr:has-text('spare')", state="detached")
     assert [d.name for d in destinations.list_destinations(db)] == ["ads"]

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -391,27 +392,21 @@ def test_the_segment_page_shows_googles_status_match_rate_and_warnings(
         uploads.poll(db, settings, clock=clock)
     [state] = links.status(db, now=clock.now)
     with live_server(db, settings, poll_interval=0.2) as server:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/segments/{state.link.segment_id}")
-        page.wait_for_selector("body[data-ready=true]")
-        page.wait_for_selector("#links td.google div")
-        google_cell = page.text_content("#links td.google") or ""
-        assert "partial success" in google_cell and "match rate 91-100%" in google_cell
-        assert "Google could not process 3 of" in (page.text_content("#links") or "")
-        page.click("#links details summary")
-        row = page.text_content("table.uploads tbody tr") or ""
-        assert state.uploads[0].request_id in row and "INVALID_FORMAT 3" in row
+        with _page_at(browser, f"{server.url}/segments/{state.link.segment_id}") as page:
+            page.wait_for_selector("#links td.google div")
+            google_cell = page.text_content("#links td.google") or ""
+            assert "partial success" in google_cell and "match rate 91-100%" in google_cell
+            assert "Google could not process 3 of" in (page.text_content("#links") or "")
+            page.click("#links details summary")
+            row = page.text_content("table.uploads tbody tr") or ""
+            assert state.uploads[0].request_id in row and "INVALID_FORMAT 3" in row
 
-        page.goto(f"{server.url}/destinations")
-        page.wait_for_selector("body[data-ready=true]")
-        page.click("#lists-form button[type=submit]")
-        page.wait_for_selector("#google-lists td")
-        listed = page.text_content("#google-lists") or ""
-        assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
-        page.close()
-        assert errors == []
+            page.goto(f"{server.url}/destinations")
+            page.wait_for_selector("body[data-ready=true]")
+            page.click("#lists-form button[type=submit]")
+            page.wait_for_selector("#google-lists td")
+            listed = page.text_content("#google-lists") or ""
+            assert f"{LIST_ID} (this destination's)" in listed and "Big spenders" in listed
 
 
 @needs_chromium
@@ -423,24 +418,17 @@ def test_the_segment_page_resumes_a_paused_link_and_resends_refused_members(
     [state] = links.status(db)
     assert state.paused_reason
     with live_server(db, settings, poll_interval=0.2) as server:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/segments/{state.link.segment_id}")
-        page.wait_for_selector("body[data-ready=true]")
-        status = page.locator("#links tbody tr").first.locator("td").nth(1)
-        assert "paused: Google refused the list" in (status.text_content() or "")
-        google.add_list(ACCOUNT, "4040")
-        resume = status.get_by_role("button", name="Resume")
-        resume.click()
-        resume.wait_for(state="detached")
-        assert (status.text_content() or "").startswith("active")
-        # The running worker was woken and sent everyone to the list now there.
-        _wait_until(lambda: links.status(db)[0].synced == len(expected_members(db)))
-        assert links.status(db)[0].paused_reason is None
-
-        page.close()
-        assert errors == []
+        with _page_at(browser, f"{server.url}/segments/{state.link.segment_id}") as page:
+            status = page.locator("#links tbody tr").first.locator("td").nth(1)
+            assert "paused: Google refused the list" in (status.text_content() or "")
+            google.add_list(ACCOUNT, "4040")
+            resume = status.get_by_role("button", name="Resume")
+            resume.click()
+            resume.wait_for(state="detached")
+            assert (status.text_content() or "").startswith("active")
+            # The running worker was woken and sent everyone to the list now there.
+            _wait_until(lambda: links.status(db)[0].synced == len(expected_members(db)))
+            assert links.status(db)[0].paused_reason is None
 
     # One member refused (set up with no server running, so no worker races it):
     # the page says why, and sends it again when asked.
@@ -452,18 +440,26 @@ def test_the_segment_page_resumes_a_paused_link_and_resends_refused_members(
     assert links.status(db)[0].failed == 1
     google.refuse = set()
     with live_server(db, settings, poll_interval=0.2) as server:
-        page = browser.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/segments/{state.link.segment_id}")
-        page.wait_for_selector("body[data-ready=true]")
-        page.click("#links td.num details summary")
-        page.wait_for_selector("ul.refused li a")
-        assert "INVALID_AUDIENCE_MEMBER" in (page.text_content("ul.refused") or "")
-        page.get_by_role("button", name="Send 1 refused again").click()
-        _wait_until(lambda: links.status(db)[0].failed == 0)
-        _wait_until(lambda: bad in google.members("4040"))
-        page.close()
-        assert errors == []
+        with _page_at(browser, f"{server.url}/segments/{state.link.segment_id}") as page:
+            page.click("#links td.num details summary")
+            page.wait_for_selector("ul.refused li a")
+            assert "INVALID_AUDIENCE_MEMBER" in (page.text_content("ul.refused") or "")
+            page.get_by_role("button", name="Send 1 refused again").click()
+            _wait_until(lambda: links.status(db)[0].failed == 0)
+            _wait_until(lambda: bad in google.members("4040"))
+
+
+@contextmanager
+def _page_at(browser: Any, url: str) -> Iterator[Any]:
+    """A new page at ``url``, loaded; no JavaScript error by the time it closes."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    page.close()
+    assert errors == []
 
 
 def _wait_until(check: Any, timeout: float = 20.0) -> None:
