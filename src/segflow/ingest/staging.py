@@ -83,7 +83,11 @@ class Loader(Generic[T]):
     def __init__(self, load: Callable[[Iterator[T]], None]) -> None:
         self._queue: queue.Queue[tuple[T] | None] = queue.Queue(2)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(load,), name="segflow-stage")
+        # A daemon, as the stager it replaced was: a loader stuck on a lost
+        # database connection must not keep a server from exiting.
+        self._thread = threading.Thread(
+            target=self._run, args=(load,), name="segflow-stage", daemon=True
+        )
 
     def __enter__(self) -> Loader[T]:
         self._thread.start()
