@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from segflow import datasets, demo, engine, ingest, segments
-from segflow.activation import destinations, links, mapping, senders, transport
+from segflow.activation import destinations, links, mapping, platforms, transport
 from segflow.activation import identifiers as ids
 from segflow.activation.fake import FakeDataManager
 from segflow.activation.sync import SyncReport, sync
@@ -200,4 +200,6 @@ class DyingSender:
 
 def dying(*, before: str | None = None, after: str | None = None) -> Any:
     """``senders=`` for a sync pass whose process dies around one operation."""
-    return lambda d, s, st: DyingSender(senders.build_sender(d, s, st), before=before, after=after)
+    return lambda d, s, st: DyingSender(
+        platforms.build_sender(d, s, st), before=before, after=after
+    )

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import cli, datasets, engine, segments
-from segflow.activation import destinations, links, pacing, senders, transport
+from segflow.activation import destinations, links, pacing, platforms, transport
 from segflow.activation.fake import Failure, FakeDataManager
 from segflow.activation.google.client import Connections
 from segflow.activation.sync import request_cap
@@ -219,7 +219,7 @@ class RefusesUnnamed:
 
 
 def _refusing(bad: set[int]) -> Any:
-    return lambda d, s, st: RefusesUnnamed(senders.build_sender(d, s, st), bad)
+    return lambda d, s, st: RefusesUnnamed(platforms.build_sender(d, s, st), bad)
 
 
 def test_splitting_a_refusal_naming_nothing_finds_one_bad_member_within_the_bound(
@@ -299,7 +299,7 @@ def test_the_member_tried_alone_keeps_a_change_queued_while_it_was_out(
     wrappers: list[ChangesWhileOut] = []
 
     def factory(d: Any, sec: Any, st: Any) -> ChangesWhileOut:
-        wrappers.append(ChangesWhileOut(senders.build_sender(d, sec, st), db, {101, 102}))
+        wrappers.append(ChangesWhileOut(platforms.build_sender(d, sec, st), db, {101, 102}))
         return wrappers[0]
 
     run_sync(db, settings, senders=factory)
@@ -618,7 +618,7 @@ def test_field_warnings_of_an_accepted_request_are_kept_on_its_log_row(
     db: Database, fake: FakeDataManager, settings: Settings
 ) -> None:
     setup_link(db, customers(100))
-    run_sync(db, settings, senders=lambda d, s, st: Warns(senders.build_sender(d, s, st)))
+    run_sync(db, settings, senders=lambda d, s, st: Warns(platforms.build_sender(d, s, st)))
     with db.read() as conn:
         (row,) = conn.execute(sa.select(sync_log.c.outcome, sync_log.c.warnings)).all()
     assert row.outcome == "ok"
@@ -765,7 +765,7 @@ def test_a_leaving_member_whose_identifier_sets_were_split_is_removed_of_every_s
         transport.TransientError("UNAVAILABLE: try later"),
     ]
     run_sync(
-        db, settings, senders=lambda d, s, st: Scripted(senders.build_sender(d, s, st), script)
+        db, settings, senders=lambda d, s, st: Scripted(platforms.build_sender(d, s, st), script)
     )
     assert fake.members(LIST_ID) == {current}  # the current set is still held
     assert run_sync(db, settings, Clock(now=NOW + dt.timedelta(hours=1))).ok

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from segflow import segments
-from segflow.activation import destinations, links, mapping, senders, transport
+from segflow.activation import destinations, links, mapping, platforms, transport
 from segflow.activation.fake import Failure, FakeDataManager, member_key
 from segflow.config import Settings
 from segflow.db import Database
@@ -310,7 +310,7 @@ def test_a_member_leaving_while_its_add_is_in_flight_is_removed_afterwards(
             self.inner.close()
 
     def make_sender(d: destinations.Destination, secret: object, s: Settings) -> ExitMidFlight:
-        return ExitMidFlight(senders.build_sender(d, None, s))
+        return ExitMidFlight(platforms.build_sender(d, None, s))
 
     report = run_sync(db, settings, senders=make_sender)
     # The add landed after the exit was recorded; the same pass removes it.
@@ -716,7 +716,7 @@ def test_an_answer_that_arrives_after_the_lease_ran_out_is_not_recorded(
         settings,
         clock,
         owner="slow",
-        senders=lambda d, s, st: SlowToRecord(senders.build_sender(d, s, st)),
+        senders=lambda d, s, st: SlowToRecord(platforms.build_sender(d, s, st)),
     )
     assert report.outcomes[0].error == "another worker took over this link (lease expired)"
     assert report.outcomes[0].added == 0  # its late answer was not recorded

@@ -42,6 +42,12 @@ class Settings:
     #: ``http://127.0.0.1:PORT/...`` of a local OAuth token server (a fake's)
     #: that replaces Google's for OAuth credentials; empty: Google's.
     oauth_token_uri: str = ""
+    #: ``http://127.0.0.1:PORT`` of a local Graph API double (a fake's) that
+    #: replaces Meta's ``https://graph.facebook.com``; empty: Meta's.
+    meta_graph_url: str = ""
+    #: ``http://127.0.0.1:PORT`` of a local TikTok Business API double that
+    #: replaces ``https://business-api.tiktok.com``; empty: TikTok's.
+    tiktok_endpoint: str = ""
     #: Whether adding a destination with credentials refreshes them once to
     #: check them. Off for Settings built in code (tests, embedding: nothing
     #: reaches Google unasked); the CLI and the server read
@@ -96,6 +102,10 @@ class Settings:
             tick_seconds=_int(env, "SEGFLOW_TICK_SECONDS", cls.tick_seconds),
             datamanager_endpoint=_endpoint(env.get("SEGFLOW_DATAMANAGER_ENDPOINT") or ""),
             oauth_token_uri=_token_uri(env.get("SEGFLOW_OAUTH_TOKEN_URI") or ""),
+            meta_graph_url=_local_url("SEGFLOW_META_GRAPH_URL", env.get("SEGFLOW_META_GRAPH_URL")),
+            tiktok_endpoint=_local_url(
+                "SEGFLOW_TIKTOK_ENDPOINT", env.get("SEGFLOW_TIKTOK_ENDPOINT")
+            ),
             check_credentials=_switch(env, "SEGFLOW_CHECK_CREDENTIALS", True),
             google_requests_per_minute=_int(
                 env, "SEGFLOW_GOOGLE_REQUESTS_PER_MINUTE", cls.google_requests_per_minute
@@ -167,6 +177,32 @@ def check_endpoint(endpoint: str) -> str:
             f"loopback address (127.0.0.1, [::1] or localhost), got {endpoint!r}"
         )
     return endpoint
+
+
+def _local_url(name: str, raw: str | None) -> str:
+    if not raw or not raw.strip():
+        return ""
+    return check_local_url(name, raw.strip())
+
+
+def check_local_url(name: str, url: str) -> str:
+    """A platform's stand-in: plain HTTP, so only on this machine, with a port and no path."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if (
+        parts.scheme != "http"
+        or parts.hostname not in _LOOPBACK
+        or port is None
+        or parts.path not in ("", "/")
+    ):
+        raise InvalidInput(
+            f"{name} replaces the platform's API for tests and trials, so it may only be an "
+            f"http:// URL on a loopback address with a port (http://127.0.0.1:PORT), got {url!r}"
+        )
+    return url.rstrip("/")
 
 
 def _token_uri(raw: str) -> str:

@@ -1,9 +1,11 @@
 """The destination catalog: where a segment's members go.
 
-Two kinds:
+The kinds:
 
 * ``google_ads``: a Customer Match user list, written through Google's Data
   Manager API;
+* ``meta``: a customer-list Custom Audience of a Meta ad account, written
+  through the Graph API (settings: :mod:`segflow.activation.meta.config`);
 * ``file``: every batch that would be sent, appended as one JSON line to a
   local file. A dry run a user can read, and the demo's destination.
 
@@ -16,7 +18,7 @@ This module validates a destination's settings, stores, changes, finds and
 deletes destinations, and keeps (and replaces) their credentials: a destination's
 ``config`` is shown freely, its credentials (``secret``) are stored apart,
 encrypted, and leave this module only to build a client (see
-:mod:`segflow.activation.senders`, which sends batches).
+:mod:`segflow.activation.platforms`, which builds senders).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from segflow.activation import credentials
+from segflow.activation.meta import config as meta_config
+from segflow.activation.platform import Prepare
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
 from segflow.db.scope import owned, workspace_of
@@ -41,8 +45,11 @@ from segflow.errors import Conflict, InvalidInput, NotFound
 from segflow.secrets import Cipher
 
 GOOGLE_ADS = "google_ads"
+META = meta_config.META
 FILE = "file"
-KINDS = (GOOGLE_ADS, FILE)
+KINDS = (GOOGLE_ADS, META, FILE)
+#: Kinds whose credentials are one access token ({"access_token": ...}).
+TOKEN_KINDS = {META: meta_config}
 
 GRANTED = "granted"
 DENIED = "denied"
@@ -237,8 +244,14 @@ def add_destination(
     create_list: ListCreator | None = None,
     check_credentials: bool = False,
     token_uri: str | None = None,
+    prepare: Prepare | None = None,
 ) -> Destination:
     """Store a destination; credentials (``secret``) are encrypted with ``cipher``.
+
+    ``prepare`` (a platform's, see :mod:`segflow.activation.platform`) runs on
+    the checked settings before anything is stored: it asks the platform
+    about the account and may create the audience; when it refuses, nothing
+    is stored.
 
     With ``check_credentials`` (the CLI and the server, see
     ``Settings.check_credentials``) Google credentials are refreshed once at
@@ -269,12 +282,22 @@ def add_destination(
                 check=check_credentials and token_uri is not None,
                 token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
             )
+    elif kind in TOKEN_KINDS:
+        rules = TOKEN_KINDS[kind]
+        clean = rules.check_config(config)
+        token = rules.check_secret(secret)
+        if prepare is not None:
+            with db.read() as conn:
+                _check_name_free(conn, name)
+            # Asks the platform; nothing is stored when it refuses.
+            clean = prepare(clean, secret)
+        clean["credentials"] = rules.describe_token(token)
     elif kind == FILE:
         if secret is not None:
             raise InvalidInput("a file destination takes no credentials")
         clean = _file_config(config)
     else:
-        raise InvalidInput(f"unknown destination kind {kind!r} (choose {' or '.join(KINDS)})")
+        raise InvalidInput(f"unknown destination kind {kind!r} (choose {', '.join(KINDS)})")
     stored = None
     if secret is not None:
         if cipher is None:
@@ -337,7 +360,7 @@ def update_destination(
         current = load_destination(conn, ref)
         merged = {k: v for k, v in current.config.items() if k != "credentials"}
         merged.update(changes)
-        clean = _google_ads_config(merged) if current.kind == GOOGLE_ADS else _file_config(merged)
+        clean = _checked_change(current, merged, changes)
         if "credentials" in current.config:
             clean["credentials"] = current.config["credentials"]
         conn.execute(
@@ -347,10 +370,37 @@ def update_destination(
         )
         if current.validate_only and not clean.get("validate_only", False):
             _resend_everything(conn, current.id)
+        elif current.kind in TOKEN_KINDS:
+            if any(current.config.get(k) != clean.get(k) for k in _RESENT_ON_CHANGE):
+                _resend_wanted(conn, current.id)
         elif current.consent != (clean["ad_user_data"], clean["ad_personalization"]):
             _resend_wanted(conn, current.id)
         row = conn.execute(sa.select(destinations).where(destinations.c.id == current.id)).one()
     return destination_from_row(row)
+
+
+#: Settings of a token kind whose change alters what each member is sent as.
+_RESENT_ON_CHANGE = ("limited_data_use", "send_extern_id")
+#: Settings that name where members go: a new audience is a new destination.
+_FIXED = ("ad_account_id", "audience_id", "advertiser_id")
+
+
+def _checked_change(
+    current: Destination, merged: dict[str, Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    if current.kind == GOOGLE_ADS:
+        return _google_ads_config(merged)
+    if current.kind == FILE:
+        return _file_config(merged)
+    fixed = [k for k in _FIXED if k in changes and str(changes[k]) != str(current.config.get(k))]
+    fixed += [k for k in ("audience_name", "customer_file_source") if k in changes]
+    if fixed:
+        raise InvalidInput(
+            f"{', '.join(fixed)} of destination {current.name!r} cannot change: it names where "
+            "members go; add a new destination for another audience"
+        )
+    checked: dict[str, Any] = TOKEN_KINDS[current.kind].check_config(merged)
+    return checked
 
 
 def replace_credentials(
@@ -363,23 +413,28 @@ def replace_credentials(
     check_credentials: bool = False,
     token_uri: str | None = None,
 ) -> Destination:
-    """Replace a google_ads destination's credentials (by id or name), checked as adding does.
+    """Replace a destination's credentials (by id or name), checked as adding does.
 
-    The new credentials are loaded, and with ``check_credentials`` refreshed
-    once at ``token_uri``, before anything is stored: credentials Google
-    refuses for good leave the old ones in place. Only their description
-    (``config["credentials"]``) is ever shown.
+    Google's are loaded, and with ``check_credentials`` refreshed once at
+    ``token_uri``, before anything is stored: credentials Google refuses for
+    good leave the old ones in place. A token kind's token is checked for
+    its form. Only their description (``config["credentials"]``) is ever
+    shown.
     """
     current = get_destination(db, ref)
-    if current.kind != GOOGLE_ADS:
+    if current.kind in TOKEN_KINDS:
+        rules = TOKEN_KINDS[current.kind]
+        described: Any = rules.describe_token(rules.check_secret(secret))
+    elif current.kind != GOOGLE_ADS:
         raise InvalidInput(
             f"destination {current.name!r} is a {current.kind} destination: it takes no credentials"
         )
-    described = credentials.describe(
-        secret,
-        check=check_credentials and token_uri is not None,
-        token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
-    )
+    else:
+        described = credentials.describe(
+            secret,
+            check=check_credentials and token_uri is not None,
+            token_uri=token_uri or credentials.OAUTH_TOKEN_URI,
+        )
     stored = cipher.encrypt(json.dumps(secret))
     with db.write() as conn:
         found = load_destination(conn, current.id)

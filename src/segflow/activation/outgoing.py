@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from segflow.activation import identifiers as ids
 from segflow.activation.among import among
+from segflow.activation.platform import Encoder
 from segflow.activation.transport import OutMember
 from segflow.datasets import Column, Dataset
 from segflow.db import records
@@ -46,21 +47,28 @@ class AddPlan:
 
 
 def read_records(
-    conn: Connection, dataset: Dataset, mapping: ids.Mapping, rids: list[int]
+    conn: Connection,
+    dataset: Dataset,
+    mapping: ids.Mapping,
+    rids: list[int],
+    extra: Sequence[str] = (),
 ) -> tuple[dict[str, Column | None], dict[int, sa.Row[Any]]]:
-    """The mapped columns by name, and these records' rows by rid.
+    """The mapped columns (and ``extra`` ones) by name, and these records' rows by rid.
 
-    A row holds rid, deleted, then the value of each mapped column in
+    A row holds rid, deleted, key, then the value of each mapped column in
     ``mapped`` order (the columns a dataset lacks left out).
     """
     rec = records.table(dataset.records_table, dataset.columns)
-    mapped = {name: dataset.column(name) for name in mapping.columns()}
+    names = dict.fromkeys([*mapping.columns(), *extra])
+    mapped = {name: dataset.column(name) for name in names}
     cols = [
         rec.c[records.raw_col(c.position)].label(f"c{c.position}")
         for c in mapped.values()
         if c is not None
     ]
-    query = sa.select(rec.c.rid, rec.c.deleted, *cols).where(among(conn, rec.c.rid, rids))
+    query = sa.select(rec.c.rid, rec.c.deleted, rec.c.key, *cols).where(
+        among(conn, rec.c.rid, rids)
+    )
     rows = conn.execute(query).all()
     return mapped, {r.rid: r for r in rows}
 
@@ -71,12 +79,18 @@ def plan_adds(
     mapped: dict[str, Column | None],
     mapping: ids.Mapping,
     recent: dt.datetime,
+    encoder: Encoder,
+    *,
+    sends_consent: bool = True,
 ) -> AddPlan:
     """Decide each due add: send, settle or refuse (see the module docstring).
 
     ``due`` rows carry the member's ``rid``, ``sent``, ``have``, ``acked_at``
     and ``stale``; a member acknowledged at or after ``recent`` whose
-    identifiers are unchanged is settled.
+    identifiers are unchanged is settled. ``encoder`` is the destination's
+    normaliser. Without ``sends_consent`` (a platform whose requests carry
+    no consent) a member whose record denies ``ad_user_data`` is refused:
+    only Google is told a member's choice, so elsewhere it is never sent.
     """
     plan = AddPlan()
     # Without consent columns every member takes the destination's consent.
@@ -91,14 +105,10 @@ def plan_adds(
         if row is None or row.deleted:
             plan.refused.append({"r": rid, "reason": "the record was deleted"})
             continue
-        # The row's values after rid and deleted, in `mapped` order (read_records).
-        record = dict(zip(names, row[2:], strict=True))
+        # The row's values after rid, deleted and key, in `mapped` order (read_records).
+        record = dict(zip(names, row[3:], strict=True))
         if skipped.counts:
             skipped.counts.clear()
-        codes = ids.encode(ids.identifiers_for(record, mapping, skipped, plan.capped))
-        if not codes:
-            plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
-            continue
         consent, consent_key = no_consent, _NO_RECORD_CONSENT
         if per_record:
             consent = (
@@ -106,6 +116,13 @@ def plan_adds(
                 consent_value(record.get(mapping.consent_ad_personalization or "")),
             )
             consent_key = consent_text(consent)
+            if not sends_consent and consent[0] == DENIED:
+                plan.refused.append({"r": rid, "reason": DENIED_REASON})
+                continue
+        codes = encoder.codes(record, row.key, skipped, plan.capped)
+        if not codes:
+            plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
+            continue
         old = json.loads(item.sent) if item.sent else None
         if (
             item.have == 1
@@ -140,6 +157,10 @@ def plan_adds(
 
 
 _NO_RECORD_CONSENT = "-|-"
+DENIED_REASON = (
+    "the record denies consent to the use of its data for advertising (ad_user_data), "
+    "and this platform cannot be told: it is not sent"
+)
 
 
 def consent_text(consent: tuple[str | None, str | None]) -> str:

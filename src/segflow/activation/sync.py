@@ -67,7 +67,6 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation import held, outgoing, pacing
-from segflow.activation import identifiers as ids
 from segflow.activation.among import among
 from segflow.activation.destinations import (
     Destination,
@@ -78,8 +77,8 @@ from segflow.activation.destinations import (
 from segflow.activation.google.client import Connections
 from segflow.activation.links import Link
 from segflow.activation.mapping import mapping_for
+from segflow.activation.platforms import build_sender, platform_for
 from segflow.activation.retry import RetryPolicy
-from segflow.activation.senders import build_sender
 from segflow.activation.transport import (
     INGEST,
     REMOVE,
@@ -344,6 +343,7 @@ class _LinkRun:
         self.senders = senders
         self.outcome = LinkOutcome(claim.link)
         self.project: str | None = None
+        self.platform = platform_for(claim.destination.kind)
 
     def run(self) -> LinkOutcome:
         sender: Sender | None = None
@@ -506,7 +506,7 @@ class _LinkRun:
                     )
                     .where(lm.c.link_id == self.link_id, lm.c.pending == 1, lm.c.want == want)
                     .order_by(lm.c.rid)
-                    .limit(self.settings.sync_batch)
+                    .limit(min(self.settings.sync_batch, self.platform.batch_size))
                 )
                 if self.db.is_postgres:
                     # Holds these rows against the engine until `sent` is
@@ -537,9 +537,16 @@ class _LinkRun:
         """
         dataset = self.claim.dataset
         mapping, _ = mapping_for(conn, dataset)
-        mapped, by_rid = outgoing.read_records(conn, dataset, mapping, [d.rid for d in due])
+        encoder = self.platform.encoder(
+            self.claim.destination.config, [c.name for c in dataset.columns], mapping
+        )
+        mapped, by_rid = outgoing.read_records(
+            conn, dataset, mapping, [d.rid for d in due], encoder.columns
+        )
         recent = self.clock() - dt.timedelta(days=self.settings.resend_days)
-        plan = outgoing.plan_adds(due, by_rid, mapped, mapping, recent)
+        plan = outgoing.plan_adds(
+            due, by_rid, mapped, mapping, recent, encoder, sends_consent=self.platform.sends_consent
+        )
         lm = link_members
         if plan.sent:
             self._write_sent(conn, plan.sent, due)
@@ -603,7 +610,7 @@ class _LinkRun:
                 ),
                 {
                     "l": self.link_id,
-                    "v": ids.NORMALISATION_VERSION,
+                    "v": self.platform.normalisation_version,
                     **{k: [row[k] for row in sent] for k in ("r", "s", "g", "c")},
                 },
             )
@@ -615,7 +622,7 @@ class _LinkRun:
                     (
                         row["s"],
                         row["g"],
-                        ids.NORMALISATION_VERSION,
+                        self.platform.normalisation_version,
                         row["c"],
                         self.link_id,
                         row["r"],

@@ -397,3 +397,91 @@ def member_row(
                 continue
         row.append(sha256_hex(value) if value is not None else "")
     return tuple(row)
+
+
+#: Every key segflow can fill, as many times as Meta takes it: a member's
+#: codes come from this schema, and each request's schema from its members.
+FULL_SCHEMA = (EMAIL,) * 3 + (PHONE,) * 3 + (FN, LN, ZIP, CT, ST, COUNTRY, EXTERN_ID)
+#: The keys of a member's one ``a:`` code, in order.
+PERSON_KEYS = (FN, LN, ZIP, CT, ST, COUNTRY)
+
+_CITY_NAMES = frozenset({"city", "town", "locality"})
+_STATE_NAMES = frozenset({"state", "province", "stateprovince", "stateorprovince", "county"})
+
+
+def _header_key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def detect_columns(names: Sequence[str]) -> MetaColumns:
+    """The first city and state columns of a dataset, by header name."""
+    keys = [(_header_key(n), n) for n in names]
+    city = next((n for k, n in keys if k in _CITY_NAMES), None)
+    state = next((n for k, n in keys if k in _STATE_NAMES), None)
+    return MetaColumns(city=city, state=state)
+
+
+def member_codes(
+    record: dict[str, str | None],
+    mapping: Mapping,
+    *,
+    columns: MetaColumns = MetaColumns(),
+    key: str | None = None,
+    skipped: Skipped | None = None,
+) -> list[str]:
+    """One member's codes for the sync pass: what is stored as sent, and sent.
+
+    ``e:<hash>`` per email and ``p:<hash>`` per phone (at most three each),
+    one ``a:`` code holding the six person keys' hashes in
+    :data:`PERSON_KEYS` order (``""`` for a key without a value) when any has
+    one, and ``x:<hash>`` for the dataset key when ``key`` is given. A remove
+    names the member with the same codes. [] when the member names no one.
+    """
+    row = member_row(record, mapping, FULL_SCHEMA, columns=columns, key=key, skipped=skipped)
+    if row is None:
+        return []
+    values = dict(zip(FULL_SCHEMA[6:], row[6:], strict=True))
+    codes = [f"e:{h}" for h in row[0:3] if h]
+    codes += [f"p:{h}" for h in row[3:6] if h]
+    person = [values[k] for k in PERSON_KEYS]
+    if any(person):
+        codes.append("a:" + ":".join(person))
+    if values[EXTERN_ID]:
+        codes.append(f"x:{values[EXTERN_ID]}")
+    return codes
+
+
+def request_rows(codes_per_member: Sequence[Sequence[str]]) -> tuple[list[str], list[list[str]]]:
+    """The schema and rows of one request for members' codes (:func:`member_codes`).
+
+    The schema holds as many ``EMAIL`` and ``PHONE`` keys as the member with
+    the most, the person keys when any member has them and ``EXTERN_ID``
+    when any has one; each row fills the schema, ``""`` where the member has
+    no value, as Meta's own uploader sends.
+    """
+    parsed = []
+    emails = phones_most = 0
+    person = extern = False
+    for codes in codes_per_member:
+        e = [c[2:] for c in codes if c[0] == "e"]
+        p = [c[2:] for c in codes if c[0] == "p"]
+        a = next((c[2:].split(":") for c in codes if c[0] == "a"), None)
+        x = next((c[2:] for c in codes if c[0] == "x"), None)
+        emails, phones_most = max(emails, len(e)), max(phones_most, len(p))
+        person = person or a is not None
+        extern = extern or x is not None
+        parsed.append((e, p, a, x))
+    schema = [EMAIL] * emails + [PHONE] * phones_most
+    if person:
+        schema += PERSON_KEYS
+    if extern:
+        schema.append(EXTERN_ID)
+    rows = []
+    for e, p, a, x in parsed:
+        row = e + [""] * (emails - len(e)) + p + [""] * (phones_most - len(p))
+        if person:
+            row += a if a is not None else [""] * len(PERSON_KEYS)
+        if extern:
+            row.append(x or "")
+        rows.append(row)
+    return schema, rows

@@ -1,9 +1,8 @@
-"""Which sender a destination needs, and the simplest one: a file of JSON lines.
+"""The simplest destination: every batch appended to a local file as one JSON line.
 
-:func:`build_sender` picks the sender for a destination's kind:
-:class:`FileSender` appends each batch to a local file (a dry run a user can
-read), :class:`~segflow.activation.google.sender.GoogleAdsSender` calls
-Google's Data Manager API. What every sender shares (the batch, the failure
+A dry run a user can read, and the demo's destination. Members are written
+in Google's form (its codes and consent), so a file shows what a Customer
+Match list would receive. What every sender shares (the batch, the failure
 kinds) is in :mod:`segflow.activation.transport`.
 """
 
@@ -16,30 +15,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from segflow.activation import identifiers as ids
 from segflow.activation.destinations import FILE, Destination
-from segflow.activation.google.client import Connections
-from segflow.activation.google.sender import GoogleAdsSender
-from segflow.activation.transport import INGEST, OutMember, Sender, TransientError
+from segflow.activation.google.platform import GoogleEncoder
+from segflow.activation.platform import Platform
+from segflow.activation.transport import (
+    INGEST,
+    MAX_MEMBERS_PER_REQUEST,
+    OutMember,
+    Sender,
+    TransientError,
+)
 from segflow.config import Settings
 
 
-def build_sender(
+def _sender(
     destination: Destination,
     secret: dict[str, Any] | None,
     settings: Settings,
-    connections: Connections | None = None,
+    connections: Any = None,
 ) -> Sender:
-    """The sender for this destination's kind; ``secret`` is its opened credentials.
+    return FileSender(destination)
 
-    With ``connections``, a Google sender uses (and leaves open) the pooled
-    connection for this destination; without, it opens and closes its own.
-    """
-    if destination.kind == FILE:
-        return FileSender(destination)
-    connection = (
-        connections.get(destination.id, secret, settings) if connections is not None else None
-    )
-    return GoogleAdsSender(destination, secret, settings, connection)
+
+PLATFORM = Platform(
+    kind=FILE,
+    title="local file",
+    normalisation_version=ids.NORMALISATION_VERSION,
+    batch_size=MAX_MEMBERS_PER_REQUEST,
+    sends_consent=True,
+    encoder=GoogleEncoder,
+    sender=_sender,
+)
 
 
 class FileSender:

@@ -1,0 +1,58 @@
+"""Meta Custom Audiences as a :class:`~segflow.activation.platform.Platform`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from segflow.activation.identifiers import Capped, Mapping, Skipped
+from segflow.activation.meta import audiences, normalise
+from segflow.activation.meta.config import META, check_secret
+from segflow.activation.meta.sender import MAX_ROWS, MetaSender
+from segflow.activation.platform import Platform
+from segflow.activation.transport import LinkBroken, Sender
+from segflow.config import Settings
+from segflow.errors import InvalidInput
+
+
+class MetaEncoder:
+    """Meta's codes for one dataset: its mapping, its city and state columns, its key."""
+
+    def __init__(self, config: dict[str, Any], names: Sequence[str], mapping: Mapping) -> None:
+        self.mapping = mapping
+        self.places = normalise.detect_columns(names)
+        self.columns = self.places.columns()
+        self.extern_id = bool(config.get("send_extern_id", False))
+
+    def codes(
+        self, record: dict[str, str | None], key: str, skipped: Skipped, capped: Capped
+    ) -> list[str]:
+        return normalise.member_codes(
+            record,
+            self.mapping,
+            columns=self.places,
+            key=key if self.extern_id else None,
+            skipped=skipped,
+        )
+
+
+def _sender(
+    destination: Any, secret: dict[str, Any] | None, settings: Settings, connections: Any = None
+) -> Sender:
+    try:
+        token = check_secret(secret)
+    except InvalidInput as exc:
+        raise LinkBroken(str(exc)) from None
+    return MetaSender(destination.config, token, settings)
+
+
+PLATFORM = Platform(
+    kind=META,
+    title="Meta Custom Audience",
+    normalisation_version=normalise.NORMALISATION_VERSION,
+    batch_size=MAX_ROWS,
+    sends_consent=False,
+    encoder=MetaEncoder,
+    sender=_sender,
+    preparer=audiences.preparer,
+)
