@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from segflow import forget
-from segflow.activation import destinations, links, mapping, sync, uploads
+from segflow.activation import destinations, links, mapping, platforms, sync, uploads
 from segflow.activation.google import userlists
 from segflow.activation.identifiers import LISTED_COLUMNS, MAPPED_COLUMNS
+from segflow.activation.meta import config as meta_config
 from segflow.cli import output as show
 from segflow.cli.output import emit_json, plural
 from segflow.config import Settings
@@ -40,6 +41,46 @@ def _read_json_file(path: str, what: str) -> dict[str, Any]:
     return data
 
 
+_GOOGLE_FLAGS = (
+    ("--operating-account-id", "operating_account_id"),
+    ("--list-id", "list_id"),
+    ("--login-account-id", "login_account_id"),
+    ("--service-account-key", "service_account_key"),
+    ("--oauth-file", "oauth_file"),
+    ("--terms-accepted", "terms_accepted"),
+    ("--validate-only", "validate_only"),
+)
+_TOKEN_FLAGS = (
+    ("--ad-account-id", "ad_account_id"),
+    ("--advertiser-id", "advertiser_id"),
+    ("--audience-id", "audience_id"),
+    ("--audience-name", "audience_name"),
+    ("--customer-file-source", "customer_file_source"),
+    ("--limited-data-use", "limited_data_use"),
+    ("--send-extern-id", "send_extern_id"),
+    ("--token-file", "token_file"),
+)
+
+
+def _refuse_flags(args: argparse.Namespace, flags: Sequence[tuple[str, str]], kinds: str) -> None:
+    given = [flag for flag, name in flags if getattr(args, name, None)]
+    if given:
+        raise InvalidInput(f"{', '.join(given)}: only for {kinds} destinations")
+
+
+def token_secret(path: str | None) -> dict[str, Any] | None:
+    """``{"access_token": ...}`` from a file (``-``: standard input), never the command line."""
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SegflowError(f"cannot read token file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"token file {path} is not UTF-8 text") from None
+    return {"access_token": text.strip()}
+
+
 def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     secret: dict[str, Any] | None = None
     config: dict[str, Any] = {}
@@ -47,9 +88,11 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         config["ad_user_data"] = args.ad_user_data
     if args.ad_personalization:
         config["ad_personalization"] = args.ad_personalization
+    prepare = None
     if args.kind == destinations.GOOGLE_ADS:
         if args.path:
             raise InvalidInput("--path is for file destinations")
+        _refuse_flags(args, _TOKEN_FLAGS, "meta")
         config.update(
             operating_account_id=args.operating_account_id,
             product_destination_id=args.list_id,
@@ -58,22 +101,26 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
             validate_only=args.validate_only,
         )
         secret = secret_of(args)
-    else:
-        google_only = [
-            flag
-            for flag, value in (
-                ("--operating-account-id", args.operating_account_id),
-                ("--list-id", args.list_id),
-                ("--login-account-id", args.login_account_id),
-                ("--service-account-key", args.service_account_key),
-                ("--oauth-file", args.oauth_file),
-                ("--terms-accepted", args.terms_accepted),
-                ("--validate-only", args.validate_only),
+    elif args.kind in destinations.TOKEN_KINDS:
+        if args.path:
+            raise InvalidInput("--path is for file destinations")
+        if config:
+            raise InvalidInput(
+                f"--ad-user-data and --ad-personalization are Google's consent settings; "
+                f"{args.kind} requests carry no consent, and members whose records deny "
+                "ad_user_data are not sent to it"
             )
-            if value
-        ]
-        if google_only:
-            raise InvalidInput(f"{', '.join(google_only)}: only for google_ads destinations")
+        _refuse_flags(args, _GOOGLE_FLAGS, "google_ads")
+        config = {
+            name: getattr(args, name)
+            for _, name in _TOKEN_FLAGS
+            if name != "token_file" and getattr(args, name, None)
+        }
+        secret = token_secret(args.token_file)
+        prepare = platforms.platform_for(args.kind).preparer
+    else:
+        _refuse_flags(args, _GOOGLE_FLAGS, "google_ads")
+        _refuse_flags(args, _TOKEN_FLAGS, "meta")
         config["path"] = args.path
     create_list = None
     if args.create_list is not None:
@@ -95,6 +142,7 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         check_credentials=settings.check_credentials,
         token_uri=settings.token_uri,
         create_list=create_list,
+        prepare=prepare(settings) if prepare is not None else None,
     )
     if args.json:
         emit_json(added.public())
@@ -104,6 +152,11 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
             print(
                 "  nothing will be uploaded until the Customer Match terms are accepted: "
                 f"segflow destinations update {added.name!r} --terms-accepted"
+            )
+        elif added.kind == destinations.META and not added.terms_accepted:
+            print(
+                f"  ad account act_{added.config['ad_account_id']} has not accepted Meta's "
+                "Custom Audience terms: links to it pause until it has"
             )
     return 0
 
@@ -145,9 +198,11 @@ def _arg(text: str) -> str:
 
 
 def cmd_destinations_credentials(args: argparse.Namespace, db: Database, settings: Settings) -> int:
-    secret = secret_of(args)
+    if args.token_file and (args.service_account_key or args.oauth_file):
+        raise InvalidInput("--token-file is a meta token; give it alone")
+    secret = token_secret(args.token_file) if args.token_file else secret_of(args)
     if secret is None:
-        raise InvalidInput(NO_CREDENTIALS)
+        raise InvalidInput(NO_CREDENTIALS + " (meta: --token-file FILE)")
     updated = destinations.replace_credentials(
         db,
         args.name,
@@ -224,6 +279,14 @@ def _table(rows: Sequence[tuple[str, ...]], indent: str = "  ") -> None:
 
 def _describe(d: destinations.Destination) -> str:
     c = d.config
+    if d.kind == destinations.META:
+        return (
+            f"ad account act_{c['ad_account_id']}, audience {c['audience_id']}"
+            + f", token {c.get('credentials', {}).get('fingerprint', 'stored')}"
+            + f", terms {'accepted' if c.get('terms_accepted') else 'NOT accepted'}"
+            + (", Limited Data Use" if c.get("limited_data_use") else "")
+            + (", dataset key sent as EXTERN_ID" if c.get("send_extern_id") else "")
+        )
     if d.kind == destinations.FILE:
         base = f"appends JSON lines to {c['path']}"
     else:
@@ -546,9 +609,14 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     da = dst_sub.add_parser(
         "add",
         parents=[common, as_json],
-        help="add a google_ads or file destination",
+        help="add a google_ads, meta or file destination",
         description="Add a destination. google_ads: a Customer Match user list written "
-        "through Google's Data Manager API. file: each batch that would be sent, as JSON lines. "
+        "through Google's Data Manager API. meta: a customer-list Custom Audience of a Meta ad "
+        "account, written through the Graph API (--ad-account-id, --audience-id or "
+        "--audience-name with --customer-file-source, --token-file with a system user's "
+        "access token; the account, its Custom Audience terms and the audience are checked "
+        "with Meta before anything is stored). "
+        "file: each batch that would be sent, as JSON lines. "
         "A google_ads destination needs its consent chosen, --ad-user-data and "
         "--ad-personalization, each granted or denied as the people in the list agreed: "
         "Google requires consent for users in the European Economic Area, and there is no "
@@ -571,6 +639,32 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         "--oauth-file",
         metavar="FILE",
         help="google_ads: JSON file with client_id, client_secret and refresh_token",
+    )
+    da.add_argument("--ad-account-id", metavar="ID", help="meta: ad account, act_1234...")
+    da.add_argument("--audience-id", metavar="ID", help="meta: an existing customer-list audience")
+    da.add_argument(
+        "--audience-name", metavar="NAME", help="meta: create a customer-list audience so named"
+    )
+    da.add_argument(
+        "--customer-file-source",
+        choices=meta_config.CUSTOMER_FILE_SOURCES,
+        help="meta: where the people came from (Meta requires it for a new audience)",
+    )
+    da.add_argument(
+        "--limited-data-use",
+        action="store_true",
+        help="meta: send with Limited Data Use (data_processing_options LDU, geolocated by Meta)",
+    )
+    da.add_argument(
+        "--send-extern-id",
+        action="store_true",
+        help="meta: also send each record's dataset key, hashed, as EXTERN_ID",
+    )
+    da.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="meta: file holding the access token (- reads standard input); never on the "
+        "command line, where other users of the machine could read it",
     )
     da.add_argument(
         "--terms-accepted",
@@ -617,13 +711,16 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     dc = dst_sub.add_parser(
         "credentials",
         parents=[common, as_json],
-        help="replace a google_ads destination's credentials (checked as when adding)",
+        help="replace a destination's credentials (checked as when adding)",
         description="Store new credentials for a google_ads destination, for instance after "
         "Google revoked the old refresh token. They are checked by refreshing them once, as "
         "when adding a destination; credentials Google refuses leave the old ones in place. "
         "The credentials are never printed, only what kind they are.",
     )
     dc.add_argument("name", metavar="NAME")
+    dc.add_argument(
+        "--token-file", metavar="FILE", help="meta: file holding the new access token (- : stdin)"
+    )
     dc.add_argument("--service-account-key", metavar="FILE", help="a service-account JSON key")
     dc.add_argument(
         "--oauth-file",

@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from segflow import datasets, forget, ingest, retype, rules, segments, worker
-from segflow.activation import destinations, links, mapping
+from segflow.activation import destinations, links, mapping, platforms
 from segflow.activation.google import userlists
+from segflow.activation.platform import Prepare
+from segflow.config import Settings
 from segflow.db.engine import utcnow
 from segflow.errors import InvalidInput, NotFound, Throttled
 from segflow.ingest import preview as import_preview
@@ -497,12 +499,13 @@ def explain(request: Request, segment_id: SegmentId, key: str) -> dict[str, Any]
 
 class DestinationIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["google_ads", "file"]
+    kind: Literal["google_ads", "meta", "file"]
     config: dict[str, Any] = Field(default_factory=dict)
     credentials: dict[str, Any] | None = Field(
         default=None,
-        description="write-only: a service-account key as {type: service_account, info: {...}}"
-        " or {type: oauth, client_id, client_secret, refresh_token}",
+        description="write-only: google_ads, a service-account key as {type: service_account, "
+        "info: {...}} or {type: oauth, client_id, client_secret, refresh_token}; meta, "
+        "{access_token: ...}",
     )
     create_list: NewListIn | None = Field(
         default=None,
@@ -549,8 +552,16 @@ def add_destination(request: Request, body: DestinationIn) -> dict[str, Any]:
         check_credentials=state.settings.check_credentials,
         token_uri=state.settings.token_uri,
         create_list=creator,
+        prepare=_preparer(body.kind, state.settings),
     )
     return added.public()
+
+
+def _preparer(kind: str, settings: Settings) -> Prepare | None:
+    if kind not in destinations.TOKEN_KINDS:
+        return None
+    make = platforms.platform_for(kind).preparer
+    return make(settings) if make is not None else None
 
 
 class AccountListsIn(BaseModel):
@@ -600,7 +611,7 @@ class CredentialsIn(BaseModel):
 
     credentials: dict[str, Any] = Field(
         description="write-only: a service-account key as {type: service_account, info: {...}}"
-        " or {type: oauth, client_id, client_secret, refresh_token}"
+        " or {type: oauth, client_id, client_secret, refresh_token}; meta: {access_token: ...}"
     )
 
 
@@ -608,8 +619,8 @@ class CredentialsIn(BaseModel):
 def replace_credentials(
     request: Request, destination_id: DestinationId, body: CredentialsIn
 ) -> dict[str, Any]:
-    """Replace a google_ads destination's credentials, checked by refreshing them as adding
-    does; refused ones leave the old in place. The answer describes them, never shows them."""
+    """Replace a destination's credentials, checked as adding does (Google's by refreshing
+    them); refused ones leave the old in place. The answer describes them, never shows them."""
     state = _state(request)
     db = workspace_db(request)
     updated = destinations.replace_credentials(
