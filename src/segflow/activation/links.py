@@ -8,6 +8,7 @@ resumes paused ones and counts their state for people and pages.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from segflow import outbox
 from segflow.activation import uploads
-from segflow.activation.destinations import GOOGLE_ADS, load_destination
+from segflow.activation.destinations import FILE, GOOGLE_ADS, load_destination
 from segflow.activation.mapping import mapping_for
 from segflow.datasets import load_dataset_by_id
 from segflow.db import records
@@ -102,6 +103,11 @@ class LinkStatus:
         for upload in self.uploads:
             if upload.warning is not None:
                 out.append(upload.warning)
+        if self.kind != GOOGLE_ADS and self.uploads and self.uploads[0].field_warnings:
+            # The platform's own answer to the newest accepted request.
+            newest = self.uploads[0]
+            when = newest.at.strftime("%Y-%m-%d %H:%M UTC")
+            out.extend(f"{w} ({newest.operation} at {when})" for w in newest.field_warnings)
         if self.validate_only:
             out.append("validate_only: requests are checked by Google but change nothing")
         if self.consent_unrecognised:
@@ -330,13 +336,25 @@ def status(
                     awaiting_google=(
                         uploads.awaiting(conn, lk.id, now) if google and not validate_only else 0
                     ),
-                    uploads=uploads.recent_uploads(conn, lk.id, now, recent) if google else [],
+                    uploads=_uploads(conn, lk.id, row.kind, now, recent),
                     list_info=dict(row.list_info) if row.list_info is not None else None,
                     list_read_at=row.list_read_at,
                     consent_unrecognised=_consent_unrecognised(conn, lk),
                 )
             )
     return out
+
+
+def _uploads(
+    conn: Connection, link_id: int, kind: str, now: dt.datetime, recent: int
+) -> list[uploads.Upload]:
+    """The link's last accepted requests; only Google is asked about them later."""
+    if kind == FILE:
+        return []
+    found = uploads.recent_uploads(conn, link_id, now, recent)
+    if kind == GOOGLE_ADS:
+        return found
+    return [dataclasses.replace(u, status=None) for u in found]
 
 
 def link_status(

@@ -91,8 +91,10 @@ class MetaSender:
         answer = client.call(
             self.api, method, (self.audience_id, "users"), {"payload": payload, "session": session}
         )
+        received = answer.get("num_received")
+        counted = f": received {received:,}" if isinstance(received, int) else ""
         return Receipt(
-            f"session {session['session_id']} batch {session['batch_seq']}",
+            f"session {session['session_id']} batch {session['batch_seq']}{counted}",
             answer_warnings(answer, len(rows)),
         )
 
