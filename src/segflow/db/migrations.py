@@ -496,6 +496,38 @@ def _m12_link_hashes_without_foreign_key(conn: Connection, dialect: str) -> None
         conn.exec_driver_sql(statement)
 
 
+def _m13_any_destination_kind(conn: Connection, dialect: str) -> None:
+    # The table listed the destination kinds it took ('google_ads', 'file'),
+    # so every new platform would have needed a migration; segflow checks the
+    # kind of every destination it stores (activation.destinations.KINDS).
+    if dialect == "postgresql":
+        names = conn.exec_driver_sql(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'sf_destinations'::regclass "
+            "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%kind%'"
+        ).scalars()
+        for name in list(names):
+            conn.exec_driver_sql(f'ALTER TABLE sf_destinations DROP CONSTRAINT "{name}"')
+        return
+    t = _types(dialect)
+    columns = "id, name, kind, config, secret, created_at, updated_at, workspace_id"
+    for statement in (
+        f"""CREATE TABLE sf_destinations_v13 (
+            id {t["pk"]},
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            config {t["json"]} NOT NULL,
+            secret TEXT,
+            created_at {t["ts"]} NOT NULL,
+            updated_at {t["ts"]} NOT NULL,
+            workspace_id INTEGER NOT NULL DEFAULT 1 REFERENCES sf_workspaces (id),
+            UNIQUE (workspace_id, name))""",
+        f"INSERT INTO sf_destinations_v13 ({columns}) SELECT {columns} FROM sf_destinations",  # noqa: S608
+        "DROP TABLE sf_destinations",
+        "ALTER TABLE sf_destinations_v13 RENAME TO sf_destinations",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets and imports", _m1_datasets),
     Migration(2, "segments, members and events", _m2_segments),
@@ -517,6 +549,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "identifier codes held per link member: removed with their link by a trigger",
         _m12_link_hashes_without_foreign_key,
     ),
+    Migration(13, "destinations of any kind segflow knows", _m13_any_destination_kind),
 )
 
 
