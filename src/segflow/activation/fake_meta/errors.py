@@ -194,8 +194,10 @@ def app_limit() -> GraphError:
 
 
 def user_limit() -> GraphError:
-    """Code 17 (Meta's error reference: "User request limit reached")."""
-    return GraphError(400, "(#17) User request limit reached", "OAuthException", 17, transient=True)
+    """Code 17 (Meta's error reference); subcode 2446079 as clients' recorded answers carry it."""
+    return GraphError(
+        400, "(#17) User request limit reached", "OAuthException", 17, 2446079, transient=True
+    )
 
 
 def calls_exceeded() -> GraphError:

@@ -40,7 +40,9 @@ from segflow.activation.fake_meta.state import (
 #: no response, as Meta's front end does (facebook-python-business-sdk#717:
 #: ``RemoteDisconnected`` on a large ``delete_users``).
 MAX_REQUEST_LINE = 16_384
-#: Calls per ad account per rolling hour for the custom-audience use case.
+#: Calls per ad account per rolling hour for the custom-audience use case: the
+#: base of Meta's standard-access formula (rate-limiting guide, as summarised in
+#: api-evangelist/facebook-business-manager: 5000 + 40 * active custom audiences).
 DEFAULT_CALLS_PER_HOUR = 5_000
 CUSTOMER_FILE_SOURCES = frozenset(
     {"USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"}
@@ -289,11 +291,12 @@ class FakeMeta:
         if body:
             params.update(_form(body.decode("utf-8", "replace")))
         record.params = params
-        # Graph takes a POST with method=delete as a DELETE (for clients that
-        # cannot send one).
-        override = params.pop("method", "").upper()
-        if method == "POST" and override in ("DELETE", "GET"):
-            method = override
+        # Graph's "method override": a POST with method=delete is a DELETE, for
+        # clients that cannot send one (Graph API guide, "Deleting"; relied on by
+        # restfb, restfb/restfb#174). Other overrides are not documented.
+        if method == "POST" and params.get("method", "").upper() == "DELETE":
+            del params["method"]
+            method = "DELETE"
         parts = [p for p in split.path.split("/") if p]
         try:
             if not parts or parts[0] != API_VERSION:
