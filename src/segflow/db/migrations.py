@@ -501,9 +501,11 @@ def _m13_any_destination_kind(conn: Connection, dialect: str) -> None:
     # so every new platform would have needed a migration; segflow checks the
     # kind of every destination it stores (activation.destinations.KINDS).
     if dialect == "postgresql":
-        names = conn.exec_driver_sql(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'sf_destinations'::regclass "
-            "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%kind%'"
+        names = conn.execute(
+            sa.text(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'sf_destinations'::regclass "
+                "AND contype = 'c' AND strpos(pg_get_constraintdef(oid), 'kind') > 0"
+            )
         ).scalars()
         for name in list(names):
             conn.exec_driver_sql(f'ALTER TABLE sf_destinations DROP CONSTRAINT "{name}"')

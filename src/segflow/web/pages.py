@@ -174,14 +174,15 @@ def dataset_page(name: str) -> HTMLResponse:
 def destinations_page() -> HTMLResponse:
     body = """
 <p id="destinations-empty" hidden>No destinations yet. Add one below: a Google Customer Match list,
-or a file that records what would be sent.</p>
+a Meta Custom Audience, or a file that records what would be sent.</p>
 <div class="scroll"><table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
 <th>Credentials</th><th>Segments</th><th></th></tr></thead><tbody></tbody></table></div>
 <section><h2>Add a destination</h2>
 <form id="destination-form" autocomplete="off" novalidate>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
 <label>Kind <select id="d-kind"><option value="file">file (JSON lines)</option>
-<option value="google_ads">google_ads (Customer Match)</option></select></label></div>
+<option value="google_ads">google_ads (Customer Match)</option>
+<option value="meta">meta (Custom Audience)</option></select></label></div>
 <div class="row kind-file"><label>Path <input id="d-path" placeholder="/tmp/audience.jsonl"></label></div>
 <div class="row kind-google_ads" hidden>
 <label>Operating account id <input id="d-account" placeholder="123-456-7890"></label>
@@ -204,14 +205,35 @@ or a file that records what would be sent.</p>
 <label>Description <input id="d-new-description" maxlength="2000" placeholder="optional"></label>
 <label>Membership duration (days, at most 540)
 <input id="d-new-days" type="number" min="1" max="540" step="1" placeholder="540"></label></div>
-<p class="hint" id="d-consent-hint">Consent, as the people in the list agreed: <b>ad_user_data</b>,
+<div class="row kind-meta" hidden>
+<label>Ad account id <input id="d-meta-account" placeholder="act_1234567890"></label>
+<label>Audience <select id="d-meta-choice"><option value="id">an existing audience id…</option>
+<option value="new">create a new customer-list audience…</option></select></label></div>
+<div class="row kind-meta meta-id" hidden>
+<label>Custom Audience id <input id="d-meta-audience" inputmode="numeric"></label></div>
+<div class="row kind-meta meta-new" hidden>
+<label>New audience's name <input id="d-meta-name" maxlength="200"></label>
+<label>Where the people came from <select id="d-meta-source">
+<option value="" selected>choose…</option>
+<option value="USER_PROVIDED_ONLY">collected from your customers directly</option>
+<option value="PARTNER_PROVIDED_ONLY">provided by partners</option>
+<option value="BOTH_USER_AND_PARTNER_PROVIDED">both</option></select></label></div>
+<div class="row kind-meta" hidden>
+<label>Access token (write-only)
+<textarea id="d-meta-token" rows="2" placeholder="a system user's token with ads_management; it is never shown again"></textarea></label>
+<label><input id="d-meta-ldu" type="checkbox"> Limited Data Use</label>
+<label><input id="d-meta-extern" type="checkbox"> also send the dataset key as EXTERN_ID</label></div>
+<p class="hint kind-meta" hidden>Meta requests carry no consent: members whose records deny
+ad_user_data are not sent. The ad account must have accepted Meta's Custom Audience terms; segflow
+checks them, and the audience, with Meta before the destination is added.</p>
+<p class="hint kind-consent" id="d-consent-hint">Consent, as the people in the list agreed: <b>ad_user_data</b>,
 whether Google may use their data for advertising; <b>ad_personalization</b>, whether it may be used
 for personalised ads. Google requires it for users in the EEA. A google_ads destination needs both
 chosen; members whose records carry their own consent keep theirs. A file destination records what
 would be sent and takes granted unless chosen.</p>
-<div class="row"><label>ad_user_data <select id="d-aud"><option value="" selected>choose…</option>
+<div class="row"><label class="kind-consent">ad_user_data <select id="d-aud"><option value="" selected>choose…</option>
 <option value="granted">granted</option><option value="denied">denied</option></select></label>
-<label>ad_personalization <select id="d-ap"><option value="" selected>choose…</option>
+<label class="kind-consent">ad_personalization <select id="d-ap"><option value="" selected>choose…</option>
 <option value="granted">granted</option><option value="denied">denied</option></select></label>
 <button type="submit">Add destination</button> <span id="d-error" class="error" aria-live="polite"></span></div>
 </form></section>

@@ -758,17 +758,25 @@ async function datasetPage() {
 
 // ------------------------------------------------------------------ destinations
 
-const KIND_NAMES = { google_ads: "Google Customer Match", file: "file (JSON lines)" };
+const KIND_NAMES = { google_ads: "Google Customer Match", meta: "Meta Custom Audience", file: "file (JSON lines)" };
 const SETTING_NAMES = {
   operating_account_id: "account", login_account_id: "login account", product_destination_id: "list",
   ad_user_data: "ad user data", ad_personalization: "ad personalization", path: "file",
+  ad_account_id: "ad account", audience_id: "audience", customer_file_source: "people from",
 };
 
 // A destination's settings in words, one a line; consent and terms as sentences.
-function settingLines(settings) {
+function settingLines(settings, kind) {
   return Object.entries(settings).map(([key, value]) => {
-    if (key === "terms_accepted") return value ? "Customer Match terms accepted" : "terms not accepted";
+    if (key === "terms_accepted") {
+      if (kind === "file") return null;
+      const terms = kind === "meta" ? "Custom Audience terms" : "Customer Match terms";
+      return value ? `${terms} accepted` : `${terms} not accepted`;
+    }
     if (key === "validate_only") return value ? "validate only (Google stores nothing)" : null;
+    if (key === "limited_data_use") return value ? "Limited Data Use" : null;
+    if (key === "send_extern_id") return value ? "dataset key sent as EXTERN_ID" : null;
+    if (key === "ad_account_id") return `ad account: act_${value}`;
     return `${SETTING_NAMES[key] || key.replaceAll("_", " ")}: ${value}`;
   }).filter((line) => line !== null);
 }
@@ -784,13 +792,17 @@ async function destinationsPage() {
       const { credentials, ...settings } = d.config;
       const segmentsOf = feeding(d);
       return el("tr", {}, el("td", {}, d.name), el("td", {}, KIND_NAMES[d.kind] || d.kind),
-        el("td", { class: "settings" }, settingLines(settings).map((line) => el("div", {}, line))),
-        el("td", {}, credentials || (d.has_credentials ? "stored" : "-")),
+        el("td", { class: "settings" }, settingLines(settings, d.kind).map((line) => el("div", {}, line))),
+        el("td", {}, credentialText(credentials, d.has_credentials)),
         el("td", {}, segmentsOf.length
           ? segmentsOf.map((name) => el("div", {}, el("a", { href: `/segments/${segmentId[name]}` }, name)))
           : el("span", { class: "muted" }, "none")),
         el("td", {}, deleteButton(d, segmentsOf)));
     }));
+  };
+  const credentialText = (credentials, stored) => {
+    if (credentials && typeof credentials === "object") return `access token ${credentials.fingerprint}`;
+    return credentials || (stored ? "stored" : "-");
   };
   // Deleting asks once more in the row; a linked destination cannot go.
   const deleteButton = (d, segmentsOf) => {
@@ -799,7 +811,7 @@ async function destinationsPage() {
     }
     const cell = el("span", { class: "actions" });
     const ask = el("button", { type: "button", class: "small remove", onclick: () => cell.replaceChildren(
-      el("span", {}, `Delete ${d.name}? ${d.kind === "google_ads" ? "Its list at Google stays as it is." : ""}`),
+      el("span", {}, `Delete ${d.name}? ${d.kind === "google_ads" ? "Its list at Google stays as it is." : d.kind === "meta" ? "Its audience at Meta stays as it is." : ""}`),
       el("button", { type: "button", class: "small remove", onclick: async () => {
         try {
           await api(`/api/destinations/${d.id}`, { method: "DELETE" });
@@ -815,15 +827,22 @@ async function destinationsPage() {
   await load();
   const kind = $("d-kind");
   const choice = $("d-list-choice");
+  const metaChoice = $("d-meta-choice");
   const toggle = () => {
     const google = kind.value === "google_ads";
+    const meta = kind.value === "meta";
     for (const row of document.querySelectorAll(".kind-file")) row.hidden = kind.value !== "file";
     for (const row of document.querySelectorAll(".kind-google_ads")) row.hidden = !google;
+    for (const row of document.querySelectorAll(".kind-meta")) row.hidden = !meta;
+    for (const row of document.querySelectorAll(".kind-consent")) row.hidden = meta;
     for (const row of document.querySelectorAll(".list-id")) row.hidden = !google || choice.value !== "id";
     for (const row of document.querySelectorAll(".list-new")) row.hidden = !google || choice.value !== "new";
+    for (const row of document.querySelectorAll(".meta-id")) row.hidden = !meta || metaChoice.value !== "id";
+    for (const row of document.querySelectorAll(".meta-new")) row.hidden = !meta || metaChoice.value !== "new";
   };
   kind.addEventListener("change", toggle);
   choice.addEventListener("change", toggle);
+  metaChoice.addEventListener("change", toggle);
   toggle();
   const readKey = () => {
     const key = $("d-key").value.trim();
@@ -879,6 +898,21 @@ async function destinationsPage() {
     if ($("d-ap").value) body.config.ad_personalization = $("d-ap").value;
     if (kind.value === "file") {
       body.config.path = $("d-path").value;
+    } else if (kind.value === "meta") {
+      body.config = { ad_account_id: $("d-meta-account").value.trim(),
+        limited_data_use: $("d-meta-ldu").checked, send_extern_id: $("d-meta-extern").checked };
+      if (metaChoice.value === "new") {
+        body.config.audience_name = $("d-meta-name").value.trim();
+        body.config.customer_file_source = $("d-meta-source").value;
+      } else {
+        body.config.audience_id = $("d-meta-audience").value.trim();
+      }
+      const token = $("d-meta-token").value.trim();
+      if (!token) {
+        $("d-error").textContent = "a Meta destination needs its access token";
+        return;
+      }
+      body.credentials = { access_token: token };
     } else {
       Object.assign(body.config, {
         operating_account_id: $("d-account").value, login_account_id: $("d-login").value || null,
@@ -911,6 +945,7 @@ async function destinationsPage() {
     try {
       await api("/api/destinations", { method: "POST", json: body });
       $("d-key").value = "";
+      $("d-meta-token").value = "";
       event.target.reset();
       for (const old of [...choice.options].filter((o) => o.value.startsWith("list:"))) old.remove();
       listStatus.replaceChildren();
