@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -464,3 +469,37 @@ def test_received_holds_bodies_but_no_token(http: httpx.Client, tiktok: FakeTikT
     assert hashes(1)[0].encode() in request.body
     assert TOKEN.encode() not in request.body
     assert TOKEN not in repr(tiktok.received)
+
+
+def test_python_dash_m_serves_one() -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segflow.activation.fake_tiktok", "--qps", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        base_url = first.rsplit(" ", 1)[1].strip()
+        setup = json.loads(process.stdout.readline())
+        (audience_id,) = setup["audiences"]
+        answer = httpx.get(
+            f"{base_url}{API}/get/",
+            params={
+                "advertiser_id": setup["advertiser_id"],
+                "custom_audience_ids": json.dumps([audience_id]),
+            },
+            headers={"Access-Token": setup["access_token"]},
+        ).json()
+        assert answer["code"] == 0
+        process.send_signal(signal.SIGTERM)
+        last = json.loads(process.stdout.readline())
+        assert last == {"requests": 1, "audiences": {audience_id: 0}}
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -16,7 +16,8 @@ What it checks, in order, and how it answers:
   ``rate_limit`` (40100), ``system`` (code 50000), ``500`` (HTTP 500, not
   JSON), ``drop`` (connection closed, nothing done), ``slow`` (done after
   :attr:`~FakeTikTok.slow_seconds`, answered late), ``lost`` (done, then the
-  connection closes with no answer). Chaos picks among ``500``, ``system``,
+  connection closes with no answer); ``fail_next(kind, path="/update/")``
+  counts only requests to that call. Chaos picks among ``500``, ``system``,
   ``rate_limit``, ``drop`` and ``lost``.
 * **route**: an unknown path answers HTTP 404 with code 40400.
 * **token** (``Access-Token`` header): missing 40104; expired

@@ -173,7 +173,7 @@ class FakeTikTok:
     def __post_init__(self) -> None:
         self.state = State()
         self._lock = threading.Lock()
-        self._failures: deque[str] = deque()
+        self._failures: deque[tuple[str, str | None]] = deque()
         self._chaos: _Chaos | None = None
         self._recent: dict[str, deque[float]] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -256,12 +256,16 @@ class FakeTikTok:
             )
         return audience_id
 
-    def fail_next(self, kind: str, count: int = 1) -> None:
-        """The next ``count`` requests fail as ``kind`` (one of :data:`FAILURE_KINDS`)."""
+    def fail_next(self, kind: str, count: int = 1, *, path: str | None = None) -> None:
+        """The next ``count`` requests fail as ``kind`` (one of :data:`FAILURE_KINDS`).
+
+        With ``path`` (say ``"/update/"``), only requests whose path ends so
+        are counted: the upload before an update is answered as usual.
+        """
         if kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {kind!r} (known: {', '.join(FAILURE_KINDS)})")
         with self._lock:
-            self._failures.extend([kind] * count)
+            self._failures.extend([(kind, path)] * count)
 
     def chaos(self, seed: int, rate: float = 0.3) -> None:
         """Fail about ``rate`` of requests at random (seeded); ``rate=0`` stops."""
@@ -284,10 +288,13 @@ class FakeTikTok:
 
     # -- serving
 
-    def _next_failure(self) -> str | None:
+    def _next_failure(self, path: str) -> str | None:
         with self._lock:
-            if self._failures:
-                return self._failures.popleft()
+            for scripted in self._failures:
+                kind, where = scripted
+                if where is None or path.endswith(where):
+                    self._failures.remove(scripted)
+                    return kind
             chaos = self._chaos
             if chaos is None or chaos.rng.random() >= chaos.rate:
                 return None
@@ -343,7 +350,7 @@ class FakeTikTok:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         with self._lock:
             self.received.append(Received(method, parts.path, query, body))
-        failure = self._next_failure()
+        failure = self._next_failure(parts.path)
         if failure in (FAIL_DROP, FAIL_HTTP_500):
             return failure
         if failure == FAIL_TOKEN:
