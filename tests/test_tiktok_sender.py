@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -196,6 +199,7 @@ def test_each_failure_maps_to_its_kind(
             s.send(INGEST, batch)
         assert not isinstance(caught.value, QuotaExhausted)
         assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
         # Sent again, the batch lands once: APPEND adds only what is missing.
         s.send(INGEST, batch)
     finally:
@@ -359,3 +363,43 @@ def test_config_checks() -> None:
     with pytest.raises(InvalidInput) as caught:
         tiktok_config({"advertiser_id": "1", "audience_id": "2", "access_token": TOKEN})
     assert "access_token" in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_token_echoed_by_tiktok_is_masked() -> None:
+    # TikTok's messages do not quote the token; if one ever did, it stays out.
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            token = self.headers.get("Access-Token", "")
+            body = json.dumps(
+                {"code": 40105, "message": f"token {token} is invalid", "request_id": "r1"}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        with (
+            TikTokClient(f"http://{host!s}:{port}", TOKEN) as client,
+            pytest.raises(LinkBroken) as caught,
+        ):
+            client.list_audiences(ADVERTISER)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert "[access token]" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_a_token_a_header_cannot_carry_is_refused_unechoed() -> None:
+    with pytest.raises(ValueError) as caught:
+        TikTokClient("http://127.0.0.1:9", "abc\r\nX-Evil: 1")
+    assert "abc" not in str(caught.value)

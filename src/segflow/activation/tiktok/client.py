@@ -161,6 +161,9 @@ class TikTokClient:
     def __init__(self, base_url: str, access_token: str, *, timeout: float = 30) -> None:
         if not access_token or not access_token.strip():
             raise ValueError("a TikTok client needs an access token")
+        if not all(" " < c < "\x7f" for c in access_token):
+            # Never echoed: a header could not carry it, and it is a secret.
+            raise ValueError("the TikTok access token holds characters a header cannot carry")
         self._token = access_token
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -288,18 +291,19 @@ class TikTokClient:
         files: dict[str, tuple[str, bytes, str]] | None = None,
         json_body: dict[str, Any] | None = None,
     ) -> Answer:
+        failed: TransientError | None = None
         try:
             response = self._http.request(
                 method, path, params=params, data=data, files=files, json=json_body
             )
         except httpx.TimeoutException as exc:
-            raise TransientError(
-                f"TikTok did not answer {path} in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"TikTok's connection failed on {path} ({type(exc).__name__})"
-            ) from None
+            failed = TransientError(f"TikTok did not answer {path} in time ({type(exc).__name__})")
+        except httpx.RequestError as exc:
+            # The exception's own text is left out: it could quote a header.
+            failed = TransientError(f"TikTok's connection failed on {path} ({type(exc).__name__})")
+        if failed is not None:
+            # Raised outside the handler, so no __context__ carries httpx's exception.
+            raise failed
         body: Any
         try:
             body = response.json()
