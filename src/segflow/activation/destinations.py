@@ -6,6 +6,8 @@ The kinds:
   Manager API;
 * ``meta``: a customer-list Custom Audience of a Meta ad account, written
   through the Graph API (settings: :mod:`segflow.activation.meta.config`);
+* ``tiktok``: a customer-file audience of a TikTok advertiser, written
+  through the Business API (settings: :mod:`segflow.activation.tiktok.config`);
 * ``file``: every batch that would be sent, appended as one JSON line to a
   local file. A dry run a user can read, and the demo's destination.
 
@@ -38,6 +40,7 @@ from sqlalchemy.engine import Connection
 from segflow.activation import credentials
 from segflow.activation.meta import config as meta_config
 from segflow.activation.platform import Prepare
+from segflow.activation.tiktok import config as tiktok_config
 from segflow.db.engine import Database
 from segflow.db.schema import destinations, link_members, links
 from segflow.db.scope import owned, workspace_of
@@ -46,10 +49,12 @@ from segflow.secrets import Cipher
 
 GOOGLE_ADS = "google_ads"
 META = meta_config.META
+TIKTOK = tiktok_config.TIKTOK
 FILE = "file"
-KINDS = (GOOGLE_ADS, META, FILE)
-#: Kinds whose credentials are one access token ({"access_token": ...}).
-TOKEN_KINDS = {META: meta_config}
+KINDS = (GOOGLE_ADS, META, TIKTOK, FILE)
+#: Kinds whose credentials are one access token ({"access_token": ...}): the
+#: module of each checks its settings and its token.
+TOKEN_KINDS: dict[str, Any] = {META: meta_config, TIKTOK: tiktok_config}
 
 GRANTED = "granted"
 DENIED = "denied"

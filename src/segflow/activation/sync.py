@@ -48,6 +48,7 @@ Time comes from the ``clock`` passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -895,6 +896,17 @@ class _LinkRun:
             conn.execute(
                 sa.update(links).where(links.c.id == self.link_id).values(last_success_at=now)
             )
+            learnt: dict[str, str] = getattr(request_id, "settings", {})
+            if learnt:
+                # With the answer that made them known: an audience created
+                # by this request is the one every later request writes to.
+                config = {**self.claim.destination.config, **learnt}
+                conn.execute(
+                    sa.update(destinations)
+                    .where(destinations.c.id == self.claim.destination.id)
+                    .values(config=config)
+                )
+                self.claim.destination = dataclasses.replace(self.claim.destination, config=config)
 
     def _rejected(
         self,

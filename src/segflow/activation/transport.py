@@ -81,13 +81,24 @@ class LinkBroken(Exception):
 
 
 class Receipt(str):
-    """A platform's request id, carrying the warnings its answer gave (no member data)."""
+    """A platform's request id, carrying the warnings its answer gave (no member data).
+
+    ``settings`` are destination settings the request made known (the id of
+    an audience it created); the sync pass stores them with the answer.
+    """
 
     warnings: tuple[str, ...]
+    settings: dict[str, str]
 
-    def __new__(cls, request_id: str, warnings: Sequence[str] = ()) -> Receipt:
+    def __new__(
+        cls,
+        request_id: str,
+        warnings: Sequence[str] = (),
+        settings: Mapping[str, str] | None = None,
+    ) -> Receipt:
         made = super().__new__(cls, request_id)
         made.warnings = tuple(warnings)
+        made.settings = dict(settings or {})
         return made
 
 

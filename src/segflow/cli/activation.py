@@ -58,6 +58,7 @@ _TOKEN_FLAGS = (
     ("--customer-file-source", "customer_file_source"),
     ("--limited-data-use", "limited_data_use"),
     ("--send-extern-id", "send_extern_id"),
+    ("--id-type", "id_type"),
     ("--token-file", "token_file"),
 )
 
@@ -92,7 +93,7 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
     if args.kind == destinations.GOOGLE_ADS:
         if args.path:
             raise InvalidInput("--path is for file destinations")
-        _refuse_flags(args, _TOKEN_FLAGS, "meta")
+        _refuse_flags(args, _TOKEN_FLAGS, "meta and tiktok")
         config.update(
             operating_account_id=args.operating_account_id,
             product_destination_id=args.list_id,
@@ -120,7 +121,7 @@ def cmd_destinations_add(args: argparse.Namespace, db: Database, settings: Setti
         prepare = platforms.platform_for(args.kind).preparer
     else:
         _refuse_flags(args, _GOOGLE_FLAGS, "google_ads")
-        _refuse_flags(args, _TOKEN_FLAGS, "meta")
+        _refuse_flags(args, _TOKEN_FLAGS, "meta and tiktok")
         config["path"] = args.path
     create_list = None
     if args.create_list is not None:
@@ -286,6 +287,12 @@ def _describe(d: destinations.Destination) -> str:
             + f", terms {'accepted' if c.get('terms_accepted') else 'NOT accepted'}"
             + (", Limited Data Use" if c.get("limited_data_use") else "")
             + (", dataset key sent as EXTERN_ID" if c.get("send_extern_id") else "")
+        )
+    if d.kind == destinations.TIKTOK:
+        audience = c.get("audience_id") or f"{c['audience_name']!r} (made by the first upload)"
+        return (
+            f"advertiser {c['advertiser_id']}, audience {audience}, {c['id_type']} ids"
+            + f", token {c.get('credentials', {}).get('fingerprint', 'stored')}"
         )
     if d.kind == destinations.FILE:
         base = f"appends JSON lines to {c['path']}"
@@ -609,13 +616,15 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     da = dst_sub.add_parser(
         "add",
         parents=[common, as_json],
-        help="add a google_ads, meta or file destination",
+        help="add a google_ads, meta, tiktok or file destination",
         description="Add a destination. google_ads: a Customer Match user list written "
         "through Google's Data Manager API. meta: a customer-list Custom Audience of a Meta ad "
         "account, written through the Graph API (--ad-account-id, --audience-id or "
         "--audience-name with --customer-file-source, --token-file with a system user's "
         "access token; the account, its Custom Audience terms and the audience are checked "
-        "with Meta before anything is stored). "
+        "with Meta before anything is stored). tiktok: a customer-file audience of a TikTok "
+        "advertiser (--advertiser-id, --audience-id or --audience-name, --id-type email or "
+        "phone, --token-file). "
         "file: each batch that would be sent, as JSON lines. "
         "A google_ads destination needs its consent chosen, --ad-user-data and "
         "--ad-personalization, each granted or denied as the people in the list agreed: "
@@ -641,9 +650,20 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         help="google_ads: JSON file with client_id, client_secret and refresh_token",
     )
     da.add_argument("--ad-account-id", metavar="ID", help="meta: ad account, act_1234...")
-    da.add_argument("--audience-id", metavar="ID", help="meta: an existing customer-list audience")
+    da.add_argument("--advertiser-id", metavar="ID", help="tiktok: the advertiser's id")
     da.add_argument(
-        "--audience-name", metavar="NAME", help="meta: create a customer-list audience so named"
+        "--audience-id", metavar="ID", help="meta, tiktok: an existing customer-list audience"
+    )
+    da.add_argument(
+        "--audience-name",
+        metavar="NAME",
+        help="meta: create a customer-list audience so named; tiktok: the audience so named, "
+        "created with the link's first upload (TikTok makes none empty)",
+    )
+    da.add_argument(
+        "--id-type",
+        choices=("email", "phone"),
+        help="tiktok: the one kind of identifier the audience holds (default email)",
     )
     da.add_argument(
         "--customer-file-source",
@@ -663,8 +683,8 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     da.add_argument(
         "--token-file",
         metavar="FILE",
-        help="meta: file holding the access token (- reads standard input); never on the "
-        "command line, where other users of the machine could read it",
+        help="meta, tiktok: file holding the access token (- reads standard input); never on "
+        "the command line, where other users of the machine could read it",
     )
     da.add_argument(
         "--terms-accepted",
@@ -719,7 +739,9 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
     )
     dc.add_argument("name", metavar="NAME")
     dc.add_argument(
-        "--token-file", metavar="FILE", help="meta: file holding the new access token (- : stdin)"
+        "--token-file",
+        metavar="FILE",
+        help="meta, tiktok: file holding the new access token (- : stdin)",
     )
     dc.add_argument("--service-account-key", metavar="FILE", help="a service-account JSON key")
     dc.add_argument(

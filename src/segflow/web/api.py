@@ -499,13 +499,13 @@ def explain(request: Request, segment_id: SegmentId, key: str) -> dict[str, Any]
 
 class DestinationIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["google_ads", "meta", "file"]
+    kind: Literal["google_ads", "meta", "tiktok", "file"]
     config: dict[str, Any] = Field(default_factory=dict)
     credentials: dict[str, Any] | None = Field(
         default=None,
         description="write-only: google_ads, a service-account key as {type: service_account, "
-        "info: {...}} or {type: oauth, client_id, client_secret, refresh_token}; meta, "
-        "{access_token: ...}",
+        "info: {...}} or {type: oauth, client_id, client_secret, refresh_token}; meta and "
+        "tiktok, {access_token: ...}",
     )
     create_list: NewListIn | None = Field(
         default=None,
@@ -611,7 +611,8 @@ class CredentialsIn(BaseModel):
 
     credentials: dict[str, Any] = Field(
         description="write-only: a service-account key as {type: service_account, info: {...}}"
-        " or {type: oauth, client_id, client_secret, refresh_token}; meta: {access_token: ...}"
+        " or {type: oauth, client_id, client_secret, refresh_token};"
+        " meta, tiktok: {access_token: ...}"
     )
 
 

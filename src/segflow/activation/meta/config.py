@@ -21,10 +21,10 @@ keeps only a fingerprint (:func:`describe_token`).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
+from segflow.activation import tokens
 from segflow.errors import InvalidInput
 
 META = "meta"
@@ -125,22 +125,7 @@ def check_config(raw: dict[str, Any]) -> dict[str, Any]:
 
 def check_secret(secret: dict[str, Any] | None) -> str:
     """The access token in a destination's credentials, or InvalidInput (never echoing it)."""
-    token = (secret or {}).get("access_token")
-    if not isinstance(token, str) or not token.strip():
-        raise InvalidInput(
-            "a meta destination needs an access token (a system user's token with "
-            "ads_management): give it with --token-file or credentials.access_token"
-        )
-    if secret is not None and set(secret) - {"access_token"}:
-        raise InvalidInput("meta credentials take only access_token")
-    if any(c.isspace() for c in token.strip()) or len(token) > 4096:
-        raise InvalidInput("the access token is not one Meta issues (white space or too long)")
-    return token.strip()
+    return tokens.check_token(secret, META, "a system user's token with ads_management")
 
 
-def describe_token(token: str) -> dict[str, str]:
-    """What the config may show of a token: a fingerprint, to tell two tokens apart."""
-    return {
-        "type": "access_token",
-        "fingerprint": hashlib.sha256(token.encode("utf-8")).hexdigest()[:12],
-    }
+describe_token = tokens.describe_token

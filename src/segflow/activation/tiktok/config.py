@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from segflow.activation import tokens
 from segflow.errors import InvalidInput
 
+TIKTOK = "tiktok"
 EMAIL = "email"
 PHONE = "phone"
 #: segflow's identifier kind to TikTok's calculate_type ("Enumeration - Encryption Type").
@@ -84,6 +86,17 @@ def tiktok_config(raw: dict[str, Any]) -> dict[str, Any]:
             )
         config["audience_name"] = name
     return config
+
+
+check_config = tiktok_config
+describe_token = tokens.describe_token
+
+
+def check_secret(secret: dict[str, Any] | None) -> str:
+    """The access token in a destination's credentials, or InvalidInput (never echoing it)."""
+    return tokens.check_token(
+        secret, TIKTOK, "a long-term access token of the TikTok for Business app"
+    )
 
 
 def calculate_type(config: dict[str, Any]) -> str:

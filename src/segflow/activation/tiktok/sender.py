@@ -79,14 +79,35 @@ def _kind_name(config: dict[str, Any]) -> str:
     return "email" if config.get("id_type", EMAIL) == EMAIL else "phone number"
 
 
+def find_audience(client: TikTokClient, advertiser_id: str, name: str) -> str | None:
+    """The id of the advertiser's audience named ``name``, when one exists.
+
+    A destination made with a name creates its audience with its first add;
+    were that answer lost, the audience exists at TikTok with the name, and
+    is found here instead of made twice.
+    """
+    page = 1
+    while True:
+        answer = client.list_audiences(advertiser_id, page=page)
+        for audience in answer.get("list") or []:
+            if isinstance(audience, dict) and audience.get("name") == name:
+                return str(audience["audience_id"])
+        info = answer.get("page_info") or {}
+        if page >= int(info.get("total_page") or 0):
+            return None
+        page += 1
+
+
 class TikTokSender:
     """A :class:`~segflow.activation.transport.Sender` for one TikTok audience."""
 
     def __init__(
         self, config: dict[str, Any], access_token: str, base_url: str, *, timeout: float = 30
     ) -> None:
-        if not config.get("advertiser_id") or not config.get("audience_id"):
-            raise InvalidInput("a tiktok sender needs advertiser_id and audience_id")
+        if not config.get("advertiser_id") or not (
+            config.get("audience_id") or config.get("audience_name")
+        ):
+            raise InvalidInput("a tiktok sender needs advertiser_id and an audience id or name")
         self.config = dict(config)
         self.client = TikTokClient(base_url, access_token, timeout=timeout)
 
@@ -109,11 +130,31 @@ class TikTokSender:
             )
         if not hashes:
             return Receipt(f"local-{uuid.uuid4().hex}", warnings)
+        learnt: dict[str, str] = {}
+        if not self.config.get("audience_id"):
+            name = str(self.config["audience_name"])
+            found = find_audience(self.client, str(self.config["advertiser_id"]), name)
+            if found is None and action == REMOVE:
+                # No audience yet, so nobody to remove.
+                return Receipt(f"local-{uuid.uuid4().hex}", warnings)
+            if found is None:
+                paths = _upload(self.client, self.config, hashes)
+                made = self.client.create_audience(
+                    self.config["advertiser_id"], name, calculate_type(self.config), paths
+                )
+                self.config["audience_id"] = str(made.data["custom_audience_id"])
+                return Receipt(
+                    made.request_id,
+                    [*warnings, *made.warnings],
+                    {"audience_id": self.config["audience_id"]},
+                )
+            self.config["audience_id"] = found
+            learnt = {"audience_id": found}
         paths = _upload(self.client, self.config, hashes)
         answer = self.client.update_audience(
             self.config["advertiser_id"], str(self.config["audience_id"]), action, paths
         )
-        return Receipt(answer.request_id, [*warnings, *answer.warnings])
+        return Receipt(answer.request_id, [*warnings, *answer.warnings], learnt)
 
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,108 @@
+"""TikTok customer-file audiences as a :class:`~segflow.activation.platform.Platform`.
+
+Before a destination is stored its token and advertiser are tried by
+reading the audience named by ``audience_id`` (or, for ``audience_name``,
+the advertiser's audiences: one of that name already there is the one used).
+TikTok makes a customer-file audience only from uploaded ids, so a new
+audience is created by the link's first add, and its id stored then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from segflow.activation.identifiers import Capped, Mapping, Skipped
+from segflow.activation.platform import Platform, Prepare
+from segflow.activation.tiktok import normalise
+from segflow.activation.tiktok.client import TikTokClient
+from segflow.activation.tiktok.config import EMAIL, TIKTOK, check_secret
+from segflow.activation.tiktok.sender import (
+    MAX_MEMBERS_PER_REQUEST,
+    TikTokSender,
+    find_audience,
+)
+from segflow.activation.transport import LinkBroken, RequestRejected, Sender, TransientError
+from segflow.config import Settings
+from segflow.errors import InvalidInput
+
+BUSINESS_API = "https://business-api.tiktok.com"
+
+
+class TikTokEncoder:
+    """The codes of the audience's one kind: ``e:`` for an email audience, ``p:`` for phones.
+
+    A member without that kind has no codes, so it is refused with the
+    reason instead of being counted as sent.
+    """
+
+    columns: Sequence[str] = ()
+
+    def __init__(self, config: dict[str, Any], names: Sequence[str], mapping: Mapping) -> None:
+        self.mapping = mapping
+        self.prefix = (
+            normalise.EMAIL_CODE
+            if config.get("id_type", EMAIL) == EMAIL
+            else (normalise.PHONE_CODE)
+        )
+
+    def codes(
+        self, record: dict[str, str | None], key: str, skipped: Skipped, capped: Capped
+    ) -> list[str]:
+        return [
+            c
+            for c in normalise.codes_for(record, self.mapping, skipped)
+            if c.startswith(self.prefix)
+        ]
+
+
+def _url(settings: Settings) -> str:
+    return settings.tiktok_endpoint or BUSINESS_API
+
+
+def _sender(
+    destination: Any, secret: dict[str, Any] | None, settings: Settings, connections: Any = None
+) -> Sender:
+    try:
+        token = check_secret(secret)
+    except InvalidInput as exc:
+        raise LinkBroken(str(exc)) from None
+    return TikTokSender(
+        destination.config, token, _url(settings), timeout=float(settings.sync_timeout)
+    )
+
+
+def preparer(settings: Settings, **_: Any) -> Prepare:
+    def prepare(config: dict[str, Any], secret: dict[str, Any] | None) -> dict[str, Any]:
+        token = check_secret(secret)
+        out = dict(config)
+        try:
+            with TikTokClient(_url(settings), token, timeout=float(settings.sync_timeout)) as c:
+                if out.get("audience_id"):
+                    found = c.get_audiences(out["advertiser_id"], [out["audience_id"]])
+                    if not found:
+                        raise InvalidInput(
+                            f"TikTok has no audience {out['audience_id']} for advertiser "
+                            f"{out['advertiser_id']}"
+                        )
+                else:
+                    existing = find_audience(c, out["advertiser_id"], out["audience_name"])
+                    if existing is not None:
+                        out["audience_id"] = existing
+        except (LinkBroken, RequestRejected, TransientError) as exc:
+            raise InvalidInput(f"the destination was not added: {exc}") from None
+        return out
+
+    return prepare
+
+
+PLATFORM = Platform(
+    kind=TIKTOK,
+    title="TikTok audience",
+    normalisation_version=normalise.NORMALISATION_VERSION,
+    batch_size=MAX_MEMBERS_PER_REQUEST,
+    sends_consent=False,
+    encoder=TikTokEncoder,
+    sender=_sender,
+    preparer=preparer,
+)
