@@ -250,10 +250,10 @@ def test_unknown_advertiser_and_audience_break_the_link(tiktok: FakeTikTok) -> N
         s.close()
 
 
-def test_an_audience_left_under_1000_is_rejected(tiktok: FakeTikTok, audience_id: str) -> None:
+def test_an_audience_left_under_1000_breaks_the_link(tiktok: FakeTikTok, audience_id: str) -> None:
     s = sender(tiktok, audience_id)
     try:
-        with pytest.raises(RequestRejected, match="at least 1000"):
+        with pytest.raises(LinkBroken, match="at least 1000"):
             s.send(INGEST, members(range(10)))
     finally:
         s.close()

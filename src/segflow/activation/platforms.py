@@ -15,12 +15,13 @@ from segflow.activation.google import platform as google
 from segflow.activation.google.client import Connections
 from segflow.activation.meta import platform as meta
 from segflow.activation.platform import Platform
+from segflow.activation.tiktok import platform as tiktok
 from segflow.activation.transport import Sender
 from segflow.config import Settings
 from segflow.errors import InvalidInput
 
 PLATFORMS: dict[str, Platform] = {
-    p.kind: p for p in (google.PLATFORM, meta.PLATFORM, localfile.PLATFORM)
+    p.kind: p for p in (google.PLATFORM, meta.PLATFORM, tiktok.PLATFORM, localfile.PLATFORM)
 }
 
 

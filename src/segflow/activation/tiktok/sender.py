@@ -28,7 +28,7 @@ from typing import Any
 from segflow.activation.tiktok.client import APPEND, REMOVE, TikTokClient
 from segflow.activation.tiktok.config import EMAIL, calculate_type
 from segflow.activation.tiktok.normalise import EMAIL_CODE, PHONE_CODE
-from segflow.activation.transport import INGEST, OutMember, Receipt
+from segflow.activation.transport import INGEST, LinkBroken, OutMember, Receipt, RequestRejected
 from segflow.activation.transport import REMOVE as TRANSPORT_REMOVE
 from segflow.errors import InvalidInput
 
@@ -151,9 +151,16 @@ class TikTokSender:
             self.config["audience_id"] = found
             learnt = {"audience_id": found}
         paths = _upload(self.client, self.config, hashes)
-        answer = self.client.update_audience(
-            self.config["advertiser_id"], str(self.config["audience_id"]), action, paths
-        )
+        try:
+            answer = self.client.update_audience(
+                self.config["advertiser_id"], str(self.config["audience_id"]), action, paths
+            )
+        except RequestRejected as exc:
+            # The file holds only well-formed hashes, so a refused update is
+            # about the audience (TikTok keeps none under 1,000 people) or
+            # its settings; no member can be at fault, and splitting the
+            # batch would only spend requests.
+            raise LinkBroken(f"{exc}; TikTok refused the audience update as a whole") from None
         return Receipt(answer.request_id, [*warnings, *answer.warnings], learnt)
 
     def close(self) -> None:
