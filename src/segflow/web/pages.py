@@ -174,7 +174,7 @@ def dataset_page(name: str) -> HTMLResponse:
 def destinations_page() -> HTMLResponse:
     body = """
 <p id="destinations-empty" hidden>No destinations yet. Add one below: a Google Customer Match list,
-a Meta Custom Audience, or a file that records what would be sent.</p>
+a Meta Custom Audience, a TikTok audience, or a file that records what would be sent.</p>
 <div class="scroll"><table id="destinations"><thead><tr><th>Destination</th><th>Kind</th><th>Settings</th>
 <th>Credentials</th><th>Segments</th><th></th></tr></thead><tbody></tbody></table></div>
 <section><h2>Add a destination</h2>
@@ -182,7 +182,8 @@ a Meta Custom Audience, or a file that records what would be sent.</p>
 <div class="row"><label>Name <input id="d-name" required maxlength="100"></label>
 <label>Kind <select id="d-kind"><option value="file">file (JSON lines)</option>
 <option value="google_ads">google_ads (Customer Match)</option>
-<option value="meta">meta (Custom Audience)</option></select></label></div>
+<option value="meta">meta (Custom Audience)</option>
+<option value="tiktok">tiktok (customer-file audience)</option></select></label></div>
 <div class="row kind-file"><label>Path <input id="d-path" placeholder="/tmp/audience.jsonl"></label></div>
 <div class="row kind-google_ads" hidden>
 <label>Operating account id <input id="d-account" placeholder="123-456-7890"></label>
@@ -226,6 +227,22 @@ a Meta Custom Audience, or a file that records what would be sent.</p>
 <p class="hint kind-meta" hidden>Meta requests carry no consent: members whose records deny
 ad_user_data are not sent. The ad account must have accepted Meta's Custom Audience terms; segflow
 checks them, and the audience, with Meta before the destination is added.</p>
+<div class="row kind-tiktok" hidden>
+<label>Advertiser id <input id="d-tt-advertiser" inputmode="numeric"></label>
+<label>Audience <select id="d-tt-choice"><option value="id">an existing audience id…</option>
+<option value="new">a new audience, made by the first upload…</option></select></label>
+<label>Identifier <select id="d-tt-type"><option value="email" selected>emails</option>
+<option value="phone">phone numbers</option></select></label></div>
+<div class="row kind-tiktok tt-id" hidden>
+<label>Audience id <input id="d-tt-audience" inputmode="numeric"></label></div>
+<div class="row kind-tiktok tt-new" hidden>
+<label>New audience's name <input id="d-tt-name" maxlength="128"></label></div>
+<div class="row kind-tiktok" hidden>
+<label>Access token (write-only)
+<textarea id="d-tt-token" rows="2" placeholder="the advertiser's long-term token; it is never shown again"></textarea></label></div>
+<p class="hint kind-tiktok" hidden>A TikTok audience holds one kind of identifier, and TikTok keeps
+none under 1,000 people. Its requests carry no consent: members whose records deny ad_user_data
+are not sent.</p>
 <p class="hint kind-consent" id="d-consent-hint">Consent, as the people in the list agreed: <b>ad_user_data</b>,
 whether Google may use their data for advertising; <b>ad_personalization</b>, whether it may be used
 for personalised ads. Google requires it for users in the EEA. A google_ads destination needs both

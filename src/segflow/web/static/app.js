@@ -758,11 +758,12 @@ async function datasetPage() {
 
 // ------------------------------------------------------------------ destinations
 
-const KIND_NAMES = { google_ads: "Google Customer Match", meta: "Meta Custom Audience", file: "file (JSON lines)" };
+const KIND_NAMES = { google_ads: "Google Customer Match", meta: "Meta Custom Audience", tiktok: "TikTok audience", file: "file (JSON lines)" };
 const SETTING_NAMES = {
   operating_account_id: "account", login_account_id: "login account", product_destination_id: "list",
   ad_user_data: "ad user data", ad_personalization: "ad personalization", path: "file",
   ad_account_id: "ad account", audience_id: "audience", customer_file_source: "people from",
+  advertiser_id: "advertiser", audience_name: "new audience", id_type: "identifier",
 };
 
 // A destination's settings in words, one a line; consent and terms as sentences.
@@ -811,7 +812,7 @@ async function destinationsPage() {
     }
     const cell = el("span", { class: "actions" });
     const ask = el("button", { type: "button", class: "small remove", onclick: () => cell.replaceChildren(
-      el("span", {}, `Delete ${d.name}? ${d.kind === "google_ads" ? "Its list at Google stays as it is." : d.kind === "meta" ? "Its audience at Meta stays as it is." : ""}`),
+      el("span", {}, `Delete ${d.name}? ${d.kind === "google_ads" ? "Its list at Google stays as it is." : d.kind === "meta" ? "Its audience at Meta stays as it is." : d.kind === "tiktok" ? "Its audience at TikTok stays as it is." : ""}`),
       el("button", { type: "button", class: "small remove", onclick: async () => {
         try {
           await api(`/api/destinations/${d.id}`, { method: "DELETE" });
@@ -828,13 +829,18 @@ async function destinationsPage() {
   const kind = $("d-kind");
   const choice = $("d-list-choice");
   const metaChoice = $("d-meta-choice");
+  const ttChoice = $("d-tt-choice");
   const toggle = () => {
     const google = kind.value === "google_ads";
     const meta = kind.value === "meta";
+    const tiktok = kind.value === "tiktok";
+    for (const row of document.querySelectorAll(".kind-tiktok")) row.hidden = !tiktok;
+    for (const row of document.querySelectorAll(".tt-id")) row.hidden = !tiktok || ttChoice.value !== "id";
+    for (const row of document.querySelectorAll(".tt-new")) row.hidden = !tiktok || ttChoice.value !== "new";
     for (const row of document.querySelectorAll(".kind-file")) row.hidden = kind.value !== "file";
     for (const row of document.querySelectorAll(".kind-google_ads")) row.hidden = !google;
     for (const row of document.querySelectorAll(".kind-meta")) row.hidden = !meta;
-    for (const row of document.querySelectorAll(".kind-consent")) row.hidden = meta;
+    for (const row of document.querySelectorAll(".kind-consent")) row.hidden = meta || tiktok;
     for (const row of document.querySelectorAll(".list-id")) row.hidden = !google || choice.value !== "id";
     for (const row of document.querySelectorAll(".list-new")) row.hidden = !google || choice.value !== "new";
     for (const row of document.querySelectorAll(".meta-id")) row.hidden = !meta || metaChoice.value !== "id";
@@ -843,6 +849,7 @@ async function destinationsPage() {
   kind.addEventListener("change", toggle);
   choice.addEventListener("change", toggle);
   metaChoice.addEventListener("change", toggle);
+  ttChoice.addEventListener("change", toggle);
   toggle();
   const readKey = () => {
     const key = $("d-key").value.trim();
@@ -913,6 +920,16 @@ async function destinationsPage() {
         return;
       }
       body.credentials = { access_token: token };
+    } else if (kind.value === "tiktok") {
+      body.config = { advertiser_id: $("d-tt-advertiser").value.trim(), id_type: $("d-tt-type").value };
+      if (ttChoice.value === "new") body.config.audience_name = $("d-tt-name").value.trim();
+      else body.config.audience_id = $("d-tt-audience").value.trim();
+      const token = $("d-tt-token").value.trim();
+      if (!token) {
+        $("d-error").textContent = "a TikTok destination needs its access token";
+        return;
+      }
+      body.credentials = { access_token: token };
     } else {
       Object.assign(body.config, {
         operating_account_id: $("d-account").value, login_account_id: $("d-login").value || null,
@@ -946,6 +963,7 @@ async function destinationsPage() {
       await api("/api/destinations", { method: "POST", json: body });
       $("d-key").value = "";
       $("d-meta-token").value = "";
+      $("d-tt-token").value = "";
       event.target.reset();
       for (const old of [...choice.options].filter((o) => o.value.startsWith("list:"))) old.remove();
       listStatus.replaceChildren();
