@@ -198,12 +198,18 @@ def _arg(text: str) -> str:
     return text if re.fullmatch(r"[\w.@+-]+", text) else repr(text)
 
 
-def cmd_destinations_credentials(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+def new_credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """The credentials ``destinations credentials`` was given, locally and through a server."""
     if args.token_file and (args.service_account_key or args.oauth_file):
-        raise InvalidInput("--token-file is a meta token; give it alone")
+        raise InvalidInput("--token-file is a meta or tiktok token; give it alone")
     secret = token_secret(args.token_file) if args.token_file else secret_of(args)
     if secret is None:
-        raise InvalidInput(NO_CREDENTIALS + " (meta: --token-file FILE)")
+        raise InvalidInput(NO_CREDENTIALS + " (meta, tiktok: --token-file FILE)")
+    return secret
+
+
+def cmd_destinations_credentials(args: argparse.Namespace, db: Database, settings: Settings) -> int:
+    secret = new_credentials(args)
     updated = destinations.replace_credentials(
         db,
         args.name,

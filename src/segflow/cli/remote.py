@@ -295,9 +295,7 @@ def remote_destinations_lists(args: argparse.Namespace, remote: Remote) -> int:
 
 
 def remote_destinations_credentials(args: argparse.Namespace, remote: Remote) -> int:
-    secret = activation.secret_of(args)
-    if secret is None:
-        raise InvalidInput(activation.NO_CREDENTIALS)
+    secret = activation.new_credentials(args)
     destination = _destination(remote, args.name)
     updated = remote.call(
         "PUT", f"/api/destinations/{destination['id']}/credentials", json={"credentials": secret}
