@@ -134,3 +134,26 @@ def test_what_a_kind_does_not_take_is_refused_by_name(
     assert code == 1 and message in err, err
     code, out, _ = run(capsys, "--db", db_url, "destinations", "list", "--json")
     assert json.loads(out) == []
+
+
+def test_limited_data_use_is_turned_on_later_and_every_member_goes_again(
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fakes: tuple[FakeMeta, FakeTikTok],
+) -> None:
+    meta, _ = fakes
+    audience = meta.add_audience(ACCOUNT)
+    assert run(
+        capsys, "--db", db_url, "destinations", "add", "meta", "fb", "--ad-account-id", ACCOUNT,
+        "--audience-id", audience, "--token-file", token_file(tmp_path, META_TOKEN),
+    )[0] == 0  # fmt: skip
+    code, out, err = run(
+        capsys, "--db", db_url, "destinations", "update", "fb", "--limited-data-use"
+    )
+    assert code == 0, err
+    assert "Limited Data Use" in out
+    code, out, err = run(
+        capsys, "--db", db_url, "destinations", "update", "fb", "--ad-user-data", "granted"
+    )
+    assert code == 1 and "unknown meta setting(s): ad_user_data" in err

@@ -122,6 +122,10 @@ def test_the_first_upload_makes_the_audience_and_its_id_is_kept(
     assert run_sync(db, settings).ok
     assert tiktok.members(audience) == members_as_tiktok_codes(db)
     assert stored_config(db)["audience_id"] == audience
+    # The learnt id is the destination's now: settings can still be checked and changed.
+    destinations.update_destination(db, "tt", {"id_type": "email"}, NOW)
+    with pytest.raises(InvalidInput, match="id_type of destination 'tt' cannot change"):
+        destinations.update_destination(db, "tt", {"id_type": "phone"}, NOW)
     raw = [v for row in rows for v in (row[1], row[2])]
     assert not any(
         any(v.encode() in r.body or v in json.dumps(r.query) for v in raw if v)

@@ -387,7 +387,7 @@ def update_destination(
 #: Settings of a token kind whose change alters what each member is sent as.
 _RESENT_ON_CHANGE = ("limited_data_use", "send_extern_id")
 #: Settings that name where members go: a new audience is a new destination.
-_FIXED = ("ad_account_id", "audience_id", "advertiser_id")
+_FIXED = ("ad_account_id", "audience_id", "advertiser_id", "id_type")
 
 
 def _checked_change(
@@ -404,6 +404,9 @@ def _checked_change(
             f"{', '.join(fixed)} of destination {current.name!r} cannot change: it names where "
             "members go; add a new destination for another audience"
         )
+    if merged.get("audience_id") and merged.get("audience_name"):
+        # A name the first upload turned into an audience: the id is what counts.
+        merged = {k: v for k, v in merged.items() if k != "audience_name"}
     checked: dict[str, Any] = TOKEN_KINDS[current.kind].check_config(merged)
     return checked
 

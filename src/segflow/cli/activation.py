@@ -330,7 +330,14 @@ def cmd_destinations_list(args: argparse.Namespace, db: Database, settings: Sett
 
 def cmd_destinations_update(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     changes: dict[str, Any] = {}
-    for name in ("terms_accepted", "validate_only", "ad_user_data", "ad_personalization"):
+    for name in (
+        "terms_accepted",
+        "validate_only",
+        "ad_user_data",
+        "ad_personalization",
+        "limited_data_use",
+        "send_extern_id",
+    ):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
@@ -764,6 +771,18 @@ def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.Argume
         action=argparse.BooleanOptionalAction,
         default=None,
         help="turning it off sends every member again for real",
+    )
+    du.add_argument(
+        "--limited-data-use",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="meta: Limited Data Use on or off (every member is sent again with it)",
+    )
+    du.add_argument(
+        "--send-extern-id",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="meta: send the dataset key as EXTERN_ID, or not (every member is sent again)",
     )
     for flag, name in (
         ("--ad-user-data", "ad_user_data"),
