@@ -7,7 +7,9 @@ shown in words), and the token never comes back to the page.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +133,34 @@ def test_a_tiktok_destination_is_added_from_the_page(
     assert TT_TOKEN not in page.content()
     stored = destinations.get_destination(db, "tt").config
     assert stored["id_type"] == "phone" and stored["audience_name"] == "Page audience"
+
+
+@pytest.mark.parametrize("kind", ["meta", "tiktok"])
+def test_each_platforms_form_fits_a_phone_and_a_desktop(
+    server: LiveServer, browser: Any, request: pytest.FixtureRequest, kind: str
+) -> None:
+    artifacts = (
+        Path(
+            os.environ.get(
+                "SEGFLOW_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"
+            )
+        )
+        / "screenshots"
+    )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    engine = request.node.callspec.params.get("db_url", "db")
+    for width in (1200, 390):
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        try:
+            _open(page, server)
+            page.select_option("#d-kind", kind)
+            choice = "#d-meta-choice" if kind == "meta" else "#d-tt-choice"
+            page.select_option(choice, "new")
+            scrolled = page.evaluate("document.documentElement.scrollWidth")
+            assert scrolled <= width, f"the {kind} form is {scrolled} px wide at {width} px"
+            page.screenshot(
+                path=str(artifacts / f"destinations-{kind}-{width}px-{engine}.png"), full_page=True
+            )
+        finally:
+            context.close()
