@@ -40,6 +40,7 @@ def _sender(
 
 PLATFORM = Platform(
     kind=FILE,
+    name="the file",
     title="local file",
     normalisation_version=ids.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,

@@ -64,6 +64,8 @@ Prepare = Callable[[dict[str, Any], dict[str, Any] | None], dict[str, Any]]
 @dataclass(frozen=True)
 class Platform:
     kind: str
+    #: Who answers, in messages: "Google", "Meta".
+    name: str
     #: What the pages and messages call it: "Google Customer Match".
     title: str
     #: Stored beside every code sent, so a change to the rules can re-send.

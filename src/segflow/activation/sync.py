@@ -159,6 +159,8 @@ class _Split:
     """How far splitting one batch on refusals that name nothing may go."""
 
     cap: int
+    #: Who refused, for the messages: "Google", "Meta"...
+    platform: str = "Google"
     spent: int = 0
     whole: str | None = None
     halves: list[str] = field(default_factory=list)
@@ -167,7 +169,7 @@ class _Split:
     def spend(self, size: int) -> None:
         if self.spent >= self.cap:
             raise LinkBroken(
-                f"Google refused parts of a batch of {size} members without naming which, "
+                f"{self.platform} refused parts of a batch of {size} members without naming which, "
                 f"{self.spent} requests in (the bound for this batch): {self.last}"
             )
         self.spent += 1
@@ -184,7 +186,9 @@ class _Split:
             if len(self.halves) == 2 and self.halves[0] == self.halves[1] == self.whole:
                 # Both halves of the first split refused as the whole was:
                 # the answer is about the request, whichever members it carries.
-                raise LinkBroken(f"Google refused the request whatever members it held: {reason}")
+                raise LinkBroken(
+                    f"{self.platform} refused the request whatever members it held: {reason}"
+                )
 
 
 def request_cap(members: int) -> int:
@@ -698,7 +702,7 @@ class _LinkRun:
     def _deliver(self, sender: Sender, batch: _Batch, *, replaced: bool = False) -> None:
         """Send one batch, handling refusals by what they name (bounds: module docstring)."""
         members = batch.members
-        split = _Split(request_cap(len(members)))
+        split = _Split(request_cap(len(members)), self.platform.name)
         # (part, splits deep); breadth-first, so both halves of the first
         # split are tried before either is split again.
         queue: deque[tuple[list[OutMember], int]] = deque([(members, 0)])
@@ -802,7 +806,8 @@ class _LinkRun:
             with self.db.write() as conn:
                 self._log(conn, INGEST, 1, "rejected", started, error=str(exc))
             raise LinkBroken(
-                "Google refused the request whatever members it held (a member it had "
+                f"{self.platform.name} refused the request whatever members it held "
+                "(a member it had "
                 f"taken before was refused alone too): {exc}"
             ) from None
         except (TransientError, LinkBroken) as exc:

@@ -43,6 +43,7 @@ def _sender(
 
 PLATFORM = Platform(
     kind=GOOGLE_ADS,
+    name="Google",
     title="Google Customer Match",
     normalisation_version=ids.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,

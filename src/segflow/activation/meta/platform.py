@@ -48,6 +48,7 @@ def _sender(
 
 PLATFORM = Platform(
     kind=META,
+    name="Meta",
     title="Meta Custom Audience",
     normalisation_version=normalise.NORMALISATION_VERSION,
     batch_size=MAX_ROWS,

@@ -98,6 +98,7 @@ def preparer(settings: Settings, **_: Any) -> Prepare:
 
 PLATFORM = Platform(
     kind=TIKTOK,
+    name="TikTok",
     title="TikTok audience",
     normalisation_version=normalise.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,
