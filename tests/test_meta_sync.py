@@ -338,3 +338,87 @@ def test_the_platform_registry_knows_every_kind() -> None:
     assert set(platforms.PLATFORMS) == set(destinations.KINDS)
     with pytest.raises(InvalidInput, match="unknown destination kind"):
         platforms.platform_for("snapchat")
+
+
+def test_a_member_who_withdraws_consent_leaves_the_audience(
+    db: Database, meta: FakeMeta, settings: Settings
+) -> None:
+    import io
+
+    from segflow import engine, ingest
+    from tests.sync_helpers import csv_bytes
+
+    header = ("id", "email", "lifetime_spend", "ad_personalization")
+
+    def load(rows: list[tuple[str, ...]], minute: int) -> None:
+        when = NOW + dt.timedelta(minutes=minute)
+        ingest.import_csv(
+            db,
+            io.BytesIO(csv_bytes(rows, header)),
+            ingest.ImportOptions(dataset="customers", key="id"),
+            source="c.csv",
+            now=when,
+        )
+        engine.tick(db, when)
+
+    load([("1", "a@x.co", "500", "granted"), ("2", "b@x.co", "500", "yes")], 0)
+    segments.create_segment(
+        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    added = add_meta(db, settings)
+    audience = added.config["audience_id"]
+    links.link(db, "big spenders", "fb", NOW)
+    assert run_sync(db, settings).ok
+    assert meta.hashes(audience, "EMAIL") == {sha("a@x.co"), sha("b@x.co")}
+    # Person 2 withdraws: still in the segment, but gone from Meta's audience.
+    load([("1", "a@x.co", "500", "granted"), ("2", "b@x.co", "500", "withdrawn")], 1)
+    report = run_sync(db, settings)
+    assert report.ok, report.outcomes
+    assert meta.hashes(audience, "EMAIL") == {sha("a@x.co")}
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(link_members.c.have, link_members.c.pending, link_members.c.rejected).where(
+                link_members.c.rejected.is_not(None)
+            )
+        ).all()
+    assert len(rows) == 1 and rows[0].have == 0 and rows[0].pending == 0
+    # Granted again, the person comes back.
+    load([("1", "a@x.co", "500", "granted"), ("2", "b@x.co", "500", "granted")], 2)
+    assert run_sync(db, settings).ok
+    assert meta.hashes(audience, "EMAIL") == {sha("a@x.co"), sha("b@x.co")}
+
+
+def test_short_batches_and_full_ones_mix_in_one_pass(
+    db: Database, meta: FakeMeta, settings: Settings
+) -> None:
+    rows = customers(300)
+    # A member with no usable identifier makes its batch one short.
+    rows[3] = rows[3][:1] + ("", "") + rows[3][3:]
+    added = link_segment(db, settings, rows)
+    small = Settings(**{**settings.__dict__, "sync_batch": 10})
+    report = run_sync(db, small)
+    assert report.ok, report.outcomes
+    assert meta.hashes(added.config["audience_id"], "EMAIL") == wanted_emails(db)
+    sessions = [json.loads(r.params["session"]) for r in meta.requests("POST", "/users")]
+    assert len({s["session_id"] for s in sessions}) == len(sessions) > 2
+
+
+def test_a_token_meta_repeats_in_its_message_is_masked() -> None:
+    from facebook_business.exceptions import FacebookRequestError
+
+    from segflow.activation.meta import client
+
+    token = "EAABsecretTOKENxyz1234567890"
+    body = {"error": {"message": f"Malformed access token {token[:20]}", "code": 190}}
+    error = FacebookRequestError("x", {}, 400, {}, json.dumps(body))
+    refused = client.classify(error, token)
+    assert isinstance(refused, transport.LinkBroken)
+    assert token[:12] not in str(refused) and "[access token]" in str(refused)
+
+
+def test_a_token_no_platform_issues_is_refused_before_any_request(
+    db: Database, meta: FakeMeta, settings: Settings
+) -> None:
+    with pytest.raises(InvalidInput, match="printable ASCII"):
+        add_meta(db, settings, token="tök€n-abc")
+    assert meta.request_count == 0

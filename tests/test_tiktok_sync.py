@@ -27,7 +27,7 @@ from segflow.activation.tiktok import platform as tiktok_platform
 from segflow.config import Settings
 from segflow.db import Database
 from segflow.db.schema import link_members, sync_log
-from segflow.errors import InvalidInput
+from segflow.errors import Conflict, InvalidInput
 from tests.sync_helpers import (
     HIGH_SPEND,
     LIST_ID,
@@ -162,11 +162,25 @@ def test_an_existing_audience_is_checked_when_added(
     assert [d.name for d in destinations.list_destinations(db)] == ["tt"]
 
 
-def test_a_name_tiktok_already_has_is_that_audience(
+def test_a_name_tiktok_already_has_is_refused_with_the_id_to_use(
     db: Database, tiktok: FakeTikTok, settings: Settings
 ) -> None:
     audience = tiktok.add_audience(ADVERTISER, name="Big spenders")
-    assert add_tiktok(db, settings).config["audience_id"] == audience
+    with pytest.raises(InvalidInput, match=f"give audience_id {audience}"):
+        add_tiktok(db, settings)
+    assert destinations.list_destinations(db) == []
+
+
+def test_two_destinations_never_write_one_audience(
+    db: Database, tiktok: FakeTikTok, settings: Settings
+) -> None:
+    add_tiktok(db, settings)
+    with pytest.raises(Conflict, match="destination 'tt' already writes to"):
+        add_tiktok(db, settings, name="tt2")
+    audience = tiktok.add_audience(ADVERTISER, name="Other")
+    add_tiktok(db, settings, name="tt3", audience_id=audience)
+    with pytest.raises(Conflict, match="destination 'tt3' already writes to"):
+        add_tiktok(db, settings, name="tt4", audience_id=audience)
 
 
 def test_a_revoked_token_pauses_the_link_without_showing_it(
@@ -215,7 +229,7 @@ def test_a_phone_audience_refuses_members_without_a_phone_and_says_why(
         )
     wanted = len(segments.list_members(db, "big spenders", limit=1000)[0])
     assert len(reasons) == wanted - len(tiktok.members(audience))
-    assert all("no usable identifier" in r for r in reasons)
+    assert set(reasons) == {"no valid phone number: this TikTok audience holds phone numbers only"}
 
 
 def test_an_audience_tiktok_would_shrink_under_its_minimum_pauses_the_link(

@@ -121,11 +121,13 @@ def record_changes(conn: Connection, diff: sa.TableClause, segment_ids: list[int
 
 
 def refresh_changed(conn: Connection, rec: sa.TableClause, since: dict[int, int], hi: int) -> None:
-    """Members held by a destination whose record changed become due again.
+    """Members held by a destination, or refused by it, whose record changed become due again.
 
     The sync pass recomputes their identifiers: unchanged ones settle without
-    a request, changed ones are replaced (old removed, new added). ``since``
-    maps segment id to its watermark before this tick.
+    a request, changed ones are replaced (old removed, new added); a refused
+    member is tried again, since its record may now be sendable (an email
+    added, consent given again). ``since`` maps segment id to its watermark
+    before this tick.
     """
     lm = link_members
     rows = conn.execute(
@@ -138,7 +140,7 @@ def refresh_changed(conn: Connection, rec: sa.TableClause, since: dict[int, int]
             .where(
                 lm.c.link_id == link_id,
                 lm.c.want == 1,
-                lm.c.have == 1,
+                sa.or_(lm.c.have == 1, lm.c.rejected.is_not(None)),
                 lm.c.pending == 0,
                 lm.c.rid.in_(changed),
             )

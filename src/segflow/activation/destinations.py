@@ -291,6 +291,8 @@ def add_destination(
         rules = TOKEN_KINDS[kind]
         clean = rules.check_config(config)
         token = rules.check_secret(secret)
+        with db.read() as conn:
+            _check_audience_free(conn, kind, clean)
         if prepare is not None:
             with db.read() as conn:
                 _check_name_free(conn, name)
@@ -310,6 +312,8 @@ def add_destination(
         stored = cipher.encrypt(json.dumps(secret))
     with db.write() as conn:
         _check_name_free(conn, name)
+        if kind in TOKEN_KINDS:
+            _check_audience_free(conn, kind, clean)
         new_id = conn.execute(
             sa.insert(destinations)
             .values(
@@ -325,6 +329,43 @@ def add_destination(
         ).scalar_one()
         row = conn.execute(sa.select(destinations).where(destinations.c.id == new_id)).one()
     return destination_from_row(row)
+
+
+#: The settings that say which account's audience a token kind writes to.
+_AUDIENCE_KEYS = ("ad_account_id", "advertiser_id", "audience_id", "audience_name")
+
+
+def _check_audience_free(conn: Connection, kind: str, config: dict[str, Any]) -> None:
+    """One destination an audience: two would undo each other's removes."""
+    # Every workspace's: two teams writing one audience undo each other too.
+    rows = conn.execute(
+        sa.select(destinations.c.name, destinations.c.config, destinations.c.workspace_id).where(
+            destinations.c.kind == kind
+        )
+    ).all()
+    mine = workspace_of(conn)
+    account = config.get("ad_account_id") or config.get("advertiser_id")
+    for row in rows:
+        other = dict(row.config)
+        if (other.get("ad_account_id") or other.get("advertiser_id")) != account:
+            continue
+        same_id = config.get("audience_id") and other.get("audience_id") == config["audience_id"]
+        same_name = (
+            config.get("audience_name")
+            and not other.get("audience_id")
+            and other.get("audience_name") == config["audience_name"]
+        )
+        if same_id or same_name:
+            # Another workspace's names are not this one's to see.
+            who = (
+                f"destination {row.name!r}"
+                if row.workspace_id == mine
+                else ("a destination of another workspace")
+            )
+            raise Conflict(
+                f"{who} already writes to this {kind} audience; "
+                "link its segment there, or add a destination for another audience"
+            )
 
 
 def _check_name_free(conn: Connection, name: str) -> None:
@@ -397,17 +438,22 @@ def _checked_change(
         return _google_ads_config(merged)
     if current.kind == FILE:
         return _file_config(merged)
-    fixed = [k for k in _FIXED if k in changes and str(changes[k]) != str(current.config.get(k))]
-    fixed += [k for k in ("audience_name", "customer_file_source") if k in changes]
-    if fixed:
-        raise InvalidInput(
-            f"{', '.join(fixed)} of destination {current.name!r} cannot change: it names where "
-            "members go; add a new destination for another audience"
-        )
+    named = [
+        k
+        for k in ("audience_name", "customer_file_source")
+        if k in changes and str(changes[k]).strip() != str(current.config.get(k, ""))
+    ]
     if merged.get("audience_id") and merged.get("audience_name"):
         # A name the first upload turned into an audience: the id is what counts.
         merged = {k: v for k, v in merged.items() if k != "audience_name"}
     checked: dict[str, Any] = TOKEN_KINDS[current.kind].check_config(merged)
+    # Compared as checked: "act_123" is the stored "123".
+    fixed = [k for k in _FIXED if k in changes and checked.get(k) != current.config.get(k)]
+    if fixed or named:
+        raise InvalidInput(
+            f"{', '.join(fixed + named)} of destination {current.name!r} cannot change: it names "
+            "where members go; add a new destination for another audience"
+        )
     return checked
 
 

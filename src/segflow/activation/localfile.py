@@ -44,6 +44,7 @@ PLATFORM = Platform(
     title="local file",
     normalisation_version=ids.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,
+    requests_per_send=1,
     sends_consent=True,
     encoder=GoogleEncoder,
     sender=_sender,

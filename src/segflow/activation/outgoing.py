@@ -40,6 +40,10 @@ class AddPlan:
     sent: list[dict[str, Any]] = field(default_factory=list)
     #: Members refused before any request, keyed r, reason.
     refused: list[dict[str, Any]] = field(default_factory=list)
+    #: Members whose consent was withdrawn while the list may hold them: their
+    #: sets (keyed g, as JSON) become stale, removed first, and they are
+    #: refused once that remove is answered. Keyed r, g, reason.
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
     #: Record ids whose identifiers did not change: no longer pending.
     settled: list[int] = field(default_factory=list)
     #: Members past Google's limit of identifiers, and how many were left out.
@@ -89,8 +93,9 @@ def plan_adds(
     and ``stale``; a member acknowledged at or after ``recent`` whose
     identifiers are unchanged is settled. ``encoder`` is the destination's
     normaliser. Without ``sends_consent`` (a platform whose requests carry
-    no consent) a member whose record denies ``ad_user_data`` is refused:
-    only Google is told a member's choice, so elsewhere it is never sent.
+    no consent) a member whose record denies ``ad_user_data`` or
+    ``ad_personalization`` is refused: only Google is told a member's choice,
+    so elsewhere it is never sent, and what the list may hold of it is removed.
     """
     plan = AddPlan()
     # Without consent columns every member takes the destination's consent.
@@ -116,12 +121,23 @@ def plan_adds(
                 consent_value(record.get(mapping.consent_ad_personalization or "")),
             )
             consent_key = consent_text(consent)
-            if not sends_consent and consent[0] == DENIED:
-                plan.refused.append({"r": rid, "reason": DENIED_REASON})
+            if not sends_consent and DENIED in consent:
+                held: list[list[str]] = json.loads(item.stale) if item.stale else []
+                if item.sent and json.loads(item.sent) not in held:
+                    held.append(json.loads(item.sent))
+                if held:
+                    plan.stale.extend(OutMember(rid, tuple(g)) for g in held)
+                    plan.withdrawn.append(
+                        {"r": rid, "g": json.dumps(held), "reason": DENIED_REASON}
+                    )
+                else:
+                    plan.refused.append({"r": rid, "reason": DENIED_REASON})
                 continue
         codes = encoder.codes(record, row.key, skipped, plan.capped)
         if not codes:
-            plan.refused.append({"r": rid, "reason": no_identifier_reason(mapping, skipped)})
+            # An encoder that sends one kind only says so (a TikTok phone audience).
+            reason = getattr(encoder, "missing", None) or no_identifier_reason(mapping, skipped)
+            plan.refused.append({"r": rid, "reason": reason})
             continue
         old = json.loads(item.sent) if item.sent else None
         if (
@@ -158,8 +174,8 @@ def plan_adds(
 
 _NO_RECORD_CONSENT = "-|-"
 DENIED_REASON = (
-    "the record denies consent to the use of its data for advertising (ad_user_data), "
-    "and this platform cannot be told: it is not sent"
+    "the record denies consent to advertising use of its data (ad_user_data or "
+    "ad_personalization), and this platform cannot be told: it is not sent"
 )
 
 

@@ -72,6 +72,9 @@ class Platform:
     normalisation_version: int
     #: The platform's limit of members in one request.
     batch_size: int
+    #: HTTP requests one batch may take at most (TikTok: list, upload, create
+    #: or update), each within the sync timeout: the lease covers them all.
+    requests_per_send: int
     #: True when each request carries the members' consent (Google). Elsewhere
     #: a member whose record denies consent to ad use is never sent.
     sends_consent: bool

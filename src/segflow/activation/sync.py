@@ -349,6 +349,12 @@ class _LinkRun:
         self.outcome = LinkOutcome(claim.link)
         self.project: str | None = None
         self.platform = platform_for(claim.destination.kind)
+        # Long enough for one batch's every request at the platform, each within
+        # the timeout (a chosen SEGFLOW_SYNC_LEASE stands).
+        self.lease_seconds = settings.sync_lease or max(
+            settings.lease_seconds,
+            settings.sync_timeout * (self.platform.requests_per_send + 1) + 30,
+        )
 
     def run(self) -> LinkOutcome:
         sender: Sender | None = None
@@ -391,7 +397,7 @@ class _LinkRun:
         renewed = conn.execute(
             sa.update(links)
             .where(links.c.id == self.link_id, links.c.lease_owner == self.owner)
-            .values(lease_until=now + dt.timedelta(seconds=self.settings.lease_seconds))
+            .values(lease_until=now + dt.timedelta(seconds=self.lease_seconds))
         )
         if renewed.rowcount != 1:
             raise _LeaseLost
@@ -564,6 +570,18 @@ class _LinkRun:
                     (m.rid, json.loads(old[m.rid]) if m.rid in old else None, m.codes)
                     for m in plan.members
                 ],
+            )
+        if plan.withdrawn:
+            # Still pending: refused for good once the remove of what the list
+            # may hold is answered (the next look at them finds nothing held).
+            held.forget_sent(conn, self.link_id, [w["r"] for w in plan.withdrawn])
+            conn.execute(
+                sa.update(lm)
+                .where(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
+                .values(
+                    sent=None, stale=sa.bindparam("g"), have=0, rejected=sa.bindparam("reason")
+                ),
+                plan.withdrawn,
             )
         stale = plan.stale
         if stale:
@@ -901,17 +919,32 @@ class _LinkRun:
             conn.execute(
                 sa.update(links).where(links.c.id == self.link_id).values(last_success_at=now)
             )
-            learnt: dict[str, str] = getattr(request_id, "settings", {})
+            learnt: dict[str, Any] = getattr(request_id, "settings", {})
             if learnt:
-                # With the answer that made them known: an audience created
-                # by this request is the one every later request writes to.
-                config = {**self.claim.destination.config, **learnt}
-                conn.execute(
-                    sa.update(destinations)
-                    .where(destinations.c.id == self.claim.destination.id)
-                    .values(config=config)
-                )
-                self.claim.destination = dataclasses.replace(self.claim.destination, config=config)
+                self._store_learnt(conn, learnt, now)
+
+    def _store_learnt(self, conn: Connection, learnt: dict[str, Any], now: dt.datetime) -> None:
+        """Settings a request made known (an audience it created), with its answer.
+
+        The row is read again, locked, and only these keys change: a person
+        may have changed other settings, or the credentials, while the
+        request was out.
+        """
+        query = sa.select(destinations.c.config).where(
+            destinations.c.id == self.claim.destination.id
+        )
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        current = conn.execute(query).scalar()
+        if current is None:
+            return
+        config = {**dict(current), **learnt}
+        conn.execute(
+            sa.update(destinations)
+            .where(destinations.c.id == self.claim.destination.id)
+            .values(config=config, updated_at=now)
+        )
+        self.claim.destination = dataclasses.replace(self.claim.destination, config=config)
 
     def _rejected(
         self,

@@ -21,9 +21,15 @@ def check_token(secret: dict[str, Any] | None, kind: str, what: str) -> str:
         )
     if secret is not None and set(secret) - {"access_token"}:
         raise InvalidInput(f"{kind} credentials take only access_token")
-    if any(c.isspace() for c in token.strip()) or len(token) > 4096:
-        raise InvalidInput(f"the access token is not one {kind} issues (white space or too long)")
-    return token.strip()
+    token = token.strip()
+    if not all("!" <= c <= "~" for c in token) or len(token) > 4096:
+        # Platforms issue printable ASCII; anything else cannot travel in a
+        # header or URL, and would fail every request.
+        raise InvalidInput(
+            f"the access token is not one {kind} issues (only printable ASCII without spaces, "
+            "at most 4,096 characters)"
+        )
+    return token
 
 
 def describe_token(token: str) -> dict[str, str]:

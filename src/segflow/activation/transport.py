@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 INGEST = "ingest"
 REMOVE = "remove"
@@ -88,13 +88,13 @@ class Receipt(str):
     """
 
     warnings: tuple[str, ...]
-    settings: dict[str, str]
+    settings: dict[str, Any]
 
     def __new__(
         cls,
         request_id: str,
         warnings: Sequence[str] = (),
-        settings: Mapping[str, str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> Receipt:
         made = super().__new__(cls, request_id)
         made.warnings = tuple(warnings)

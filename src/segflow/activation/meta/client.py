@@ -6,16 +6,17 @@ token, against Meta (``https://graph.facebook.com``) or a local stand-in
 :func:`call` makes one request and turns every failure into the kinds of
 :mod:`segflow.activation.transport`:
 
-* code 190 (the token is invalid, expired or revoked), 10 and 200-299
-  (permissions), 100 with subcode 33 (the account or audience does not exist
-  or the token may not see it) and 368 (blocked for policy): the link pauses
-  with Meta's message;
+* code 190 (the token is invalid, expired or revoked), 104 (no token), 10
+  and 200-299 (permissions), 100 with subcode 33 (the account or audience
+  does not exist or the token may not see it), 368 (blocked for policy) and
+  2663 / 2655 (the Custom Audience terms not accepted): the link pauses with
+  Meta's message;
 * codes 4, 17, 32, 613 and 80000-80014 (rate limits, the Custom Audience
   business use case's 80003 among them): try again when Meta says access
   returns (``estimated_time_to_regain_access`` in the
   ``X-Business-Use-Case-Usage`` header, minutes), else in five minutes;
-* codes 1, 2 and answers Meta marks ``is_transient``, HTTP 5xx, timeouts
-  and lost connections: try again later;
+* codes 1, 2 and answers Meta marks ``is_transient``, HTTP 5xx, an answer
+  that is not Graph's JSON, timeouts and lost connections: try again later;
 * anything else about the request (code 100, invalid parameters): refused.
 
 Meta answers a request line it cannot read (about 16 KiB, SDK issues #717
@@ -45,7 +46,9 @@ from segflow.config import Settings
 
 GRAPH_URL = "https://graph.facebook.com"
 
-_PAUSING_CODES = frozenset({190, 10, 102, 368})
+#: 190 token, 10 and 200-299 permissions, 102 session, 104 no token, 368
+#: blocked for policy, 2663 and 2655 the Custom Audience terms not accepted.
+_PAUSING_CODES = frozenset({190, 10, 102, 104, 368, 2655, 2663})
 _RATE_CODES = frozenset({4, 17, 32, 613, *range(80000, 80015)})
 _TRANSIENT_CODES = frozenset({1, 2})
 #: When a rate limit says nothing of when it lifts.
@@ -70,7 +73,7 @@ def call(
         else:
             response = api.call(method, path, params=dict(params or {}))
     except FacebookRequestError as exc:
-        raise classify(exc) from None
+        raise classify(exc, api._session.access_token) from None
     except requests.Timeout:
         raise TransientError("Meta did not answer in time") from None
     except requests.RequestException as exc:
@@ -126,8 +129,12 @@ def regain_seconds(headers: Mapping[str, str] | None) -> float | None:
     return max(waits) * 60 if waits else None
 
 
-def describe(exc: FacebookRequestError) -> str:
-    """Meta's message with its codes, and nothing of the request."""
+def describe(exc: FacebookRequestError, token: str | None = None) -> str:
+    """Meta's message with its codes, and nothing of the request or of ``token``.
+
+    Graph repeats a token it cannot read in its message ("Malformed access
+    token EAAB..."): the token is masked wherever it appears.
+    """
     code, subcode = exc.api_error_code(), exc.api_error_subcode()
     message = exc.api_error_message() or f"HTTP {exc.http_status()}"
     body = exc.body()
@@ -136,18 +143,34 @@ def describe(exc: FacebookRequestError) -> str:
         if user_message and user_message not in message:
             message = f"{message} ({user_message})"
     codes = f"code {code}" + (f", subcode {subcode}" if subcode else "") if code else ""
-    return f"Meta: {message}" + (f" [{codes}]" if codes else "")
+    text = f"Meta: {message}" + (f" [{codes}]" if codes else "")
+    return mask(text, token)
 
 
-def classify(exc: FacebookRequestError) -> Exception:
+def mask(text: str, token: str | None) -> str:
+    """``text`` without the token, or any long run of it (Graph may cut it short)."""
+    if not token:
+        return text
+    text = text.replace(token, "[access token]")
+    # A token cut short, or one Graph quoted in part: any 12 of its characters.
+    for start in range(0, max(len(token) - 11, 0)):
+        piece = token[start : start + 12]
+        if piece in text:
+            text = text.replace(piece, "[access token]")
+    return text
+
+
+def classify(exc: FacebookRequestError, token: str | None = None) -> Exception:
     """The transport error for one of Meta's refusals (see the module docstring)."""
     code = exc.api_error_code()
     subcode = exc.api_error_subcode()
-    text = describe(exc)
+    text = describe(exc, token)
     status = exc.http_status() or 0
     if code is None:
-        if status >= 500 or status in (0, 408, 429):
-            return TransientError(f"Meta answered HTTP {status}")
+        # The SDK answers a page that is not Graph's JSON (Meta sends a
+        # "Service Unavailable" page with 200 at times) as a failure too.
+        if status >= 500 or status in (0, 200, 408, 429):
+            return TransientError(f"Meta answered HTTP {status} without Graph's JSON")
         return RequestRejected(f"Meta answered HTTP {status} without an error it explains")
     if code in _RATE_CODES:
         wait = regain_seconds(exc.http_headers()) or DEFAULT_RATE_WAIT

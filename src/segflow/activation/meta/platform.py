@@ -52,6 +52,7 @@ PLATFORM = Platform(
     title="Meta Custom Audience",
     normalisation_version=normalise.NORMALISATION_VERSION,
     batch_size=MAX_ROWS,
+    requests_per_send=2,
     sends_consent=False,
     encoder=MetaEncoder,
     sender=_sender,

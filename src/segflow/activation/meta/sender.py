@@ -51,7 +51,9 @@ class MetaSender:
         self.batch_size = min(settings.sync_batch, MAX_ROWS)
         self.api = api if api is not None else client.connect(token, settings)
         self._terms_checked = False
-        self._sessions: dict[str, list[int]] = {}
+        #: Destination settings this sender learnt (the terms accepted since).
+        self.learnt: dict[str, Any] = {}
+        self._terms_were = bool(config.get("terms_accepted", False))
 
     def _check_terms(self) -> None:
         if self._terms_checked:
@@ -63,15 +65,17 @@ class MetaSender:
                 f"{terms_url(self.account_id)}, then resume the link"
             )
         self._terms_checked = True
+        if not self._terms_were:
+            self.learnt["terms_accepted"] = True
 
-    def _session(self, operation: str, size: int) -> dict[str, Any]:
-        session = self._sessions.setdefault(operation, [secrets.randbits(62) + 1, 0])
-        session[1] += 1
-        return {
-            "session_id": session[0],
-            "batch_seq": session[1],
-            "last_batch_flag": size < self.batch_size,
-        }
+    @staticmethod
+    def _session() -> dict[str, Any]:
+        # Each request is a session of one batch. A pass cannot know which of
+        # its batches is the last (more members may become due while it runs),
+        # and Meta refuses any batch after one flagged last: a session spanning
+        # batches would turn every short batch (a retried rest, a probe, a
+        # replaced set) into a refusal of the next.
+        return {"session_id": secrets.randbits(62) + 1, "batch_seq": 1, "last_batch_flag": True}
 
     def send(self, operation: str, members: Sequence[OutMember]) -> str:
         if not members:
@@ -86,16 +90,16 @@ class MetaSender:
             payload["data_processing_options"] = ["LDU"]
             payload["data_processing_options_country"] = 0
             payload["data_processing_options_state"] = 0
-        session = self._session(operation, len(members))
+        session = self._session()
         method = "POST" if operation == INGEST else "DELETE"
         answer = client.call(
             self.api, method, (self.audience_id, "users"), {"payload": payload, "session": session}
         )
         received = answer.get("num_received")
         counted = f": received {received:,}" if isinstance(received, int) else ""
+        learnt, self.learnt = self.learnt, {}
         return Receipt(
-            f"session {session['session_id']} batch {session['batch_seq']}{counted}",
-            answer_warnings(answer, len(rows)),
+            f"session {session['session_id']}{counted}", answer_warnings(answer, len(rows)), learnt
         )
 
     def close(self) -> None:

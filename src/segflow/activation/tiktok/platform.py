@@ -2,7 +2,8 @@
 
 Before a destination is stored its token and advertiser are tried by
 reading the audience named by ``audience_id`` (or, for ``audience_name``,
-the advertiser's audiences: one of that name already there is the one used).
+the advertiser's audiences: a name already there is refused, since adopting
+that audience would mix its people with the segment's).
 TikTok makes a customer-file audience only from uploaded ids, so a new
 audience is created by the link's first add, and its id stored then.
 """
@@ -40,11 +41,11 @@ class TikTokEncoder:
 
     def __init__(self, config: dict[str, Any], names: Sequence[str], mapping: Mapping) -> None:
         self.mapping = mapping
-        self.prefix = (
-            normalise.EMAIL_CODE
-            if config.get("id_type", EMAIL) == EMAIL
-            else (normalise.PHONE_CODE)
-        )
+        email = config.get("id_type", EMAIL) == EMAIL
+        self.prefix = normalise.EMAIL_CODE if email else normalise.PHONE_CODE
+        kind = "email" if email else "phone number"
+        #: Why a member has no codes, when its record has none of this kind.
+        self.missing = f"no valid {kind}: this TikTok audience holds {kind}s only"
 
     def codes(
         self, record: dict[str, str | None], key: str, skipped: Skipped, capped: Capped
@@ -88,7 +89,13 @@ def preparer(settings: Settings, **_: Any) -> Prepare:
                 else:
                     existing = find_audience(c, out["advertiser_id"], out["audience_name"])
                     if existing is not None:
-                        out["audience_id"] = existing
+                        # Adopting it could mix its people with the segment's,
+                        # and two destinations named alike would share it.
+                        raise InvalidInput(
+                            f"advertiser {out['advertiser_id']} already has an audience named "
+                            f"{out['audience_name']!r} (id {existing}): give audience_id "
+                            f"{existing} to keep that one in sync, or choose another name"
+                        )
         except (LinkBroken, RequestRejected, TransientError) as exc:
             raise InvalidInput(f"the destination was not added: {exc}") from None
         return out
@@ -102,6 +109,7 @@ PLATFORM = Platform(
     title="TikTok audience",
     normalisation_version=normalise.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,
+    requests_per_send=4,
     sends_consent=False,
     encoder=TikTokEncoder,
     sender=_sender,

@@ -79,18 +79,23 @@ def _kind_name(config: dict[str, Any]) -> str:
     return "email" if config.get("id_type", EMAIL) == EMAIL else "phone number"
 
 
-def find_audience(client: TikTokClient, advertiser_id: str, name: str) -> str | None:
-    """The id of the advertiser's audience named ``name``, when one exists.
+def find_audience(
+    client: TikTokClient, advertiser_id: str, name: str, kind: str | None = None
+) -> str | None:
+    """The id of the advertiser's audience named ``name`` (of ``kind``), when one exists.
 
     A destination made with a name creates its audience with its first add;
     were that answer lost, the audience exists at TikTok with the name, and
-    is found here instead of made twice.
+    is found here instead of made twice. (Adding a destination refuses a
+    name the advertiser already has, so one found later is the one made.)
     """
     page = 1
     while True:
         answer = client.list_audiences(advertiser_id, page=page)
         for audience in answer.get("list") or []:
-            if isinstance(audience, dict) and audience.get("name") == name:
+            if not isinstance(audience, dict) or audience.get("name") != name:
+                continue
+            if kind is None or audience.get("calculate_type") in (None, kind):
                 return str(audience["audience_id"])
         info = answer.get("page_info") or {}
         if page >= int(info.get("total_page") or 0):
@@ -112,6 +117,16 @@ class TikTokSender:
         self.client = TikTokClient(base_url, access_token, timeout=timeout)
 
     def send(self, operation: str, members: Sequence[OutMember]) -> str:
+        try:
+            return self._send(operation, members)
+        except RequestRejected as exc:
+            # The files hold only well-formed hashes, so a refusal is about the
+            # audience (TikTok keeps none under 1,000 people), the account or
+            # the settings: no member can be at fault, and splitting the batch
+            # to find one would only spend requests.
+            raise LinkBroken(f"{exc}; TikTok refused the request as a whole") from None
+
+    def _send(self, operation: str, members: Sequence[OutMember]) -> str:
         action = _ACTIONS.get(operation)
         if action is None:
             raise ValueError(f"unknown operation {operation!r}")
@@ -133,7 +148,9 @@ class TikTokSender:
         learnt: dict[str, str] = {}
         if not self.config.get("audience_id"):
             name = str(self.config["audience_name"])
-            found = find_audience(self.client, str(self.config["advertiser_id"]), name)
+            found = find_audience(
+                self.client, str(self.config["advertiser_id"]), name, calculate_type(self.config)
+            )
             if found is None and action == REMOVE:
                 # No audience yet, so nobody to remove.
                 return Receipt(f"local-{uuid.uuid4().hex}", warnings)
@@ -151,16 +168,9 @@ class TikTokSender:
             self.config["audience_id"] = found
             learnt = {"audience_id": found}
         paths = _upload(self.client, self.config, hashes)
-        try:
-            answer = self.client.update_audience(
-                self.config["advertiser_id"], str(self.config["audience_id"]), action, paths
-            )
-        except RequestRejected as exc:
-            # The file holds only well-formed hashes, so a refused update is
-            # about the audience (TikTok keeps none under 1,000 people) or
-            # its settings; no member can be at fault, and splitting the
-            # batch would only spend requests.
-            raise LinkBroken(f"{exc}; TikTok refused the audience update as a whole") from None
+        answer = self.client.update_audience(
+            self.config["advertiser_id"], str(self.config["audience_id"]), action, paths
+        )
         return Receipt(answer.request_id, [*warnings, *answer.warnings], learnt)
 
     def close(self) -> None:
