@@ -451,8 +451,8 @@ def _checked_change(
     fixed = [k for k in _FIXED if k in changes and checked.get(k) != current.config.get(k)]
     if fixed or named:
         raise InvalidInput(
-            f"{', '.join([*fixed, *named])} of destination {current.name!r} cannot change: it names "
-            "where members go; add a new destination for another audience"
+            f"{', '.join([*fixed, *named])} of destination {current.name!r} cannot change: "
+            "it names where members go; add a new destination for another audience"
         )
     return checked
 
