@@ -164,3 +164,34 @@ def test_each_platforms_form_fits_a_phone_and_a_desktop(
             )
         finally:
             context.close()
+
+
+def test_the_segment_page_shows_what_meta_answered(
+    server: LiveServer, page: Any, db: Database, fakes: tuple[FakeMeta, FakeTikTok]
+) -> None:
+    from segflow import segments
+    from segflow.activation import links
+    from segflow.activation.meta import audiences
+    from tests.sync_helpers import HIGH_SPEND, NOW, customers, import_rows, run_sync
+
+    meta, _ = fakes
+    settings = Settings(meta_graph_url=meta.url, sync_timeout=5)
+    import_rows(db, customers(80))
+    made = segments.create_segment(
+        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    destinations.add_destination(
+        db, "fb", destinations.META,
+        {"ad_account_id": META_ACCOUNT, "audience_name": "A", "customer_file_source":
+         "USER_PROVIDED_ONLY"},
+        NOW, {"access_token": META_TOKEN}, settings.cipher,
+        prepare=audiences.preparer(settings),
+    )  # fmt: skip
+    links.link(db, "big spenders", "fb", NOW)
+    assert run_sync(db, settings).ok
+    page.goto(f"{server.url}/segments/{made.id}")
+    page.wait_for_selector("body[data-ready=true]")
+    cell = page.locator("#links td.google").first
+    cell.wait_for()
+    assert "received" in cell.inner_text()
+    assert "not checked yet" not in page.locator("#links").inner_text()

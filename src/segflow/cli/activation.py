@@ -417,7 +417,7 @@ def print_link_states(items: Sequence[dict[str, Any]]) -> None:
         )
         print(f"  last success: {d['last_success_at'] or 'never'}")
         if d["uploads"]:
-            print(f"  last upload: {_upload_line(d['uploads'][0])}")
+            print(f"  last upload: {_upload_line(d['uploads'][0], d['kind'])}")
         if d["match_rate"] is not None:
             print(f"  match rate: {d['match_rate']}")
         if d["list"] is not None:
@@ -448,7 +448,16 @@ def _errors_text(u: dict[str, Any]) -> str:
     return ", ".join(f"{r} {n:,}" for r, n in sorted(u["errors"].items())) or "-"
 
 
-def _upload_line(u: dict[str, Any]) -> str:
+def _upload_line(u: dict[str, Any], kind: str = destinations.GOOGLE_ADS) -> str:
+    if kind != destinations.GOOGLE_ADS:
+        # Only Google is asked later what became of a request; others answer at once.
+        line = (
+            f"{u['operation']} of {plural(u['members'], 'member')} at {_when(u['at'])}: "
+            f"{u['request_id']}"
+        )
+        for warning in u.get("field_warnings") or ():
+            line += f"; {warning}"
+        return line
     line = (
         f"{u['operation']} of {plural(u['members'], 'member')} at {_when(u['at'])}: "
         f"{_google_state(u)}"
@@ -501,6 +510,20 @@ def show_link(s: dict[str, Any], as_json: bool) -> None:
         print("  no uploads yet")
         return
     print("  last uploads:")
+    if s["kind"] != destinations.GOOGLE_ADS:
+        answers = [("when", "operation", "members", "answer", "warnings")]
+        for u in s["uploads"]:
+            answers.append(
+                (
+                    _when(u["at"]),
+                    u["operation"],
+                    f"{u['members']:,}",
+                    u["request_id"],
+                    "; ".join(u.get("field_warnings") or ()) or "-",
+                )
+            )
+        _table(answers, indent="    ")
+        return
     rows = [("when", "operation", "members", "request id", "Google", "errors", "match rate")]
     for u in s["uploads"]:
         rows.append(

@@ -110,7 +110,7 @@ phone numbers keep every digit.</small></p>
 <button type="submit">Explain</button></form><div id="explain"></div></section>
 <section><h2>Destinations</h2><table id="links"><thead><tr><th>Destination</th><th>Status</th>
 <th class="num">Synced</th><th class="num">Pending adds</th><th class="num">Pending removes</th>
-<th class="num">Failed</th><th>At Google</th><th>Last success</th><th>Last error</th></tr></thead>
+<th class="num">Failed</th><th>Platform says</th><th>Last success</th><th>Last error</th></tr></thead>
 <tbody></tbody></table>
 <form id="link-form"><select id="link-destination" aria-label="destination to link"></select>
 <button type="submit">Link destination</button></form>

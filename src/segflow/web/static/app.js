@@ -508,7 +508,7 @@ async function segmentPage() {
       el("td", { class: "num" }, fmt(s.pending_removes)), el("td", { class: "num" }, fmt(s.failed), s.failed ? refusedList(id, idOf[s.destination]) : null),
       el("td", { class: "google" }, atGoogle(s)),
       el("td", {}, when(s.last_success_at)), el("td", { class: "error" }, s.last_error || "")),
-      ...(s.uploads.length ? [el("tr", { class: "uploads" }, el("td", { colspan: 9 }, uploadsTable(s.uploads)))] : [])]));
+      ...(s.uploads.length ? [el("tr", { class: "uploads" }, el("td", { colspan: 9 }, uploadsTable(s.uploads, s.kind)))] : [])]));
     // Only destinations this segment is not linked to yet can be picked.
     const free = all.filter((d) => !statuses.some((s) => s.destination === d.name));
     $("link-destination").replaceChildren(...free.map((d) => el("option", { value: d.id }, `${d.name} (${d.kind})`)));
@@ -563,10 +563,16 @@ function refusedList(segmentId, destinationId) {
   return box;
 }
 
-// What Google reported about a link: the last upload's status, match rate, list size.
+// What the platform reported about a link: for Google the last upload's status, match
+// rate and list size; Meta and TikTok answer each request at once, with what they took.
 function atGoogle(s) {
   const last = s.last_upload;
   const parts = [];
+  if (s.kind !== "google_ads") {
+    if (last) parts.push(el("div", {}, `last upload: ${last.request_id}`));
+    for (const w of (last && last.field_warnings) || []) parts.push(el("div", { class: "warning" }, w));
+    return parts.length ? parts : "-";
+  }
   if (last) parts.push(el("div", {}, `last upload: ${googleState(last)}`));
   const warned = last ? (last.field_warnings || []).length : 0;
   if (warned) parts.push(el("div", { class: "warning" }, `Google warned about ${fmt(warned)} field${warned === 1 ? "" : "s"} of the last upload`));
@@ -580,8 +586,17 @@ function googleState(u) {
   return u.google_status.replace("_", " ").toLowerCase();
 }
 
-function uploadsTable(items) {
+function uploadsTable(items, kind) {
   const errors = (u) => Object.entries(u.errors).map(([r, n]) => `${r} ${fmt(n)}`).join(", ") || "-";
+  if (kind && kind !== "google_ads") {
+    return el("details", {}, el("summary", {}, `Last uploads (${items.length})`),
+      el("table", { class: "uploads" },
+        el("thead", {}, el("tr", {}, ["When", "Operation", "Members", "Answer", "Warnings"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, items.map((u) => el("tr", {},
+          el("td", {}, when(u.at)), el("td", {}, u.operation), el("td", { class: "num" }, fmt(u.members)),
+          el("td", { class: "mono" }, u.request_id),
+          el("td", { class: "field-warnings" }, (u.field_warnings || []).length ? u.field_warnings.map((w) => el("div", { class: "warning" }, w)) : "-"))))));
+  }
   return el("details", {}, el("summary", {}, `Last uploads (${items.length})`),
     el("table", { class: "uploads" },
       el("thead", {}, el("tr", {}, ["When", "Operation", "Members", "Request id", "Google", "Errors", "Match rate", "Field warnings"].map((h) => el("th", {}, h)))),
