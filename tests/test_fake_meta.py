@@ -535,6 +535,21 @@ def test_large_remove_in_query_string_is_dropped_but_body_works(
     assert meta.entries(audience) == set()
 
 
+def test_a_json_body_carries_the_parameters_as_objects(meta: FakeMeta) -> None:
+    audience = meta.add_audience(ACCOUNT)
+    url = f"{meta.url}/v26.0/{audience}/users?access_token={TOKEN}"
+    body = {"payload": {"schema": ["EMAIL"], "data": [[sha("a@x.com")], [sha("b@x.com")]]}}
+    answer = requests.post(url, json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert meta.hashes(audience, "EMAIL") == {sha("a@x.com"), sha("b@x.com")}
+    gone = requests.delete(url, json={"payload": {"schema": "EMAIL", "data": [sha("a@x.com")]}})
+    assert gone.status_code == 200, gone.text
+    assert meta.hashes(audience, "EMAIL") == {sha("b@x.com")}
+    refused = requests.post(url, data=b"[1, 2]", headers={"Content-Type": "application/json"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == 100
+    assert meta.hashes(audience, "EMAIL") == {sha("b@x.com")}
+
+
 def test_post_with_method_delete_removes(meta: FakeMeta, api: FacebookAdsApi) -> None:
     audience = meta.add_audience(ACCOUNT)
     add(api, audience, "EMAIL", [sha("a@x.com"), sha("b@x.com")])

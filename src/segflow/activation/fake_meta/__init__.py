@@ -24,8 +24,9 @@ Endpoints (only under ``/v26.0/``):
 * ``POST`` and ``DELETE /v26.0/<audience_id>/users`` (``payload``, optional
   ``session``): ``{"audience_id", "session_id", "num_received",
   "num_invalid_entries", "invalid_entry_samples"}``. Parameters may come in
-  the query string or a form-encoded body, for DELETE as well; a POST with
-  ``method=delete`` is taken as a DELETE.
+  the query string, a form-encoded body or a JSON object body (objects among
+  its values as their JSON), for DELETE as well; a POST with ``method=delete``
+  is taken as a DELETE.
 
 What it checks, in order, and how it answers (bodies ``{"error": {message,
 type, code, error_subcode?, is_transient, error_user_title?, error_user_msg?,

@@ -283,12 +283,26 @@ class FakeMeta:
     # -- the gate every request passes
 
     def _serve(
-        self, method: str, target: str, body: bytes, record: Received
+        self, method: str, target: str, body: bytes, record: Received, content_type: str = ""
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: (status, headers, body); raises _Drop to answer nothing."""
         split = urlsplit(target)
         params = _form(split.query)
-        if body:
+        if body and content_type.split(";")[0].strip().lower() == "application/json":
+            # Graph takes a JSON object as the body too; its values are the
+            # parameters, objects among them as their JSON.
+            try:
+                given = json.loads(body)
+            except ValueError:
+                given = None
+            if not isinstance(given, dict):
+                record.params = params
+                refused = errors.invalid_parameter(
+                    "Invalid body", "The request body is not a JSON object."
+                )
+                return refused.status, dict(refused.headers), refused.body()
+            params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in given.items()})
+        elif body:
             params.update(_form(body.decode("utf-8", "replace")))
         record.params = params
         # Graph's "method override": a POST with method=delete is a DELETE, for
@@ -732,7 +746,9 @@ def _handler_for(fake: FakeMeta) -> type[BaseHTTPRequestHandler]:
             )
             fake.received.append(record)
             try:
-                status, headers, payload = fake._serve(self.command, target, body, record)
+                status, headers, payload = fake._serve(
+                    self.command, target, body, record, self.headers.get("Content-Type", "")
+                )
             except _Drop:
                 record.outcome = "dropped"
                 self.close_connection = True
