@@ -90,7 +90,10 @@ def call(
 def _in_json_body(
     api: FacebookAdsApi, method: str, path: tuple[str, ...], params: dict[str, Any]
 ) -> Any:
-    """``api.call`` with the parameters as a JSON body (Graph takes one), not a form.
+    """``api.call`` with the parameters as a JSON body, not a form.
+
+    Graph reads a JSON object body as the request's parameters (Meta's own
+    Conversions API examples post one to ``/{pixel_id}/events``).
 
     A DELETE's parameters must leave the URL (see the module docstring); and
     a 10,000-row ``users`` payload is about 5 MB of JSON, which a form body
