@@ -258,20 +258,7 @@ def start(
     return links.link(db, SEGMENT, DESTINATION, NOW)
 
 
-#: Meta's answer to a batch sent in an upload session after its last one.
-META_SESSION_FINISHED = "already received its last batch"
-META_SESSION_BUG = (
-    "segflow bug: MetaSender marks any batch shorter than the batch size as its upload "
-    "session's last (last_batch_flag), but the sync pass sends more batches after a short "
-    "one (members settled or refused before sending); Meta refuses them all (code 100) "
-    "and the link pauses"
-)
-
-
 def not_paused(reason: str | None) -> None:
-    """No pause; the known Meta session bug (see META_SESSION_BUG) is an expected failure."""
-    if reason is not None and META_SESSION_FINISHED in reason:
-        pytest.xfail(META_SESSION_BUG)
     assert reason is None, reason
 
 
@@ -569,13 +556,11 @@ def test_imports_that_move_people_converge_through_injected_failures(
 
 
 def test_a_short_batch_before_more_batches_does_not_end_the_pass(
-    db: Database, target: Target, request: pytest.FixtureRequest
+    db: Database, target: Target
 ) -> None:
     """Held members whose record changed settle without a request, so a batch can
-    carry fewer members than the batch size with more batches still to come."""
-    if target.kind == "meta":
-        # Strict: once fixed, this marker (and not_paused's xfail) must go.
-        request.applymarker(pytest.mark.xfail(reason=META_SESSION_BUG, strict=True))
+    carry fewer members than the batch size with more batches still to come (Meta
+    once ended its upload session on such a batch and refused the rest)."""
     rows = customers(150, seed=21)
     settings = target.settings(sync_timeout=2, sync_lease=30, sync_batch=small_batch(target))
     start(db, target, settings, rows)
