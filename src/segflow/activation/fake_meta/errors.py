@@ -14,7 +14,10 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
-API_VERSION = "v26.0"
+from segflow.activation.meta.config import GRAPH_API_VERSION
+
+# The version segflow pins is the one the fake serves: one place to change it.
+API_VERSION = GRAPH_API_VERSION
 RATE_LIMIT_DOC = "https://developers.facebook.com/docs/graph-api/overview/rate-limiting"
 
 
