@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
+from segflow.activation.transport import LinkBroken
 from segflow.errors import InvalidInput
 
 
@@ -30,6 +32,16 @@ def check_token(secret: dict[str, Any] | None, kind: str, what: str) -> str:
             "at most 4,096 characters)"
         )
     return token
+
+
+def token_to_send(
+    check: Callable[[dict[str, Any] | None], str], secret: dict[str, Any] | None
+) -> str:
+    """The stored token a sender will use; one that is not there pauses the link."""
+    try:
+        return check(secret)
+    except InvalidInput as exc:
+        raise LinkBroken(str(exc)) from None
 
 
 def describe_token(token: str) -> dict[str, str]:

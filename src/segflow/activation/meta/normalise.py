@@ -39,7 +39,6 @@ uses: :class:`MetaColumns` names their columns beside it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import unicodedata
 from collections import Counter
@@ -48,7 +47,7 @@ from dataclasses import dataclass
 
 import pycountry
 
-from segflow.activation.identifiers import Mapping, Skipped, normalise_region
+from segflow.activation.identifiers import Mapping, Skipped, normalise_region, sha256_hex
 from segflow.errors import InvalidInput
 from segflow.ingest import phones
 
@@ -80,14 +79,6 @@ _US_ZIP = re.compile(r"^([0-9]{5})(?:[0-9]{4})?$")
 # Outward code (area and district) and the sector digit, with or without the unit.
 _UK_POSTCODE = re.compile(r"^([a-z]{1,2}[0-9][a-z0-9]?)([0-9])(?:[a-z]{2})?$")
 _OTHER_POSTAL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?$")
-
-
-def sha256_hex(value: str) -> str:
-    """Lower-case hex SHA-256 of a normalised value; a blank one is a bug, never a hash."""
-    if not value or value.isspace():
-        # The hash of "" would match no one and look like a real value.
-        raise ValueError("refusing to hash a blank value")
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 # Names and places repeat across members; emails, phones and keys do not.

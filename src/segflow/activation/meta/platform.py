@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from segflow.activation import tokens
 from segflow.activation.identifiers import Capped, Mapping, Skipped
 from segflow.activation.meta import audiences, normalise
 from segflow.activation.meta.config import META, check_secret
 from segflow.activation.meta.sender import MAX_ROWS, MetaSender
 from segflow.activation.platform import Platform
-from segflow.activation.transport import LinkBroken, Sender
+from segflow.activation.transport import Sender
 from segflow.config import Settings
-from segflow.errors import InvalidInput
 
 
 class MetaEncoder:
@@ -39,10 +39,7 @@ class MetaEncoder:
 def _sender(
     destination: Any, secret: dict[str, Any] | None, settings: Settings, connections: Any = None
 ) -> Sender:
-    try:
-        token = check_secret(secret)
-    except InvalidInput as exc:
-        raise LinkBroken(str(exc)) from None
+    token = tokens.token_to_send(check_secret, secret)
     return MetaSender(destination.config, token, settings)
 
 

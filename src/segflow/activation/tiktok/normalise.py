@@ -30,11 +30,10 @@ order. An unusable value is counted in ``skipped`` and never fails the record.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 
-from segflow.activation.identifiers import Mapping, Skipped
+from segflow.activation.identifiers import Mapping, Skipped, sha256_hex
 from segflow.ingest import phones
 
 #: Stored beside what was sent, so that a change to these rules can re-send it.
@@ -45,14 +44,6 @@ PHONE_CODE = "p:"
 
 _EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+$")
 _WHITE = re.compile(r"\s+")
-
-
-def sha256_hex(value: str) -> str:
-    """Lower-case hex SHA-256 of a normalised value; a blank one is a bug, never a hash."""
-    if not value or value.isspace():
-        # The hash of "" would match no one and look like a real value.
-        raise ValueError("refusing to hash a blank value")
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def normalise_email(raw: str | None) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from segflow.activation import tokens
 from segflow.activation.identifiers import Capped, Mapping, Skipped
 from segflow.activation.platform import Platform, Prepare
 from segflow.activation.tiktok import normalise
@@ -64,10 +65,7 @@ def _url(settings: Settings) -> str:
 def _sender(
     destination: Any, secret: dict[str, Any] | None, settings: Settings, connections: Any = None
 ) -> Sender:
-    try:
-        token = check_secret(secret)
-    except InvalidInput as exc:
-        raise LinkBroken(str(exc)) from None
+    token = tokens.token_to_send(check_secret, secret)
     return TikTokSender(
         destination.config, token, _url(settings), timeout=float(settings.sync_timeout)
     )
