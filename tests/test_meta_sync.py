@@ -383,6 +383,7 @@ def test_a_member_who_withdraws_consent_leaves_the_audience(
         ).all()
     assert len(rows) == 1 and rows[0].have == 0 and rows[0].pending == 0
     # Granted again, the person comes back.
+    assert destinations.update_destination(db, "fb", {"audience_name": "Big spenders"}, NOW)
     load([("1", "a@x.co", "500", "granted"), ("2", "b@x.co", "500", "granted")], 2)
     assert run_sync(db, settings).ok
     assert meta.hashes(audience, "EMAIL") == {sha("a@x.co"), sha("b@x.co")}
@@ -413,7 +414,15 @@ def test_a_token_meta_repeats_in_its_message_is_masked() -> None:
     error = FacebookRequestError("x", {}, 400, {}, json.dumps(body))
     refused = client.classify(error, token)
     assert isinstance(refused, transport.LinkBroken)
-    assert token[:12] not in str(refused) and "[access token]" in str(refused)
+    assert "[access token]" in str(refused)
+    # No run of the token longer than a few characters survives, whole,
+    # cut short or URL-encoded.
+    for text in (token, token[:20], token[5:], "x" + token[3:17] + "y"):
+        masked = client.mask(f"Malformed access token {text}.", token)
+        assert all(token[i : i + 8] not in masked for i in range(len(token) - 7)), masked
+    odd = "EAAB+abc/def=ghi+jkl/mno"
+    assert odd not in client.mask(f"token {odd} and %s" % client.quote(odd, safe=""), odd)
+    assert client.quote(odd, safe="") not in client.mask("t " + client.quote(odd, safe=""), odd)
 
 
 def test_a_token_no_platform_issues_is_refused_before_any_request(
@@ -422,3 +431,54 @@ def test_a_token_no_platform_issues_is_refused_before_any_request(
     with pytest.raises(InvalidInput, match="printable ASCII"):
         add_meta(db, settings, token="tök€n-abc")
     assert meta.request_count == 0
+
+
+def test_a_remove_meta_refuses_for_a_withdrawn_member_pauses_the_link(
+    db: Database, meta: FakeMeta, settings: Settings
+) -> None:
+    import io
+
+    from segflow import engine, ingest
+    from tests.sync_helpers import csv_bytes
+
+    header = ("id", "email", "lifetime_spend", "ad_user_data")
+
+    def load(consent: str, minute: int) -> None:
+        when = NOW + dt.timedelta(minutes=minute)
+        rows = [("1", "a@x.co", "500", "granted"), ("2", "b@x.co", "500", consent)]
+        data = io.BytesIO(csv_bytes(rows, header))
+        options = ingest.ImportOptions(dataset="customers", key="id")
+        ingest.import_csv(db, data, options, source="c.csv", now=when)
+        engine.tick(db, when)
+
+    load("granted", 0)
+    segments.create_segment(
+        db, name="big spenders", dataset="customers", rules_json=HIGH_SPEND, now=NOW
+    )
+    audience = add_meta(db, settings).config["audience_id"]
+    links.link(db, "big spenders", "fb", NOW)
+    assert run_sync(db, settings).ok
+
+    class RefusesRemoves:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def send(self, operation: str, members: Any) -> str:
+            if operation == transport.REMOVE:
+                raise transport.RequestRejected("Meta: Invalid parameter [code 100]")
+            return str(self.inner.send(operation, members))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    load("denied", 1)
+    report = run_sync(
+        db, settings, senders=lambda d, s, st: RefusesRemoves(platforms.build_sender(d, s, st))
+    )
+    (outcome,) = report.outcomes
+    assert outcome.paused is not None and "withdrew consent" in outcome.paused
+    assert sha("b@x.co") in meta.hashes(audience, "EMAIL")
+    # Resumed, with Meta taking removes again, the person leaves.
+    links.resume(db, "big spenders", "fb", retry_failed=False)
+    assert run_sync(db, settings).ok
+    assert meta.hashes(audience, "EMAIL") == {sha("a@x.co")}

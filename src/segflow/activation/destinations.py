@@ -443,10 +443,14 @@ def _checked_change(
         for k in ("audience_name", "customer_file_source")
         if k in changes and str(changes[k]).strip() != str(current.config.get(k, ""))
     ]
+    made_from = None
     if merged.get("audience_id") and merged.get("audience_name"):
-        # A name the first upload turned into an audience: the id is what counts.
-        merged = {k: v for k, v in merged.items() if k != "audience_name"}
+        # The name the audience was made from: the id is what counts, the
+        # name stays to be shown.
+        made_from = merged.pop("audience_name")
     checked: dict[str, Any] = TOKEN_KINDS[current.kind].check_config(merged)
+    if made_from is not None:
+        checked["audience_name"] = made_from
     # Compared as checked: "act_123" is the stored "123".
     fixed = [k for k in _FIXED if k in changes and checked.get(k) != current.config.get(k)]
     if fixed or named:

@@ -919,8 +919,14 @@ class _LinkRun:
             conn.execute(
                 sa.update(links).where(links.c.id == self.link_id).values(last_success_at=now)
             )
-            learnt: dict[str, Any] = getattr(request_id, "settings", {})
-            if learnt:
+        learnt: dict[str, Any] = getattr(request_id, "settings", {})
+        if learnt:
+            # A transaction of its own, after the answer's: it locks the
+            # destination row, which a person's change locks before the link's
+            # members; taken with them it could deadlock. Lost to a crash, the
+            # settings are learnt again (TikTok finds its audience by name).
+            with self.db.write() as conn:
+                self._hold(conn, now)
                 self._store_learnt(conn, learnt, now)
 
     def _store_learnt(self, conn: Connection, learnt: dict[str, Any], now: dt.datetime) -> None:
@@ -959,6 +965,7 @@ class _LinkRun:
     ) -> None:
         """Log one refused request; record the members it named (by position) as refused."""
         lm = link_members
+        withdrawn = 0
         with self.db.write() as conn:
             self._hold(conn, self.clock())
             if log:
@@ -968,16 +975,31 @@ class _LinkRun:
             rows = [{"r": part[i].rid, "reason": reason} for i, reason in sorted(named.items())]
             mine = sa.and_(lm.c.link_id == self.link_id, lm.c.rid == sa.bindparam("r"))
             if replaced:
-                # Old identifiers the platform will not take back: nothing
-                # more can be done with them, and the new ones still go out.
-                conn.execute(sa.update(lm).where(mine).values(stale=None), rows)
-                return
-            values: dict[str, Any] = {"rejected": sa.bindparam("reason"), "pending": 0}
-            if operation == INGEST:
-                # Refused with the request, so the list did not take it.
-                values["sent"] = sa.case((lm.c.have == 1, lm.c.sent), else_=None)
-            conn.execute(sa.update(lm).where(mine).values(**values), rows)
-            self.outcome.rejected += len({row["r"] for row in rows})
+                withdrawn = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        lm.c.link_id == self.link_id,
+                        among(conn, lm.c.rid, [part[i].rid for i in named]),
+                        lm.c.rejected == outgoing.DENIED_REASON,
+                    )
+                ).scalar_one()
+                if not withdrawn:
+                    # Old identifiers the platform will not take back: nothing
+                    # more can be done with them, and the new ones still go out.
+                    conn.execute(sa.update(lm).where(mine).values(stale=None), rows)
+            else:
+                values: dict[str, Any] = {"rejected": sa.bindparam("reason"), "pending": 0}
+                if operation == INGEST:
+                    # Refused with the request, so the list did not take it.
+                    values["sent"] = sa.case((lm.c.have == 1, lm.c.sent), else_=None)
+                conn.execute(sa.update(lm).where(mine).values(**values), rows)
+                self.outcome.rejected += len({row["r"] for row in rows})
+        if withdrawn:
+            # People who withdrew consent must leave the audience: their sets
+            # stay to be removed, and a person has to look.
+            raise LinkBroken(
+                f"{self.platform.name} refused to remove {withdrawn} member(s) whose records "
+                f"withdrew consent, so its audience may still hold them: {message}"
+            )
 
 
 def _shown(when: dt.datetime) -> str:

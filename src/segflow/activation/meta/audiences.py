@@ -44,7 +44,8 @@ def _prepare(api: Any, config: dict[str, Any]) -> dict[str, Any]:
     account = config["ad_account_id"]
     out = dict(config)
     out["terms_accepted"] = terms_accepted(api, account)
-    name = out.pop("audience_name", None)
+    # Kept beside the id it becomes, to be shown.
+    name = out.get("audience_name")
     if name is not None:
         if not out["terms_accepted"]:
             raise InvalidInput(

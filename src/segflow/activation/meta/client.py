@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import requests
 from facebook_business.api import FacebookAdsApi, FacebookResponse
@@ -158,16 +159,38 @@ def describe(exc: FacebookRequestError, token: str | None = None) -> str:
 
 
 def mask(text: str, token: str | None) -> str:
-    """``text`` without the token, or any long run of it (Graph may cut it short)."""
+    """``text`` without the token: whole, URL-encoded, or any run of 12 of its characters.
+
+    Graph may quote a token cut short. The spans are found in the text as it
+    is, then each replaced once, so no tail of a token survives a replacement
+    that broke the next window.
+    """
     if not token:
         return text
-    text = text.replace(token, "[access token]")
-    # A token cut short, or one Graph quoted in part: any 12 of its characters.
-    for start in range(0, max(len(token) - 11, 0)):
-        piece = token[start : start + 12]
-        if piece in text:
-            text = text.replace(piece, "[access token]")
-    return text
+    spans: list[tuple[int, int]] = []
+    for form in {token, quote(token, safe=""), quote_plus(token)}:
+        for start in range(0, max(len(form) - 11, 1)):
+            piece = form[start : start + 12]
+            at = text.find(piece)
+            while at != -1:
+                spans.append((at, at + len(piece)))
+                at = text.find(piece, at + 1)
+    if not spans:
+        return text
+    spans.sort()
+    merged = [list(spans[0])]
+    for begin, finish in spans[1:]:
+        if begin <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], finish)
+        else:
+            merged.append([begin, finish])
+    out, last = [], 0
+    for begin, finish in merged:
+        out.append(text[last:begin])
+        out.append("[access token]")
+        last = finish
+    out.append(text[last:])
+    return "".join(out)
 
 
 def classify(exc: FacebookRequestError, token: str | None = None) -> Exception:

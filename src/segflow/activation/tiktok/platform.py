@@ -20,6 +20,7 @@ from segflow.activation.tiktok import normalise
 from segflow.activation.tiktok.client import TikTokClient
 from segflow.activation.tiktok.config import EMAIL, TIKTOK, check_secret
 from segflow.activation.tiktok.sender import (
+    MAX_LIST_PAGES,
     MAX_MEMBERS_PER_REQUEST,
     TikTokSender,
     find_audience,
@@ -107,7 +108,8 @@ PLATFORM = Platform(
     title="TikTok audience",
     normalisation_version=normalise.NORMALISATION_VERSION,
     batch_size=MAX_MEMBERS_PER_REQUEST,
-    requests_per_send=4,
+    # The audience looked for (MAX_LIST_PAGES), the file, the update.
+    requests_per_send=MAX_LIST_PAGES + 2,
     sends_consent=False,
     encoder=TikTokEncoder,
     sender=_sender,

@@ -79,6 +79,11 @@ def _kind_name(config: dict[str, Any]) -> str:
     return "email" if config.get("id_type", EMAIL) == EMAIL else "phone number"
 
 
+#: Pages of 100 audiences looked through for one made by a lost answer: the
+#: lease covers a batch's requests (the platform's ``requests_per_send``).
+MAX_LIST_PAGES = 3
+
+
 def find_audience(
     client: TikTokClient, advertiser_id: str, name: str, kind: str | None = None
 ) -> str | None:
@@ -90,7 +95,7 @@ def find_audience(
     name the advertiser already has, so one found later is the one made.)
     """
     page = 1
-    while True:
+    while page <= MAX_LIST_PAGES:
         answer = client.list_audiences(advertiser_id, page=page)
         for audience in answer.get("list") or []:
             if not isinstance(audience, dict) or audience.get("name") != name:
@@ -101,6 +106,7 @@ def find_audience(
         if page >= int(info.get("total_page") or 0):
             return None
         page += 1
+    return None
 
 
 class TikTokSender:
