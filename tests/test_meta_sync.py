@@ -482,3 +482,16 @@ def test_a_remove_meta_refuses_for_a_withdrawn_member_pauses_the_link(
     links.resume(db, "big spenders", "fb", retry_failed=False)
     assert run_sync(db, settings).ok
     assert meta.hashes(audience, "EMAIL") == {sha("a@x.co")}
+
+
+def test_after_a_request_left_unanswered_the_retry_waits_out_the_timeout(
+    db: Database, meta: FakeMeta, settings: Settings
+) -> None:
+    link_segment(db, settings, customers(40))
+    # Answered (and applied) after the client gave up.
+    meta.fail_next("slow", sleep=settings.sync_timeout + 1.5)
+    clock = Clock()
+    (outcome,) = run_sync(db, settings, clock).outcomes
+    assert outcome.retry_at is not None
+    # The backoff alone would try again after 1 s; the request might still land.
+    assert outcome.retry_at - clock.now >= dt.timedelta(seconds=settings.sync_timeout - 0.1)

@@ -417,6 +417,11 @@ class _LinkRun:
         now = self.clock()
         attempts = self.claim.attempts + 1
         server_delay = exc.retry_after
+        if exc.unanswered:
+            # The platform may still apply the request it did not answer; were
+            # the batch sent again (its members' sets changed meanwhile) before
+            # that, a late remove could take out what the new request added.
+            server_delay = max(server_delay or 0.0, float(self.settings.sync_timeout))
         if isinstance(exc, QuotaExhausted):
             # Google's quota refills at the next minute or at midnight Pacific
             # time: trying sooner only spends more of it.

@@ -36,11 +36,18 @@ MAX_IDENTIFIERS_PER_MEMBER = 10
 
 
 class TransientError(Exception):
-    """Worth retrying later; ``retry_after`` is the server's requested delay in seconds."""
+    """Worth retrying later; ``retry_after`` is the server's requested delay in seconds.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``unanswered``: the request may have reached the platform (a timeout, a
+    connection lost after sending) and may still be applied.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, unanswered: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unanswered = unanswered
 
 
 class QuotaExhausted(TransientError):

@@ -167,7 +167,7 @@ def classify(exc: BaseException, secret: Any = None) -> Exception:
     if isinstance(kind, QuotaExhausted):
         return QuotaExhausted(text, kind.window, kind.limit, kind.retry_after)
     if isinstance(kind, TransientError):
-        return TransientError(text, kind.retry_after)
+        return TransientError(text, kind.retry_after, unanswered=kind.unanswered)
     return type(kind)(text)
 
 
@@ -209,7 +209,12 @@ def _classify(exc: BaseException) -> Exception:
         | core.FailedPrecondition,
     ):
         return _refusal(exc, d)
-    return TransientError(f"{d.status}: {d.message}", d.retry_after)
+    # Past its deadline a request may still be carried out at Google.
+    return TransientError(
+        f"{d.status}: {d.message}",
+        d.retry_after,
+        unanswered=isinstance(exc, core.DeadlineExceeded),
+    )
 
 
 def _refusal(exc: BaseException, d: Details) -> Exception:

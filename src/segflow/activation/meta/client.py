@@ -76,10 +76,12 @@ def call(
     except FacebookRequestError as exc:
         raise classify(exc, api._session.access_token) from None
     except requests.Timeout:
-        raise TransientError("Meta did not answer in time") from None
+        raise TransientError("Meta did not answer in time", unanswered=True) from None
     except requests.RequestException as exc:
         # str(exc) holds the URL, and with it the access token.
-        raise TransientError(f"could not reach Meta ({type(exc).__name__})") from None
+        raise TransientError(
+            f"could not reach Meta ({type(exc).__name__})", unanswered=True
+        ) from None
     except FacebookError as exc:
         raise TransientError(f"Meta's answer could not be read ({type(exc).__name__})") from None
     body = response.json()

@@ -321,10 +321,14 @@ class TikTokClient:
                 method, path, params=params, data=data, files=files, json=json_body
             )
         except httpx.TimeoutException as exc:
-            failed = TransientError(f"TikTok did not answer {path} in time ({type(exc).__name__})")
+            failed = TransientError(
+                f"TikTok did not answer {path} in time ({type(exc).__name__})", unanswered=True
+            )
         except httpx.RequestError as exc:
             # The exception's own text is left out: it could quote a header.
-            failed = TransientError(f"TikTok's connection failed on {path} ({type(exc).__name__})")
+            failed = TransientError(
+                f"TikTok's connection failed on {path} ({type(exc).__name__})", unanswered=True
+            )
         if failed is not None:
             # Raised outside the handler, so no __context__ carries httpx's exception.
             raise failed
