@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -262,3 +263,19 @@ def test_postgres_restarted_mid_run_loses_nothing(
         until_done=True,
     )
     assert len(restarts) == 2
+
+
+def test_a_stop_held_by_a_stuck_thread_ends_within_the_deadline(tmp_path: Path) -> None:
+    """What bounds ``serve``'s stop: a thread that never returns cannot hold the process."""
+    script = (
+        "import threading, time\n"
+        "from segflow.cli import serve\n"
+        "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+        "serve._stop_within(0.5)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "s after the signal; ending now" in done.stderr, done.stderr
+    assert "Thread 0x" in done.stderr  # every thread's stack, to see what held the stop

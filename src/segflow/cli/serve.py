@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from segflow import auth
@@ -52,6 +55,7 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
         def handle_exit(self, sig: int, frame: Any) -> None:
             # Open event streams would hold a graceful shutdown open forever.
             app.state.segflow.broadcaster.close()
+            _stop_within(STOP_DEADLINE_S)
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
@@ -78,6 +82,35 @@ def cmd_serve(args: argparse.Namespace, db: Database, settings: Settings) -> int
     Server(config).run()
     print("segflow: stopped", file=sys.stderr)
     return 0
+
+
+#: Seconds from SIGTERM or Ctrl-C to the process's end, whatever still runs.
+STOP_DEADLINE_S = 40.0
+
+
+def _stop_within(seconds: float) -> None:
+    """End the process ``seconds`` from now if a clean stop has not ended it by then.
+
+    A request thread stuck in a database call (seen once under connections
+    dropped mid-run) would keep the interpreter from exiting. Every write is
+    one transaction, so ending the process rolls back what was unfinished;
+    the threads' stacks are printed first, to see what held the stop.
+    """
+
+    def force() -> None:
+        print(
+            f"segflow: not stopped {seconds:.0f} s after the signal; ending now (unfinished "
+            "transactions roll back). What was still running:",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
 
 
 def register(sub: Any, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
